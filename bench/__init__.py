@@ -1,0 +1,3 @@
+"""The bench engine: sequences, stations, signals, runs and records. No device specifics."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,223 @@
+"""The ``bench`` command line.
+
+Exit codes: 0 PASS, 1 FAIL, 2 bad input (nothing was run), 3 ERROR, 4 ABORTED.
+Every error is one line on stderr; set BENCH_DEBUG=1 to see tracebacks of internal errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uuid6
+
+from bench.console import EXIT_CODES, RunView, print_summary, stderr_console
+from bench.errors import BenchError, LoadError
+from bench.plan import build_catalog, build_drivers, build_plan, load_sequence
+from bench.result import RunResult, Verdict
+from bench.station import load_station
+from bench.vtime import VirtualTimeLoop
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Hardware-in-the-loop safety test bench controller.",
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_station() -> Path:
+    local = Path("stations/sim.yaml")
+    return local if local.exists() else REPO_ROOT / "stations" / "sim.yaml"
+
+
+def _parse_params(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise LoadError(f"-p {item}: expected name=value")
+        out[name.strip()] = value.strip()
+    return out
+
+
+@app.command()
+def run(
+    sequence: Annotated[Path, typer.Argument(help="sequence file (YAML)")],
+    station: Annotated[Path | None, typer.Option(help="station file [default: stations/sim.yaml]")] = None,
+    param: Annotated[list[str] | None, typer.Option("-p", "--param", help="override a parameter: name=value")] = None,
+    fault: Annotated[list[str] | None, typer.Option("--fault", help="inject a simulator fault mode")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the simulators' random numbers")] = 1,
+    realtime: Annotated[bool, typer.Option("--realtime", help="run on the wall clock, not in virtual time")] = False,
+    reports: Annotated[Path, typer.Option(help="where run folders are written")] = Path("reports"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, only the summary")] = False,
+) -> None:
+    """Run a sequence on a station and write its record under reports/<run-id>/."""
+    station_path = station or default_station()
+    plan = build_plan(sequence, station_path, _parse_params(param), fault or [])
+    virtual = plan.station.model.simulated and plan.station.model.virtual_time and not realtime
+    run_id = str(uuid6.uuid7())
+    wall0 = time.monotonic()
+    start_epoch = time.time()
+    from bench.console import Console
+    from bench.engine import Run, RunOptions
+
+    console = Console(highlight=False, soft_wrap=True)
+    options = RunOptions(
+        reports_dir=reports,
+        run_id=run_id,
+        seed=seed,
+        virtual_time=virtual,
+        start_epoch=start_epoch,
+        started_utc=dt.datetime.fromtimestamp(start_epoch, dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+        wall_clock=lambda: time.monotonic() - wall0,
+    )
+    engine = Run(plan, options)
+    if not quiet:
+        clock = "virtual time" if virtual else "wall clock"
+        console.print(
+            f"[bold]{plan.sequence.id}[/] v{plan.sequence.version} on station "
+            f"[bold]{plan.station.model.id}[/] ({clock}, seed {seed})"
+            + (f", faults: {', '.join(plan.faults)}" if plan.faults else "")
+        )
+
+    async def main() -> RunResult:
+        loop = asyncio.get_running_loop()
+        for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
+            loop.add_signal_handler(sig, engine.request_stop, Verdict.ABORTED, f"interrupted by operator ({name})")
+        if quiet:
+            return await engine.execute()
+        with RunView(engine, console):
+            return await engine.execute()
+
+    with asyncio.Runner(loop_factory=VirtualTimeLoop if virtual else asyncio.new_event_loop) as runner:
+        result = runner.run(main())
+    print_summary(console, result, str(reports / run_id))
+    raise typer.Exit(EXIT_CODES[result.verdict])
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="sequence or station files")],
+    station: Annotated[Path | None, typer.Option(help="station to check sequences against")] = None,
+) -> None:
+    """Check sequence and station files without running them."""
+    for path in files:
+        kind = _kind(path)
+        if kind == "station":
+            st = load_station(path)
+            drivers = build_drivers(st)
+            build_catalog(drivers)
+            from bench.plan import _safe_states, station_faults
+
+            station_faults(st, [])
+            _safe_states(st, build_catalog(drivers), list(st.model.devices))
+        else:
+            build_plan(path, station or default_station())
+        typer.echo(f"{path}: ok ({kind})")
+
+
+def _kind(path: Path) -> str:
+    try:
+        head = path.read_text(encoding="utf-8")
+    except OSError:
+        return "sequence"
+    return "station" if any(line.startswith("devices:") for line in head.splitlines()) else "sequence"
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write to this file")] = None,
+    what: Annotated[str, typer.Option(help="'sequence' or 'station'")] = "sequence",
+) -> None:
+    """Write the JSON Schema of the sequence (or station) format, for editors."""
+    from bench.sequence import Sequence
+    from bench.station import Station
+
+    if what not in ("sequence", "station"):
+        raise LoadError(f"--what must be 'sequence' or 'station', not '{what}'")
+    model = Sequence if what == "sequence" else Station
+    text = json.dumps(model.model_json_schema(by_alias=True), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}")
+
+
+@app.command()
+def verify(run_dir: Annotated[Path, typer.Argument(help="a run folder under reports/")]) -> None:
+    """Prove a run's record is complete and unchanged (hash chain, file hashes)."""
+    from bench.record import verify_run
+
+    if not run_dir.is_dir():
+        raise LoadError(f"{run_dir}: not a run folder")
+    problems = verify_run(run_dir)
+    if problems:
+        for p in problems:
+            typer.echo(f"{run_dir}/{p.where}: {p.message}", err=True)
+        raise typer.Exit(1)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    typer.echo(f"{run_dir}: intact ({manifest['events']['lines']} events, {len(manifest['files'])} files)")
+
+
+@app.command()
+def faults(station: Annotated[Path | None, typer.Option(help="station file")] = None) -> None:
+    """List the fault modes of the station's simulators."""
+    from bench.device import fault_catalogue
+
+    st = load_station(station or default_station())
+    for sim in st.model.simulators:
+        for name, doc in sorted(fault_catalogue(sim.kind).items()):
+            typer.echo(f"{name:36s} {doc}")
+
+
+@app.command()
+def sequences(sequence_file: Annotated[Path, typer.Argument(help="sequence file")]) -> None:
+    """Show a sequence's parameters with their defaults and sources."""
+    _, model = load_sequence(sequence_file)
+    for name, p in model.parameters.items():
+        typer.echo(f"{name:24s} {p.default:>12s}  {p.doc}" + (f"  [{p.source}]" if p.source else ""))
+
+
+def main() -> None:
+    err = stderr_console()
+    try:
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BenchError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(EXIT_CODES[Verdict.ABORTED])
+    except Exception as exc:  # click's usage errors and anything unexpected: one line, never a traceback
+        # typer vendors click; its usage errors carry format_message() and exit code 2.
+        format_message = getattr(exc, "format_message", None)
+        if callable(format_message) and getattr(exc, "exit_code", None) == 2:
+            err.print(f"error: {format_message()}", markup=False)
+            sys.exit(2)
+        if type(exc).__name__ == "Abort":
+            sys.exit(EXIT_CODES[Verdict.ABORTED])
+        if os.environ.get("BENCH_DEBUG"):
+            raise
+        err.print(f"internal error: {type(exc).__name__}: {exc} (set BENCH_DEBUG=1 for details)", markup=False)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""What the person at the bench sees while a run goes on, and at its end.
+
+On a terminal: a live panel (rich) with the step, its progress, elapsed simulated and wall
+time, and the key signals. Elsewhere (CI, a pipe): one line per step and a status line every
+ten simulated minutes, so logs stay short but show progress.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console, Group
+
+__all__ = ["Console", "RunView", "print_summary", "stderr_console"]
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from bench.engine import Run, _fmt_value
+from bench.result import RunResult, Verdict
+from bench.units import format_value
+
+_COLOURS = {"PASS": "green", "FAIL": "red", "ERROR": "magenta", "ABORTED": "yellow"}
+
+
+def hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class RunView:
+    """Listens to the record's events; renders the live panel or plain progress lines."""
+
+    def __init__(self, run: Run, console: Console | None = None, live: bool | None = None) -> None:
+        self.run = run
+        self.console = console or Console(stderr=False, highlight=False)
+        self.live_mode = self.console.is_terminal if live is None else live
+        self._live: Live | None = None
+        self._wall0 = time.monotonic()
+        self._next_status = 600.0
+        run.listeners.append(self.on_event)
+
+    def __enter__(self) -> RunView:
+        if self.live_mode:
+            self._live = Live(self, console=self.console, refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    # Plain progress lines -------------------------------------------------------------------
+    def on_event(self, kind: str, t: float, fields: dict[str, Any]) -> None:
+        if self._live is not None:
+            if kind in ("monitor_tripped", "device_fault"):
+                self._live.console.print(f"[yellow]{hms(t)} {kind}: {fields.get('monitor') or fields.get('reason')}")
+            return
+        out = self.console.print
+        if kind == "step_started":
+            out(f"{hms(t)}  [{fields['phase']}] {fields['step']}: {fields['text']}")
+        elif (kind == "step_ended" and fields["outcome"] != "PASS") or (kind == "step_ended" and fields["message"]):
+            colour = _COLOURS.get(fields["outcome"], "white")
+            out(f"{hms(t)}    [{colour}]{fields['outcome']}[/] {fields['message']}")
+        elif kind == "monitor_tripped":
+            out(f"{hms(t)}  [yellow]monitor tripped:[/] {fields['monitor']}")
+        elif kind == "safe_state":
+            colour = "green" if fields["safe"] else "red"
+            out(
+                f"{hms(t)}  safe state {fields['device']}: [{colour}]{'safe' if fields['safe'] else 'NOT SAFE'}[/]"
+                f" - {fields['detail']}"
+            )
+        elif kind == "device_fault":
+            out(f"{hms(t)}  [magenta]device fault:[/] {fields['reason']}")
+        if t >= self._next_status and self.run.state.phase == "steps":
+            self._next_status = (t // 600 + 1) * 600
+            out(f"{hms(t)}    ... {self._signals_line()}")
+
+    def _signals_line(self) -> str:
+        bus = self.run.bus
+        parts = []
+        for name in self.run.plan.display:
+            v = bus.values.get(name)
+            parts.append(f"{name} = {_fmt_value(self.run, name, v)}")
+        return ", ".join(parts)
+
+    # Live panel ----------------------------------------------------------------------------
+    def __rich__(self) -> Group:
+        st = self.run.state
+        now = st.now() - st.t0 if st.phase != "load" else 0.0
+        wall = time.monotonic() - self._wall0
+        seq = self.run.plan.sequence
+        head = Text.assemble((f"{seq.id} ", "bold"), f"v{seq.version}  {seq.title}")
+        info = Table.grid(padding=(0, 2))
+        info.add_row("phase", st.phase)
+        step = st.step
+        if step is not None:
+            total = len(self.run.plan.steps if step.phase == "steps" else self.run.plan.cleanup)
+            info.add_row("step", f"{step.index + 1}/{total} {step.name}: {step.text}")
+            elapsed = now - (st.step_started - st.t0)
+            if step.kind in ("wait", "wait_until") and (step.timeout or step.duration):
+                limit = step.duration or step.timeout
+                frac = min(1.0, elapsed / limit) if limit else 1.0
+                bar = "#" * int(frac * 30) + "-" * (30 - int(frac * 30))
+                info.add_row("", f"[{bar}] {hms(elapsed)} of {hms(limit)}{' max' if step.kind == 'wait_until' else ''}")
+        info.add_row("time", f"{hms(now)} simulated / bench, {hms(wall)} wall")
+        sig = Table(box=None, show_header=True, header_style="bold")
+        sig.add_column("signal")
+        sig.add_column("value", justify="right")
+        for name in self.run.plan.display:
+            sig.add_row(name, _fmt_value(self.run, name, self.run.bus.values.get(name)))
+        mons = Table(box=None, show_header=True, header_style="bold")
+        mons.add_column("monitor")
+        mons.add_column("condition")
+        for m in self.run.plan.monitors:
+            mons.add_row(m.name, m.text)
+        return Group(head, info, sig, mons)
+
+
+def print_summary(console: Console, result: RunResult, run_dir: str) -> None:
+    colour = _COLOURS[result.verdict.value]
+    for m in result.measurements:
+        mark = (
+            "[green]PASS[/]" if m.outcome.value == "PASS" else f"[{_COLOURS.get(m.outcome.value, 'red')}]{m.outcome}[/]"
+        )
+        lims = []
+        if m.low is not None:
+            lims.append(f">= {format_value(m.low, m.unit)}")
+        if m.high is not None:
+            lims.append(f"<= {format_value(m.high, m.unit)}")
+        console.print(f"  {mark} {m.name} = {format_value(m.value, m.unit)}  ({', '.join(lims) or 'no limits'})")
+    for s in result.safe_state:
+        console.print(f"  safe state {s.device}: {'[green]safe' if s.safe else '[red]NOT SAFE'}[/] - {s.detail}")
+    console.print(f"[bold {colour}]{result.verdict.value}[/] {result.reason}")
+    console.print(
+        f"simulated {hms(result.sim_duration_s)} ({result.sim_duration_s:.1f} s) in {result.wall_duration_s:.2f} s wall"
+    )
+    console.print(f"run folder: {run_dir}")
+
+
+def stderr_console() -> Console:
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+
+EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ERROR: 3, Verdict.ABORTED: 4}

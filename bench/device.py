@@ -1,0 +1,105 @@
+"""What the engine needs from a driver, and what a driver gets from the engine.
+
+Drivers live in the ``drivers`` package and are found by name through the ``bench.drivers``
+entry point group, so the engine never imports them. A driver declares its signals before it
+connects (so sequences are checked at load time), publishes samples to the signal bus, and
+applies commands.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import can
+
+from bench.errors import LoadError
+from bench.expr import SignalInfo
+
+Publish = Callable[[str, float, float], None]
+
+
+class ConfigError(ValueError):
+    """A driver's station configuration is wrong; the message names the key."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+@dataclass
+class DeviceContext:
+    """Handed to every driver at connect time."""
+
+    loop: asyncio.AbstractEventLoop
+    publish: Publish
+    # Raw bus traffic for the record (``tx`` True for frames the bench sent).
+    record_frame: Callable[[can.Message, bool], None]
+    # Report a fault that makes the device unusable; the engine aborts the run with it.
+    fault: Callable[[str, str], None]
+    # In-process endpoints registered by simulated plants (e.g. a supply's SCPI handler).
+    inproc: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Driver(abc.ABC):
+    """Base class of all drivers: one instance per device of a station."""
+
+    def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:
+        self.name = name
+        self.config = dict(config)
+        self.base_dir = base_dir
+
+    @abc.abstractmethod
+    def signals(self) -> list[SignalInfo]:
+        """Every signal of the device, named ``<device>.<signal>``, known before connecting."""
+
+    def files(self) -> list[Path]:
+        """Files the driver's behaviour depends on (DBCs ...), hashed into the record."""
+        return []
+
+    @abc.abstractmethod
+    async def connect(self, ctx: DeviceContext) -> None:
+        """Open the transport and start publishing samples."""
+
+    async def identify(self) -> dict[str, str]:
+        """Identity of the instrument or DUT (maker, model, serial, firmware ...)."""
+        return {}
+
+    @abc.abstractmethod
+    async def set(self, values: Mapping[str, float]) -> dict[str, float]:
+        """Apply signal values (short names, in the signal's unit); return what was read back."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop tasks and close the transport. Must not raise."""
+
+
+def load_driver(kind: str) -> type[Driver]:
+    eps = {ep.name: ep for ep in entry_points(group="bench.drivers")}
+    if kind not in eps:
+        raise LoadError(f"unknown driver '{kind}' (installed: {', '.join(sorted(eps)) or 'none'})")
+    cls = eps[kind].load()
+    if not (isinstance(cls, type) and issubclass(cls, Driver)):
+        raise LoadError(f"driver '{kind}' does not implement bench.device.Driver")
+    return cls
+
+
+def load_plant_builder(kind: str) -> Callable[..., Any]:
+    eps = {ep.name: ep for ep in entry_points(group="bench.simulators")}
+    if kind not in eps:
+        raise LoadError(f"unknown simulator '{kind}' (installed: {', '.join(sorted(eps)) or 'none'})")
+    builder: Callable[..., Any] = eps[kind].load()
+    return builder
+
+
+def fault_catalogue(kind: str) -> dict[str, str]:
+    module = load_plant_builder(kind).__module__
+    import importlib
+
+    cat = getattr(importlib.import_module(module), "fault_catalogue", None)
+    return dict(cat()) if callable(cat) else {}

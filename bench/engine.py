@@ -1,0 +1,630 @@
+"""Execute a plan: connect, identify, run steps under monitors, always clean up, record.
+
+The life of a run is documented in docs/lifecycle.md. In short:
+
+1. start the station's simulated plants (if any) and connect every device;
+2. read identities;
+3. run the steps in one task while monitors watch every relevant sample;
+4. whatever ended the steps (PASS, FAIL, error, monitor, Ctrl-C), run ``cleanup``;
+5. bring every device to its safe state and read that state back;
+6. close devices, write result.json, junit.xml, report.html and seal the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import __version__
+from bench.device import DeviceContext, load_plant_builder
+from bench.errors import BenchError, DeviceError
+from bench.expr import Compiled
+from bench.plan import MeasurePlan, Plan, PlanMonitor, PlanStep, SetValue
+from bench.record import file_sha256
+from bench.result import (
+    DeviceIdentity,
+    Measurement,
+    Outcome,
+    Parameter,
+    RunResult,
+    SafeStateReadback,
+    StepResult,
+    Verdict,
+)
+from bench.runrecord import RunRecorder
+from bench.signals import SignalBus
+from bench.units import format_value
+
+CONNECT_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 10.0
+_SEVERITY = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ABORTED: 2, Verdict.ERROR: 3}
+
+
+@dataclass
+class RunOptions:
+    reports_dir: Path
+    run_id: str
+    seed: int = 1
+    virtual_time: bool = True
+    start_epoch: float = 0.0
+    started_utc: str = ""
+    wall_clock: Callable[[], float] | None = None  # for the wall duration printed at the end only
+
+
+class StepFailed(Exception):
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        self.outcome = outcome
+        super().__init__(message)
+
+
+@dataclass
+class RunState:
+    """What the operator's view reads while the run goes on."""
+
+    phase: str = "load"
+    step: PlanStep | None = None
+    step_started: float = 0.0
+    t0: float = 0.0
+    now: Callable[[], float] = lambda: 0.0
+    bus: SignalBus | None = None
+    verdict: Verdict | None = None
+    reason: str = ""
+    events: list[str] = field(default_factory=list)
+
+
+class Run:
+    def __init__(self, plan: Plan, options: RunOptions) -> None:
+        self.plan = plan
+        self.opt = options
+        self.bus = SignalBus(plan.catalog)
+        for sig in plan.history:
+            self.bus.keep_history(sig)
+        self.state = RunState(bus=self.bus)
+        self._stop: tuple[Verdict, str] | None = None
+        self._steps_task: asyncio.Task[None] | None = None
+        self._measurements: list[Measurement] = []
+        self._step_results: list[StepResult] = []
+        self._step_starts: dict[str, float] = {}
+        self._connected: list[str] = []
+        self._identities: list[DeviceIdentity] = []
+        self._safe: list[SafeStateReadback] = []
+        self._plants: list[Any] = []
+        self._inproc: dict[str, Any] = {}
+        self._first_fail: str | None = None
+        self.rec: RunRecorder | None = None
+        self.listeners: list[Callable[[str, float, dict[str, Any]], None]] = []
+
+    # -- stopping ---------------------------------------------------------------------------
+    def request_stop(self, verdict: Verdict, reason: str) -> None:
+        """Stop the steps now (monitor, driver fault, operator). Cleanup still runs."""
+        if self._stop is None or _SEVERITY[verdict] > _SEVERITY[self._stop[0]]:
+            self._stop = (verdict, reason) if self._stop is None else (verdict, self._stop[1])
+        if self._steps_task is not None and not self._steps_task.done():
+            self._steps_task.cancel()
+        elif self.state.phase == "cleanup" and self.rec is not None:
+            self._event("stop_requested", verdict=verdict.value, reason=reason, note="cleanup continues")
+
+    def _on_fault(self, device: str, reason: str) -> None:
+        self._event("device_fault", device=device, reason=reason)
+        self.request_stop(Verdict.ERROR, f"device {device}: {reason}")
+
+    # -- helpers ----------------------------------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def _now(self) -> float:
+        return self.loop.time()
+
+    def _rel(self, t: float) -> float:
+        return t - self.state.t0
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        if self.rec is not None:
+            self.rec.event(kind, self._now(), **fields)
+
+    def _shown(self, values: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k} = {_fmt_value(self, k, v)}" for k, v in values.items())
+
+    def _values(self, names: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for n in sorted(names):
+            s = self.bus.sample(n)
+            out[n] = None if s is None else (s.state or _round(s.value))
+        return out
+
+    # -- the run ----------------------------------------------------------------------------
+    async def execute(self) -> RunResult:
+        loop = self.loop
+        t0 = loop.time()
+        self.state.t0 = t0
+        self.state.now = loop.time
+        plan = self.plan
+        run_dir = self.opt.reports_dir / self.opt.run_id
+        self.rec = RunRecorder(run_dir, t0, self.opt.start_epoch)
+        self.rec.listeners.extend(self.listeners)
+        inputs = {
+            "sequence": self.rec.copy_input(plan.sequence_source.path),
+            "station": self.rec.copy_input(plan.station.path),
+        }
+        dbcs = [self.rec.copy_input(p) for p in plan.files()]
+        seq = plan.sequence
+        self._event(
+            "run_started",
+            run_id=self.opt.run_id,
+            started_utc=self.opt.started_utc,
+            sequence={
+                "id": seq.id,
+                "version": seq.version,
+                "title": seq.title,
+                "basis": seq.basis.model_dump(),
+                "sha256": plan.sequence_sha256,
+            },
+            station={"id": plan.station.model.id, "sha256": plan.station.source.sha256},
+            parameters={k: str(p.value) for k, p in plan.params.items()},
+            overridden=[k for k, p in plan.params.items() if p.overridden],
+            faults=plan.faults,
+            seed=self.opt.seed,
+            virtual_time=self.opt.virtual_time,
+            code_version=__version__,
+            inputs=inputs,
+            dbc=dbcs,
+        )
+        try:
+            await self._start_plants()
+            await self._connect_all()
+            if self._stop is None:
+                self.state.phase = "steps"
+                monitors = self._start_monitors()
+                snapshots = asyncio.create_task(self._snapshots())
+                self._steps_task = asyncio.create_task(self._run_steps(plan.steps, "steps"))
+                try:
+                    await asyncio.wait([self._steps_task])
+                finally:
+                    for sub in monitors:
+                        sub.cancel()
+                    snapshots.cancel()
+                if self._steps_task.cancelled() and self._stop is None:
+                    self._stop = (Verdict.ABORTED, "steps were cancelled")
+                elif not self._steps_task.cancelled() and self._steps_task.exception() is not None:
+                    exc = self._steps_task.exception()
+                    self._stop = (Verdict.ERROR, f"internal error in steps: {exc!r}")
+        except BenchError as exc:
+            self._stop = self._stop or (Verdict.ERROR, str(exc))
+        finally:
+            self.state.phase = "cleanup"
+            await self._cleanup()
+        return await self._finish()
+
+    async def _start_plants(self) -> None:
+        for i, sim in enumerate(self.plan.station.model.simulators):
+            builder = load_plant_builder(sim.kind)
+            config = dict(sim.config)
+            if "dbc" in config:
+                config["dbc"] = str((self.plan.station.base_dir / str(config["dbc"])).resolve())
+            try:
+                plant = builder(
+                    config, faults=self.plan.faults, seed=self.opt.seed + i, register=self._inproc.__setitem__
+                )
+            except ValueError as exc:
+                raise BenchError(f"simulator {sim.kind}: {exc}") from None
+            await plant.start()
+            self._plants.append(plant)
+            self._event("simulator_started", simulator=sim.kind, faults=self.plan.faults)
+
+    async def _connect_all(self) -> None:
+        ctx = DeviceContext(
+            self.loop,
+            self.bus.publish,
+            self.rec.frame if self.rec else (lambda m, tx: None),
+            self._on_fault,
+            self._inproc,
+        )
+        for name, driver in self.plan.drivers.items():
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await driver.connect(ctx)
+                self._connected.append(name)
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    identity = await driver.identify()
+            except TimeoutError:
+                self._stop = (Verdict.ERROR, f"device {name}: no answer within {CONNECT_TIMEOUT:g} s while connecting")
+                self._event("device_fault", device=name, reason=self._stop[1])
+                return
+            except (BenchError, OSError) as exc:
+                reason = str(exc) if isinstance(exc, DeviceError) else f"device {name}: {exc}"
+                self._stop = (Verdict.ERROR, reason)
+                self._event("device_fault", device=name, reason=reason)
+                return
+            entry = self.plan.station.model.devices[name]
+            self._identities.append(DeviceIdentity(name=name, driver=entry.driver, identity=identity))
+            self._event("device_connected", device=name, driver=entry.driver, identity=identity)
+
+    def _start_monitors(self) -> list[Any]:
+        subs = []
+        for mon in self.plan.monitors:
+            subs.append(self.bus.subscribe(mon.cond.signals, self._monitor_callback(mon)))
+            if mon.cond.fn(self.bus.env) is True:
+                self._monitor_tripped(mon)
+        return subs
+
+    def _monitor_callback(self, mon: PlanMonitor) -> Callable[[str, float, float], None]:
+        fn, env = mon.cond.fn, self.bus.env
+
+        def on_sample(name: str, value: float, t: float) -> None:
+            if self._stop is None and fn(env) is True:
+                self._monitor_tripped(mon, t)
+
+        return on_sample
+
+    def _monitor_tripped(self, mon: PlanMonitor, t: float | None = None) -> None:
+        verdict = Verdict.ABORTED if mon.then == "abort" else Verdict.FAIL
+        values = self._values(mon.cond.signals)
+        shown = self._shown(values)
+        reason = f"monitor '{mon.name}' tripped: {mon.text} ({shown})"
+        if mon.message:
+            reason += f": {mon.message}"
+        self._event(
+            "monitor_tripped",
+            monitor=mon.name,
+            condition=mon.text,
+            values=values,
+            sample_t=None if t is None else _round(self._rel(t)),
+            action=mon.then,
+        )
+        self.request_stop(verdict, reason)
+
+    async def _snapshots(self) -> None:
+        names = self.plan.display
+        if not names:
+            return
+        while True:
+            await asyncio.sleep(self.plan.record_interval)
+            self._event("snapshot", values=self._values(names))
+
+    # -- steps ------------------------------------------------------------------------------
+    async def _run_steps(self, steps: list[PlanStep], phase: str) -> None:
+        for step in steps:
+            ok = await self._run_step(step, phase)
+            if not ok and phase == "steps":
+                return
+
+    async def _run_step(self, step: PlanStep, phase: str) -> bool:
+        """Run one step and record it; False when the sequence must not go on."""
+        self.state.step = step
+        start = self._now()
+        self.state.step_started = start
+        self._step_starts[step.name] = start
+        self._event("step_started", step=step.name, step_kind=step.kind, phase=phase, line=step.line, text=step.text)
+        outcome, message, go_on = Outcome.PASS, "", True
+        try:
+            message = await self._execute(step) or ""
+        except StepFailed as exc:
+            outcome, message = exc.outcome, str(exc)
+            go_on = exc.outcome == Outcome.FAIL and step.kind == "measure"
+        except asyncio.CancelledError:
+            outcome = Outcome.ABORTED
+            message = self._stop[1] if self._stop else "cancelled"
+            self._record_step(step, phase, start, outcome, message)
+            raise
+        except (BenchError, OSError) as exc:
+            outcome, message, go_on = Outcome.ERROR, str(exc), False
+        self._record_step(step, phase, start, outcome, message)
+        if outcome == Outcome.FAIL and self._first_fail is None:
+            self._first_fail = f"step '{step.name}': {message}"
+        if outcome == Outcome.ERROR and phase == "steps":
+            self._stop = self._stop or (Verdict.ERROR, f"step '{step.name}': {message}")
+        return go_on
+
+    def _record_step(self, step: PlanStep, phase: str, start: float, outcome: Outcome, message: str) -> None:
+        end = self._now()
+        self._step_results.append(
+            StepResult(
+                index=step.index,
+                name=step.name,
+                kind=step.kind,
+                phase=phase,
+                line=step.line,
+                outcome=outcome,
+                started=_round(self._rel(start)),
+                ended=_round(self._rel(end)),
+                message=message,
+            )
+        )
+        self._event("step_ended", step=step.name, outcome=outcome.value, message=message)
+
+    async def _execute(self, step: PlanStep) -> str | None:
+        if step.kind == "set":
+            return await self._apply(step.sets)
+        if step.kind == "wait":
+            await asyncio.sleep(step.duration)
+            return None
+        if step.kind == "wait_until":
+            return await self._wait_until(step)
+        if step.kind == "check":
+            assert step.cond is not None
+            result = step.cond.fn(self.bus.env)
+            values = self._values(step.cond.signals)
+            shown = self._shown(values)
+            if result is None:
+                raise StepFailed(Outcome.ERROR, f"cannot evaluate '{step.cond_text}': no sample yet ({shown})")
+            if not result:
+                text = step.message or f"check failed: {step.cond_text}"
+                raise StepFailed(Outcome.FAIL, f"{text} ({shown})" if shown else text)
+            return shown
+        if step.kind == "measure":
+            assert step.measure is not None
+            return await self._measure(step, step.measure)
+        raise AssertionError(step.kind)  # pragma: no cover
+
+    async def _apply(self, sets: list[SetValue]) -> str:
+        by_device: dict[str, dict[str, float]] = {}
+        for sv in sets:
+            dev, short = sv.signal.split(".", 1)
+            by_device.setdefault(dev, {})[short] = sv.value
+        shown = []
+        for dev, values in by_device.items():
+            if dev not in self._connected:
+                raise DeviceError(dev, "not connected")
+            try:
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    readback = await self.plan.drivers[dev].set(values)
+            except TimeoutError:
+                raise DeviceError(dev, f"no answer within {COMMAND_TIMEOUT:g} s") from None
+            self._event(
+                "set",
+                device=dev,
+                requested={k: _round(v) for k, v in values.items()},
+                readback={k: _round(v) for k, v in readback.items()},
+                shown={f"{dev}.{k}": _fmt_value(self, f"{dev}.{k}", v) for k, v in readback.items()},
+            )
+            shown += [f"{dev}.{k} = {_fmt_value(self, f'{dev}.{k}', v)}" for k, v in readback.items()]
+        return "read back " + ", ".join(shown)
+
+    async def _wait_for(self, cond: Compiled, within: float) -> float:
+        """Wait until ``cond`` is true, woken by samples of its signals; the triggering sample's time."""
+        fn, env = cond.fn, self.bus.env
+        hit: asyncio.Future[float] = self.loop.create_future()
+
+        def on_sample(name: str, value: float, t: float) -> None:
+            if not hit.done() and fn(env) is True:
+                hit.set_result(t)
+
+        if fn(env) is True:
+            return self._now()
+        sub = self.bus.subscribe(cond.signals, on_sample)
+        try:
+            async with asyncio.timeout(within):
+                return await hit
+        finally:
+            sub.cancel()
+
+    async def _wait_until(self, step: PlanStep) -> str:
+        cond = step.cond
+        assert cond is not None
+        try:
+            t = await self._wait_for(cond, step.timeout)
+        except TimeoutError:
+            values = self._values(cond.signals)
+            shown = self._shown(values)
+            msg = f"timed out after {format_value(step.timeout, 's')} waiting for {step.cond_text} ({shown})"
+            self._event("wait_timeout", step=step.name, values=values)
+            if step.on_timeout == "continue":
+                return msg
+            raise StepFailed(Outcome.FAIL, msg) from None
+        rel = self._rel(t)
+        if step.mark:
+            self.bus.marks[step.mark] = rel
+        values = self._values(cond.signals)
+        self._event("condition_met", step=step.name, mark=step.mark, sample_t=_round(rel), values=values)
+        shown = self._shown(values)
+        return f"true at {format_value(rel, 's')}" + (f" (@{step.mark})" if step.mark else "") + f": {shown}"
+
+    async def _measure(self, step: PlanStep, m: MeasurePlan) -> str:
+        value: float | None
+        if m.expr is not None:
+            base = m.expr.fn(self.bus.env)
+            if base is None:
+                missing = [f"@{k}" for k in m.expr.marks if k not in self.bus.marks]
+                missing += [k for k in m.expr.signals if k not in self.bus.values]
+                raise StepFailed(Outcome.ERROR, f"cannot evaluate {m.expr_text}: no value for {', '.join(missing)}")
+            value = m.unit.from_base(base)
+            how = m.expr_text
+        else:
+            assert m.signal is not None
+            info = self.plan.catalog[m.signal]
+            if m.window is not None:
+                samples: list[float] = []
+                sub = self.bus.subscribe([m.signal], lambda n, v, t: samples.append(v))
+                try:
+                    await asyncio.sleep(m.window)
+                finally:
+                    sub.cancel()
+                how = f"{m.stat} of {m.signal} over {format_value(m.window, 's')}"
+            elif m.since is not None:
+                since = (
+                    self.bus.marks.get(m.since[1:])
+                    if m.since.startswith("@")
+                    else self._rel(self._step_starts.get(m.since, self.state.t0))
+                )
+                if since is None:
+                    raise StepFailed(Outcome.ERROR, f"instant {m.since} was never recorded")
+                samples = [v for _, v in self.bus.history(m.signal, self.state.t0 + since)]
+                how = f"{m.stat} of {m.signal} since {m.since}"
+            else:
+                current = self.bus.values.get(m.signal)
+                samples = [] if current is None else [current]
+                how = f"value of {m.signal}"
+            if not samples:
+                raise StepFailed(Outcome.ERROR, f"no sample of {m.signal} to measure")
+            raw = {"value": samples[-1], "min": min(samples), "max": max(samples), "mean": statistics.fmean(samples)}[
+                m.stat
+            ]
+            value = m.unit.from_base(info.unit.to_base(raw))
+        outcome = Outcome.PASS
+        if (m.low is not None and value < m.low) or (m.high is not None and value > m.high):
+            outcome = Outcome.FAIL
+        meas = Measurement(
+            name=m.name,
+            step=step.name,
+            value=_round(value),
+            unit=m.unit.text,
+            low=m.low,
+            high=m.high,
+            outcome=outcome,
+            t=_round(self._rel(self._now())),
+            how=how,
+        )
+        self._measurements.append(meas)
+        self._event("measurement", **meas.model_dump(exclude={"t"}))
+        text = f"{m.name} = {format_value(value, m.unit.text)} ({_limits(m)})"
+        if outcome == Outcome.FAIL:
+            raise StepFailed(Outcome.FAIL, f"{text}: outside the limit")
+        return text
+
+    # -- the end ----------------------------------------------------------------------------
+    async def _cleanup(self) -> None:
+        steps = [s for s in self.plan.cleanup if all(sv.signal.split(".")[0] in self._connected for sv in s.sets)]
+        self._event("cleanup_started", reason=self._stop[1] if self._stop else "steps completed")
+        for step in steps:
+            # Each cleanup step is tried, whatever happened to the one before.
+            with contextlib.suppress(Exception):
+                await self._run_step(step, "cleanup")
+        await self._safe_state()
+        for name in reversed(self._connected):
+            with contextlib.suppress(Exception):
+                await self.plan.drivers[name].close()
+        for plant in reversed(self._plants):
+            with contextlib.suppress(Exception):
+                await plant.stop()
+
+    async def _safe_state(self) -> None:
+        async def one(dev: str) -> None:
+            plan = self.plan.safe_states[dev]
+            t = self._now()
+            try:
+                await self._apply(plan.sets)
+                await self._wait_for(plan.verify, plan.within)
+                safe, detail = True, f"{plan.verify_text}: read back true"
+            except TimeoutError:
+                safe, detail = False, f"{plan.verify_text}: still false after {format_value(plan.within, 's')}"
+            except (BenchError, OSError) as exc:
+                safe, detail = False, f"could not command the safe state: {exc}"
+            values = self._values(plan.verify.signals)
+            detail += " (" + self._shown(values) + ")"
+            rb = SafeStateReadback(device=dev, safe=safe, detail=detail, t=_round(self._rel(self._now())))
+            self._safe.append(rb)
+            self._event(
+                "safe_state", device=dev, safe=safe, detail=detail, commanded_t=_round(self._rel(t)), values=values
+            )
+
+        devices = [d for d in self._connected if d in self.plan.safe_states]
+        await asyncio.gather(*(one(d) for d in devices))
+
+    async def _finish(self) -> RunResult:
+        assert self.rec is not None
+        plan = self.plan
+        verdict, reason = Verdict.PASS, "all steps passed and every measurement is within its limits"
+        if self._stop is not None:
+            verdict, reason = self._stop
+        elif self._first_fail is not None:
+            verdict, reason = Verdict.FAIL, self._first_fail
+        failed_cleanup = [s for s in self._step_results if s.phase == "cleanup" and s.outcome != Outcome.PASS]
+        if verdict == Verdict.PASS and failed_cleanup:
+            verdict, reason = Verdict.ERROR, f"cleanup step '{failed_cleanup[0].name}': {failed_cleanup[0].message}"
+        end = self._now()
+        self.rec.close_traffic()
+        wall = self.opt.wall_clock() if self.opt.wall_clock else 0.0
+        seq = plan.sequence
+        result = RunResult(
+            run_id=self.opt.run_id,
+            verdict=verdict,
+            reason=reason,
+            sequence={
+                "id": seq.id,
+                "title": seq.title,
+                "version": seq.version,
+                "basis": seq.basis.model_dump(),
+                "path": str(plan.sequence_source.path),
+                "sha256": plan.sequence_sha256,
+            },
+            station={
+                "id": plan.station.model.id,
+                "title": plan.station.model.title,
+                "path": str(plan.station.path),
+                "sha256": plan.station.source.sha256,
+                "simulated": plan.station.model.simulated,
+                "virtual_time": self.opt.virtual_time,
+            },
+            parameters=[
+                Parameter(name=p.name, value=str(p.value), default=str(p.default), overridden=p.overridden, doc=p.doc)
+                for p in plan.params.values()
+            ],
+            faults=list(plan.faults),
+            seed=self.opt.seed,
+            started_utc=self.opt.started_utc,
+            ended_utc=_utc(self.opt.start_epoch + (end - self.state.t0)),
+            sim_duration_s=_round(end - self.state.t0),
+            wall_duration_s=round(wall, 3),
+            steps=self._step_results,
+            measurements=self._measurements,
+            marks=dict(self.bus.marks),
+            devices=self._identities,
+            safe_state=self._safe,
+            code_version=__version__,
+        )
+        self.state.verdict, self.state.reason = verdict, reason
+        hashes = self.rec.write_outputs(result)
+        self._event("run_ended", verdict=verdict.value, reason=reason, frames=self.rec.frames, outputs=hashes)
+        self.rec.seal(
+            {
+                "run_id": self.opt.run_id,
+                "sequence": {"id": seq.id, "version": seq.version, "sha256": plan.sequence_sha256},
+                "station": {"id": plan.station.model.id, "sha256": plan.station.source.sha256},
+                "dbc": {p.name: file_sha256(p) for p in plan.files()},
+                "code_version": __version__,
+                "verdict": verdict.value,
+            }
+        )
+        return result
+
+
+def _round(v: float) -> float:
+    if v is None or isinstance(v, bool) or math.isnan(v) or math.isinf(v):
+        return v
+    return float(f"{v:.9g}")
+
+
+def _limits(m: MeasurePlan) -> str:
+    lo = format_value(m.low, m.unit.text) if m.low is not None else None
+    hi = format_value(m.high, m.unit.text) if m.high is not None else None
+    if lo and hi:
+        return f"limits {lo} .. {hi}"
+    if hi:
+        return f"limit <= {hi}"
+    if lo:
+        return f"limit >= {lo}"
+    return "no limits"
+
+
+def _fmt_value(run: Run, name: str, v: Any) -> str:
+    if v is None:
+        return "no sample"
+    if isinstance(v, str):
+        return v
+    info = run.plan.catalog.get(name)
+    if info and info.choices:
+        return info.state_name(v) or format_value(v)
+    return format_value(v, info.unit.text if info else "")
+
+
+def _utc(epoch: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,529 @@
+"""Turn a sequence and a station into a checked, compiled plan, before anything moves.
+
+Everything a user can get wrong in a file is found here and reported as one line with the
+file, the line and the field: unknown devices, signals, parameters and states, unit
+mismatches, values out of range, duplicate step names, marks used before they are recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from bench.device import ConfigError, Driver, fault_catalogue, load_driver
+from bench.errors import ExpressionError, LoadError
+from bench.expr import (
+    BOOL,
+    NUM,
+    Compiled,
+    Scope,
+    SignalInfo,
+    compile_condition,
+    compile_expr,
+    constant,
+    expect_dim,
+    state_value,
+)
+from bench.sequence import (
+    CheckStep,
+    MeasureStep,
+    SetStep,
+    WaitStep,
+    WaitUntilStep,
+    step_kind,
+)
+from bench.sequence import Sequence as SequenceModel
+from bench.station import LoadedStation, load_station
+from bench.units import DIMENSIONLESS, TIME, Quantity, Unit, parse_quantity
+from bench.yamlsource import Loc, YamlSource, load_yaml, plain
+
+
+@dataclass
+class SetValue:
+    signal: str
+    value: float
+    text: str
+
+
+@dataclass
+class MeasurePlan:
+    name: str
+    signal: str | None
+    expr: Compiled | None
+    expr_text: str
+    stat: str
+    window: float | None
+    since: str | None
+    low: float | None
+    high: float | None
+    unit: Unit
+    dim_factor: float  # base -> report unit: value = (base - offset) / factor
+
+
+@dataclass
+class PlanStep:
+    index: int
+    name: str
+    kind: str
+    phase: str
+    line: int
+    text: str
+    sets: list[SetValue] = field(default_factory=list)
+    duration: float = 0.0
+    cond: Compiled | None = None
+    timeout: float = 0.0
+    mark: str | None = None
+    on_timeout: str = "fail"
+    measure: MeasurePlan | None = None
+    message: str | None = None
+    cond_text: str = ""
+
+
+@dataclass
+class PlanMonitor:
+    name: str
+    cond: Compiled
+    text: str
+    then: str
+    message: str
+    line: int
+
+
+@dataclass
+class ParamValue:
+    name: str
+    value: Quantity
+    default: Quantity
+    overridden: bool
+    doc: str
+    source: str | None
+
+
+@dataclass
+class SafeStatePlan:
+    device: str
+    sets: list[SetValue]
+    verify: Compiled
+    verify_text: str
+    within: float
+
+
+@dataclass
+class Plan:
+    sequence: SequenceModel
+    sequence_source: YamlSource
+    station: LoadedStation
+    drivers: dict[str, Driver]
+    catalog: dict[str, SignalInfo]
+    params: dict[str, ParamValue]
+    steps: list[PlanStep]
+    cleanup: list[PlanStep]
+    monitors: list[PlanMonitor]
+    display: list[str]
+    history: set[str]
+    record_interval: float
+    faults: list[str]
+    safe_states: dict[str, SafeStatePlan]
+
+    @property
+    def sequence_sha256(self) -> str:
+        return self.sequence_source.sha256
+
+    def files(self) -> list[Path]:
+        out: list[Path] = []
+        for d in self.drivers.values():
+            out.extend(p for p in d.files() if p not in out)
+        return out
+
+
+def load_sequence(path: Path) -> tuple[YamlSource, SequenceModel]:
+    src = load_yaml(path, "sequence")
+    try:
+        model = SequenceModel.model_validate(plain(src.root))
+    except ValidationError as exc:
+        raise src.validation_error(exc) from None
+    return src, model
+
+
+def build_drivers(station: LoadedStation, names: Sequence[str] | None = None) -> dict[str, Driver]:
+    drivers: dict[str, Driver] = {}
+    src = station.source
+    for name, entry in station.model.devices.items():
+        if names is not None and name not in names:
+            continue
+        try:
+            cls = load_driver(entry.driver)
+        except LoadError as exc:
+            raise src.error(["devices", name, "driver"], exc.message) from None
+        try:
+            drivers[name] = cls(name, entry.config, station.base_dir)
+        except ConfigError as exc:
+            loc: list[str | int] = ["devices", name, "config"]
+            if exc.key:
+                loc.append(exc.key)
+            raise src.error(loc, str(exc)) from None
+    return drivers
+
+
+def build_catalog(drivers: Mapping[str, Driver]) -> dict[str, SignalInfo]:
+    catalog: dict[str, SignalInfo] = {}
+    for d in drivers.values():
+        for s in d.signals():
+            catalog[s.name] = s
+    return catalog
+
+
+def station_faults(station: LoadedStation, requested: Sequence[str]) -> list[str]:
+    model = station.model
+    faults = list(dict.fromkeys([*model.faults, *requested]))
+    if not faults:
+        return []
+    if not model.simulators:
+        raise LoadError(f"fault '{faults[0]}' needs a simulated station; '{model.id}' has no simulators")
+    known: dict[str, str] = {}
+    for sim in model.simulators:
+        try:
+            known.update(fault_catalogue(sim.kind))
+        except LoadError as exc:
+            raise station.source.error(["simulators"], exc.message) from None
+    for f in faults:
+        if f not in known:
+            raise LoadError(f"unknown fault '{f}' (faults of this station: {', '.join(sorted(known))})")
+    return faults
+
+
+class _Compiler:
+    def __init__(self, src: YamlSource, catalog: Mapping[str, SignalInfo], params: Mapping[str, Quantity]) -> None:
+        self.src = src
+        self.catalog = catalog
+        self.params = params
+
+    def scope(self, marks: frozenset[str] = frozenset()) -> Scope:
+        return Scope(self.catalog, self.params, marks)
+
+    def fail(self, loc: Loc, exc: Exception | str) -> LoadError:
+        return self.src.error(loc, str(exc))
+
+    def condition(self, text: str, loc: Loc, marks: frozenset[str] = frozenset()) -> Compiled:
+        try:
+            return compile_condition(text, self.scope(marks))
+        except ExpressionError as exc:
+            raise self.fail(loc, exc) from None
+
+    def duration(self, text: str, loc: Loc) -> float:
+        try:
+            q = constant(text, self.scope())
+            expect_dim(q, TIME, "a duration")
+        except ExpressionError as exc:
+            raise self.fail(loc, exc) from None
+        if q.base < 0:
+            raise self.fail(loc, "a duration cannot be negative")
+        return q.base
+
+    def set_value(self, signal: str, text: str, loc: Loc) -> SetValue:
+        info = self.catalog.get(signal)
+        if info is None:
+            try:
+                compile_expr(signal, self.scope())
+            except ExpressionError as exc:
+                raise self.fail(loc, exc) from None
+            raise self.fail(loc, f"'{signal}' is not a signal")  # pragma: no cover
+        if not info.writable:
+            raise self.fail(loc, f"signal '{signal}' cannot be set (it is measured, not commanded)")
+        text = str(text)
+        if info.choices:
+            code = state_value(info, text)
+            if code is None:
+                raise self.fail(loc, f"{signal} has no state '{text}' (states: {', '.join(info.choices)})")
+            return SetValue(signal, float(code), text.upper())
+        try:
+            q = constant(text, self.scope())
+            expect_dim(q, info.unit.dim, f"the value of {signal} ({info.unit.text or 'no unit'})")
+        except ExpressionError as exc:
+            raise self.fail(loc, exc) from None
+        value = info.unit.from_base(q.base)
+        if (info.minimum is not None and value < info.minimum - 1e-9) or (
+            info.maximum is not None and value > info.maximum + 1e-9
+        ):
+            raise self.fail(
+                loc, f"{q} is out of range for {signal} ({info.minimum} .. {info.maximum} {info.unit.text})"
+            )
+        return SetValue(signal, value, str(q))
+
+
+def _param_values(src: YamlSource, model: SequenceModel, overrides: Mapping[str, str]) -> dict[str, ParamValue]:
+    out: dict[str, ParamValue] = {}
+    defaults: dict[str, Quantity] = {}
+    for name, p in model.parameters.items():
+        try:
+            defaults[name] = constant(p.default, Scope({}, defaults))
+        except ExpressionError as exc:
+            raise src.error(["parameters", name, "default"], str(exc)) from None
+    for name in overrides:
+        if name not in model.parameters:
+            known = ", ".join(model.parameters) or "none"
+            raise LoadError(f"-p {name}: unknown parameter of {model.id} (parameters: {known})")
+    for name, p in model.parameters.items():
+        default = defaults[name]
+        value = default
+        if name in overrides:
+            try:
+                value = parse_quantity(overrides[name]) if overrides[name].strip() else default
+            except ExpressionError as exc:
+                raise LoadError(f"-p {name}={overrides[name]}: {exc}") from None
+            if value.dim != default.dim:
+                expected = default.unit.text or "a plain number"
+                raise LoadError(
+                    f"-p {name}={overrides[name]}: wrong unit, expected {expected} like the default {default}"
+                )
+        for bound in ("min", "max"):
+            text = getattr(p, bound)
+            if text is None:
+                continue
+            try:
+                b = constant(text, Scope({}, defaults))
+                expect_dim(b, default.dim, f"{bound} of {name}")
+            except ExpressionError as exc:
+                raise src.error(["parameters", name, bound], str(exc)) from None
+            if (bound == "min" and value.base < b.base) or (bound == "max" and value.base > b.base):
+                where = f"-p {name}={overrides[name]}: " if name in overrides else ""
+                msg = f"{where}{value} is {'below the minimum' if bound == 'min' else 'above the maximum'} {b}"
+                if name in overrides:
+                    raise LoadError(msg)
+                raise src.error(["parameters", name, "default"], msg)
+        out[name] = ParamValue(name, value, default, name in overrides and value != default, p.doc, p.source)
+    return out
+
+
+def _compile_steps(
+    c: _Compiler, model: SequenceModel, phase: str, marks: set[str], step_names: set[str], history: set[str]
+) -> list[PlanStep]:
+    steps = model.steps if phase == "steps" else model.cleanup
+    out: list[PlanStep] = []
+    for i, step in enumerate(steps):
+        loc: list[str | int] = [phase, i]
+        kind = step_kind(step)
+        name = step.name or f"{i + 1:02d} {kind}"
+        if name in step_names:
+            raise c.fail([*loc, "name"], f"duplicate step name '{name}'")
+        step_names.add(name)
+        ps = PlanStep(i, name, kind, phase, c.src.line(loc), _describe(step))
+        frozen = frozenset(marks)
+        if isinstance(step, SetStep):
+            for sig, text in step.set.items():
+                ps.sets.append(c.set_value(sig, str(text), [*loc, "set", sig]))
+        elif isinstance(step, WaitStep):
+            ps.duration = c.duration(step.wait, [*loc, "wait"])
+        elif isinstance(step, WaitUntilStep):
+            ps.cond = c.condition(step.wait_until, [*loc, "wait_until"], frozen)
+            ps.cond_text = step.wait_until
+            ps.timeout = c.duration(step.timeout, [*loc, "timeout"])
+            ps.on_timeout = step.on_timeout
+            if step.as_:
+                if not step.as_.isidentifier():
+                    raise c.fail([*loc, "as"], f"'{step.as_}' is not a valid name")
+                if step.as_ in marks:
+                    raise c.fail([*loc, "as"], f"instant '@{step.as_}' is already recorded by an earlier step")
+                ps.mark = step.as_
+        elif isinstance(step, CheckStep):
+            ps.cond = c.condition(step.check, [*loc, "check"], frozen)
+            ps.cond_text = step.check
+            ps.message = step.message
+        elif isinstance(step, MeasureStep):
+            ps.measure = _measure(c, step, [*loc, "measure"], frozen, step_names, history)
+        if ps.mark:
+            marks.add(ps.mark)
+        out.append(ps)
+    return out
+
+
+def _measure(
+    c: _Compiler,
+    step: MeasureStep,
+    loc: list[str | int],
+    marks: frozenset[str],
+    step_names: set[str],
+    history: set[str],
+) -> MeasurePlan:
+    m = step.measure
+    if (m.signal is None) == (m.expr is None):
+        raise c.fail(loc, "a measure needs exactly one of 'signal' or 'expr'")
+    if m.window is not None and m.since is not None:
+        raise c.fail([*loc, "window"], "use either 'window' or 'since', not both")
+    compiled: Compiled | None = None
+    if m.signal is not None:
+        info = c.catalog.get(m.signal)
+        if info is None:
+            try:
+                compile_expr(m.signal, c.scope())
+            except ExpressionError as exc:
+                raise c.fail([*loc, "signal"], exc) from None
+            raise c.fail([*loc, "signal"], f"'{m.signal}' is not a signal")
+        dim, unit = info.unit.dim, info.unit
+        if info.choices and m.stat != "value":
+            raise c.fail([*loc, "stat"], f"{m.signal} is a state signal; only 'value' can be measured")
+    else:
+        try:
+            compiled = compile_expr(str(m.expr), c.scope(marks))
+        except ExpressionError as exc:
+            raise c.fail([*loc, "expr"], exc) from None
+        if compiled.kind != NUM:
+            raise c.fail([*loc, "expr"], "a measured expression must be a quantity, not a condition")
+        if m.stat != "value" or m.window or m.since:
+            raise c.fail([*loc, "stat"], "stat, window and since apply to a signal, not to an expression")
+        dim = compiled.dim
+        unit = compiled.display_unit or Unit("", dim, 1.0)
+    if m.unit is not None:
+        from bench.units import parse_unit
+
+        try:
+            wanted = parse_unit(m.unit)
+        except ExpressionError as exc:
+            raise c.fail([*loc, "unit"], exc) from None
+        if wanted.dim != dim:
+            raise c.fail([*loc, "unit"], f"unit mismatch: '{m.unit}' is not a unit of the measured quantity")
+        unit = wanted
+    elif dim == TIME:
+        unit = Unit("s", TIME, 1.0)
+    window = c.duration(m.window, [*loc, "window"]) if m.window is not None else None
+    if m.stat != "value" and m.signal is not None and window is None and m.since is None:
+        raise c.fail([*loc, "stat"], f"stat '{m.stat}' needs a 'window' or 'since'")
+    since = None
+    if m.since is not None:
+        s = m.since.strip()
+        if s.startswith("@"):
+            if s[1:] not in marks:
+                raise c.fail([*loc, "since"], f"unknown instant '{s}' (not recorded by an earlier step's 'as:')")
+            since = s
+        elif s in step_names:
+            since = s
+        else:
+            raise c.fail([*loc, "since"], f"'{s}' is neither an @instant nor the name of an earlier step")
+        assert m.signal is not None
+        history.add(m.signal)
+    limits: list[float | None] = []
+    for bound in ("min", "max"):
+        text = getattr(m, bound)
+        if text is None:
+            limits.append(None)
+            continue
+        try:
+            q = constant(str(text), c.scope())
+            expect_dim(q, dim, f"the '{bound}' limit")
+        except ExpressionError as exc:
+            raise c.fail([*loc, bound], exc) from None
+        limits.append(unit.from_base(q.base))
+    if limits[0] is not None and limits[1] is not None and limits[0] > limits[1]:
+        raise c.fail([*loc, "min"], "min is above max")
+    return MeasurePlan(
+        m.name,
+        m.signal,
+        compiled,
+        m.expr or f"{m.stat} of {m.signal}",
+        m.stat,
+        window,
+        since,
+        limits[0],
+        limits[1],
+        unit,
+        unit.factor,
+    )
+
+
+def _describe(step: Any) -> str:
+    kind = step_kind(step)
+    if isinstance(step, SetStep):
+        return "set " + ", ".join(f"{k} = {v}" for k, v in step.set.items())
+    if isinstance(step, WaitStep):
+        return f"wait {step.wait}"
+    if isinstance(step, WaitUntilStep):
+        return f"wait until {step.wait_until} (timeout {step.timeout})"
+    if isinstance(step, CheckStep):
+        return f"check {step.check}"
+    if isinstance(step, MeasureStep):
+        return f"measure {step.measure.name}"
+    return kind
+
+
+def _safe_states(
+    station: LoadedStation, catalog: Mapping[str, SignalInfo], devices: Sequence[str]
+) -> dict[str, SafeStatePlan]:
+    out: dict[str, SafeStatePlan] = {}
+    c = _Compiler(station.source, catalog, {})
+    for name in devices:
+        entry = station.model.devices[name]
+        if entry.safe_state is None:
+            continue
+        loc: list[str | int] = ["devices", name, "safe_state"]
+        sets = [c.set_value(sig, str(v), [*loc, "set", sig]) for sig, v in entry.safe_state.set.items()]
+        verify = c.condition(entry.safe_state.verify, [*loc, "verify"])
+        within = c.duration(entry.safe_state.within, [*loc, "within"])
+        out[name] = SafeStatePlan(name, sets, verify, entry.safe_state.verify, within)
+    return out
+
+
+def build_plan(
+    sequence_path: Path, station_path: Path, overrides: Mapping[str, str] | None = None, faults: Sequence[str] = ()
+) -> Plan:
+    station = load_station(station_path)
+    src, model = load_sequence(sequence_path)
+    for i, dev in enumerate(model.requires):
+        if dev not in station.model.devices:
+            raise src.error(
+                ["requires", i],
+                f"device '{dev}' is not on station '{station.model.id}' (devices: {', '.join(station.model.devices)})",
+            )
+    drivers = build_drivers(station)
+    catalog_all = build_catalog(drivers)
+    # A sequence sees only the devices it declares.
+    catalog = {k: v for k, v in catalog_all.items() if k.split(".", 1)[0] in model.requires}
+    params = _param_values(src, model, overrides or {})
+    c = _Compiler(src, catalog, {k: p.value for k, p in params.items()})
+    monitors: list[PlanMonitor] = []
+    for i, mon in enumerate(model.monitors):
+        cond = c.condition(mon.when, ["monitors", i, "when"])
+        name = mon.name or mon.when
+        monitors.append(PlanMonitor(name, cond, mon.when, mon.then, mon.message or "", src.line(["monitors", i])))
+    for i, sig in enumerate(model.display):
+        if sig not in catalog:
+            try:
+                compile_expr(sig, c.scope())
+            except ExpressionError as exc:
+                raise c.fail(["display", i], exc) from None
+            raise c.fail(["display", i], f"'{sig}' is not a signal")
+    marks: set[str] = set()
+    names: set[str] = set()
+    history: set[str] = set()
+    steps = _compile_steps(c, model, "steps", marks, names, history)
+    cleanup = _compile_steps(c, model, "cleanup", marks, names, history)
+    record_interval = c.duration(model.record_interval, ["record_interval"])
+    found_faults = station_faults(station, faults)
+    safe = _safe_states(station, catalog_all, list(station.model.devices))
+    return Plan(
+        model,
+        src,
+        station,
+        drivers,
+        catalog_all,
+        params,
+        steps,
+        cleanup,
+        monitors,
+        list(model.display),
+        history,
+        record_interval,
+        found_faults,
+        safe,
+    )
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+__all__ = ["BOOL", "DIMENSIONLESS", "Plan", "PlanStep", "build_plan", "load_sequence"]

@@ -1,0 +1,148 @@
+"""The hash-chained event log of a run (``events.jsonl``).
+
+Each line is one compact JSON object whose last key ``prev`` is the sha256 of the exact bytes
+of the line before it (``GENESIS`` for the first). Changing, removing or reordering any line
+therefore breaks the chain at that point, and the manifest pins the line count and the hash
+of the last line so that losing lines at the end is detected too (see ``verify.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+
+# Keys the log itself writes on every line; a caller field with one of these names would make
+# the line ambiguous (or, for "prev", would silently replace the chain link).
+RESERVED_KEYS = frozenset({"seq", "t", "kind", "prev"})
+
+
+def line_hash(line: bytes) -> str:
+    """The chain hash of one line: sha256 of its exact bytes without the trailing newline."""
+    return hashlib.sha256(line).hexdigest()
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None, recursively.
+
+    Only called on the slow path (after ``allow_nan=False`` refused the line), because strict
+    JSON has no NaN/Infinity and a verifier in another language must be able to parse the log.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=False, ensure_ascii=False, allow_nan=False)
+
+
+def encode_line(obj: dict[str, Any]) -> bytes:
+    """The exact bytes of one log line (without newline) for ``obj``."""
+    try:
+        text = _dumps(obj)
+    except ValueError:
+        text = _dumps(_finite(obj))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (e.g. from a badly decoded device string) cannot be UTF-8 encoded;
+        # the ASCII-escaped form is still valid JSON and parses back to the same value.
+        return json.dumps(_finite(obj), separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+class EventLog:
+    """Append-only, hash-chained JSON-lines log.
+
+    Every line is handed to the OS as soon as it is appended (unbuffered binary writes), so a
+    crash of the controller loses at most the line being written; ``close`` adds the fsync.
+    The hash is computed from the very bytes that are written, so the file never has to be
+    re-read.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = Path(path)
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        self._file = open(fd, "wb", buffering=0)  # noqa: SIM115 - lives until close()
+        self._last_hash = GENESIS
+        self._count = 0
+        self._closed = False
+        # Appends normally come from the event-loop thread only; the lock is cheap insurance
+        # against a driver thread logging directly, which would otherwise fork the chain.
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def last_hash(self) -> str:
+        """Hash of the last line written (``GENESIS`` while the log is empty)."""
+        return self._last_hash
+
+    @property
+    def count(self) -> int:
+        """Number of lines written."""
+        return self._count
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def append(self, kind: str, t: float, **fields: Any) -> str:
+        """Write one event line and return its hash.
+
+        ``t`` is seconds since run start in event-loop time; it is rounded to 1 µs so that the
+        log does not pretend to a resolution the clock does not have.
+        """
+        clash = RESERVED_KEYS.intersection(fields)
+        if clash:
+            raise ValueError(f"event field name(s) reserved by the log: {', '.join(sorted(clash))}")
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"event log {self._path} is closed")
+            obj: dict[str, Any] = {"seq": self._count, "t": round(t, 6), "kind": kind}
+            obj.update(fields)
+            obj["prev"] = self._last_hash
+            line = encode_line(obj)
+            digest = line_hash(line)
+            data = line + b"\n"
+            # FileIO.write may in principle write less than asked; a short line would break the
+            # chain for every later line, so finish it.
+            view = memoryview(data)
+            while view:
+                written = self._file.write(view)
+                if written is None:  # only for non-blocking files, which this is not
+                    raise OSError(f"could not write to {self._path}")
+                view = view[written:]
+            self._last_hash = digest
+            self._count += 1
+            return digest
+
+    def close(self) -> None:
+        """Flush to stable storage and close. Safe to call more than once."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            finally:
+                self._file.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,237 @@
+"""Prove that a run folder is exactly what was sealed: nothing changed, added or lost.
+
+``verify_run`` reports problems in the order a reader should look at them: the manifest
+first (everything else is judged against it), then the event log line by line, then the other
+files. One tampering usually shows as one problem; the checks avoid reporting every later line
+as a consequence of the first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from bench.record.chain import GENESIS, line_hash
+from bench.record.manifest import (
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    UNLISTED,
+    file_sha256,
+    list_run_files,
+    manifest_self_sha256,
+)
+
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    """``"events.jsonl:17"`` (1-based line), ``"result.json"`` or ``"manifest.json"``."""
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and _HEX.issuperset(value)
+
+
+def _safe_relpath(rel: Any) -> bool:
+    """A manifest path must stay inside the run folder; the manifest is input we do not trust."""
+    if not isinstance(rel, str) or not rel or "\\" in rel:
+        return False
+    p = PurePosixPath(rel)
+    return not p.is_absolute() and ".." not in p.parts and p.as_posix() == rel
+
+
+def _load_manifest(run_dir: Path, problems: list[Problem]) -> dict[str, Any] | None:
+    path = run_dir / MANIFEST_NAME
+    if not path.is_file():
+        problems.append(Problem(MANIFEST_NAME, "missing (the run was never sealed, or it was deleted)"))
+        return None
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        problems.append(Problem(MANIFEST_NAME, f"not valid JSON ({e})"))
+        return None
+    if not isinstance(manifest, dict):
+        problems.append(Problem(MANIFEST_NAME, "not a JSON object"))
+        return None
+    recorded = manifest.get("self_sha256")
+    try:
+        actual = manifest_self_sha256(manifest)
+    except ValueError as e:  # NaN/Infinity literals
+        problems.append(Problem(MANIFEST_NAME, f"not canonical JSON ({e})"))
+        return None
+    if recorded != actual:
+        problems.append(Problem(MANIFEST_NAME, "content changed (self_sha256 mismatch)"))
+        # Keep going: what the edited manifest claims is still worth comparing against.
+    if manifest.get("manifest_version") != MANIFEST_VERSION:
+        problems.append(Problem(MANIFEST_NAME, f"unsupported manifest_version {manifest.get('manifest_version')!r}"))
+        return None
+    events = manifest.get("events")
+    files = manifest.get("files")
+    if (
+        not isinstance(events, dict)
+        or not _safe_relpath(events.get("file"))
+        or type(events.get("lines")) is not int
+        or not _is_sha256(events.get("last_hash"))
+    ):
+        problems.append(Problem(MANIFEST_NAME, "malformed 'events' entry (file, lines, last_hash)"))
+        return None
+    if not isinstance(files, dict) or not all(_safe_relpath(k) and _is_sha256(v) for k, v in files.items()):
+        problems.append(Problem(MANIFEST_NAME, "malformed 'files' entry (relative path -> sha256)"))
+        return None
+    return manifest
+
+
+def _check_events(run_dir: Path, name: str, expected: dict[str, Any] | None) -> list[Problem]:
+    """Walk the chain; compare its length and end with the manifest's ``expected`` if known."""
+    problems: list[Problem] = []
+    path = run_dir / name
+    if not path.is_file():
+        return [Problem(name, "missing")]
+
+    prev_hash = GENESIS
+    prev_flagged = False  # the previous line already has a problem: don't blame it twice
+    expected_seq = 0
+    lineno = 0
+    # Line number of the line whose hash is the manifest's last_hash, once seen.
+    sealed_end: int | None = None
+    if expected is not None and expected["lines"] == 0:
+        sealed_end = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            lineno += 1
+            where = f"{name}:{lineno}"
+            flagged = False
+            if not raw.endswith(b"\n"):
+                problems.append(Problem(where, "incomplete last line (no final newline: file truncated or edited)"))
+                flagged = True
+            line = raw[:-1] if raw.endswith(b"\n") else raw
+            digest = line_hash(line)
+            if sealed_end is None and expected is not None and digest == expected["last_hash"]:
+                sealed_end = lineno
+            obj: Any = None
+            if not flagged:
+                try:
+                    obj = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError):
+                    problems.append(Problem(where, "not valid JSON (line edited or damaged)"))
+                    flagged = True
+                else:
+                    if not isinstance(obj, dict):
+                        problems.append(Problem(where, "not a JSON object (line edited or damaged)"))
+                        flagged = True
+            if isinstance(obj, dict):
+                seq = obj.get("seq")
+                if type(seq) is not int or seq != expected_seq:
+                    problems.append(
+                        Problem(
+                            where,
+                            f"seq {seq!r}, expected {expected_seq} (line removed, inserted or reordered)",
+                        )
+                    )
+                    flagged = True
+                # Resynchronise on what the line says, so one removed line is one problem.
+                expected_seq = seq + 1 if type(seq) is int else expected_seq + 1
+                if obj.get("prev") != prev_hash and not flagged and not prev_flagged:
+                    # The link from this line back to the previous one is broken while both
+                    # look fine on their own: the previous line's bytes are no longer the ones
+                    # this line was chained to (or this line's "prev" was edited; the two
+                    # cannot be told apart). Blame the earlier line, where a reader should look.
+                    if lineno == 1:
+                        problems.append(Problem(where, "does not start the chain (prev is not GENESIS)"))
+                    else:
+                        problems.append(
+                            Problem(
+                                f"{name}:{lineno - 1}",
+                                f"hash chain broken between lines {lineno - 1} and {lineno} "
+                                "(line edited, removed or reordered)",
+                            )
+                        )
+                    flagged = True
+            else:
+                expected_seq += 1
+            prev_hash = digest
+            prev_flagged = flagged
+
+    if expected is None:
+        return problems
+    want: int = expected["lines"]
+    if lineno == want and prev_hash == expected["last_hash"]:
+        return problems
+    if sealed_end is not None:
+        # The sealed last line is still there: lines were added after it and/or the count of
+        # lines before it changed (the latter is normally already reported as a seq problem).
+        if sealed_end < lineno:
+            problems.append(
+                Problem(
+                    f"{name}:{sealed_end + 1}",
+                    f"{lineno - sealed_end} line(s) after the sealed last line (appended after sealing)",
+                )
+            )
+        if sealed_end != want:
+            problems.append(
+                Problem(
+                    name,
+                    f"{sealed_end} line(s) up to the sealed last line where the manifest records {want} "
+                    "(lines removed or inserted)",
+                )
+            )
+    elif lineno < want:
+        problems.append(Problem(f"{name}:{lineno + 1}", f"{want - lineno} line(s) missing at the end (truncated)"))
+    elif lineno > want:
+        problems.append(
+            Problem(
+                f"{name}:{want + 1}",
+                f"{lineno - want} line(s) more than the manifest records, and the sealed last line is gone",
+            )
+        )
+    elif not prev_flagged:
+        where = f"{name}:{lineno}" if lineno else name
+        problems.append(Problem(where, "last line changed (hash differs from the manifest's last_hash)"))
+    return problems
+
+
+def verify_run(run_dir: Path) -> list[Problem]:
+    """Check ``run_dir`` against its manifest. An empty list means the record is intact.
+
+    The first problem is the first bad place: the manifest, else the first bad line of the
+    event log, else the first bad file.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return [Problem(str(run_dir), "not a directory")]
+    problems: list[Problem] = []
+    manifest = _load_manifest(run_dir, problems)
+
+    if manifest is None:
+        # Without a usable manifest the chain can still be checked on its own.
+        if (run_dir / "events.jsonl").is_file():
+            problems.extend(_check_events(run_dir, "events.jsonl", None))
+        return problems
+
+    events_name: str = manifest["events"]["file"]
+    event_problems = _check_events(run_dir, events_name, manifest["events"])
+    problems.extend(event_problems)
+
+    files: dict[str, str] = manifest["files"]
+    if events_name not in files:
+        problems.append(Problem(MANIFEST_NAME, f"does not list the event log {events_name}"))
+    for rel in sorted(files):
+        path = run_dir / rel
+        if not path.is_file():
+            if not (rel == events_name and event_problems):
+                problems.append(Problem(rel, "missing"))
+        elif file_sha256(path) != files[rel] and not (rel == events_name and event_problems):
+            problems.append(Problem(rel, "content changed (sha256 mismatch)"))
+
+    for rel in list_run_files(run_dir):
+        if rel not in files and rel not in UNLISTED:
+            problems.append(Problem(rel, "not listed in the manifest (added after sealing)"))
+    return problems

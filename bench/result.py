@@ -1,0 +1,100 @@
+"""The result of one run, as written to ``result.json``.
+
+This is the versioned, documented shape every renderer reads (JUnit, HTML). Reports are
+rendered from the record, never from live state.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RESULT_SCHEMA_VERSION = "1.0"
+
+
+class Verdict(StrEnum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    ERROR = "ERROR"
+    ABORTED = "ABORTED"
+
+
+class Outcome(StrEnum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    ERROR = "ERROR"
+    ABORTED = "ABORTED"
+    SKIPPED = "SKIPPED"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Measurement(_Model):
+    name: str
+    step: str
+    value: float | None
+    unit: str
+    low: float | None = None
+    high: float | None = None
+    outcome: Outcome
+    t: float = Field(description="seconds since run start (event-loop time) when the value was taken")
+    how: str = Field(description="how the value was obtained, e.g. 'max of bms.cell_v_max since charge'")
+
+
+class StepResult(_Model):
+    index: int
+    name: str
+    kind: str
+    phase: str = Field(description="'steps' or 'cleanup'")
+    line: int
+    outcome: Outcome
+    started: float
+    ended: float
+    message: str = ""
+
+
+class Parameter(_Model):
+    name: str
+    value: str
+    default: str
+    overridden: bool
+    doc: str = ""
+
+
+class DeviceIdentity(_Model):
+    name: str
+    driver: str
+    identity: dict[str, str] = {}
+
+
+class SafeStateReadback(_Model):
+    device: str
+    safe: bool
+    detail: str
+    t: float
+
+
+class RunResult(_Model):
+    schema_version: str = RESULT_SCHEMA_VERSION
+    run_id: str
+    verdict: Verdict
+    reason: str
+    sequence: dict[str, Any] = Field(description="id, title, version, basis, path, sha256")
+    station: dict[str, Any] = Field(description="id, path, sha256, simulated, virtual_time")
+    parameters: list[Parameter]
+    faults: list[str]
+    seed: int
+    started_utc: str
+    ended_utc: str
+    sim_duration_s: float = Field(description="event-loop time from start to end of the run")
+    wall_duration_s: float
+    steps: list[StepResult]
+    measurements: list[Measurement]
+    marks: dict[str, float] = Field(description="named instants recorded by `as:`, seconds since run start")
+    devices: list[DeviceIdentity]
+    safe_state: list[SafeStateReadback]
+    code_version: str

@@ -1,0 +1,163 @@
+"""The sequence file format, validated by pydantic.
+
+Values that carry units, conditions and signal names stay strings here; they are parsed and
+type-checked against the station's signals by :mod:`bench.plan`. ``bench schema`` exports the
+JSON Schema of these models for editors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+Scalar = str | int | float
+
+
+def _as_text(v: Any) -> Any:
+    # YAML reads `12` or `4.2` as numbers; the quantity parser wants text.
+    if isinstance(v, bool):
+        raise ValueError("expected a quantity or an expression, not true/false")
+    return str(v) if isinstance(v, int | float) else v
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Basis(_Model):
+    standard: str = Field(description="e.g. 'UN R100 Rev.3'")
+    clause: str = Field(description="clause / annex, e.g. '6.7, Annex 9G'")
+    source: str | None = Field(None, description="where the numbers come from")
+
+
+class Parameter(_Model):
+    default: str = Field(description="value with unit, e.g. '50 A'")
+    doc: str = ""
+    source: str | None = Field(None, description="the document and clause the default comes from")
+    min: str | None = None
+    max: str | None = None
+
+    _text = field_validator("default", "min", "max", mode="before")(_as_text)
+
+
+class Monitor(_Model):
+    name: str | None = None
+    when: str = Field(description="condition that must never become true while the steps run")
+    then: Literal["abort", "fail"] = "abort"
+    message: str | None = None
+
+
+class _Step(_Model):
+    name: str | None = Field(None, description="unique within the sequence; defaults to 'NN kind'")
+    doc: str | None = None
+
+
+class SetStep(_Step):
+    set: dict[str, Scalar] = Field(description="signal -> value, e.g. {psu.output: ON, psu.voltage_set: 850 V}")
+
+    @field_validator("set", mode="before")
+    @classmethod
+    def _values(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: _as_text(x) for k, x in v.items()}
+        return v
+
+
+class WaitStep(_Step):
+    wait: str = Field(description="duration, e.g. '2 s' or '$soak'")
+
+    _text = field_validator("wait", mode="before")(_as_text)
+
+
+class WaitUntilStep(_Step):
+    wait_until: str = Field(description="condition to wait for")
+    timeout: str = Field(description="maximum time to wait")
+    as_: str | None = Field(None, alias="as", description="record the instant the condition became true as @name")
+    on_timeout: Literal["fail", "continue"] = "fail"
+
+    _text = field_validator("timeout", mode="before")(_as_text)
+
+
+class MeasureSpec(_Model):
+    name: str
+    signal: str | None = Field(None, description="signal to measure")
+    expr: str | None = Field(None, description="or an expression, e.g. '@t_open - @t_trip'")
+    stat: Literal["value", "min", "max", "mean"] = "value"
+    window: str | None = Field(None, description="collect for this long from now, then apply stat")
+    since: str | None = Field(None, description="apply stat over the samples since this instant (@mark or step name)")
+    min: Scalar | None = None
+    max: Scalar | None = None
+    unit: str | None = Field(None, description="unit to report the value in")
+
+    _text = field_validator("window", "min", "max", mode="before")(_as_text)
+
+
+class MeasureStep(_Step):
+    measure: MeasureSpec
+
+
+class CheckStep(_Step):
+    check: str = Field(description="condition that must hold now")
+    message: str | None = None
+
+
+def _step_kind(v: Any) -> str | None:
+    keys = v.keys() if isinstance(v, dict) else vars(v).keys() if hasattr(v, "__dict__") else []
+    for kind in STEP_KINDS:
+        if kind in keys:
+            return kind
+    return None
+
+
+Step = Annotated[
+    Annotated[SetStep, Tag("set")]
+    | Annotated[WaitStep, Tag("wait")]
+    | Annotated[WaitUntilStep, Tag("wait_until")]
+    | Annotated[MeasureStep, Tag("measure")]
+    | Annotated[CheckStep, Tag("check")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="unknown_step",
+        custom_error_message="a step needs exactly one of: set, wait, wait_until, measure, check",
+    ),
+]
+STEP_KINDS = ("set", "wait", "wait_until", "measure", "check")
+
+
+class Sequence(_Model):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    title: str
+    version: str
+    basis: Basis
+    requires: list[str] = Field(description="device names the station must provide")
+    parameters: dict[str, Parameter] = {}
+    display: list[str] = Field([], description="key signals shown while the sequence runs")
+    monitors: list[Monitor] = []
+    steps: list[Step] = Field(min_length=1)
+    cleanup: list[Step] = []
+    record_interval: str = Field("60 s", description="how often the display signals are written to the record")
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        # `name: 50 A` is short for `name: {default: 50 A}`.
+        if isinstance(v, dict):
+            return {k: ({"default": _as_text(x)} if not isinstance(x, dict) else x) for k, x in v.items()}
+        return v
+
+
+def step_kind(step: Any) -> str:
+    for kind in STEP_KINDS:
+        if isinstance(step, _KIND_CLASSES[kind]):
+            return kind
+    raise TypeError(step)
+
+
+_KIND_CLASSES: dict[str, type[_Step]] = {
+    "set": SetStep,
+    "wait": WaitStep,
+    "wait_until": WaitUntilStep,
+    "measure": MeasureStep,
+    "check": CheckStep,
+}

@@ -1,0 +1,193 @@
+"""Physical units for sequences, stations and signals.
+
+A closed table of the unit names that DBC files and the regulations use, with SI prefixes and
+products/quotients (``ohm/V``, ``degC/h``, ``A*h``). Values are carried in coherent base units
+(s, A, V, K, Pa) so comparisons are plain float operations at run time.
+
+Temperature is the one unit with an offset. A lone temperature (a limit, a setpoint, a signal)
+is absolute; a temperature inside a compound unit (``degC/h``) or on the right of ``+``/``-``
+is a difference. General-purpose unit libraries apply the offset inside compound units, which
+turns a gradient of ``4 degC/h`` into ``277 K/h``; that is the wrong answer for a
+temperature-stability criterion, so the rule is spelled out here instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from bench.errors import ExpressionError
+
+# Exponents over (time, current, voltage, temperature, pressure).
+Dim = tuple[int, int, int, int, int]
+DIMENSIONLESS: Dim = (0, 0, 0, 0, 0)
+TIME: Dim = (1, 0, 0, 0, 0)
+TEMPERATURE: Dim = (0, 0, 0, 1, 0)
+
+_DIM_NAMES = {
+    DIMENSIONLESS: "dimensionless",
+    TIME: "time",
+    (0, 1, 0, 0, 0): "current",
+    (0, 0, 1, 0, 0): "voltage",
+    TEMPERATURE: "temperature",
+    (0, 0, 0, 0, 1): "pressure",
+    (0, 1, 1, 0, 0): "power",
+    (1, 1, 1, 0, 0): "energy",
+    (1, 1, 0, 0, 0): "charge",
+    (0, -1, 1, 0, 0): "resistance",
+    (0, -1, 0, 0, 0): "resistance per volt",
+    (-1, 0, 0, 0, 0): "frequency",
+    (-1, 0, 0, 1, 0): "temperature rate",
+    (-1, 0, 1, 0, 0): "voltage rate",
+    (-1, 1, 0, 0, 0): "current rate",
+}
+
+# symbol -> (dimension, factor to base); prefixes are applied to the ones marked prefixable.
+_BASE: dict[str, tuple[Dim, float, bool]] = {
+    "s": (TIME, 1.0, True),
+    "min": (TIME, 60.0, False),
+    "h": (TIME, 3600.0, False),
+    "A": ((0, 1, 0, 0, 0), 1.0, True),
+    "V": ((0, 0, 1, 0, 0), 1.0, True),
+    "W": ((0, 1, 1, 0, 0), 1.0, True),
+    "Wh": ((1, 1, 1, 0, 0), 3600.0, True),
+    "J": ((1, 1, 1, 0, 0), 1.0, True),
+    "Ah": ((1, 1, 0, 0, 0), 3600.0, True),
+    "C": ((1, 1, 0, 0, 0), 1.0, False),
+    "ohm": ((0, -1, 1, 0, 0), 1.0, True),
+    "Ohm": ((0, -1, 1, 0, 0), 1.0, True),
+    "Ω": ((0, -1, 1, 0, 0), 1.0, True),
+    "Pa": ((0, 0, 0, 0, 1), 1.0, True),
+    "bar": ((0, 0, 0, 0, 1), 1e5, True),
+    "Hz": ((-1, 0, 0, 0, 0), 1.0, True),
+    "K": (TEMPERATURE, 1.0, False),
+    "degC": (TEMPERATURE, 1.0, False),
+    "°C": (TEMPERATURE, 1.0, False),
+    "%": (DIMENSIONLESS, 0.01, False),
+    "%vol": (DIMENSIONLESS, 0.01, False),
+    "ppm": (DIMENSIONLESS, 1e-6, False),
+    "1": (DIMENSIONLESS, 1.0, False),
+}
+_PREFIX = {"p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
+_CELSIUS_OFFSET = 273.15
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A parsed unit: ``base = value * factor + offset``."""
+
+    text: str
+    dim: Dim
+    factor: float
+    offset: float = 0.0
+
+    @property
+    def dimension_name(self) -> str:
+        return dimension_name(self.dim)
+
+    def to_base(self, value: float) -> float:
+        return value * self.factor + self.offset
+
+    def from_base(self, value: float) -> float:
+        return (value - self.offset) / self.factor
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """A value in base units with its dimension, and the unit it was written in (for display)."""
+
+    base: float
+    dim: Dim
+    unit: Unit
+
+    @property
+    def magnitude(self) -> float:
+        return self.unit.from_base(self.base)
+
+    def __str__(self) -> str:
+        return format_value(self.magnitude, self.unit.text)
+
+
+def dimension_name(dim: Dim) -> str:
+    if dim in _DIM_NAMES:
+        return _DIM_NAMES[dim]
+    names = ("s", "A", "V", "K", "Pa")
+    return "*".join(f"{n}^{e}" for n, e in zip(names, dim, strict=True) if e) or "dimensionless"
+
+
+def _symbol(sym: str) -> tuple[Dim, float, bool]:
+    if sym in _BASE:
+        return _BASE[sym]
+    if len(sym) > 1 and sym[0] in _PREFIX and sym[1:] in _BASE:
+        dim, factor, prefixable = _BASE[sym[1:]]
+        if prefixable:
+            return dim, factor * _PREFIX[sym[0]], False
+    raise ExpressionError(f"unknown unit '{sym}'")
+
+
+_UNIT_TOKEN = re.compile(r"([*/]?)([^*/^]+)(?:\^(-?\d+))?")
+_UNIT_CACHE: dict[str, Unit] = {}
+
+
+def parse_unit(text: str) -> Unit:
+    """Parse ``V``, ``mV``, ``degC``, ``ohm/V``, ``A*h``, ``degC/h``, ``%``; ``''`` is dimensionless."""
+    key = text.strip()
+    cached = _UNIT_CACHE.get(key)
+    if cached is not None:
+        return cached
+    if key in ("", "-"):
+        unit = Unit(key, DIMENSIONLESS, 1.0)
+    else:
+        dims = [0, 0, 0, 0, 0]
+        factor = 1.0
+        pos = 0
+        parts = 0
+        for match in _UNIT_TOKEN.finditer(key.replace(" ", "")):
+            if match.start() != pos:
+                raise ExpressionError(f"cannot read unit '{text}'")
+            pos = match.end()
+            op, sym, exp = match.group(1), match.group(2), int(match.group(3) or 1)
+            if parts and not op:
+                raise ExpressionError(f"cannot read unit '{text}'")
+            sign = -1 if op == "/" else 1
+            d, f, _ = _symbol(sym)
+            for i in range(5):
+                dims[i] += sign * exp * d[i]
+            factor *= f ** (sign * exp)
+            parts += 1
+        if pos != len(key.replace(" ", "")):
+            raise ExpressionError(f"cannot read unit '{text}'")
+        dim: Dim = (dims[0], dims[1], dims[2], dims[3], dims[4])
+        # Only a lone Celsius temperature is absolute; see the module docstring.
+        offset = _CELSIUS_OFFSET if parts == 1 and key in ("degC", "°C") else 0.0
+        unit = Unit(key, dim, factor, offset)
+    _UNIT_CACHE[key] = unit
+    return unit
+
+
+_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
+
+
+def parse_quantity(text: str) -> Quantity:
+    """Parse ``'4.25 V'``, ``'250 ms'``, ``'3 %'``, ``'12'`` into a quantity."""
+    match = _QUANTITY.match(text)
+    if not match:
+        raise ExpressionError(f"'{text}' is not a number with a unit")
+    unit = parse_unit(match.group(2))
+    return Quantity(unit.to_base(float(match.group(1))), unit.dim, unit)
+
+
+def quantity(value: float, unit_text: str) -> Quantity:
+    unit = parse_unit(unit_text)
+    return Quantity(unit.to_base(value), unit.dim, unit)
+
+
+def format_value(value: float | None, unit: str = "") -> str:
+    """Format for people: up to 6 significant digits, no float noise."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return str(value)
+    text = f"{value:.6g}"
+    return f"{text} {unit}".rstrip() if unit else text

@@ -1,0 +1,124 @@
+"""YAML files that remember where every value came from.
+
+Sequences and stations are loaded with ruamel.yaml's round-trip loader, which keeps line
+numbers; errors found later (by pydantic or by the compiler) are mapped back to the line of
+the field they concern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from bench.errors import LoadError
+
+Loc = Sequence[str | int]
+
+
+@dataclass
+class YamlSource:
+    path: Path
+    text: str
+    root: Any
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def resolve(self, loc: Loc) -> tuple[int, list[str | int]]:
+        """The 1-based line of the deepest element of ``loc`` in the file, and ``loc`` as written there."""
+        node = self.root
+        line = self.root.lc.line + 1 if isinstance(self.root, CommentedMap) else 1
+        kept: list[str | int] = []
+        parts = list(loc)
+        for i, part in enumerate(parts):
+            nxt = parts[i + 1] if i + 1 < len(parts) else None
+            if isinstance(node, CommentedMap) and part in node:
+                if nxt is not None and nxt != part and nxt in node:
+                    continue  # ``part`` is a union tag that pydantic inserted; the next key sits here
+                line = node.lc.key(part)[0] + 1
+                node = node[part]
+                kept.append(part)
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+                line = node.lc.item(part)[0] + 1
+                node = node[part]
+                kept.append(part)
+            elif isinstance(node, CommentedMap | CommentedSeq) and nxt is not None:
+                continue  # a tag or a missing field: stay on the enclosing node
+            else:
+                kept.append(part)
+                break
+        return line, kept
+
+    def line(self, loc: Loc) -> int:
+        return self.resolve(loc)[0]
+
+    def error(self, loc: Loc, message: str) -> LoadError:
+        line, kept = self.resolve(loc)
+        return LoadError(message, self.path, line, field_name(kept))
+
+    def validation_error(self, exc: ValidationError) -> LoadError:
+        err = exc.errors()[0]
+        return self.error(list(err["loc"]), _pydantic_message(err))
+
+
+def field_name(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _pydantic_message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required field is missing"
+    msg = str(err["msg"])
+    return msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
+
+
+def load_yaml(path: Path, what: str) -> YamlSource:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LoadError(f"{what} file not found", path, 1) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LoadError(f"cannot read {what} file: {exc}", path, 1) from None
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        root = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        raise LoadError(f"invalid YAML: {problem}", path, line) from None
+    except YAMLError as exc:
+        raise LoadError(f"invalid YAML: {str(exc).splitlines()[0]}", path, 1) from None
+    if not isinstance(root, CommentedMap):
+        raise LoadError(f"a {what} file must be a YAML mapping", path, 1)
+    return YamlSource(path, text, root)
+
+
+def plain(node: Any) -> Any:
+    """ruamel's round-trip containers as plain dicts and lists (pydantic wants those)."""
+    if isinstance(node, CommentedMap):
+        return {str(k): plain(v) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        return [plain(v) for v in node]
+    if isinstance(node, str):
+        return str(node)
+    return node

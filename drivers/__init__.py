@@ -1,0 +1,1 @@
+"""Device drivers: one module per device kind, found by the engine through entry points."""

@@ -1,0 +1,314 @@
+"""A CAN device described by a DBC file.
+
+Received frames become signals ``<device>.<signal>`` (decoded by cantools). Messages the
+bench's node sends are held as current signal values and transmitted at their DBC cycle time
+(``GenMsgCycleTime``); a ``set`` re-encodes them. Works on any python-can interface the station
+names; on the in-process link (``inproc``) frames are delivered on the event loop itself.
+
+Station config::
+
+    dbc: ../dbc/bms.dbc          # relative to the station file
+    node: BENCH                  # the DBC node the bench plays
+    can: {interface: inproc, channel: bench0}   # passed to can.Bus
+    initial: {cmd_contactors: OPEN}             # start values of transmitted signals
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import can
+import cantools
+from cantools.database.can import Database, Message
+
+from bench.device import ConfigError, DeviceContext, Driver
+from bench.errors import DeviceError, ExpressionError
+from bench.expr import SignalInfo
+from bench.units import parse_unit
+from drivers.e2e import crc8_j1850
+
+E2E_STATES = {"OK": 0, "ALIVE_ERROR": 1, "CRC_ERROR": 2}
+_KEYS = {"dbc", "node", "can", "initial"}
+
+
+class _Protection:
+    """Alive counter and CRC signals of one message (see drivers/e2e.py)."""
+
+    def __init__(self, prefix: str, alive: str, crc: str, crc_byte: int) -> None:
+        self.prefix = prefix
+        self.alive = alive
+        self.crc = crc
+        self.crc_byte = crc_byte
+        self.last_alive: int | None = None
+
+
+class CanDbcDriver(Driver):
+    def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:
+        super().__init__(name, config, base_dir)
+        unknown = set(self.config) - _KEYS
+        if unknown:
+            raise ConfigError(
+                f"unknown key '{sorted(unknown)[0]}' (keys: {', '.join(sorted(_KEYS))})", sorted(unknown)[0]
+            )
+        if "dbc" not in self.config:
+            raise ConfigError("a CAN device needs 'dbc'")
+        self.dbc_path = (base_dir / str(self.config["dbc"])).resolve()
+        try:
+            db = cantools.database.load_file(str(self.dbc_path), strict=True)
+        except FileNotFoundError:
+            raise ConfigError(f"DBC file not found: {self.config['dbc']}", "dbc") from None
+        except Exception as exc:  # cantools raises many types for a broken file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"cannot load DBC {self.config['dbc']}: {first}", "dbc") from None
+        if not isinstance(db, Database):
+            raise ConfigError(f"{self.config['dbc']} is not a CAN database", "dbc")
+        self.db = db
+        self.node = str(self.config.get("node", "BENCH"))
+        if self.node not in {n.name for n in db.nodes}:
+            raise ConfigError(f"node '{self.node}' is not in {self.config['dbc']}", "node")
+        can_cfg = self.config.get("can")
+        if not isinstance(can_cfg, dict) or "interface" not in can_cfg:
+            raise ConfigError("'can' must give at least 'interface' (and usually 'channel')", "can")
+        self.can_cfg = dict(can_cfg)
+        self.tx_msgs = [m for m in db.messages if self.node in m.senders]
+        self.rx_msgs = {m.frame_id: m for m in db.messages if self.node not in m.senders}
+        self._protection = {m.frame_id: self._find_protection(m) for m in db.messages}
+        self._tx_values: dict[str, dict[str, float]] = {}
+        self._signal_msg: dict[str, Message] = {}
+        for m in self.tx_msgs:
+            self._tx_values[m.name] = {s.name: self._default(s) for s in m.signals}
+            for s in m.signals:
+                self._signal_msg[s.name] = m
+        for key, value in dict(self.config.get("initial") or {}).items():
+            if key not in self._signal_msg:
+                raise ConfigError(f"initial: '{key}' is not a signal the bench sends", "initial")
+            sig = self._signal_msg[key].get_signal_by_name(key)
+            code = _choice_code(sig, value)
+            self._tx_values[self._signal_msg[key].name][key] = code if code is not None else float(value)
+        self._signals = self._build_signals()
+        self._ctx: DeviceContext | None = None
+        self._bus: can.BusABC | None = None
+        self._notifier: can.Notifier | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ts_offset: float | None = 0.0
+        self._unseen: set[int] = set()
+        self._all_seen: asyncio.Future[None] | None = None
+
+    @staticmethod
+    def _default(sig: Any) -> float:
+        lo = sig.minimum if sig.minimum is not None else 0.0
+        return float(max(lo, 0.0)) if sig.offset == 0 else float(lo)
+
+    @staticmethod
+    def _find_protection(m: Message) -> _Protection | None:
+        names = {s.name: s for s in m.signals}
+        for s in m.signals:
+            if s.name.endswith("_alive"):
+                prefix = s.name[: -len("_alive")]
+                crc = names.get(prefix + "_crc")
+                if crc is not None and crc.length == 8 and crc.start % 8 == 0:
+                    return _Protection(prefix, s.name, crc.name, crc.start // 8)
+        return None
+
+    def _build_signals(self) -> list[SignalInfo]:
+        out: list[SignalInfo] = []
+        for m in self.db.messages:
+            writable = self.node in m.senders
+            for s in m.signals:
+                try:
+                    unit = parse_unit(s.unit or "")
+                except ExpressionError:
+                    raise ConfigError(
+                        f"{self.config['dbc']}: signal {s.name} has unit '{s.unit}' that is not known", "dbc"
+                    ) from None
+                choices = {str(v): int(k) for k, v in s.choices.items()} if s.choices else None
+                out.append(
+                    SignalInfo(
+                        f"{self.name}.{s.name}",
+                        unit,
+                        choices,
+                        writable and not s.is_multiplexer,
+                        s.minimum,
+                        s.maximum,
+                        s.comment or "",
+                    )
+                )
+            prot = self._protection[m.frame_id]
+            if prot is not None and not writable:
+                out.append(
+                    SignalInfo(
+                        f"{self.name}.{prot.prefix}_e2e",
+                        parse_unit(""),
+                        E2E_STATES,
+                        False,
+                        doc=f"end-to-end check of {m.name} (alive counter and CRC)",
+                    )
+                )
+        return out
+
+    def signals(self) -> list[SignalInfo]:
+        return list(self._signals)
+
+    def files(self) -> list[Path]:
+        return [self.dbc_path]
+
+    async def connect(self, ctx: DeviceContext) -> None:
+        self._ctx = ctx
+        try:
+            bus = can.Bus(**self.can_cfg)
+        except Exception as exc:
+            raise DeviceError(self.name, f"cannot open CAN bus {self.can_cfg}: {exc}") from None
+        self._bus = bus
+        add_listener = getattr(bus, "add_listener", None)
+        if callable(add_listener):
+            add_listener(self._on_frame)  # the in-process link stamps frames with loop time
+        else:
+            # Interfaces stamp frames on their own clock; the first frame maps it onto the loop's.
+            self._ts_offset = None
+            self._notifier = can.Notifier(bus, [self._on_frame], loop=ctx.loop)
+        self._unseen = {m.frame_id for m in self.rx_msgs.values() if m.cycle_time}
+        self._all_seen = ctx.loop.create_future()
+        if not self._unseen:
+            self._all_seen.set_result(None)
+        cycles: dict[float, list[Message]] = {}
+        for m in self.tx_msgs:
+            if m.cycle_time:
+                cycles.setdefault(m.cycle_time / 1000.0, []).append(m)
+        for period, msgs in sorted(cycles.items()):
+            self._tasks.append(asyncio.create_task(self._cyclic(period, msgs), name=f"{self.name}-tx-{period}"))
+        # The device counts as connected once every cyclic message it sends has been seen.
+        slowest = max((m.cycle_time for m in self.rx_msgs.values() if m.cycle_time), default=0) / 1000.0
+        wait = max(1.0, 2.5 * slowest)
+        try:
+            async with asyncio.timeout(wait):
+                await self._all_seen
+        except TimeoutError:
+            names = ", ".join(sorted(self.db.get_message_by_frame_id(i).name for i in self._unseen))
+            raise DeviceError(
+                self.name, f"no frames of {names} within {wait:g} s (is the device powered and on this bus?)"
+            ) from None
+
+    async def _cyclic(self, period: float, msgs: list[Message]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while True:
+            for m in msgs:
+                self._transmit(m)
+            # Absolute deadlines: no drift however long sending took.
+            deadline += period
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+
+    def _transmit(self, m: Message) -> None:
+        assert self._bus is not None and self._ctx is not None
+        values = self._tx_values[m.name]
+        prot = self._protection[m.frame_id]
+        if prot is not None:
+            values[prot.alive] = float((int(values[prot.alive]) + 1) % 16)
+            values[prot.crc] = 0.0
+        data = bytearray(m.encode(values, strict=False, scaling=True))
+        if prot is not None:
+            data[prot.crc_byte] = crc8_j1850(bytes(data[: prot.crc_byte]))
+            values[prot.crc] = float(data[prot.crc_byte])
+        msg = can.Message(
+            arbitration_id=m.frame_id,
+            is_extended_id=m.is_extended_frame,
+            data=bytes(data),
+            timestamp=self._ctx.loop.time(),
+            is_rx=False,
+        )
+        try:
+            self._bus.send(msg)
+        except can.CanError as exc:
+            self._ctx.fault(self.name, f"CAN send of {m.name} failed: {exc}")
+            return
+        self._ctx.record_frame(msg, True)
+
+    def _on_frame(self, msg: can.Message) -> None:
+        ctx = self._ctx
+        if ctx is None or msg.is_error_frame:
+            return
+        ctx.record_frame(msg, False)
+        m = self.rx_msgs.get(msg.arbitration_id)
+        if m is None:
+            return
+        if self._unseen:
+            self._unseen.discard(m.frame_id)
+            if not self._unseen and self._all_seen is not None and not self._all_seen.done():
+                self._all_seen.set_result(None)
+        try:
+            decoded = cast(dict[str, float], m.decode(bytes(msg.data), decode_choices=False, scaling=True))
+        except Exception:
+            return  # a frame that does not fit its DBC definition carries no usable signals
+        if self._ts_offset is None:
+            self._ts_offset = ctx.loop.time() - msg.timestamp
+        t = msg.timestamp + self._ts_offset
+        publish = ctx.publish
+        prefix = self.name + "."
+        for sig, value in decoded.items():
+            publish(prefix + sig, float(value), t)
+        prot = self._protection[m.frame_id]
+        if prot is not None:
+            publish(prefix + prot.prefix + "_e2e", float(self._check(prot, msg.data, decoded)), t)
+
+    @staticmethod
+    def _check(prot: _Protection, data: bytes | bytearray, decoded: Mapping[str, Any]) -> int:
+        if len(data) <= prot.crc_byte or crc8_j1850(bytes(data[: prot.crc_byte])) != data[prot.crc_byte]:
+            return E2E_STATES["CRC_ERROR"]
+        alive = int(decoded.get(prot.alive, 0))
+        last, prot.last_alive = prot.last_alive, alive
+        if last is not None and alive != (last + 1) % 16:
+            return E2E_STATES["ALIVE_ERROR"]
+        return E2E_STATES["OK"]
+
+    async def set(self, values: Mapping[str, float]) -> dict[str, float]:
+        assert self._ctx is not None
+        readback: dict[str, float] = {}
+        touched: list[Message] = []
+        for short, value in values.items():
+            m = self._signal_msg.get(short)
+            if m is None:
+                raise DeviceError(self.name, f"'{short}' is not a signal the bench sends")
+            self._tx_values[m.name][short] = float(value)
+            if m not in touched:
+                touched.append(m)
+        t = self._ctx.loop.time()
+        for m in touched:
+            # Read back what the frame will actually carry (scaling and resolution of the DBC).
+            frame = m.encode(self._tx_values[m.name], strict=False)
+            decoded = cast(dict[str, float], m.decode(frame, decode_choices=False))
+            for short in values:
+                if short in decoded:
+                    readback[short] = float(decoded[short])
+                    self._ctx.publish(f"{self.name}.{short}", readback[short], t)
+            if not m.cycle_time:
+                self._transmit(m)
+        return readback
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._notifier is not None:
+            with contextlib.suppress(Exception):
+                self._notifier.stop()
+            self._notifier = None
+        if self._bus is not None:
+            with contextlib.suppress(Exception):
+                self._bus.shutdown()
+            self._bus = None
+
+
+def _choice_code(sig: Any, value: Any) -> float | None:
+    if not sig.choices or not isinstance(value, str):
+        return None
+    for k, v in sig.choices.items():
+        if str(v).lower() == value.lower():
+            return float(k)
+    raise ConfigError(f"initial: {sig.name} has no state '{value}'", "initial")

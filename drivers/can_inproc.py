@@ -1,0 +1,94 @@
+"""An in-process CAN link driven by the asyncio event loop.
+
+python-can's ``virtual`` interface delivers frames through a receive thread, which would let
+wall-clock scheduling leak into a virtual-time run. This link delivers every frame with
+``loop.call_soon`` instead, stamped with ``loop.time()``, so a simulated station stays
+deterministic and runs as fast as the event loop can go.
+
+It is registered as the python-can interface ``inproc``: ``can.Bus(interface="inproc",
+channel="bench0")``. Buses on the same channel (in one process) see each other's frames.
+Consumers that live on the event loop register a callback with :meth:`InProcBus.add_listener`;
+``recv()`` only drains frames that arrived while no listener was registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import can
+
+FrameCallback = Callable[[can.Message], None]
+
+_channels: dict[Any, list[InProcBus]] = {}
+
+
+class InProcBus(can.BusABC):
+    """One node on an in-process CAN channel."""
+
+    def __init__(self, channel: Any = "inproc0", receive_own_messages: bool = False, **kwargs: Any) -> None:
+        super().__init__(channel=channel, **kwargs)
+        self.channel_info = f"inproc channel {channel}"
+        self._channel = channel
+        self._receive_own = receive_own_messages
+        self._listeners: list[FrameCallback] = []
+        self._backlog: deque[can.Message] = deque(maxlen=10000)
+        self._peers = _channels.setdefault(channel, [])
+        self._peers.append(self)
+        self._open = True
+
+    def add_listener(self, callback: FrameCallback) -> None:
+        """Call ``callback(msg)`` on the event loop for every frame this node receives."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: FrameCallback) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        if not self._open:
+            raise can.CanOperationError("inproc bus is shut down")
+        loop = asyncio.get_running_loop()
+        # One stamped copy shared by all receivers: receivers must treat frames as read-only.
+        frame = can.Message(
+            timestamp=loop.time(),
+            arbitration_id=msg.arbitration_id,
+            is_extended_id=msg.is_extended_id,
+            is_remote_frame=msg.is_remote_frame,
+            is_error_frame=msg.is_error_frame,
+            dlc=msg.dlc,
+            data=bytes(msg.data),
+            is_fd=msg.is_fd,
+            bitrate_switch=msg.bitrate_switch,
+            channel=self._channel,
+            is_rx=True,
+        )
+        for peer in self._peers:
+            if peer is not self or self._receive_own:
+                loop.call_soon(peer._deliver, frame)
+
+    def _deliver(self, frame: can.Message) -> None:
+        if not self._open:
+            return
+        if self._listeners:
+            for callback in self._listeners:
+                callback(frame)
+        else:
+            self._backlog.append(frame)
+
+    def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
+        # Never blocks: on this link frames arrive only while the event loop runs.
+        if self._backlog:
+            return self._backlog.popleft(), False
+        return None, False
+
+    def shutdown(self) -> None:
+        if self._open:
+            self._open = False
+            if self in self._peers:
+                self._peers.remove(self)
+            if not self._peers:
+                _channels.pop(self._channel, None)
+        super().shutdown()

@@ -1,0 +1,1 @@
+"""Simulated devices and plant models. They speak the devices' protocols and nothing else."""

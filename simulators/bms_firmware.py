@@ -1,0 +1,490 @@
+"""BMS firmware model: cyclic BMS_* frames per the DBC, BENCH_Command intake, protections and
+the main contactor pair.
+
+The BMS sees the pack only through what a BMS measures (cell voltages, temperatures,
+current); the plant calls :meth:`Bms.monitor` after every physics tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import can
+
+from simulators import e2e
+from simulators.faults import (
+    CELL_VOLTAGE_OFFSET_V,
+    ISOLATION_FAULT_KOHM,
+    SLOW_REACTION_TIME_S,
+    Faults,
+)
+from simulators.pack import Pack
+
+log = logging.getLogger(__name__)
+
+COMMAND_FRAME = "BENCH_Command"
+_EPS = 1e-9
+
+
+class Contactors(IntEnum):
+    OPEN = 0
+    PRECHARGE = 1
+    CLOSED = 2
+    WELDED = 3
+
+
+class BmsState(IntEnum):
+    INIT = 0
+    STANDBY = 1
+    PRECHARGE = 2
+    CONNECTED = 3
+    FAULT = 4
+
+
+# Latched faults that open the contactors and block closing until cleared.
+TRIP_FAULTS = ("cell_ov", "cell_uv", "cell_ot", "overcurrent", "contactor", "comm")
+_STATUS_LATCHED = ("cell_ov", "cell_uv", "cell_ot", "overcurrent", "isolation", "contactor", "comm", "thermal_event")
+_STATUS_SIGNALS = (
+    "bms_state", "contactors", "fault_cell_ov", "fault_cell_uv", "fault_cell_ot", "fault_overcurrent",
+    "fault_isolation", "fault_contactor", "fault_comm", "warn_thermal_event", "warn_control_failure",
+    "warn_isolation", "status_alive",
+)  # fmt: skip
+
+
+class FrameCodec:
+    """Little-endian DBC signals packed with shifts: cheap enough to encode every cycle.
+
+    Physical values saturate at the raw field's limits instead of raising, like a firmware
+    that clamps before it transmits.
+    """
+
+    def __init__(self, message: Any) -> None:
+        self.name: str = message.name
+        self.frame_id: int = message.frame_id
+        self.length: int = message.length
+        self.mux: str | None = None
+        self._layouts: dict[int | None, list[tuple[str, int, int, float, float, int, int, bool]]] = {}
+        for sig in message.signals:
+            if sig.byte_order != "little_endian":
+                raise ValueError(f"{message.name}.{sig.name}: only little-endian signals are supported")
+            lo, hi = (
+                (-(1 << (sig.length - 1)), (1 << (sig.length - 1)) - 1) if sig.is_signed else (0, (1 << sig.length) - 1)
+            )
+            entry = (
+                sig.name,
+                sig.start,
+                (1 << sig.length) - 1,
+                1.0 / float(sig.scale),
+                float(sig.offset),
+                lo,
+                hi,
+                sig.is_signed,
+            )
+            if sig.is_multiplexer:
+                self.mux = sig.name
+            ids = sig.multiplexer_ids or [None]
+            for mux_id in ids:
+                self._layouts.setdefault(mux_id, []).append(entry)
+        self._mux_start = self._mux_mask = 0
+        if self.mux is not None:
+            mux_entry = self._layouts.pop(None)
+            self._mux_start, self._mux_mask = mux_entry[0][1], mux_entry[0][2]
+            for layout in self._layouts.values():
+                layout[:0] = mux_entry
+
+    def groups(self) -> dict[int | None, list[str]]:
+        """Signal names per multiplexer value (key None for a plain message)."""
+        return {k: [e[0] for e in v] for k, v in self._layouts.items()}
+
+    def encode(self, values: Mapping[str, float]) -> bytearray:
+        layout = self._layouts[int(values[self.mux]) if self.mux is not None else None]
+        acc = 0
+        for name, start, mask, inv_scale, offset, lo, hi, _ in layout:
+            raw = round((values.get(name, 0.0) - offset) * inv_scale)
+            raw = lo if raw < lo else hi if raw > hi else raw
+            acc |= (raw & mask) << start
+        return bytearray(acc.to_bytes(self.length, "little"))
+
+    def decode(self, data: bytes | bytearray) -> dict[str, float]:
+        acc = int.from_bytes(data, "little")
+        mux = None if self.mux is None else (acc >> self._mux_start) & self._mux_mask
+        layout = self._layouts[mux]
+        out: dict[str, float] = {}
+        for name, start, mask, inv_scale, offset, _, _, signed in layout:
+            raw = (acc >> start) & mask
+            if signed and raw > (mask >> 1):
+                raw -= mask + 1
+            out[name] = raw / inv_scale + offset
+        return out
+
+
+@dataclass(frozen=True)
+class BmsParams:
+    ov_threshold_v: float
+    uv_threshold_v: float
+    ot_threshold_c: float = 60.0
+    oc_threshold_a: float = 350.0
+    detection_time_s: float = 0.2
+    reaction_time_s: float = 0.1
+    precharge_time_s: float = 0.3
+    command_timeout_s: float = 0.5
+    software_version: str = "BMS-SIM 1.0.0"
+    max_charge_current_a: float = 180.0
+    max_discharge_current_a: float = 300.0
+    iso_resistance_kohm: float = 5000.0
+    iso_warning_kohm: float = 500.0
+    iso_error_kohm: float = 100.0
+    thermal_event_margin_c: float = 10.0
+    thermal_event_rate_c_per_s: float = 1.0
+
+
+class Bms:
+    def __init__(self, params: BmsParams, pack: Pack, faults: Faults, db: Any) -> None:
+        self.p = params
+        self.pack = pack
+        self.faults = faults
+        self.ov_threshold_v = pack.chem.ov_threshold_high_v if faults.ov_threshold_high else params.ov_threshold_v
+        self.reaction_time_s = SLOW_REACTION_TIME_S if faults.slow_reaction else params.reaction_time_s
+        self.iso_resistance_kohm = ISOLATION_FAULT_KOHM if faults.isolation_fault else params.iso_resistance_kohm
+        self._v_offset = CELL_VOLTAGE_OFFSET_V if faults.cell_voltage_sensor_offset else 0.0
+
+        self.latched: dict[str, bool] = dict.fromkeys((*TRIP_FAULTS, "isolation", "thermal_event"), False)
+        self._since: dict[str, float | None] = dict.fromkeys(("cell_ov", "cell_uv", "cell_ot", "overcurrent"))
+        self.close_requested = False
+        self.physical = Contactors.OPEN
+        self.link_voltage = 0.0
+        self.bad_command_frames = 0
+        self.valid_command_frames = 0
+        self._last_cmd_time: float | None = None
+        self._last_cmd_alive: int | None = None
+        self._last_clear = False
+        self._precharge: asyncio.TimerHandle | None = None
+        self._reaction: asyncio.TimerHandle | None = None
+        self._status_alive = 0
+        self._cell_group = 0
+        self._rate_ref: tuple[float, float] | None = None
+        self.temp_rate_c_per_s = 0.0
+        self.v_max = self.v_min = self.v_avg = self.t_max = self.t_min = 0.0
+        self.v_max_id = self.v_min_id = self.t_max_id = 0
+        self._status_cache: dict[tuple[int, ...], bytes] = {}
+        self.measure()
+
+        self._codecs = {m.name: FrameCodec(m) for m in db.messages}
+        self._command = self._codecs[COMMAND_FRAME]
+        self._builders: dict[str, Callable[[], bytearray]] = {
+            "BMS_Status": self._status,
+            "BMS_PackValues": self._pack_values,
+            "BMS_CellStats": self._cell_stats,
+            "BMS_Temperatures": self._temperatures,
+            "BMS_Limits": self._limits,
+            "BMS_Isolation": self._isolation,
+            "BMS_CellVoltages": self._cell_voltages,
+        }
+        self.schedule: dict[float, list[str]] = {}
+        for m in db.messages:
+            if "BMS" in (m.senders or []) and m.cycle_time:
+                self.schedule.setdefault(m.cycle_time / 1000.0, []).append(m.name)
+                if m.name not in self._builders:
+                    log.warning("no model for %s: it is sent with all signals 0", m.name)
+        self._cell_layout = self._cell_groups()
+        self._frames = {
+            name: can.Message(arbitration_id=c.frame_id, is_extended_id=False, dlc=c.length, data=bytes(c.length))
+            for name, c in self._codecs.items()
+        }
+
+    def _cell_groups(self) -> list[list[tuple[str, int]]]:
+        codec = self._codecs["BMS_CellVoltages"]
+        groups = []
+        for mux_id, names in sorted((k, v) for k, v in codec.groups().items() if k is not None):
+            cells = [(n, int(n.rsplit("_", 1)[1]) - 1) for n in names if n != codec.mux]
+            groups.append([(n, i) for n, i in cells if i < self.pack.n])
+            if mux_id is not None and not groups[-1]:
+                groups.pop()
+                break
+        return groups
+
+    def shutdown(self) -> None:
+        """Cancel pending contactor timers so nothing moves after the plant has stopped."""
+        for handle in (self._precharge, self._reaction):
+            if handle is not None:
+                handle.cancel()
+        self._precharge = self._reaction = None
+
+    # -- contactors -------------------------------------------------------------------------
+
+    @property
+    def conducting(self) -> bool:
+        return self.physical is Contactors.CLOSED
+
+    @property
+    def reported_contactors(self) -> Contactors:
+        if self.physical is Contactors.CLOSED and not self.close_requested:
+            return Contactors.WELDED
+        return self.physical
+
+    def _close(self) -> None:
+        self.close_requested = True
+        if self.physical is Contactors.OPEN:
+            self.physical = Contactors.PRECHARGE
+            self._precharge = asyncio.get_running_loop().call_later(self.p.precharge_time_s, self._precharged)
+
+    def _precharged(self) -> None:
+        self._precharge = None
+        if self.close_requested and self.physical is Contactors.PRECHARGE:
+            self.physical = Contactors.CLOSED
+
+    def _open(self) -> None:
+        self.close_requested = False
+        if self._precharge is not None:
+            self._precharge.cancel()
+            self._precharge = None
+        if self.physical is Contactors.CLOSED and self.faults.contactor_welded:
+            self.latched["contactor"] = True
+            return
+        self.physical = Contactors.OPEN
+
+    def _trip(self, fault: str) -> None:
+        self.latched[fault] = True
+        if self._reaction is None and self.close_requested:
+            self._reaction = asyncio.get_running_loop().call_later(self.reaction_time_s, self._react)
+
+    def _react(self) -> None:
+        self._reaction = None
+        self._open()
+
+    @property
+    def tripped(self) -> bool:
+        latched = self.latched
+        return any(latched[f] for f in TRIP_FAULTS)
+
+    @property
+    def state(self) -> BmsState:
+        if self.tripped:
+            return BmsState.FAULT
+        return {
+            Contactors.OPEN: BmsState.STANDBY,
+            Contactors.PRECHARGE: BmsState.PRECHARGE,
+            Contactors.CLOSED: BmsState.CONNECTED,
+        }[self.physical]
+
+    # -- what the BMS measures ----------------------------------------------------------------
+
+    def measure(self) -> None:
+        """Sample the pack once per tick; frames and protections all use this snapshot.
+
+        Values are quantised to the DBC resolution (1 mV, 0.1 degC) so that a trip on
+        ``cell_v_max > 4.25`` is visible as 4.251 V on the bus, never as 4.250 V.
+        """
+        pack = self.pack
+        off = self._v_offset
+        i = pack.max_cell()
+        self.v_max, self.v_max_id = round(pack.cell_voltage(i) + off, 3), i + 1
+        i = pack.min_cell()
+        self.v_min, self.v_min_id = round(pack.cell_voltage(i) + off, 3), i + 1
+        self.v_avg = pack.cell_v_avg() + off
+        j = pack.hottest_sensor()
+        self.t_max, self.t_max_id = round(pack.sensor_temp(j), 1), j + 1
+        self.t_min = pack.sensor_temp(pack.coldest_sensor())
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def on_frame(self, frame: can.Message) -> None:
+        if frame.arbitration_id != self._command.frame_id or frame.is_extended_id:
+            return
+        data = frame.data
+        alive = data[6] & 0x0F if len(data) == 8 else None
+        if alive is None or not e2e.crc_ok(data) or alive == self._last_cmd_alive:
+            self.bad_command_frames += 1
+            return
+        self.valid_command_frames += 1
+        self._last_cmd_alive = alive
+        self._last_cmd_time = frame.timestamp
+        cmd = self._command.decode(data)
+        clear = cmd["cmd_clear_faults"] == 1
+        if clear and not self._last_clear:
+            self._clear_faults(frame.timestamp)
+        self._last_clear = clear
+        if cmd["cmd_contactors"] == 1:
+            if not self.tripped and not self.close_requested:
+                self._close()
+        elif self.close_requested:
+            self._open()
+
+    def _clear_faults(self, now: float) -> None:
+        v_max, v_min, t_max = self.v_max, self.v_min, self.t_max
+        gone = {
+            "cell_ov": v_max <= self.ov_threshold_v,
+            "cell_uv": v_min >= self.p.uv_threshold_v,
+            "cell_ot": t_max <= self.p.ot_threshold_c,
+            "overcurrent": abs(self.pack.current_a) <= self.p.oc_threshold_a,
+            "contactor": self.reported_contactors is not Contactors.WELDED,
+            "comm": True,  # a valid command frame is what carries the clear request
+            "isolation": self.iso_resistance_kohm >= self.p.iso_error_kohm,
+            "thermal_event": t_max <= self.p.ot_threshold_c + self.p.thermal_event_margin_c,
+        }
+        for fault, ok in gone.items():
+            if ok:
+                self.latched[fault] = False
+        for key in self._since:
+            self._since[key] = None
+
+    def monitor(self, now: float) -> None:
+        """Protection logic, run once per physics tick."""
+        self.measure()
+        f = self.faults
+        p = self.p
+        v_max, v_min, t_max = self.v_max, self.v_min, self.t_max
+        self._debounce("cell_ov", not f.overvoltage_protection_disabled and v_max > self.ov_threshold_v, now)
+        self._debounce("cell_uv", not f.undervoltage_protection_disabled and v_min < p.uv_threshold_v, now)
+        self._debounce("cell_ot", not f.overtemperature_protection_disabled and t_max > p.ot_threshold_c, now)
+        self._debounce("overcurrent", abs(self.pack.current_a) > p.oc_threshold_a, now)
+
+        ref = self._rate_ref
+        if ref is None:
+            self._rate_ref = (now, t_max)
+        elif now - ref[0] >= 1.0 - _EPS:
+            self.temp_rate_c_per_s = (t_max - ref[1]) / (now - ref[0])
+            self._rate_ref = (now, t_max)
+        if t_max > p.ot_threshold_c + p.thermal_event_margin_c or self.temp_rate_c_per_s > p.thermal_event_rate_c_per_s:
+            self.latched["thermal_event"] = True
+        if self.iso_resistance_kohm < p.iso_error_kohm:
+            self.latched["isolation"] = True
+
+        last = self._last_cmd_time
+        if (
+            self.close_requested
+            and not f.command_timeout_ignored
+            and last is not None
+            and now - last > p.command_timeout_s
+            and not self.latched["comm"]
+        ):
+            self._trip("comm")
+
+    def _debounce(self, fault: str, active: bool, now: float) -> None:
+        if not active:
+            self._since[fault] = None
+            return
+        since = self._since[fault]
+        if since is None:
+            self._since[fault] = since = now
+        if now - since >= self.p.detection_time_s - _EPS and not self.latched[fault]:
+            self._trip(fault)
+
+    # -- cyclic transmission ----------------------------------------------------------------
+
+    async def transmit(self, bus: can.BusABC, period: float, names: list[str], phase: float) -> None:
+        """Send ``names`` every ``period`` s on absolute deadlines, so the schedule never drifts."""
+        loop = asyncio.get_running_loop()
+        builders = [(self._frames[n], self._builders.get(n, self._zeros(n))) for n in names]
+        deadline = loop.time() + phase
+        while True:
+            delay = deadline - loop.time()
+            await asyncio.sleep(delay if delay > 0.0 else 0.0)
+            for frame, build in builders:
+                frame.data = build()
+                bus.send(frame)
+            deadline += period
+
+    def _zeros(self, name: str) -> Callable[[], bytearray]:
+        length = self._codecs[name].length
+        return lambda: bytearray(length)
+
+    def _status(self) -> bytearray:
+        latched = self.latched
+        contactors = self.reported_contactors
+        control_failure = latched["comm"] or latched["contactor"] or contactors is Contactors.WELDED
+        alive = self._status_alive
+        if not self.faults.alive_counter_frozen:
+            self._status_alive = e2e.next_alive(alive)
+        key = (
+            self.state,
+            contactors,
+            *(latched[f] for f in _STATUS_LATCHED),
+            control_failure,
+            self.iso_resistance_kohm < self.p.iso_warning_kohm,
+            alive,
+        )
+        # The status changes rarely; reuse the sealed frame of an identical content.
+        cached = self._status_cache.get(key)
+        if cached is not None:
+            return bytearray(cached)
+        values = dict(zip(_STATUS_SIGNALS, key, strict=True))
+        data = e2e.seal(self._codecs["BMS_Status"].encode(values))
+        if self.faults.crc_corrupted:
+            data[e2e.CRC_BYTE] ^= 0x5A
+        self._status_cache[key] = bytes(data)
+        return data
+
+    def _pack_values(self) -> bytearray:
+        pack = self.pack
+        return self._codecs["BMS_PackValues"].encode(
+            {
+                "pack_voltage": pack.terminal_voltage(),
+                "pack_current": pack.current_a,
+                "link_voltage": self.link_voltage,
+                "soc": pack.soc_pct,
+            }
+        )
+
+    def _cell_stats(self) -> bytearray:
+        return self._codecs["BMS_CellStats"].encode(
+            {
+                "cell_v_max": self.v_max,
+                "cell_v_min": self.v_min,
+                "cell_v_max_id": self.v_max_id,
+                "cell_v_min_id": self.v_min_id,
+                "cell_v_avg": self.v_avg,
+            }
+        )
+
+    def _temperatures(self) -> bytearray:
+        return self._codecs["BMS_Temperatures"].encode(
+            {
+                "cell_temp_max": self.t_max,
+                "cell_temp_min": self.t_min,
+                "cell_temp_max_id": self.t_max_id,
+                "coolant_temp": self.pack.ambient_c,
+            }
+        )
+
+    def _limits(self) -> bytearray:
+        pack = self.pack
+        p = self.p
+        soc = pack.soc_pct
+        t_max, t_min = self.t_max, self.t_min
+        # Hot derating from 45 degC to the OT threshold; no charging below 0 degC.
+        hot = _clamp((p.ot_threshold_c - t_max) / max(p.ot_threshold_c - 45.0, 1.0))
+        charge = p.max_charge_current_a * hot * _clamp((100.0 - soc) / 10.0) * _clamp(t_min / 10.0)
+        discharge = p.max_discharge_current_a * hot * _clamp(soc / 10.0) * _clamp((t_min + 30.0) / 20.0)
+        if self.tripped:
+            charge = discharge = 0.0
+        chem = pack.chem
+        return self._codecs["BMS_Limits"].encode(
+            {
+                "charge_current_limit": charge,
+                "discharge_current_limit": discharge,
+                "charge_voltage_limit": pack.n * chem.charge_voltage_per_cell_v,
+                "discharge_voltage_limit": pack.n * chem.discharge_voltage_per_cell_v,
+            }
+        )
+
+    def _isolation(self) -> bytearray:
+        return self._codecs["BMS_Isolation"].encode({"iso_resistance": self.iso_resistance_kohm, "iso_valid": 1})
+
+    def _cell_voltages(self) -> bytearray:
+        groups = self._cell_layout
+        g = self._cell_group
+        self._cell_group = (g + 1) % len(groups)
+        values: dict[str, float] = {"cell_group": g}
+        for name, i in groups[g]:
+            values[name] = self.pack.cell_voltage(i) + self._v_offset
+        return self._codecs["BMS_CellVoltages"].encode(values)
+
+
+def _clamp(x: float) -> float:
+    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x

@@ -1,0 +1,53 @@
+"""Injectable faults of the simulated station: each one is a named defect of the DUT."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# Trip-to-open delay of the slow_reaction fault.
+SLOW_REACTION_TIME_S = 2.0
+# Cell voltage measurement error of the cell_voltage_sensor_offset fault.
+CELL_VOLTAGE_OFFSET_V = -0.050
+# Isolation resistance reported with the isolation_fault fault.
+ISOLATION_FAULT_KOHM = 60.0
+
+CATALOGUE: dict[str, str] = {
+    "overvoltage_protection_disabled": "BMS never trips on cell over-voltage",
+    "undervoltage_protection_disabled": "BMS never trips on cell under-voltage",
+    "overtemperature_protection_disabled": "BMS never trips on cell over-temperature",
+    "ov_threshold_high": "BMS over-voltage threshold mis-set (4.40 V NMC, 3.80 V LFP)",
+    "contactor_welded": "main contactor stays closed once it has closed: commanded open, reports WELDED",
+    "slow_reaction": f"BMS opens the contactors {SLOW_REACTION_TIME_S:.1f} s after a trip instead of reaction_time_s",
+    "alive_counter_frozen": "BMS_Status alive counter stops incrementing",
+    "crc_corrupted": "BMS_Status CRC byte is wrong",
+    "cell_voltage_sensor_offset": "BMS measures every cell voltage 50 mV low (reports and protects on it)",
+    "command_timeout_ignored": "BMS keeps the contactors closed when BENCH_Command stops",
+    "isolation_fault": f"isolation resistance drops to {ISOLATION_FAULT_KOHM:.0f} kOhm (fault_isolation, no contactor action)",
+}
+
+
+@dataclass(frozen=True)
+class Faults:
+    overvoltage_protection_disabled: bool = False
+    undervoltage_protection_disabled: bool = False
+    overtemperature_protection_disabled: bool = False
+    ov_threshold_high: bool = False
+    contactor_welded: bool = False
+    slow_reaction: bool = False
+    alive_counter_frozen: bool = False
+    crc_corrupted: bool = False
+    cell_voltage_sensor_offset: bool = False
+    command_timeout_ignored: bool = False
+    isolation_fault: bool = False
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> Faults:
+        if isinstance(names, str):  # a bare string would be read as one fault per letter
+            raise ValueError(f"faults must be a list of fault names, got the string {names!r}")
+        names = list(names)
+        for name in names:
+            if name not in CATALOGUE:
+                valid = ", ".join(sorted(CATALOGUE))
+                raise ValueError(f"unknown fault {name!r}; valid faults: {valid}")
+        return cls(**{name: True for name in names})

@@ -1,0 +1,262 @@
+"""The simulated station: battery pack + BMS + bidirectional supply, wired and ticking.
+
+Entry point ``bms_pack`` (``simulators.plant:build_plant``). Everything runs on the event
+loop's clock, so on a virtual-time loop hours of bench time pass in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
+from typing import Any
+
+import can
+import cantools
+
+from simulators.bms_firmware import COMMAND_FRAME, Bms, BmsParams, Contactors
+from simulators.faults import CATALOGUE, Faults
+from simulators.pack import CHEMISTRIES, Pack, PackParams
+from simulators.supply import Supply, SupplyRatings
+
+log = logging.getLogger(__name__)
+
+# Link capacitance discharge (supply output off, contactors open) and precharge time
+# constants are a fraction of the configured precharge time: after it the link is at ~99 %.
+_PRECHARGE_TAUS = 5.0
+_LINK_BLEED_TAU_S = 0.5
+
+_NUM = (int, float)
+# key: (types, default, lower bound (exclusive when the 4th field is True), upper bound)
+_Spec = tuple[tuple[type, ...], Any, float | None, float | None, bool]
+_TOP: dict[str, _Spec] = {
+    "dbc": ((str,), None, None, None, False),
+    "can_channel": ((str,), None, None, None, False),
+    "psu_endpoint": ((str,), "psu", None, None, False),
+    "cells": ((int,), 192, 1, None, False),
+    "chemistry": ((str,), "NMC", None, None, False),
+    "capacity_ah": (_NUM, 120.0, 0, None, True),
+    "initial_soc_pct": (_NUM, 50.0, 0, 100, False),
+    "ambient_c": (_NUM, 25.0, -40, 60, False),
+    "initial_temp_c": (_NUM, None, -40, 80, False),
+    "internal_resistance_mohm_per_cell": (_NUM, 0.8, 0, 100, True),
+    "thermal_mass_j_per_k": (_NUM, 420_000.0, 0, None, True),
+    "thermal_resistance_k_per_w": (_NUM, 0.05, 0, None, True),
+    "temp_sensors": ((int,), 16, 1, 255, False),
+    "tick_s": (_NUM, 0.1, 0, 1.0, True),
+    "bms": ((dict,), None, None, None, False),
+    "supply": ((dict,), None, None, None, False),
+}
+_BMS: dict[str, _Spec] = {
+    "ov_threshold_v": (_NUM, None, 0, 10, True),
+    "uv_threshold_v": (_NUM, None, 0, 10, True),
+    "ot_threshold_c": (_NUM, 60.0, 0, 200, True),
+    "oc_threshold_a": (_NUM, 350.0, 0, None, True),
+    "detection_time_s": (_NUM, 0.2, 0, 60, False),
+    "reaction_time_s": (_NUM, 0.1, 0, 60, False),
+    "precharge_time_s": (_NUM, 0.3, 0, 60, True),
+    "command_timeout_s": (_NUM, 0.5, 0, 60, True),
+    "software_version": ((str,), "BMS-SIM 1.0.0", None, None, False),
+    "max_charge_current_a": (_NUM, 180.0, 0, None, False),
+    "max_discharge_current_a": (_NUM, 300.0, 0, None, False),
+    "iso_resistance_kohm": (_NUM, 5000.0, 0, 65535, False),
+    "iso_warning_kohm": (_NUM, 500.0, 0, 65535, False),
+    "iso_error_kohm": (_NUM, 100.0, 0, 65535, False),
+    "thermal_event_margin_c": (_NUM, 10.0, 0, 100, False),
+    "thermal_event_rate_c_per_s": (_NUM, 1.0, 0, None, True),
+}
+_SUPPLY: dict[str, _Spec] = {
+    "voltage_max_v": (_NUM, 1000.0, 0, None, True),
+    "current_max_a": (_NUM, 80.0, 0, None, True),
+    "power_max_w": (_NUM, 30000.0, 0, None, True),
+    "serial": ((str,), "SIM0000001", None, None, False),
+    "noise_v": (_NUM, 0.05, 0, None, False),
+    "noise_a": (_NUM, 0.02, 0, None, False),
+}
+
+
+def fault_catalogue() -> dict[str, str]:
+    return dict(CATALOGUE)
+
+
+def _check(section: Mapping[str, Any], spec: Mapping[str, _Spec], where: str) -> dict[str, Any]:
+    if not isinstance(section, Mapping):
+        raise ValueError(f"bms_pack config: {where or 'config'} must be a mapping, got {section!r}")
+    unknown = sorted(set(section) - set(spec))
+    if unknown:
+        raise ValueError(f"bms_pack config: unknown key '{where}{unknown[0]}' (valid: {', '.join(spec)})")
+    out: dict[str, Any] = {}
+    for key, (types, default, lo, hi, open_lo) in spec.items():
+        value: Any = section.get(key, default)
+        if value is None or types == (dict,):
+            out[key] = value
+            continue
+        name = f"{where}{key}"
+        type_ok = isinstance(value, types) and not isinstance(value, bool)
+        if not type_ok:
+            kind = "a string" if types == (str,) else "an integer" if types == (int,) else "a number"
+            raise ValueError(f"bms_pack config: {name} must be {kind}, got {value!r}")
+        if types is _NUM and not math.isfinite(value):
+            raise ValueError(f"bms_pack config: {name} must be finite, got {value!r}")
+        too_low = lo is not None and (value <= lo if open_lo else value < lo)
+        if too_low or (hi is not None and value > hi):
+            bounds = f"{'>' if open_lo else '>='} {lo}" if lo is not None else ""
+            bounds += (" and " if bounds and hi is not None else "") + (f"<= {hi}" if hi is not None else "")
+            raise ValueError(f"bms_pack config: {name} must be {bounds}, got {value!r}")
+        out[key] = float(value) if types is _NUM else value
+    return out
+
+
+def build_plant(
+    config: Mapping[str, Any], *, faults: Sequence[str], seed: int, register: Callable[[str, Any], None]
+) -> Plant:
+    fault_set = Faults.from_names(faults)
+    top = _check(config, _TOP, "")
+    for required in ("dbc", "can_channel"):
+        if top[required] is None:
+            raise ValueError(f"bms_pack config: {required} is required")
+    bms_cfg = _check(top["bms"] or {}, _BMS, "bms.")
+    sup_cfg = _check(top["supply"] or {}, _SUPPLY, "supply.")
+    chem_name = top["chemistry"].upper()
+    if chem_name not in CHEMISTRIES:
+        raise ValueError(
+            f"bms_pack config: chemistry must be one of {', '.join(CHEMISTRIES)}, got {top['chemistry']!r}"
+        )
+    chem = CHEMISTRIES[chem_name]
+    bms_cfg["ov_threshold_v"] = bms_cfg["ov_threshold_v"] or chem.ov_threshold_v
+    bms_cfg["uv_threshold_v"] = bms_cfg["uv_threshold_v"] or chem.uv_threshold_v
+    if bms_cfg["uv_threshold_v"] >= bms_cfg["ov_threshold_v"]:
+        raise ValueError("bms_pack config: bms.uv_threshold_v must be below bms.ov_threshold_v")
+    if bms_cfg["iso_error_kohm"] > bms_cfg["iso_warning_kohm"]:
+        raise ValueError("bms_pack config: bms.iso_error_kohm must not exceed bms.iso_warning_kohm")
+
+    try:
+        db = cantools.database.load_file(top["dbc"])
+    except Exception as exc:  # cantools raises several unrelated types for bad files
+        raise ValueError(f"bms_pack config: cannot load dbc {top['dbc']!r}: {exc}") from exc
+    if not isinstance(db, cantools.database.can.Database):
+        raise ValueError(f"bms_pack config: {top['dbc']!r} is not a CAN database")
+    names = {m.name for m in db.messages}
+    for needed in ("BMS_Status", "BMS_CellVoltages", COMMAND_FRAME):
+        if needed not in names:
+            raise ValueError(f"bms_pack config: dbc {top['dbc']!r} has no message {needed}")
+    cell_signals = sum(1 for s in db.get_message_by_name("BMS_CellVoltages").signals if not s.is_multiplexer)
+    if top["cells"] > cell_signals:
+        raise ValueError(
+            f"bms_pack config: cells must be <= {cell_signals} (cell voltages in the dbc), got {top['cells']}"
+        )
+
+    rng = random.Random(seed)
+    pack_params = PackParams(
+        **{f.name: top[f.name] for f in fields(PackParams) if f.name != "chemistry"}, chemistry=chem_name
+    )
+    pack = Pack(pack_params, random.Random(rng.getrandbits(64)))
+    supply = Supply(SupplyRatings(**sup_cfg), random.Random(rng.getrandbits(64)))
+    bms = Bms(BmsParams(**bms_cfg), pack, fault_set, db)
+    plant = Plant(pack, bms, supply, channel=top["can_channel"], tick_s=top["tick_s"])
+    register(top["psu_endpoint"], supply)
+    return plant
+
+
+class Plant:
+    """Supply -> HV link -> BMS main contactors -> pack. Current positive = charging the pack."""
+
+    def __init__(self, pack: Pack, bms: Bms, supply: Supply, *, channel: str, tick_s: float = 0.1) -> None:
+        self.pack = pack
+        self.bms = bms
+        self.supply = supply
+        self.channel = channel
+        self.tick_s = tick_s
+        self.link_voltage = 0.0
+        self.bus: can.BusABC | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        # InProcBus: frames arrive through add_listener on the loop, no receive thread.
+        bus: Any = can.Bus(interface="inproc", channel=self.channel)
+        self.bus = bus
+        bus.add_listener(self.bms.on_frame)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._run_physics(), name="plant-physics"))
+        # Stagger cycle groups so frames of different periods do not share one instant.
+        for k, (period, names) in enumerate(sorted(self.bms.schedule.items())):
+            phase = 0.001 * (k + 1)
+            task = loop.create_task(self.bms.transmit(bus, period, names, phase), name=f"bms-tx-{period:g}s")
+            self._tasks.append(task)
+        for task in self._tasks:
+            task.add_done_callback(_report_crash)
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.bms.shutdown()
+        if self.bus is not None:
+            self.bus.shutdown()
+            self.bus = None
+
+    async def _run_physics(self) -> None:
+        loop = asyncio.get_running_loop()
+        dt = self.tick_s
+        deadline = loop.time()
+        while True:
+            deadline += dt
+            delay = deadline - loop.time()
+            await asyncio.sleep(delay if delay > 0.0 else 0.0)
+            self.step(dt, loop.time())
+
+    def step(self, dt: float, now: float) -> None:
+        """One physics tick: electrical coupling, pack, link voltage, supply readback, BMS."""
+        pack = self.pack
+        bms = self.bms
+        sup = self.supply
+        conducting = bms.conducting
+        current = self._supply_current(pack.ocv_pack(), pack.r_pack) if conducting and sup.output else 0.0
+        pack.step(current, dt)
+        if conducting:
+            link = pack.terminal_voltage()
+        elif sup.output:
+            link = sup.voltage_set
+        else:
+            link = self.link_voltage
+            if bms.physical is Contactors.PRECHARGE:
+                target, tau = pack.terminal_voltage(), bms.p.precharge_time_s / _PRECHARGE_TAUS
+            else:
+                target, tau = 0.0, _LINK_BLEED_TAU_S
+            link += (target - link) * min(1.0, dt / tau)
+        self.link_voltage = link
+        bms.link_voltage = link
+        sup.measure(link, current)
+        bms.monitor(now)
+
+    def _supply_current(self, ocv: float, r: float) -> float:
+        """CC/CV/CP operating point of the supply against the pack's OCV and resistance."""
+        sup = self.supply
+        v_set = sup.voltage_set
+        if v_set >= ocv:
+            i = min(sup.source_current_set, (v_set - ocv) / r)
+            p_max = sup.source_power_set
+            if i * (ocv + i * r) > p_max:
+                # Power-limited: solve I * (OCV + I R) = P for I.
+                i = (math.sqrt(ocv * ocv + 4.0 * r * p_max) - ocv) / (2.0 * r)
+            return i
+        i = min(sup.sink_current_set, (ocv - v_set) / r)
+        p_max = sup.sink_power_set
+        if i * (ocv - i * r) > p_max:
+            disc = ocv * ocv - 4.0 * r * p_max
+            i = (ocv - math.sqrt(disc)) / (2.0 * r) if disc > 0.0 else ocv / (2.0 * r)
+        return -i
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("simulator task %s crashed", task.get_name(), exc_info=task.exception())

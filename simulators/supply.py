@@ -1,0 +1,238 @@
+"""Bidirectional DC supply (source + sink) in the style of an EA Elektro-Automatik PSB 10000.
+
+Only the SCPI text is the interface: :meth:`Supply.scpi` takes one line and returns the reply
+line (or None), exactly what a TCP socket server would exchange. The plant reads the
+setpoints and writes back what the output terminals see.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MODEL = "PSB 11000-80 4U"
+FIRMWARE = "V3.02 (simulated)"
+_ERROR_QUEUE_LEN = 20
+
+# (long form, short form) of every header node we understand.
+_NODES = (
+    ("SOURCE", "SOUR"), ("SINK", "SINK"), ("VOLTAGE", "VOLT"), ("CURRENT", "CURR"),
+    ("POWER", "POW"), ("OUTPUT", "OUTP"), ("MEASURE", "MEAS"), ("SYSTEM", "SYST"),
+    ("ERROR", "ERR"), ("LOCK", "LOCK"), ("NEXT", "NEXT"),
+)  # fmt: skip
+_NODE = {form: short for long, short in _NODES for form in (long, short)}
+_NUMBER = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)$")
+_ON_OFF = {"ON": True, "1": True, "OFF": False, "0": False}
+
+ERR_NONE = (0, "No error")
+ERR_MISSING = (-109, "Missing parameter")
+ERR_UNDEFINED = (-113, "Undefined header")
+ERR_PROTECTED = (-203, "Command protected")
+ERR_RANGE = (-222, "Data out of range")
+ERR_ILLEGAL = (-224, "Illegal parameter value")
+ERR_OVERFLOW = (-350, "Queue overflow")
+
+
+class ScpiError(Exception):
+    def __init__(self, error: tuple[int, str]) -> None:
+        super().__init__(error[1])
+        self.error = error
+
+
+@dataclass(frozen=True)
+class SupplyRatings:
+    voltage_max_v: float = 1000.0
+    current_max_a: float = 80.0
+    power_max_w: float = 30000.0
+    serial: str = "SIM0000001"
+    noise_v: float = 0.05
+    noise_a: float = 0.02
+
+
+def _fmt(value: float, unit: str) -> str:
+    text = f"{value:.0f}" if unit == "W" else f"{value:.2f}"
+    if text.lstrip("-").strip("0.") == "":
+        text = text.lstrip("-")  # no "-0.00": it reads like a sign error to a driver
+    return f"{text} {unit}"
+
+
+class Supply:
+    """Front-panel state plus SCPI parser. Current sign: positive = sourcing into the load."""
+
+    def __init__(self, ratings: SupplyRatings, rng: random.Random) -> None:
+        self.ratings = ratings
+        self._rng = rng
+        self.locked = False
+        self.output = False
+        self.voltage_set = 0.0
+        self.source_current_set = 0.0
+        self.sink_current_set = 0.0
+        self.source_power_set = ratings.power_max_w
+        self.sink_power_set = ratings.power_max_w
+        self.meas_voltage = 0.0
+        self.meas_current = 0.0
+        self.errors: deque[tuple[int, str]] = deque()
+        r = ratings
+        self._setpoints: dict[tuple[str, ...], tuple[str, str, float]] = {
+            ("SOUR", "VOLT"): ("voltage_set", "V", r.voltage_max_v),
+            ("SOUR", "CURR"): ("source_current_set", "A", r.current_max_a),
+            ("SOUR", "POW"): ("source_power_set", "W", r.power_max_w),
+            ("SINK", "CURR"): ("sink_current_set", "A", r.current_max_a),
+            ("SINK", "POW"): ("sink_power_set", "W", r.power_max_w),
+        }
+        self._queries: dict[tuple[str, ...], Callable[[], str]] = {
+            ("MEAS", "VOLT"): lambda: _fmt(self.meas_voltage, "V"),
+            ("MEAS", "CURR"): lambda: _fmt(self.meas_current, "A"),
+            ("MEAS", "POW"): lambda: _fmt(self.meas_voltage * self.meas_current, "W"),
+            ("SYST", "ERR"): self._pop_error,
+            ("SYST", "ERR", "NEXT"): self._pop_error,
+        }
+
+    # -- plant side -------------------------------------------------------------------------
+
+    def measure(self, voltage: float, current: float) -> None:
+        """What the output terminals see this tick; adds the instrument's measurement noise."""
+        rnd = self._rng.random
+        v = voltage + (rnd() - 0.5) * 2.0 * self.ratings.noise_v
+        self.meas_voltage = v if v > 0.0 else 0.0
+        self.meas_current = current + (rnd() - 0.5) * 2.0 * self.ratings.noise_a
+
+    def reset(self) -> None:
+        self.output = False
+        self.voltage_set = 0.0
+        self.source_current_set = 0.0
+        self.sink_current_set = 0.0
+        # Power limits come back at the rated power, not 0 W: output off is what makes the
+        # supply safe, and a driver that never sets a power limit must still get current.
+        self.source_power_set = self.ratings.power_max_w
+        self.sink_power_set = self.ratings.power_max_w
+
+    # -- SCPI -------------------------------------------------------------------------------
+
+    def scpi(self, line: str) -> str | None:
+        """Process one line (commands separated by ';'); reply to its queries, or None."""
+        replies: list[str] = []
+        path: tuple[str, ...] = ()
+        for raw in line.split(";"):
+            command = raw.strip()
+            if not command:
+                continue
+            try:
+                reply, path = self._execute(command, path)
+            except ScpiError as exc:
+                self._push_error(exc.error)
+                continue
+            if reply is not None:
+                replies.append(reply)
+        return ";".join(replies) if replies else None
+
+    def _execute(self, command: str, path: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+        header, _, arg = command.partition(" ")
+        arg = arg.strip()
+        if "\t" in header:
+            header, _, rest = header.partition("\t")
+            arg = (rest + " " + arg).strip()
+        query = header.endswith("?")
+        if query:
+            header = header[:-1]
+        if header.startswith("*"):
+            return self._common(header.upper(), query), ()
+        key = self._resolve(header, path)
+        new_path = key[:-1]
+        if query:
+            return self._query(key), new_path
+        self._set(key, arg)
+        return None, new_path
+
+    def _resolve(self, header: str, path: tuple[str, ...]) -> tuple[str, ...]:
+        absolute = header.startswith(":")
+        nodes = []
+        for node in header.lstrip(":").upper().split(":"):
+            short = _NODE.get(node)
+            if short is None:
+                raise ScpiError(ERR_UNDEFINED)
+            nodes.append(short)
+        # IEEE 488.2: a header after ';' is relative to the previous command's path. Drivers
+        # often repeat the full path instead, so fall back to the root when that is unknown.
+        candidates = [] if absolute or not path else [path + tuple(nodes)]
+        candidates.append(tuple(nodes))
+        for key in candidates:
+            if key[0] in ("VOLT", "CURR", "POW"):
+                key = ("SOUR", *key)  # SOURce is the optional node of the family
+            if key in self._setpoints or key in self._queries or key in (("OUTP",), ("SYST", "LOCK")):
+                return key
+        raise ScpiError(ERR_UNDEFINED)
+
+    def _common(self, header: str, query: bool) -> str | None:
+        if header == "*IDN" and query:
+            return f"EA Elektro-Automatik,{MODEL},{self.ratings.serial},{FIRMWARE}"
+        if header == "*RST" and not query:
+            self.reset()
+            return None
+        if header == "*CLS" and not query:
+            self.errors.clear()
+            return None
+        if header == "*OPC" and query:
+            return "1"
+        raise ScpiError(ERR_UNDEFINED)
+
+    def _query(self, key: tuple[str, ...]) -> str:
+        if key in self._setpoints:
+            attr, unit, _ = self._setpoints[key]
+            return _fmt(getattr(self, attr), unit)
+        if key == ("OUTP",):
+            return "ON" if self.output else "OFF"
+        if key == ("SYST", "LOCK"):
+            return "ON" if self.locked else "OFF"
+        return self._queries[key]()
+
+    def _set(self, key: tuple[str, ...], arg: str) -> None:
+        if key in self._queries:
+            raise ScpiError(ERR_UNDEFINED)  # query-only header used as a command
+        if not arg:
+            raise ScpiError(ERR_MISSING)
+        if key == ("SYST", "LOCK"):
+            self.locked = _on_off(arg)
+            return
+        if not self.locked:
+            raise ScpiError(ERR_PROTECTED)
+        if key == ("OUTP",):
+            self.output = _on_off(arg)
+            return
+        attr, unit, maximum = self._setpoints[key]
+        setattr(self, attr, _number(arg, unit, maximum))
+
+    def _push_error(self, error: tuple[int, str]) -> None:
+        if len(self.errors) >= _ERROR_QUEUE_LEN:
+            self.errors[-1] = ERR_OVERFLOW
+        else:
+            self.errors.append(error)
+
+    def _pop_error(self) -> str:
+        code, text = self.errors.popleft() if self.errors else ERR_NONE
+        return f'{code},"{text}"'
+
+
+def _on_off(arg: str) -> bool:
+    value = _ON_OFF.get(arg.upper())
+    if value is None:
+        raise ScpiError(ERR_ILLEGAL)
+    return value
+
+
+def _number(arg: str, unit: str, maximum: float) -> float:
+    word = arg.upper()
+    if word in ("MAX", "MAXIMUM"):
+        return maximum
+    if word in ("MIN", "MINIMUM"):
+        return 0.0
+    match = _NUMBER.match(arg)
+    if match is None or match.group(2).upper() not in ("", unit):
+        raise ScpiError(ERR_ILLEGAL)
+    value = float(match.group(1))
+    if not 0.0 <= value <= maximum:
+        raise ScpiError(ERR_RANGE)
+    return value

@@ -1,0 +1,54 @@
+"""Shared helpers: run the real ``bench`` command line in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SIM_STATION = ROOT / "stations" / "sim.yaml"
+OVERCHARGE = ROOT / "sequences" / "r100" / "overcharge.yaml"
+
+
+@dataclass
+class Completed:
+    rc: int
+    out: str
+    err: str
+
+    def run_dir(self) -> Path:
+        for line in self.out.splitlines():
+            if line.startswith("run folder: "):
+                return Path(line.removeprefix("run folder: ").strip())
+        raise AssertionError(f"no run folder in output:\n{self.out}\n{self.err}")
+
+    def result(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.run_dir() / "result.json").read_text())
+        return data
+
+
+def bench(*args: str | Path, cwd: Path = ROOT, timeout: float = 120) -> Completed:
+    env = dict(os.environ, COLUMNS="200")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> Path:
+    path = tmp_path / "reports"
+    path.mkdir()
+    return path
