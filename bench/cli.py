@@ -1,6 +1,7 @@
 """The ``bench`` command line.
 
-Exit codes: 0 PASS, 1 FAIL, 2 bad input (nothing was run), 3 ERROR, 4 ABORTED.
+Exit codes: 0 PASS, 1 FAIL, 2 bad input (nothing was run), 3 ERROR, 4 ABORTED,
+5 unsafe end (a device's safe state was not confirmed after the run).
 Every error is one line on stderr; set BENCH_DEBUG=1 to see tracebacks of internal errors.
 """
 
@@ -19,7 +20,7 @@ from typing import Annotated
 import typer
 import uuid6
 
-from bench.console import EXIT_CODES, RunView, print_summary, stderr_console
+from bench.console import EXIT_CODES, EXIT_UNSAFE, RunView, print_summary, stderr_console
 from bench.errors import BenchError, LoadError
 from bench.plan import build_catalog, build_drivers, build_plan, load_sequence
 from bench.result import RunResult, Verdict
@@ -105,7 +106,7 @@ def run(
     with asyncio.Runner(loop_factory=VirtualTimeLoop if virtual else asyncio.new_event_loop) as runner:
         result = runner.run(main())
     print_summary(console, result, str(reports / run_id))
-    raise typer.Exit(EXIT_CODES[result.verdict])
+    raise typer.Exit(EXIT_UNSAFE if result.unsafe_end else EXIT_CODES[result.verdict])
 
 
 @app.command()

@@ -132,8 +132,11 @@ def print_summary(console: Console, result: RunResult, run_dir: str) -> None:
         if m.high is not None:
             lims.append(f"<= {format_value(m.high, m.unit)}")
         console.print(f"  {mark} {m.name} = {format_value(m.value, m.unit)}  ({', '.join(lims) or 'no limits'})")
-    for s in result.safe_state:
-        console.print(f"  safe state {s.device}: {'[green]safe' if s.safe else '[red]NOT SAFE'}[/] - {s.detail}")
+    if result.safe_state:
+        states = ", ".join(
+            f"{s.device} {'[green]safe[/]' if s.safe else '[red]NOT SAFE[/]'}" for s in result.safe_state
+        )
+        console.print(f"  safe state read back: {states}")
     console.print(f"[bold {colour}]{result.verdict.value}[/] {result.reason}")
     console.print(
         f"simulated {hms(result.sim_duration_s)} ({result.sim_duration_s:.1f} s) in {result.wall_duration_s:.2f} s wall"
@@ -146,3 +149,5 @@ def stderr_console() -> Console:
 
 
 EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ERROR: 3, Verdict.ABORTED: 4}
+# The run ended but a device's safe state was not confirmed: someone must look at the rig.
+EXIT_UNSAFE = 5

@@ -39,7 +39,7 @@ from bench.result import (
 )
 from bench.runrecord import RunRecorder
 from bench.signals import SignalBus
-from bench.units import format_value
+from bench.units import format_duration, format_value
 
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 10.0
@@ -413,7 +413,7 @@ class Run:
         except TimeoutError:
             values = self._values(cond.signals)
             shown = self._shown(values)
-            msg = f"timed out after {format_value(step.timeout, 's')} waiting for {step.cond_text} ({shown})"
+            msg = f"timed out after {format_duration(step.timeout)} waiting for {step.cond_text} ({shown})"
             self._event("wait_timeout", step=step.name, values=values)
             if step.on_timeout == "continue":
                 return msg
@@ -446,7 +446,7 @@ class Run:
                     await asyncio.sleep(m.window)
                 finally:
                     sub.cancel()
-                how = f"{m.stat} of {m.signal} over {format_value(m.window, 's')}"
+                how = f"{m.stat} of {m.signal} over {format_duration(m.window)}"
             elif m.since is not None:
                 since = (
                     self.bus.marks.get(m.since[1:])
@@ -513,7 +513,7 @@ class Run:
                 await self._wait_for(plan.verify, plan.within)
                 safe, detail = True, f"{plan.verify_text}: read back true"
             except TimeoutError:
-                safe, detail = False, f"{plan.verify_text}: still false after {format_value(plan.within, 's')}"
+                safe, detail = False, f"{plan.verify_text}: still false after {format_duration(plan.within)}"
             except (BenchError, OSError) as exc:
                 safe, detail = False, f"could not command the safe state: {exc}"
             values = self._values(plan.verify.signals)
@@ -538,6 +538,12 @@ class Run:
         failed_cleanup = [s for s in self._step_results if s.phase == "cleanup" and s.outcome != Outcome.PASS]
         if verdict == Verdict.PASS and failed_cleanup:
             verdict, reason = Verdict.ERROR, f"cleanup step '{failed_cleanup[0].name}': {failed_cleanup[0].message}"
+        unsafe = [s.device for s in self._safe if not s.safe]
+        if unsafe:
+            # The rig may still be energised: that outranks whatever the test itself concluded.
+            if verdict == Verdict.PASS:
+                verdict = Verdict.ERROR
+            reason += f"; UNSAFE END: safe state not confirmed for {', '.join(unsafe)}"
         end = self._now()
         self.rec.close_traffic()
         wall = self.opt.wall_clock() if self.opt.wall_clock else 0.0
@@ -577,6 +583,7 @@ class Run:
             marks=dict(self.bus.marks),
             devices=self._identities,
             safe_state=self._safe,
+            unsafe_end=bool(unsafe),
             code_version=__version__,
         )
         self.state.verdict, self.state.reason = verdict, reason

@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -39,7 +38,7 @@ from bench.sequence import (
 )
 from bench.sequence import Sequence as SequenceModel
 from bench.station import LoadedStation, load_station
-from bench.units import DIMENSIONLESS, TIME, Quantity, Unit, parse_quantity
+from bench.units import DIMENSIONLESS, TIME, Quantity, Unit, format_duration, format_value, parse_quantity
 from bench.yamlsource import Loc, YamlSource, load_yaml, plain
 
 
@@ -308,11 +307,12 @@ def _compile_steps(
     for i, step in enumerate(steps):
         loc: list[str | int] = [phase, i]
         kind = step_kind(step)
-        name = step.name or f"{i + 1:02d} {kind}"
+        default = f"measure {step.measure.name}" if isinstance(step, MeasureStep) else f"{i + 1:02d} {kind}"
+        name = step.name or default
         if name in step_names:
             raise c.fail([*loc, "name"], f"duplicate step name '{name}'")
         step_names.add(name)
-        ps = PlanStep(i, name, kind, phase, c.src.line(loc), _describe(step))
+        ps = PlanStep(i, name, kind, phase, c.src.line(loc), "")
         frozen = frozenset(marks)
         if isinstance(step, SetStep):
             for sig, text in step.set.items():
@@ -338,6 +338,7 @@ def _compile_steps(
             ps.measure = _measure(c, step, [*loc, "measure"], frozen, step_names, history)
         if ps.mark:
             marks.add(ps.mark)
+        ps.text = _describe(ps)
         out.append(ps)
     return out
 
@@ -435,19 +436,21 @@ def _measure(
     )
 
 
-def _describe(step: Any) -> str:
-    kind = step_kind(step)
-    if isinstance(step, SetStep):
-        return "set " + ", ".join(f"{k} = {v}" for k, v in step.set.items())
-    if isinstance(step, WaitStep):
-        return f"wait {step.wait}"
-    if isinstance(step, WaitUntilStep):
-        return f"wait until {step.wait_until} (timeout {step.timeout})"
-    if isinstance(step, CheckStep):
-        return f"check {step.check}"
-    if isinstance(step, MeasureStep):
-        return f"measure {step.measure.name}"
-    return kind
+def _describe(ps: PlanStep) -> str:
+    """One line for people, with parameters already resolved."""
+    if ps.kind == "set":
+        return "set " + ", ".join(f"{sv.signal} = {sv.text}" for sv in ps.sets)
+    if ps.kind == "wait":
+        return f"wait {format_duration(ps.duration)}"
+    if ps.kind == "wait_until":
+        return f"wait until {ps.cond_text} (timeout {format_duration(ps.timeout)})"
+    if ps.kind == "check":
+        return f"check {ps.cond_text}"
+    assert ps.measure is not None
+    m = ps.measure
+    lo = "" if m.low is None else f"{format_value(m.low, m.unit.text)} <= "
+    hi = "" if m.high is None else f" <= {format_value(m.high, m.unit.text)}"
+    return f"measure {lo}{m.name}{hi} ({m.expr_text})"
 
 
 def _safe_states(

@@ -97,4 +97,5 @@ class RunResult(_Model):
     marks: dict[str, float] = Field(description="named instants recorded by `as:`, seconds since run start")
     devices: list[DeviceIdentity]
     safe_state: list[SafeStateReadback]
+    unsafe_end: bool = Field(False, description="a device's safe state could not be read back as safe")
     code_version: str

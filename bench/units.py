@@ -183,6 +183,15 @@ def quantity(value: float, unit_text: str) -> Quantity:
     return Quantity(unit.to_base(value), unit.dim, unit)
 
 
+def format_duration(seconds: float) -> str:
+    """``0.25 s``, ``90 s``, ``15 min``, ``12 h``: the unit a person would say."""
+    if seconds >= 7200:
+        return format_value(round(seconds / 3600, 3), "h")
+    if seconds >= 600:
+        return format_value(round(seconds / 60, 2), "min")
+    return format_value(seconds, "s")
+
+
 def format_value(value: float | None, unit: str = "") -> str:
     """Format for people: up to 6 significant digits, no float noise."""
     if value is None:
