@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo serve test lint typecheck pytest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/bench run sequences/r100/overcharge.yaml --station stations/sim.yaml
+
+# The simulated station served over socketcand, TCP SCPI and a pty (docs/served.md); Ctrl-C stops.
+serve: $(STAMP)
+	$(BIN)/bench sim serve --station stations/sim-served.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

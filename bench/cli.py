@@ -1,6 +1,6 @@
 """The ``bench`` command line.
 
-Exit codes: 0 PASS, 1 FAIL, 2 bad input (nothing was run), 3 ERROR, 4 ABORTED,
+Exit codes: 0 PASS, 1 FAIL, 2 bad input (nothing was run), 3 ERROR, 4 ABORTED, 6 station interlock latched,
 5 unsafe end (a device's safe state was not confirmed after the run).
 Every error is one line on stderr; set BENCH_DEBUG=1 to see tracebacks of internal errors.
 """
@@ -22,7 +22,9 @@ import uuid6
 
 from bench.console import EXIT_CODES, EXIT_UNSAFE, RunView, print_summary, stderr_console
 from bench.errors import BenchError, LoadError
+from bench.interlock import Interlock
 from bench.plan import build_catalog, build_drivers, build_plan, load_sequence
+from bench.prompts import Answers
 from bench.result import RunResult, Verdict
 from bench.station import load_station
 from bench.vtime import VirtualTimeLoop
@@ -62,14 +64,30 @@ def run(
     realtime: Annotated[bool, typer.Option("--realtime", help="run on the wall clock, not in virtual time")] = False,
     reports: Annotated[Path, typer.Option(help="where run folders are written")] = Path("reports"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, only the summary")] = False,
+    answers: Annotated[
+        Path | None, typer.Option(help="answers to operator prompts (YAML: step name -> answer)")
+    ] = None,
+    allow_out_of_cal: Annotated[
+        str | None, typer.Option(help="run with instruments past their calibration due date; REASON is reported")
+    ] = None,
+    allow_identity_mismatch: Annotated[
+        str | None, typer.Option(help="run although an identity differs from the register; REASON is reported")
+    ] = None,
 ) -> None:
     """Run a sequence on a station and write its record under reports/<run-id>/."""
     station_path = station or default_station()
     plan = build_plan(sequence, station_path, _parse_params(param), fault or [])
     virtual = plan.station.model.simulated and plan.station.model.virtual_time and not realtime
+    interlock = Interlock(plan.station.model.id)
+    interlock.check(f"run of {plan.sequence.id}")
+    # Nobody can be asked in virtual time or without a terminal: prompts need an answers file there.
+    prompt_answers = Answers(answers, interactive=not virtual and sys.stdin.isatty())
     run_id = str(uuid6.uuid7())
     wall0 = time.monotonic()
     start_epoch = time.time()
+    from bench.cli_report import calibration_gate
+
+    deviations = calibration_gate(plan, start_epoch, allow_out_of_cal)
     from bench.console import Console
     from bench.engine import Run, RunOptions
 
@@ -84,6 +102,10 @@ def run(
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z"),
         wall_clock=lambda: time.monotonic() - wall0,
+        answers=prompt_answers,
+        interlock=interlock,
+        deviations=deviations,
+        allow_identity_mismatch=allow_identity_mismatch,
     )
     engine = Run(plan, options)
     if not quiet:
@@ -97,7 +119,7 @@ def run(
     async def main() -> RunResult:
         loop = asyncio.get_running_loop()
         for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
-            loop.add_signal_handler(sig, engine.request_stop, Verdict.ABORTED, f"interrupted by operator ({name})")
+            loop.add_signal_handler(sig, engine.on_signal, name)
         if quiet:
             return await engine.execute()
         with RunView(engine, console):
@@ -105,6 +127,8 @@ def run(
 
     with asyncio.Runner(loop_factory=VirtualTimeLoop if virtual else asyncio.new_event_loop) as runner:
         result = runner.run(main())
+    # The run is over and recorded: a late Ctrl-C has nothing left to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     print_summary(console, result, str(reports / run_id))
     raise typer.Exit(EXIT_UNSAFE if result.unsafe_end else EXIT_CODES[result.verdict])
 
@@ -141,15 +165,19 @@ def _kind(path: Path) -> str:
 @app.command()
 def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write to this file")] = None,
-    what: Annotated[str, typer.Option(help="'sequence' or 'station'")] = "sequence",
+    what: Annotated[str, typer.Option(help="'sequence', 'station' or 'result' (result.json)")] = "sequence",
 ) -> None:
-    """Write the JSON Schema of the sequence (or station) format, for editors."""
+    """Write the JSON Schema of the sequence, station or result.json format."""
+    from pydantic import BaseModel
+
+    from bench.result import RunResult
     from bench.sequence import Sequence
     from bench.station import Station
 
-    if what not in ("sequence", "station"):
-        raise LoadError(f"--what must be 'sequence' or 'station', not '{what}'")
-    model = Sequence if what == "sequence" else Station
+    models: dict[str, type[BaseModel]] = {"sequence": Sequence, "station": Station, "result": RunResult}
+    if what not in models:
+        raise LoadError(f"--what must be 'sequence', 'station' or 'result', not '{what}'")
+    model = models[what]
     text = json.dumps(model.model_json_schema(by_alias=True), indent=2) + "\n"
     if output is None:
         sys.stdout.write(text)
@@ -159,19 +187,44 @@ def schema(
 
 
 @app.command()
-def verify(run_dir: Annotated[Path, typer.Argument(help="a run folder under reports/")]) -> None:
-    """Prove a run's record is complete and unchanged (hash chain, file hashes)."""
+def verify(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder under reports/")],
+    trust: Annotated[Path | None, typer.Option(help="file of trusted public keys (base64, one a line)")] = None,
+) -> None:
+    """Prove a run's record is complete and unchanged (hash chain, file hashes, signature)."""
     from bench.record import verify_run
+    from bench.record.verify import signature_state
 
     if not run_dir.is_dir():
         raise LoadError(f"{run_dir}: not a run folder")
-    problems = verify_run(run_dir)
+    problems = verify_run(run_dir, trust)
     if problems:
         for p in problems:
             typer.echo(f"{run_dir}/{p.where}: {p.message}", err=True)
         raise typer.Exit(1)
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    typer.echo(f"{run_dir}: intact ({manifest['events']['lines']} events, {len(manifest['files'])} files)")
+    typer.echo(
+        f"{run_dir}: intact ({manifest['events']['lines']} events, {len(manifest['files'])} files); "
+        + signature_state(run_dir)
+    )
+
+
+@app.command("reset-interlock")
+def reset_interlock(
+    reason: Annotated[str, typer.Option(help="why it is safe to run again (recorded)")],
+    station: Annotated[Path | None, typer.Option(help="station file")] = None,
+    by: Annotated[str, typer.Option(help="who resets it (recorded)")] = os.environ.get("USER", "unknown"),
+) -> None:
+    """Clear a latched supervisor trip of a station, with a recorded reason."""
+    if not reason.strip():
+        raise LoadError("--reason must say why it is safe to run again")
+    st = load_station(station or default_station())
+    lock = Interlock(st.model.id)
+    was = lock.reset(reason, by)
+    if was is None:
+        typer.echo(f"station '{st.model.id}' was not tripped; reset recorded in {lock.log}")
+    else:
+        typer.echo(f"station '{st.model.id}' reset (was tripped: {was.get('reason')}); recorded in {lock.log}")
 
 
 @app.command()
@@ -191,6 +244,24 @@ def sequences(sequence_file: Annotated[Path, typer.Argument(help="sequence file"
     _, model = load_sequence(sequence_file)
     for name, p in model.parameters.items():
         typer.echo(f"{name:24s} {p.default:>12s}  {p.doc}" + (f"  [{p.source}]" if p.source else ""))
+
+
+def _register_subcommands() -> None:
+    # Reports, amendments and keys live in their own module (bench/cli_report.py).
+    from bench.cli_report import keys_app, report_app
+
+    app.add_typer(report_app, name="report")
+    app.add_typer(keys_app, name="keys")
+    # A lab of benches over MQTT: `bench agent`, `bench lab ...` (bench/cli_lab.py, docs/lab.md).
+    from bench.cli_lab import register as register_lab
+
+    register_lab(app)
+    from bench.cli_sim import sim_app  # `bench sim serve` (served simulators, docs/served.md)
+
+    app.add_typer(sim_app, name="sim")
+
+
+_register_subcommands()
 
 
 def main() -> None:

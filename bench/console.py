@@ -7,6 +7,8 @@ ten simulated minutes, so logs stay short but show progress.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 import time
 from typing import Any
@@ -46,12 +48,47 @@ class RunView:
         if self.live_mode:
             self._live = Live(self, console=self.console, refresh_per_second=4, transient=True)
             self._live.__enter__()
+            self._keys_on()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._keys_off()
         if self._live is not None:
             self._live.__exit__(*exc)
             self._live = None
+
+    # Keys in the live view: t = terminate (finish the step, clean up), a = abort, e = emergency stop.
+    def _keys_on(self) -> None:
+        self._tty: list[Any] | None = None
+        if not sys.stdin.isatty():
+            return
+        import termios
+        import tty
+
+        fd = sys.stdin.fileno()
+        self._tty = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+        asyncio.get_running_loop().add_reader(fd, self._on_key)
+
+    def _keys_off(self) -> None:
+        saved = getattr(self, "_tty", None)
+        if saved is None:
+            return
+        import termios
+
+        fd = sys.stdin.fileno()
+        asyncio.get_running_loop().remove_reader(fd)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        self._tty = None
+
+    def _on_key(self) -> None:
+        key = os.read(sys.stdin.fileno(), 1).decode(errors="ignore").lower()
+        if key == "t":
+            self.run.terminate("terminated by operator (key t)")
+        elif key == "a":
+            self.run.request_stop(Verdict.ABORTED, "aborted by operator (key a)")
+        elif key == "e":
+            self.run.emergency_stop("emergency stop by operator (key e)")
 
     # Plain progress lines -------------------------------------------------------------------
     def on_event(self, kind: str, t: float, fields: dict[str, Any]) -> None:
@@ -75,6 +112,10 @@ class RunView:
             )
         elif kind == "device_fault":
             out(f"{hms(t)}  [magenta]device fault:[/] {fields['reason']}")
+        elif kind in ("supervisor_tripped", "emergency_stop", "terminate_requested"):
+            out(f"{hms(t)}  [bold red]{kind.replace('_', ' ')}:[/] {fields.get('reason') or fields.get('limit')}")
+        elif kind == "prompt_answered":
+            out(f"{hms(t)}  prompt '{fields['prompt']}': {fields['answer']} ({fields['source']})")
         if t >= self._next_status and self.run.state.phase == "steps":
             self._next_status = (t // 600 + 1) * 600
             out(f"{hms(t)}    ... {self._signals_line()}")
@@ -107,17 +148,29 @@ class RunView:
                 bar = "#" * int(frac * 30) + "-" * (30 - int(frac * 30))
                 info.add_row("", f"[{bar}] {hms(elapsed)} of {hms(limit)}{' max' if step.kind == 'wait_until' else ''}")
         info.add_row("time", f"{hms(now)} simulated / bench, {hms(wall)} wall")
+        tripped = self.run.tripped
+        info.add_row(
+            "interlock",
+            f"[bold red]TRIPPED: {tripped}[/]" if tripped else f"armed ({len(self.run.plan.limits)} station limits)",
+        )
         sig = Table(box=None, show_header=True, header_style="bold")
         sig.add_column("signal")
         sig.add_column("value", justify="right")
+        sig.add_column("limits (monitors and station)")
+        guards = [*self.run.plan.monitors, *self.run.plan.limits]
         for name in self.run.plan.display:
-            sig.add_row(name, _fmt_value(self.run, name, self.run.bus.values.get(name)))
+            lims = "; ".join(g.text for g in guards if name in g.cond.signals)
+            sig.add_row(name, _fmt_value(self.run, name, self.run.bus.values.get(name)), lims)
         mons = Table(box=None, show_header=True, header_style="bold")
-        mons.add_column("monitor")
+        mons.add_column("monitor / station limit")
         mons.add_column("condition")
-        for m in self.run.plan.monitors:
+        for m in guards:
             mons.add_row(m.name, m.text)
-        return Group(head, info, sig, mons)
+        keys = Text(
+            "keys: t terminate (finish step, clean up) · a abort · e emergency stop · Ctrl-C abort, twice e-stop",
+            style="dim",
+        )
+        return Group(head, info, sig, mons, keys)
 
 
 def print_summary(console: Console, result: RunResult, run_dir: str) -> None:

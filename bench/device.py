@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -44,6 +44,14 @@ class DeviceContext:
     fault: Callable[[str, str], None]
     # In-process endpoints registered by simulated plants (e.g. a supply's SCPI handler).
     inproc: Mapping[str, Any] = field(default_factory=dict)
+    # Start a background task of a device; if it dies, the run stops with the device named
+    # (a dead poll or transmit task must never leave the engine waiting forever).
+    spawn: Callable[[str, Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None
+
+    def start_task(self, device: str, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        if self.spawn is not None:
+            return self.spawn(device, coro, name)
+        return self.loop.create_task(coro, name=name)
 
 
 class Driver(abc.ABC):

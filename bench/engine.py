@@ -23,10 +23,13 @@ from typing import Any
 
 from bench import __version__
 from bench.device import DeviceContext, load_plant_builder
-from bench.errors import BenchError, DeviceError
+from bench.errors import BenchError, DeviceError, ExpressionError
 from bench.expr import Compiled
+from bench.interlock import Interlock
 from bench.plan import MeasurePlan, Plan, PlanMonitor, PlanStep, SetValue
+from bench.prompts import NO, YES, Answers
 from bench.record import file_sha256
+from bench.report import runtime
 from bench.result import (
     DeviceIdentity,
     Measurement,
@@ -39,7 +42,7 @@ from bench.result import (
 )
 from bench.runrecord import RunRecorder
 from bench.signals import SignalBus
-from bench.units import format_duration, format_value
+from bench.units import DIMENSIONLESS, Quantity, format_duration, format_value, parse_quantity
 
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 10.0
@@ -55,6 +58,12 @@ class RunOptions:
     start_epoch: float = 0.0
     started_utc: str = ""
     wall_clock: Callable[[], float] | None = None  # for the wall duration printed at the end only
+    # Deviations accepted before the run (e.g. --allow-out-of-cal "reason"), stated in the report.
+    deviations: list[str] = field(default_factory=list)
+    # Proceed despite an identity that does not match the register; the reason is a deviation.
+    allow_identity_mismatch: str | None = None
+    answers: Answers | None = None
+    interlock: Interlock | None = None
 
 
 class StepFailed(Exception):
@@ -97,8 +106,15 @@ class Run:
         self._plants: list[Any] = []
         self._inproc: dict[str, Any] = {}
         self._first_fail: str | None = None
+        self._deviations: list[str] = [*options.deviations, *runtime.parameter_deviations(plan)]
         self.rec: RunRecorder | None = None
         self.listeners: list[Callable[[str, float, dict[str, Any]], None]] = []
+        self._terminate: str | None = None
+        self.tripped: str | None = None
+        self._sigints = 0
+        self._estop_task: asyncio.Task[None] | None = None
+        self._cleanup_task: asyncio.Task[None] | None = None
+        self._safe_done = False
 
     # -- stopping ---------------------------------------------------------------------------
     def request_stop(self, verdict: Verdict, reason: str) -> None:
@@ -109,6 +125,83 @@ class Run:
             self._steps_task.cancel()
         elif self.state.phase == "cleanup" and self.rec is not None:
             self._event("stop_requested", verdict=verdict.value, reason=reason, note="cleanup continues")
+
+    def terminate(self, reason: str) -> None:
+        """Finish the current step, then clean up and report."""
+        if self._terminate is None and self.state.phase in ("load", "steps"):
+            self._terminate = reason
+            self._event("terminate_requested", reason=reason)
+
+    def emergency_stop(self, reason: str, verdict: Verdict = Verdict.ABORTED) -> None:
+        """Every device's safe state at once, concurrently, and nothing else (no cleanup steps)."""
+        if self._estop_task is not None or self.state.phase == "done":
+            return
+        self._event("emergency_stop", reason=reason)
+        self.request_stop(verdict, reason)
+        for task in (self._steps_task, self._cleanup_task):
+            if task is not None and not task.done():
+                task.cancel()
+        self._estop_task = self.loop.create_task(self._safe_state(), name="emergency-stop")
+
+    def on_signal(self, name: str) -> None:
+        """SIGINT once aborts, SIGINT twice is an emergency stop; SIGTERM aborts."""
+        if self.state.phase == "done":
+            return  # the record is sealed: nothing is left to stop
+        if name == "SIGINT":
+            self._sigints += 1
+            if self._sigints >= 2:
+                self.emergency_stop("emergency stop by operator (second SIGINT)")
+                return
+        self.request_stop(Verdict.ABORTED, f"interrupted by operator ({name})")
+
+    def _spawn(self, device: str, coro: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = self.loop.create_task(coro, name=name)
+
+        def done(t: asyncio.Task[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                self._on_fault(device, f"task {name} died: {t.exception()!r}")
+
+        task.add_done_callback(done)
+        return task
+
+    def _start_supervision(self) -> list[Any]:
+        """Station hard limits and the e-stop input, independent of the sequence, for the whole run."""
+        subs = []
+        for lim in self.plan.limits:
+            subs.append(self.bus.subscribe(lim.cond.signals, self._limit_callback(lim)))
+        estop = self.plan.estop
+        if estop is not None:
+            fn, env = estop.fn, self.bus.env
+
+            def on_estop(name: str, value: float, t: float) -> None:
+                if self._estop_task is None and fn(env) is True:
+                    shown = self._shown(self._values(estop.signals))
+                    self.emergency_stop(f"emergency-stop input: {self.plan.estop_text} ({shown})")
+
+            subs.append(self.bus.subscribe(estop.signals, on_estop))
+        return subs
+
+    def _limit_callback(self, lim: PlanMonitor) -> Callable[[str, float, float], None]:
+        fn, env = lim.cond.fn, self.bus.env
+
+        def on_sample(name: str, value: float, t: float) -> None:
+            # React to the very sample that violates the limit, before anything else runs.
+            if self._estop_task is None and fn(env) is True:
+                values = self._values(lim.cond.signals)
+                reason = f"supervisor limit '{lim.name}' tripped: {lim.text} ({self._shown(values)}); interlock latched"
+                self._event(
+                    "supervisor_tripped",
+                    limit=lim.name,
+                    condition=lim.text,
+                    values=values,
+                    sample_t=_round(self._rel(t)),
+                )
+                self.tripped = reason
+                if self.opt.interlock is not None:
+                    self.opt.interlock.trip(reason, self.opt.run_id)
+                self.emergency_stop(reason)
+
+        return on_sample
 
     def _on_fault(self, device: str, reason: str) -> None:
         self._event("device_fault", device=device, reason=reason)
@@ -126,7 +219,7 @@ class Run:
         return t - self.state.t0
 
     def _event(self, kind: str, **fields: Any) -> None:
-        if self.rec is not None:
+        if self.rec is not None and self.state.phase != "done":
             self.rec.event(kind, self._now(), **fields)
 
     def _shown(self, values: Mapping[str, Any]) -> str:
@@ -148,7 +241,7 @@ class Run:
         plan = self.plan
         run_dir = self.opt.reports_dir / self.opt.run_id
         self.rec = RunRecorder(run_dir, t0, self.opt.start_epoch)
-        self.rec.listeners.extend(self.listeners)
+        self.rec.listeners = self.listeners  # shared: listeners added later hear the rest of the run
         inputs = {
             "sequence": self.rec.copy_input(plan.sequence_source.path),
             "station": self.rec.copy_input(plan.station.path),
@@ -175,7 +268,10 @@ class Run:
             code_version=__version__,
             inputs=inputs,
             dbc=dbcs,
+            decision_rule=runtime.decision_rule(plan),
+            deviations=self._deviations,
         )
+        supervision = self._start_supervision()
         try:
             await self._start_plants()
             await self._connect_all()
@@ -186,6 +282,8 @@ class Run:
                 self._steps_task = asyncio.create_task(self._run_steps(plan.steps, "steps"))
                 try:
                     await asyncio.wait([self._steps_task])
+                    if self._terminate and self._stop is None:
+                        self._stop = (Verdict.ABORTED, f"terminated: {self._terminate}")
                 finally:
                     for sub in monitors:
                         sub.cancel()
@@ -199,7 +297,11 @@ class Run:
             self._stop = self._stop or (Verdict.ERROR, str(exc))
         finally:
             self.state.phase = "cleanup"
-            await self._cleanup()
+            try:
+                await self._cleanup()
+            finally:
+                for sub in supervision:
+                    sub.cancel()
         return await self._finish()
 
     async def _start_plants(self) -> None:
@@ -225,6 +327,7 @@ class Run:
             self.rec.frame if self.rec else (lambda m, tx: None),
             self._on_fault,
             self._inproc,
+            spawn=self._spawn,
         )
         for name, driver in self.plan.drivers.items():
             try:
@@ -233,18 +336,34 @@ class Run:
                 self._connected.append(name)
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     identity = await driver.identify()
+            # A device that fails does not stop the others from connecting: every device that can be
+            # reached is then brought to its safe state (a supply left on by an earlier crash too).
+            # The first failure is the run's reason; the steps do not start.
             except TimeoutError:
-                self._stop = (Verdict.ERROR, f"device {name}: no answer within {CONNECT_TIMEOUT:g} s while connecting")
-                self._event("device_fault", device=name, reason=self._stop[1])
-                return
+                reason = f"device {name}: no answer within {CONNECT_TIMEOUT:g} s while connecting"
+                self._stop = self._stop or (Verdict.ERROR, reason)
+                self._event("device_fault", device=name, reason=reason)
+                continue
             except (BenchError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, DeviceError) else f"device {name}: {exc}"
-                self._stop = (Verdict.ERROR, reason)
+                self._stop = self._stop or (Verdict.ERROR, reason)
                 self._event("device_fault", device=name, reason=reason)
-                return
+                continue
             entry = self.plan.station.model.devices[name]
             self._identities.append(DeviceIdentity(name=name, driver=entry.driver, identity=identity))
             self._event("device_connected", device=name, driver=entry.driver, identity=identity)
+            mismatch = runtime.identity_problem(self.plan, name, identity)
+            if mismatch is not None:
+                if self.opt.allow_identity_mismatch is None:
+                    self._stop = (
+                        Verdict.ERROR,
+                        f"{mismatch} (run refused; --allow-identity-mismatch REASON overrides)",
+                    )
+                    self._event("identity_mismatch", device=name, reason=mismatch, refused=True)
+                    return
+                text = f"{mismatch}; accepted by the operator: {self.opt.allow_identity_mismatch}"
+                self._deviations.append(text)
+                self._event("identity_mismatch", device=name, reason=mismatch, refused=False, deviation=text)
 
     def _start_monitors(self) -> list[Any]:
         subs = []
@@ -291,6 +410,9 @@ class Run:
     # -- steps ------------------------------------------------------------------------------
     async def _run_steps(self, steps: list[PlanStep], phase: str) -> None:
         for step in steps:
+            if self._terminate is not None and phase == "steps":
+                self._event("terminated", before_step=step.name, reason=self._terminate)
+                return
             ok = await self._run_step(step, phase)
             if not ok and phase == "steps":
                 return
@@ -315,6 +437,8 @@ class Run:
             raise
         except (BenchError, OSError) as exc:
             outcome, message, go_on = Outcome.ERROR, str(exc), False
+        except Exception as exc:  # a driver bug must still end in a recorded step and a cleanup
+            outcome, message, go_on = Outcome.ERROR, f"unexpected error: {type(exc).__name__}: {exc}", False
         self._record_step(step, phase, start, outcome, message)
         if outcome == Outcome.FAIL and self._first_fail is None:
             self._first_fail = f"step '{step.name}': {message}"
@@ -361,6 +485,8 @@ class Run:
         if step.kind == "measure":
             assert step.measure is not None
             return await self._measure(step, step.measure)
+        if step.kind == "prompt":
+            return await self._prompt(step)
         raise AssertionError(step.kind)  # pragma: no cover
 
     async def _apply(self, sets: list[SetValue]) -> str:
@@ -426,6 +552,56 @@ class Run:
         shown = self._shown(values)
         return f"true at {format_value(rel, 's')}" + (f" (@{step.mark})" if step.mark else "") + f": {shown}"
 
+    async def _prompt(self, step: PlanStep) -> str:
+        p = step.prompt
+        assert p is not None
+        if p.gate is not None:
+            try:
+                await self._wait_for(p.gate, p.timeout)
+            except TimeoutError:
+                shown = self._shown(self._values(p.gate.signals))
+                raise StepFailed(
+                    Outcome.FAIL,
+                    f"'{p.gate_text}' did not hold within {format_duration(p.timeout)}; not asked ({shown})",
+                ) from None
+        answers = self.opt.answers or Answers()
+        try:
+            async with asyncio.timeout(p.timeout):
+                answer, source = await answers.ask(step.name, p.text)
+        except TimeoutError:
+            raise StepFailed(Outcome.FAIL, f"no answer within {format_duration(p.timeout)}") from None
+        except BenchError as exc:
+            raise StepFailed(Outcome.ERROR, str(exc)) from None
+        self._event("prompt_answered", step=step.name, prompt=p.text, answer=answer, source=source)
+        if not p.value:
+            if answer.lower() in YES:
+                return f"confirmed ({source})"
+            if answer.lower() in NO:
+                raise StepFailed(Outcome.FAIL, f"operator did not confirm: '{p.text}' ({source})")
+            raise StepFailed(Outcome.ERROR, f"answer '{answer}' is neither yes nor no ({source})")
+        try:
+            q = parse_quantity(answer)
+        except ExpressionError as exc:
+            raise StepFailed(Outcome.ERROR, f"answer '{answer}': {exc} ({source})") from None
+        if q.dim != p.unit.dim and q.dim == DIMENSIONLESS and q.unit.text == "":
+            q = Quantity(p.unit.to_base(q.base), p.unit.dim, p.unit)  # a bare number is in the prompt's unit
+        if q.dim != p.unit.dim:
+            raise StepFailed(Outcome.ERROR, f"answer '{answer}' is not in {p.unit.text or 'plain numbers'} ({source})")
+        m = MeasurePlan(
+            step.name,
+            None,
+            None,
+            f"answer of the operator ({source})",
+            "value",
+            None,
+            None,
+            p.low,
+            p.high,
+            p.unit,
+            p.unit.factor,
+        )
+        return self._record_measurement(step, m, p.unit.from_base(q.base), f"entered by the operator ({source})")
+
     async def _measure(self, step: PlanStep, m: MeasurePlan) -> str:
         value: float | None
         if m.expr is not None:
@@ -467,9 +643,14 @@ class Run:
                 m.stat
             ]
             value = m.unit.from_base(info.unit.to_base(raw))
-        outcome = Outcome.PASS
-        if (m.low is not None and value < m.low) or (m.high is not None and value > m.high):
-            outcome = Outcome.FAIL
+        return self._record_measurement(step, m, value, how)
+
+    def _record_measurement(self, step: PlanStep, m: MeasurePlan, value: float, how: str) -> str:
+        spec = getattr(self.plan.sequence.steps[step.index], "measure", None) if step.phase == "steps" else None
+        stated = None if spec is None or spec.uncertainty is None else str(spec.uncertainty)
+        expanded, budget = runtime.measurement_uncertainty(self.plan, step, m, value, stated)
+        ok, decision = runtime.judge(value, m.low, m.high, expanded, runtime.decision_rule(self.plan), m.unit.text)
+        outcome = Outcome.PASS if ok else Outcome.FAIL
         meas = Measurement(
             name=m.name,
             step=step.name,
@@ -480,23 +661,38 @@ class Run:
             outcome=outcome,
             t=_round(self._rel(self._now())),
             how=how,
+            uncertainty=expanded,
+            uncertainty_budget=budget,
+            decision=decision,
         )
         self._measurements.append(meas)
         self._event("measurement", **meas.model_dump(exclude={"t"}))
-        text = f"{m.name} = {format_value(value, m.unit.text)} ({_limits(m)})"
+        shown_u = "" if expanded is None else f" ± {format_value(expanded, m.unit.text)}"
+        text = f"{m.name} = {format_value(value, m.unit.text)}{shown_u} ({_limits(m)})"
         if outcome == Outcome.FAIL:
-            raise StepFailed(Outcome.FAIL, f"{text}: outside the limit")
+            inside = (m.low is None or value >= m.low) and (m.high is None or value <= m.high)
+            raise StepFailed(Outcome.FAIL, f"{text}: {'not accepted: ' + decision if inside else 'outside the limit'}")
         return text
 
     # -- the end ----------------------------------------------------------------------------
     async def _cleanup(self) -> None:
         steps = [s for s in self.plan.cleanup if all(sv.signal.split(".")[0] in self._connected for sv in s.sets)]
         self._event("cleanup_started", reason=self._stop[1] if self._stop else "steps completed")
-        for step in steps:
-            # Each cleanup step is tried, whatever happened to the one before.
-            with contextlib.suppress(Exception):
-                await self._run_step(step, "cleanup")
-        await self._safe_state()
+
+        async def cleanup_steps() -> None:
+            for step in steps:
+                # Each cleanup step is tried, whatever happened to the one before.
+                with contextlib.suppress(Exception):
+                    await self._run_step(step, "cleanup")
+
+        if self._estop_task is None:
+            self._cleanup_task = self.loop.create_task(cleanup_steps(), name="cleanup")
+            await asyncio.wait([self._cleanup_task])
+        if self._estop_task is not None:
+            # An emergency stop replaced the cleanup steps with the safe state of every device.
+            await asyncio.wait([self._estop_task])
+        else:
+            await self._safe_state()
         for name in reversed(self._connected):
             with contextlib.suppress(Exception):
                 await self.plan.drivers[name].close()
@@ -526,6 +722,12 @@ class Run:
 
         devices = [d for d in self._connected if d in self.plan.safe_states]
         await asyncio.gather(*(one(d) for d in devices))
+
+    def _skipped(self) -> list[str]:
+        """Steps of the method that were not performed (the run ended before them)."""
+        done = {s.name for s in self._step_results if s.phase == "steps"}
+        missing = [s.name for s in self.plan.steps if s.name not in done]
+        return [f"steps not performed (run ended early): {', '.join(missing)}"] if missing else []
 
     async def _finish(self) -> RunResult:
         assert self.rec is not None
@@ -585,10 +787,18 @@ class Run:
             safe_state=self._safe,
             unsafe_end=bool(unsafe),
             code_version=__version__,
+            decision_rule=runtime.decision_rule(plan),
+            deviations=self._deviations + self._skipped(),
+            environment=runtime.environment(plan, self.bus),
+            equipment=runtime.equipment_record(plan, _date(self.opt.start_epoch)),
         )
         self.state.verdict, self.state.reason = verdict, reason
         hashes = self.rec.write_outputs(result)
-        self._event("run_ended", verdict=verdict.value, reason=reason, frames=self.rec.frames, outputs=hashes)
+        problems = {"render_error": self.rec.render_error} if self.rec.render_error else {}
+        self._event(
+            "run_ended", verdict=verdict.value, reason=reason, frames=self.rec.frames, outputs=hashes, **problems
+        )
+        self.state.phase = "done"
         self.rec.seal(
             {
                 "run_id": self.opt.run_id,
@@ -600,6 +810,12 @@ class Run:
             }
         )
         return result
+
+
+def _date(epoch: float) -> Any:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).date()
 
 
 def _round(v: float) -> float:

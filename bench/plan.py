@@ -31,6 +31,7 @@ from bench.expr import (
 from bench.sequence import (
     CheckStep,
     MeasureStep,
+    PromptStep,
     SetStep,
     WaitStep,
     WaitUntilStep,
@@ -38,7 +39,16 @@ from bench.sequence import (
 )
 from bench.sequence import Sequence as SequenceModel
 from bench.station import LoadedStation, load_station
-from bench.units import DIMENSIONLESS, TIME, Quantity, Unit, format_duration, format_value, parse_quantity
+from bench.units import (
+    DIMENSIONLESS,
+    TIME,
+    Quantity,
+    Unit,
+    format_duration,
+    format_value,
+    parse_quantity,
+    parse_unit,
+)
 from bench.yamlsource import Loc, YamlSource, load_yaml, plain
 
 
@@ -65,6 +75,18 @@ class MeasurePlan:
 
 
 @dataclass
+class PromptPlan:
+    text: str
+    gate: Compiled | None
+    gate_text: str
+    value: bool
+    unit: Unit
+    low: float | None
+    high: float | None
+    timeout: float
+
+
+@dataclass
 class PlanStep:
     index: int
     name: str
@@ -81,6 +103,7 @@ class PlanStep:
     measure: MeasurePlan | None = None
     message: str | None = None
     cond_text: str = ""
+    prompt: PromptPlan | None = None
 
 
 @dataclass
@@ -128,6 +151,9 @@ class Plan:
     record_interval: float
     faults: list[str]
     safe_states: dict[str, SafeStatePlan]
+    limits: list[PlanMonitor] = field(default_factory=list)
+    estop: Compiled | None = None
+    estop_text: str = ""
 
     @property
     def sequence_sha256(self) -> str:
@@ -336,11 +362,40 @@ def _compile_steps(
             ps.message = step.message
         elif isinstance(step, MeasureStep):
             ps.measure = _measure(c, step, [*loc, "measure"], frozen, step_names, history)
+        elif isinstance(step, PromptStep):
+            ps.prompt = _prompt(c, step, [*loc, "prompt"], frozen)
         if ps.mark:
             marks.add(ps.mark)
         ps.text = _describe(ps)
         out.append(ps)
     return out
+
+
+def _prompt(c: _Compiler, step: PromptStep, loc: list[str | int], marks: frozenset[str]) -> PromptPlan:
+    p = step.prompt
+    gate = c.condition(p.when, [*loc, "when"], marks) if p.when else None
+    unit = Unit("", DIMENSIONLESS, 1.0)
+    if p.unit is not None:
+        try:
+            unit = parse_unit(p.unit)
+        except ExpressionError as exc:
+            raise c.fail([*loc, "unit"], exc) from None
+    if not p.value and (p.unit or p.min is not None or p.max is not None):
+        raise c.fail([*loc, "unit"], "unit, min and max need 'value: true'")
+    limits: list[float | None] = []
+    for bound in ("min", "max"):
+        text = getattr(p, bound)
+        if text is None:
+            limits.append(None)
+            continue
+        try:
+            q = constant(str(text), c.scope())
+            expect_dim(q, unit.dim, f"the '{bound}' of the answer")
+        except ExpressionError as exc:
+            raise c.fail([*loc, bound], exc) from None
+        limits.append(unit.from_base(q.base))
+    timeout = c.duration(p.timeout, [*loc, "timeout"])
+    return PromptPlan(p.text, gate, p.when or "", p.value, unit, limits[0], limits[1], timeout)
 
 
 def _measure(
@@ -380,8 +435,6 @@ def _measure(
         dim = compiled.dim
         unit = compiled.display_unit or Unit("", dim, 1.0)
     if m.unit is not None:
-        from bench.units import parse_unit
-
         try:
             wanted = parse_unit(m.unit)
         except ExpressionError as exc:
@@ -446,6 +499,10 @@ def _describe(ps: PlanStep) -> str:
         return f"wait until {ps.cond_text} (timeout {format_duration(ps.timeout)})"
     if ps.kind == "check":
         return f"check {ps.cond_text}"
+    if ps.kind == "prompt":
+        assert ps.prompt is not None
+        gate = f" (once {ps.prompt.gate_text})" if ps.prompt.gate else ""
+        return f"ask the operator: {ps.prompt.text}{gate}"
     assert ps.measure is not None
     m = ps.measure
     lo = "" if m.low is None else f"{format_value(m.low, m.unit.text)} <= "
@@ -468,6 +525,19 @@ def _safe_states(
         within = c.duration(entry.safe_state.within, [*loc, "within"])
         out[name] = SafeStatePlan(name, sets, verify, entry.safe_state.verify, within)
     return out
+
+
+def _supervision(
+    station: LoadedStation, catalog: Mapping[str, SignalInfo]
+) -> tuple[list[PlanMonitor], Compiled | None]:
+    """The station's hard limits and e-stop input, over all of its devices' signals."""
+    c = _Compiler(station.source, catalog, {})
+    limits = []
+    for i, lim in enumerate(station.model.limits):
+        cond = c.condition(lim.when, ["limits", i, "when"])
+        limits.append(PlanMonitor(lim.name, cond, lim.when, "abort", "", station.source.line(["limits", i])))
+    estop = c.condition(station.model.estop, ["estop"]) if station.model.estop else None
+    return limits, estop
 
 
 def build_plan(
@@ -507,6 +577,7 @@ def build_plan(
     record_interval = c.duration(model.record_interval, ["record_interval"])
     found_faults = station_faults(station, faults)
     safe = _safe_states(station, catalog_all, list(station.model.devices))
+    limits, estop = _supervision(station, catalog_all)
     return Plan(
         model,
         src,
@@ -522,6 +593,9 @@ def build_plan(
         record_interval,
         found_faults,
         safe,
+        limits,
+        estop,
+        station.model.estop or "",
     )
 
 

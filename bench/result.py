@@ -11,7 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RESULT_SCHEMA_VERSION = "1.0"
+# 1.1: measurements carry uncertainty (U, k = 2) and decision; runs carry deviations, decision
+# rule, environment and the equipment used (all additive, defaults keep 1.0 files readable).
+RESULT_SCHEMA_VERSION = "1.1"
 
 
 class Verdict(StrEnum):
@@ -43,6 +45,9 @@ class Measurement(_Model):
     outcome: Outcome
     t: float = Field(description="seconds since run start (event-loop time) when the value was taken")
     how: str = Field(description="how the value was obtained, e.g. 'max of bms.cell_v_max since charge'")
+    uncertainty: float | None = Field(None, description="expanded uncertainty U (k = 2), in the unit of the value")
+    uncertainty_budget: list[str] = Field([], description="the standard-uncertainty components, for the report")
+    decision: str = Field("", description="decision rule applied to the limits (ISO/IEC 17025 7.8.6)")
 
 
 class StepResult(_Model):
@@ -99,3 +104,7 @@ class RunResult(_Model):
     safe_state: list[SafeStateReadback]
     unsafe_end: bool = Field(False, description="a device's safe state could not be read back as safe")
     code_version: str
+    decision_rule: str = Field("simple", description="'simple' or 'guard_band' (ILAC-G8:09/2019)")
+    deviations: list[str] = Field([], description="deviations from the method: overrides, skipped steps, out-of-cal")
+    environment: dict[str, str] = Field({}, description="ambient conditions during the test, with their source")
+    equipment: list[dict[str, Any]] = Field([], description="instruments used, identity and calibration status")

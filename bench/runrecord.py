@@ -8,7 +8,10 @@ in calendar time without letting the wall clock into the engine.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,9 @@ class RunRecorder:
         # Frame offsets are taken from the run start on the loop clock; the header gets the epoch at stop().
         self._blf.start_timestamp = t0
         self.listeners: list[Any] = []
+        # Wall time of the post-run work (MF4, report, PDF), for benchmarks/report_archive.py.
+        self.timings: dict[str, float] = {}
+        self.render_error: str | None = None
 
     def copy_input(self, path: Path, name: str | None = None) -> str:
         target = self.dir / "inputs" / (name or path.name)
@@ -77,12 +83,67 @@ class RunRecorder:
     def write_outputs(self, result: RunResult) -> dict[str, str]:
         (self.dir / "result.json").write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
         write_junit(result, self.dir / "junit.xml")
-        write_report_html(result, self.dir / "report.html")
-        return {name: file_sha256(self.dir / name) for name in ("result.json", "junit.xml", "report.html", "can.blf")}
+        names = ["result.json", "junit.xml", "report.html", "can.blf"]
+        timings = self.timings
+        archive: threading.Thread | None = None
+        mf4_error: list[str] = []
+        if (self.dir / "can.blf").is_file():
+            # The archive copy of the raw traffic, converted after the run (bench/record/mf4.py says
+            # why). In a thread: it is numpy and zlib work that releases the GIL, so it overlaps
+            # with the report rendering below on a second core.
+            from bench.record.mf4 import blf_to_mf4
+
+            def convert() -> None:
+                t0 = time.perf_counter()
+                try:
+                    blf_to_mf4(self.dir / "can.blf", self.dir / "can.mf4", sorted((self.dir / "inputs").glob("*.dbc")))
+                except Exception as exc:  # the BLF stays the raw record; the run is still sealed
+                    mf4_error.append(f"mf4: {type(exc).__name__}: {exc}")
+                timings["mf4_s"] = time.perf_counter() - t0
+
+            archive = threading.Thread(target=convert, name="mf4-archive")
+            archive.start()
+        t = time.perf_counter()
+        try:
+            from bench.report.render import build_html
+
+            text = build_html(self.dir)
+            (self.dir / "report.html").write_text(text, encoding="utf-8")
+        except Exception as exc:
+            # The record must be sealed whatever the renderer does: fall back to the plain report
+            # and say so in the event log (run_ended) rather than lose the run.
+            write_report_html(result, self.dir / "report.html")
+            self.render_error = f"report: {type(exc).__name__}: {exc}"
+            text = ""
+        timings["html_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if text and os.environ.get("BENCH_REPORT_PDF", "1") != "0":
+            try:
+                from bench.report.render import write_pdf
+
+                write_pdf(text, self.dir / "report.pdf")
+                names.append("report.pdf")
+            except Exception as exc:  # e.g. no Pango on this machine: the HTML report stands
+                self.render_error = f"pdf: {type(exc).__name__}: {exc}"
+        timings["pdf_s"] = time.perf_counter() - t
+        if archive is not None:
+            archive.join()
+            if mf4_error:
+                self.render_error = "; ".join(filter(None, [self.render_error, *mf4_error]))
+            elif (self.dir / "can.mf4").is_file():
+                names.append("can.mf4")
+        return {name: file_sha256(self.dir / name) for name in names}
 
     def seal(self, info: dict[str, Any]) -> Path:
+        from bench.record.signing import load_key, sign_file
+
         self.log.close()
-        return write_manifest(self.dir, events=self.log, info=info)
+        key = load_key()
+        signer = {"algorithm": "Ed25519", "public_key": key.public_b64, "fingerprint": key.fingerprint} if key else None
+        path = write_manifest(self.dir, events=self.log, info={**info, "signer": signer})
+        if key is not None:
+            sign_file(path, key)
+        return path
 
     def abandon(self) -> None:
         """Close what is open after a failure; the folder stays for inspection."""

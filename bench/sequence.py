@@ -89,8 +89,9 @@ class MeasureSpec(_Model):
     min: Scalar | None = None
     max: Scalar | None = None
     unit: str | None = Field(None, description="unit to report the value in")
+    uncertainty: Scalar | None = Field(None, description="expanded uncertainty U (k = 2) if known; else computed")
 
-    _text = field_validator("window", "min", "max", mode="before")(_as_text)
+    _text = field_validator("window", "min", "max", "uncertainty", mode="before")(_as_text)
 
 
 class MeasureStep(_Step):
@@ -100,6 +101,22 @@ class MeasureStep(_Step):
 class CheckStep(_Step):
     check: str = Field(description="condition that must hold now")
     message: str | None = None
+
+
+class PromptSpec(_Model):
+    text: str = Field(description="what the operator is asked")
+    when: str | None = Field(None, description="ask only once this condition holds (waits for it)")
+    value: bool = Field(False, description="ask for a value instead of a confirmation")
+    unit: str | None = Field(None, description="unit of the value")
+    min: Scalar | None = None
+    max: Scalar | None = None
+    timeout: str = Field("30 min", description="how long to wait for the gate condition and the answer")
+
+    _text = field_validator("min", "max", "timeout", mode="before")(_as_text)
+
+
+class PromptStep(_Step):
+    prompt: PromptSpec
 
 
 def _step_kind(v: Any) -> str | None:
@@ -115,14 +132,15 @@ Step = Annotated[
     | Annotated[WaitStep, Tag("wait")]
     | Annotated[WaitUntilStep, Tag("wait_until")]
     | Annotated[MeasureStep, Tag("measure")]
-    | Annotated[CheckStep, Tag("check")],
+    | Annotated[CheckStep, Tag("check")]
+    | Annotated[PromptStep, Tag("prompt")],
     Discriminator(
         _step_kind,
         custom_error_type="unknown_step",
-        custom_error_message="a step needs exactly one of: set, wait, wait_until, measure, check",
+        custom_error_message="a step needs exactly one of: set, wait, wait_until, measure, check, prompt",
     ),
 ]
-STEP_KINDS = ("set", "wait", "wait_until", "measure", "check")
+STEP_KINDS = ("set", "wait", "wait_until", "measure", "check", "prompt")
 
 
 class Sequence(_Model):
@@ -137,6 +155,7 @@ class Sequence(_Model):
     steps: list[Step] = Field(min_length=1)
     cleanup: list[Step] = []
     record_interval: str = Field("60 s", description="how often the display signals are written to the record")
+    decision_rule: Literal["simple", "guard_band"] | None = Field(None, description="overrides the station's rule")
 
     @field_validator("parameters", mode="before")
     @classmethod
@@ -160,4 +179,5 @@ _KIND_CLASSES: dict[str, type[_Step]] = {
     "wait_until": WaitUntilStep,
     "measure": MeasureStep,
     "check": CheckStep,
+    "prompt": PromptStep,
 }

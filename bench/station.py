@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bench.report.equipment import DecisionRule, Instrument, Laboratory, SignalSource
 from bench.yamlsource import YamlSource, load_yaml, plain
 
 
@@ -34,6 +35,11 @@ class DeviceEntry(_Model):
     doc: str = ""
 
 
+class Limit(_Model):
+    name: str
+    when: str = Field(description="condition that must never become true, whatever sequence runs")
+
+
 class SimulatorEntry(_Model):
     kind: str = Field(description="plant name, registered under the 'bench.simulators' entry point group")
     config: dict[str, Any] = {}
@@ -47,6 +53,19 @@ class Station(_Model):
     devices: dict[str, DeviceEntry] = Field(min_length=1)
     simulators: list[SimulatorEntry] = []
     faults: list[str] = Field([], description="fault modes injected into the simulators by default")
+    # Read by `bench sim serve` only (bench/cli_sim.py); `bench run` starts nothing from it.
+    serve: dict[str, Any] | None = Field(
+        None, description="plants `bench sim serve` runs for this station and where it serves them (docs/served.md)"
+    )
+    # ISO/IEC 17025 reporting (bench/report/equipment.py, docs/reports.md).
+    laboratory: Laboratory | None = None
+    equipment: list[Instrument] = Field([], description="equipment register: instruments with calibration")
+    signal_sources: dict[str, SignalSource] = Field({}, description="resolution/accuracy/period of DUT signals")
+    decision_rule: DecisionRule = Field("simple", description="statement of conformity: simple or guard_band")
+    limits: list[Limit] = Field([], description="hard limits held by the supervisor for every sequence; a trip latches")
+    estop: str | None = Field(None, description="condition of an emergency-stop input (e.g. a digital input signal)")
+    # Bench-agent settings (library, DUT type, capabilities); validated by bench/lab/agent.py, docs/lab.md.
+    lab: dict[str, Any] = Field({}, description="settings of this bench in a lab of benches over MQTT (docs/lab.md)")
 
     @field_validator("devices")
     @classmethod

@@ -11,12 +11,23 @@ Station config::
     node: BENCH                  # the DBC node the bench plays
     can: {interface: inproc, channel: bench0}   # passed to can.Bus
     initial: {cmd_contactors: OPEN}             # start values of transmitted signals
+    uds:                                        # optional: identify the DUT over UDS (drivers/uds.py)
+      tx_id: 0x7E0                              # physical request id (default 0x7E0)
+      rx_id: 0x7E8                              # response id (default 0x7E8)
+      expect: {software_version: "BMS-SIM 1.0.0"}   # refuse to run on another version
+
+With ``uds``, connecting reads VIN (F190), ECU serial (F18C) and software version (F195) by
+ReadDataByIdentifier once the DUT's cyclic frames are seen; ``identify()`` returns them and an
+``expect`` mismatch fails the connection with both versions named.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -29,10 +40,13 @@ from bench.device import ConfigError, DeviceContext, Driver
 from bench.errors import DeviceError, ExpressionError
 from bench.expr import SignalInfo
 from bench.units import parse_unit
+from drivers.cyclic_tx import CyclicSender
 from drivers.e2e import crc8_j1850
+from drivers.uds import IDENTITY_DIDS, UdsClient, UdsError
 
 E2E_STATES = {"OK": 0, "ALIVE_ERROR": 1, "CRC_ERROR": 2}
-_KEYS = {"dbc", "node", "can", "initial"}
+_KEYS = {"dbc", "node", "can", "initial", "uds"}
+_UDS_KEYS = {"tx_id", "rx_id", "expect", "timeout"}
 
 
 class _Protection:
@@ -90,13 +104,43 @@ class CanDbcDriver(Driver):
             code = _choice_code(sig, value)
             self._tx_values[self._signal_msg[key].name][key] = code if code is not None else float(value)
         self._signals = self._build_signals()
+        self._uds_cfg = self._check_uds(self.config.get("uds"))
+        self._uds: UdsClient | None = None
+        self._identity: dict[str, str] = {}
         self._ctx: DeviceContext | None = None
         self._bus: can.BusABC | None = None
         self._notifier: can.Notifier | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ts_offset: float | None = 0.0
         self._unseen: set[int] = set()
+        self._tx_lock = threading.Lock()
+        self._sender: CyclicSender | None = None
         self._all_seen: asyncio.Future[None] | None = None
+
+    @staticmethod
+    def _check_uds(cfg: Any) -> dict[str, Any] | None:
+        if cfg is None:
+            return None
+        if not isinstance(cfg, dict):
+            raise ConfigError("'uds' must be a mapping (tx_id, rx_id, expect, timeout)", "uds")
+        unknown = sorted(set(cfg) - _UDS_KEYS)
+        if unknown:
+            raise ConfigError(f"uds: unknown key '{unknown[0]}' (keys: {', '.join(sorted(_UDS_KEYS))})", "uds")
+        out: dict[str, Any] = {"tx_id": 0x7E0, "rx_id": 0x7E8, "expect": {}, "timeout": 1.0}
+        for key in ("tx_id", "rx_id"):
+            value = cfg.get(key, out[key])
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0x7FF:
+                raise ConfigError(f"uds: {key} must be an 11-bit CAN id such as 0x7E0, got {value!r}", "uds")
+            out[key] = value
+        timeout = cfg.get("timeout", out["timeout"])
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(f"uds: timeout must be a number of seconds > 0, got {timeout!r}", "uds")
+        out["timeout"] = float(timeout)
+        expect = cfg.get("expect") or {}
+        if not isinstance(expect, dict) or any(k not in IDENTITY_DIDS for k in expect):
+            raise ConfigError(f"uds: expect takes {', '.join(IDENTITY_DIDS)}, got {expect!r}", "uds")
+        out["expect"] = {k: str(v) for k, v in expect.items()}
+        return out
 
     @staticmethod
     def _default(sig: Any) -> float:
@@ -159,7 +203,12 @@ class CanDbcDriver(Driver):
     async def connect(self, ctx: DeviceContext) -> None:
         self._ctx = ctx
         try:
-            bus = can.Bus(**self.can_cfg)
+            if self.can_cfg.get("interface") == "inproc":
+                bus = can.Bus(**self.can_cfg)  # on the loop: a virtual-time run has no threads
+            else:
+                bus = await _open_off_loop(self.name, self.can_cfg)
+        except DeviceError:
+            raise
         except Exception as exc:
             raise DeviceError(self.name, f"cannot open CAN bus {self.can_cfg}: {exc}") from None
         self._bus = bus
@@ -178,8 +227,25 @@ class CanDbcDriver(Driver):
         for m in self.tx_msgs:
             if m.cycle_time:
                 cycles.setdefault(m.cycle_time / 1000.0, []).append(m)
-        for period, msgs in sorted(cycles.items()):
-            self._tasks.append(asyncio.create_task(self._cyclic(period, msgs), name=f"{self.name}-tx-{period}"))
+        if callable(add_listener):
+            # The in-process link runs on the loop's clock, which may be virtual: loop tasks.
+            for period, msgs in sorted(cycles.items()):
+                self._tasks.append(ctx.start_task(self.name, self._cyclic(period, msgs), f"{self.name}-tx-{period}"))
+        elif cycles:
+            # A real bus: a dedicated thread keeps the cycle times (see drivers/cyclic_tx.py).
+            loop = ctx.loop
+
+            def sent(msg: can.Message) -> None:
+                loop.call_soon_threadsafe(ctx.record_frame, msg, True)
+
+            def failed(exc: Exception) -> None:
+                loop.call_soon_threadsafe(ctx.fault, self.name, f"cyclic CAN send failed: {exc}")
+
+            self._sender = CyclicSender(bus, on_error=failed, on_sent=sent)
+            for period, msgs in sorted(cycles.items()):
+                for m in msgs:
+                    self._sender.add(period, functools.partial(self._encode, m))
+            self._sender.start()
         # The device counts as connected once every cyclic message it sends has been seen.
         slowest = max((m.cycle_time for m in self.rx_msgs.values() if m.cycle_time), default=0) / 1000.0
         wait = max(1.0, 2.5 * slowest)
@@ -188,9 +254,42 @@ class CanDbcDriver(Driver):
                 await self._all_seen
         except TimeoutError:
             names = ", ".join(sorted(self.db.get_message_by_frame_id(i).name for i in self._unseen))
+            await self.close()  # not connected, so the engine will not close the bus: do it here
             raise DeviceError(
                 self.name, f"no frames of {names} within {wait:g} s (is the device powered and on this bus?)"
             ) from None
+        if self._uds_cfg is not None:
+            try:
+                await self._identify_uds(self._uds_cfg)
+            except BaseException:
+                await self.close()
+                raise
+
+    async def _identify_uds(self, cfg: Mapping[str, Any]) -> None:
+        assert self._ctx is not None
+        self._uds = UdsClient(self._send_raw, cfg["tx_id"], cfg["rx_id"], p2=cfg["timeout"])
+        try:
+            self._identity = await self._uds.identify()
+        except (UdsError, can.CanError) as exc:
+            raise DeviceError(self.name, f"UDS identification failed: {exc}") from None
+        for key, want in cfg["expect"].items():
+            got = self._identity.get(key, "")
+            if got != want:
+                label = key.replace("_", " ")
+                raise DeviceError(
+                    self.name, f"DUT reports {label} '{got}' but the station expects '{want}' (uds.expect.{key})"
+                )
+
+    def _send_raw(self, msg: can.Message) -> None:
+        """Diagnostic frames: stamped on the loop clock and recorded like the cyclic ones."""
+        assert self._bus is not None and self._ctx is not None
+        msg.timestamp = self._ctx.loop.time()
+        msg.is_rx = False
+        self._bus.send(msg)
+        self._ctx.record_frame(msg, True)
+
+    async def identify(self) -> dict[str, str]:
+        return dict(self._identity)
 
     async def _cyclic(self, period: float, msgs: list[Message]) -> None:
         loop = asyncio.get_running_loop()
@@ -202,24 +301,31 @@ class CanDbcDriver(Driver):
             deadline += period
             await asyncio.sleep(max(0.0, deadline - loop.time()))
 
-    def _transmit(self, m: Message) -> None:
-        assert self._bus is not None and self._ctx is not None
-        values = self._tx_values[m.name]
-        prot = self._protection[m.frame_id]
-        if prot is not None:
-            values[prot.alive] = float((int(values[prot.alive]) + 1) % 16)
-            values[prot.crc] = 0.0
-        data = bytearray(m.encode(values, strict=False, scaling=True))
-        if prot is not None:
-            data[prot.crc_byte] = crc8_j1850(bytes(data[: prot.crc_byte]))
-            values[prot.crc] = float(data[prot.crc_byte])
-        msg = can.Message(
+    def _encode(self, m: Message) -> can.Message:
+        """The next frame of ``m``: current values, next alive count, CRC."""
+        assert self._ctx is not None
+        # The cyclic thread and the loop (a set sends at once) both encode: one at a time.
+        with self._tx_lock:
+            values = self._tx_values[m.name]
+            prot = self._protection[m.frame_id]
+            if prot is not None:
+                values[prot.alive] = float((int(values[prot.alive]) + 1) % 16)
+                values[prot.crc] = 0.0
+            data = bytearray(m.encode(values, strict=False, scaling=True))
+            if prot is not None:
+                data[prot.crc_byte] = crc8_j1850(bytes(data[: prot.crc_byte]))
+                values[prot.crc] = float(data[prot.crc_byte])
+        return can.Message(
             arbitration_id=m.frame_id,
             is_extended_id=m.is_extended_frame,
             data=bytes(data),
             timestamp=self._ctx.loop.time(),
             is_rx=False,
         )
+
+    def _transmit(self, m: Message) -> None:
+        assert self._bus is not None and self._ctx is not None
+        msg = self._encode(m)
         try:
             self._bus.send(msg)
         except can.CanError as exc:
@@ -229,9 +335,18 @@ class CanDbcDriver(Driver):
 
     def _on_frame(self, msg: can.Message) -> None:
         ctx = self._ctx
-        if ctx is None or msg.is_error_frame:
+        if ctx is None:
+            return
+        if msg.is_error_frame:
+            ctx.record_frame(msg, False)
+            ctx.fault(self.name, f"CAN error frame on the bus: {_error_class(msg)}")
             return
         ctx.record_frame(msg, False)
+        uds = self._uds
+        if uds is not None and msg.arbitration_id == uds.rx_id:
+            # A Notifier calls listeners from its own thread; the ISO-TP state lives on the loop.
+            ctx.loop.call_soon_threadsafe(uds.feed, msg)
+            return
         m = self.rx_msgs.get(msg.arbitration_id)
         if m is None:
             return
@@ -284,8 +399,8 @@ class CanDbcDriver(Driver):
                 if short in decoded:
                     readback[short] = float(decoded[short])
                     self._ctx.publish(f"{self.name}.{short}", readback[short], t)
-            if not m.cycle_time:
-                self._transmit(m)
+            # Send now as well as on the cycle: a safe-state command must not wait a cycle.
+            self._transmit(m)
         return readback
 
     async def close(self) -> None:
@@ -295,6 +410,9 @@ class CanDbcDriver(Driver):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self._sender is not None:
+            self._sender.stop()
+            self._sender = None
         if self._notifier is not None:
             with contextlib.suppress(Exception):
                 self._notifier.stop()
@@ -305,6 +423,52 @@ class CanDbcDriver(Driver):
             self._bus = None
 
 
+async def _open_off_loop(device: str, cfg: Mapping[str, Any]) -> can.BusABC:
+    """Open a hardware or network interface without blocking the loop.
+
+    python-can's socketcand client retries a refused connection in a busy loop for 10 s and
+    waits for the server's greeting with no timeout; other interfaces load vendor libraries. So a
+    socketcand address is probed first (a refused port is one clear line at once), and the bus is
+    built in a daemon thread: the engine's connect timeout then still holds, and a thread stuck
+    in a handshake cannot keep the process from exiting.
+    """
+    if cfg.get("interface") == "socketcand":
+        host, port = str(cfg.get("host", "127.0.0.1")), int(cfg.get("port", 29536))
+        try:
+            async with asyncio.timeout(2.0):
+                _, writer = await asyncio.open_connection(host, port)
+        except (OSError, TimeoutError) as exc:
+            if isinstance(exc, OSError):
+                # asyncio words a refused connection "Connect call failed (...)": say it as the OS does.
+                why = os.strerror(exc.errno) if exc.errno else str(exc)
+            else:
+                why = "no answer within 2 s"
+            raise DeviceError(device, f"cannot reach socketcand at {host}:{port}: {why}") from None
+        writer.close()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[can.BusABC] = loop.create_future()
+
+    def settle(bus: can.BusABC | None, exc: BaseException | None) -> None:
+        if done.cancelled():
+            if bus is not None:
+                bus.shutdown()  # opened too late: nobody will use it
+        elif exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(cast(can.BusABC, bus))
+
+    def work() -> None:
+        try:
+            bus, exc = can.Bus(**cfg), None
+        except Exception as e:
+            bus, exc = None, e
+        with contextlib.suppress(RuntimeError):  # the loop is gone
+            loop.call_soon_threadsafe(settle, bus, exc)
+
+    threading.Thread(target=work, name=f"{device}-open", daemon=True).start()
+    return await done
+
+
 def _choice_code(sig: Any, value: Any) -> float | None:
     if not sig.choices or not isinstance(value, str):
         return None
@@ -312,3 +476,16 @@ def _choice_code(sig: Any, value: Any) -> float | None:
         if str(v).lower() == value.lower():
             return float(k)
     raise ConfigError(f"initial: {sig.name} has no state '{value}'", "initial")
+
+
+def _error_class(msg: can.Message) -> str:
+    """What an error frame says, from the SocketCAN error class bits in the data bytes."""
+    data = bytes(msg.data)
+    status = data[1] if len(data) > 1 else 0
+    if status & 0x40 or msg.arbitration_id & 0x40:
+        return "bus-off"
+    if status & 0x30:
+        return "error-passive"
+    if status & 0x0C:
+        return "error-warning"
+    return f"error frame 0x{msg.arbitration_id:08X} {data.hex()}"

@@ -23,6 +23,8 @@ import can
 FrameCallback = Callable[[can.Message], None]
 
 _channels: dict[Any, list[InProcBus]] = {}
+# Bus state per channel: a node that goes bus-off takes the whole simulated link down with it.
+_states: dict[Any, can.BusState] = {}
 
 
 class InProcBus(can.BusABC):
@@ -47,9 +49,34 @@ class InProcBus(can.BusABC):
         if callback in self._listeners:
             self._listeners.remove(callback)
 
+    @property
+    def state(self) -> can.BusState:
+        return _states.get(self._channel, can.BusState.ACTIVE)
+
+    @state.setter
+    def state(self, new_state: can.BusState) -> None:
+        """Simulate a bus fault: ERROR means bus-off, PASSIVE error-passive. Peers see an error frame."""
+        _states[self._channel] = new_state
+        if new_state != can.BusState.ACTIVE:
+            loop = asyncio.get_running_loop()
+            # Error class in byte 1 as in SocketCAN: 0x40 bus-off, 0x10 error-passive (RX/TX).
+            data = bytes([0, 0x40 if new_state == can.BusState.ERROR else 0x30, 0, 0, 0, 0, 0, 0])
+            frame = can.Message(
+                timestamp=loop.time(),
+                arbitration_id=0x20000040,
+                is_error_frame=True,
+                data=data,
+                channel=self._channel,
+                is_rx=True,
+            )
+            for peer in self._peers:
+                loop.call_soon(peer._deliver, frame)
+
     def send(self, msg: can.Message, timeout: float | None = None) -> None:
         if not self._open:
             raise can.CanOperationError("inproc bus is shut down")
+        if _states.get(self._channel) == can.BusState.ERROR:
+            raise can.CanOperationError("bus-off: the controller does not transmit")
         loop = asyncio.get_running_loop()
         # One stamped copy shared by all receivers: receivers must treat frames as read-only.
         frame = can.Message(
@@ -91,4 +118,5 @@ class InProcBus(can.BusABC):
                 self._peers.remove(self)
             if not self._peers:
                 _channels.pop(self._channel, None)
+                _states.pop(self._channel, None)
         super().shutdown()

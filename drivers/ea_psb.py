@@ -22,10 +22,11 @@ from bench.device import ConfigError, DeviceContext, Driver
 from bench.errors import DeviceError, ExpressionError
 from bench.expr import SignalInfo
 from bench.units import TIME, parse_quantity, parse_unit
-from drivers.scpi import ScpiInstrument, open_transport, parse_number
+from drivers.scpi import ScpiInstrument, check_transport, open_transport, parse_number
 
-_KEYS = {"transport", "poll_interval", "voltage_max", "current_max", "power_max"}
+_KEYS = {"transport", "poll_interval", "voltage_max", "current_max", "power_max", "watchdog"}
 ON_OFF = {"OFF": 0, "ON": 1}
+MAX_POLL_FAILURES = 3
 # signal -> (set command, query, unit)
 _SETPOINTS = {
     "voltage_set": ("SOUR:VOLT", "SOUR:VOLT?", "V"),
@@ -44,13 +45,18 @@ class EaPsbDriver(Driver):
             raise ConfigError(f"unknown key '{key}' (keys: {', '.join(sorted(_KEYS))})", key)
         if not isinstance(self.config.get("transport"), dict):
             raise ConfigError("a supply needs 'transport'", "transport")
+        check_transport(self.config["transport"])
         self.poll_interval = self._quantity("poll_interval", "200 ms", "s")
+        # The supply switches its output off when the bench has been silent this long (0 = off):
+        # the rig goes safe even if this process dies.
+        self.watchdog = self._quantity("watchdog", "0 s", "s") if "watchdog" in self.config else 0.0
         self.limits = {
             "V": self._quantity("voltage_max", "1000 V", "V"),
             "A": self._quantity("current_max", "80 A", "A"),
             "W": self._quantity("power_max", "30000 W", "W"),
         }
         self._instr: ScpiInstrument | None = None
+        self._identity: dict[str, str] = {}
         self._ctx: DeviceContext | None = None
         self._poll: asyncio.Task[None] | None = None
 
@@ -81,15 +87,29 @@ class EaPsbDriver(Driver):
         self._ctx = ctx
         transport = open_transport(self.name, self.config["transport"], ctx.inproc)
         self._instr = ScpiInstrument(self.name, transport)
-        await self._instr.write("*CLS")
-        await self._instr.write("SYST:LOCK ON")
-        await self._instr.check_errors("taking remote control")
-        await self._read_setpoints()
-        self._poll = asyncio.create_task(self._poll_loop(), name=f"{self.name}-poll")
+        try:
+            # *IDN? first: it proves the instrument answers and that it is the kind this driver
+            # speaks to, before anything is written to it.
+            self._identity = await self._instr.identify()
+            if "PSB" not in self._identity["model"].upper():
+                idn = ",".join(v for v in self._identity.values() if v)
+                raise DeviceError(self.name, f"*IDN? answered '{idn}': not an EA PSB supply (wrong address?)")
+            await self._instr.write("*CLS")
+            await self._instr.write("SYST:LOCK ON")
+            if self.watchdog:
+                await self._instr.write(f"SYST:COMM:WATC {self.watchdog:g}")
+            await self._instr.check_errors("taking remote control")
+            await self._read_setpoints()
+        except BaseException:
+            # Not connected, so the engine will not close it: release the socket or port here.
+            with contextlib.suppress(Exception):
+                await transport.close()
+            self._instr = None
+            raise
+        self._poll = ctx.start_task(self.name, self._poll_loop(), f"{self.name}-poll")
 
     async def identify(self) -> dict[str, str]:
-        assert self._instr is not None
-        return await self._instr.identify()
+        return dict(self._identity)
 
     async def _read_setpoints(self) -> None:
         assert self._instr is not None and self._ctx is not None
@@ -103,13 +123,21 @@ class EaPsbDriver(Driver):
         loop = self._ctx.loop
         deadline = loop.time()
         n = self.name
+        failures = 0
         while True:
             try:
                 reply = await self._instr.query("MEAS:VOLT?;MEAS:CURR?;MEAS:POW?")
                 v, i, p = (parse_number(x) for x in reply.split(";"))
+                failures = 0
             except (DeviceError, ValueError) as exc:
-                self._ctx.fault(self.name, f"measurement failed: {exc}")
-                return
+                # One lost reply on a busy network is not a lost instrument; repeated ones are.
+                failures += 1
+                if failures >= MAX_POLL_FAILURES:
+                    self._ctx.fault(self.name, f"{failures} measurements in a row failed, last: {exc}")
+                    return
+                deadline += self.poll_interval
+                await asyncio.sleep(max(0.0, deadline - loop.time()))
+                continue
             t = loop.time()
             self._ctx.publish(f"{n}.voltage", v, t)
             self._ctx.publish(f"{n}.current", i, t)

@@ -11,6 +11,11 @@ SLOW_REACTION_TIME_S = 2.0
 CELL_VOLTAGE_OFFSET_V = -0.050
 # Isolation resistance reported with the isolation_fault fault.
 ISOLATION_FAULT_KOHM = 60.0
+# Reading error of the h2_sensor_offset fault (reads high: a false alarm, the visible case).
+H2_SENSOR_OFFSET_PCT = 0.20
+# The h2_sensor_silent sensor stops streaming this long after its port is opened, so the
+# driver connects and the loss happens mid-run, as it does on a bench.
+H2_SENSOR_SILENT_AFTER_S = 10.0
 
 CATALOGUE: dict[str, str] = {
     "overvoltage_protection_disabled": "BMS never trips on cell over-voltage",
@@ -24,6 +29,10 @@ CATALOGUE: dict[str, str] = {
     "cell_voltage_sensor_offset": "BMS measures every cell voltage 50 mV low (reports and protects on it)",
     "command_timeout_ignored": "BMS keeps the contactors closed when BENCH_Command stops",
     "isolation_fault": f"isolation resistance drops to {ISOLATION_FAULT_KOHM:.0f} kOhm (fault_isolation, no contactor action)",
+    "h2_sensor_offset": f"enclosure H2 sensor reads {H2_SENSOR_OFFSET_PCT:+.2f} %vol off the true concentration",
+    "h2_sensor_stuck": "enclosure H2 sensor keeps reporting its first reading, status OK",
+    "h2_sensor_silent": f"enclosure H2 sensor stops sending {H2_SENSOR_SILENT_AFTER_S:.0f} s after its port is opened",
+    "h2_sensor_fault_flag": "enclosure H2 sensor reports its sensor fault flag (status bit 0x0001)",
 }
 
 
@@ -40,6 +49,10 @@ class Faults:
     cell_voltage_sensor_offset: bool = False
     command_timeout_ignored: bool = False
     isolation_fault: bool = False
+    h2_sensor_offset: bool = False
+    h2_sensor_stuck: bool = False
+    h2_sensor_silent: bool = False
+    h2_sensor_fault_flag: bool = False
 
     @classmethod
     def from_names(cls, names: Iterable[str]) -> Faults:

@@ -1,4 +1,5 @@
-"""The simulated station: battery pack + BMS + bidirectional supply, wired and ticking.
+"""The simulated station: battery pack + BMS + bidirectional supply, wired and ticking, with a
+power analyzer on the supply's output and an H2 sensor in the enclosure.
 
 Entry point ``bms_pack`` (``simulators.plant:build_plant``). Everything runs on the event
 loop's clock, so on a virtual-time loop hours of bench time pass in seconds.
@@ -18,10 +19,13 @@ from typing import Any
 import can
 import cantools
 
+from simulators.analyzer import AnalyzerSpec, PowerAnalyzer
 from simulators.bms_firmware import COMMAND_FRAME, Bms, BmsParams, Contactors
 from simulators.faults import CATALOGUE, Faults
+from simulators.h2_sensor import H2Sensor, H2SensorSpec
 from simulators.pack import CHEMISTRIES, Pack, PackParams
 from simulators.supply import Supply, SupplyRatings
+from simulators.uds_server import UdsServer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,9 @@ _TOP: dict[str, _Spec] = {
     "dbc": ((str,), None, None, None, False),
     "can_channel": ((str,), None, None, None, False),
     "psu_endpoint": ((str,), "psu", None, None, False),
+    "analyzer_endpoint": ((str,), "pa", None, None, False),
+    "h2_endpoint": ((str,), "h2", None, None, False),
+    "enclosure_h2_pct": (_NUM, 0.0, 0, 100, False),
     "cells": ((int,), 192, 1, None, False),
     "chemistry": ((str,), "NMC", None, None, False),
     "capacity_ah": (_NUM, 120.0, 0, None, True),
@@ -50,6 +57,8 @@ _TOP: dict[str, _Spec] = {
     "tick_s": (_NUM, 0.1, 0, 1.0, True),
     "bms": ((dict,), None, None, None, False),
     "supply": ((dict,), None, None, None, False),
+    "analyzer": ((dict,), None, None, None, False),
+    "h2_sensor": ((dict,), None, None, None, False),
 }
 _BMS: dict[str, _Spec] = {
     "ov_threshold_v": (_NUM, None, 0, 10, True),
@@ -61,6 +70,10 @@ _BMS: dict[str, _Spec] = {
     "precharge_time_s": (_NUM, 0.3, 0, 60, True),
     "command_timeout_s": (_NUM, 0.5, 0, 60, True),
     "software_version": ((str,), "BMS-SIM 1.0.0", None, None, False),
+    "vin": ((str,), "WDB9634031L000001", None, None, False),
+    "ecu_serial": ((str,), "BMS-SN-0000012345", None, None, False),
+    "uds_request_id": ((int,), 0x7E0, 0, 0x7FF, False),
+    "uds_response_id": ((int,), 0x7E8, 0, 0x7FF, False),
     "max_charge_current_a": (_NUM, 180.0, 0, None, False),
     "max_discharge_current_a": (_NUM, 300.0, 0, None, False),
     "iso_resistance_kohm": (_NUM, 5000.0, 0, 65535, False),
@@ -77,6 +90,22 @@ _SUPPLY: dict[str, _Spec] = {
     "noise_v": (_NUM, 0.05, 0, None, False),
     "noise_a": (_NUM, 0.02, 0, None, False),
 }
+_ANALYZER: dict[str, _Spec] = {
+    "elements": ((int,), 1, 1, 7, False),
+    "serial": ((str,), "SIM0000PA1", None, None, False),
+    "noise_v": (_NUM, 0.01, 0, None, False),
+    "noise_a": (_NUM, 0.005, 0, None, False),
+}
+_H2: dict[str, _Spec] = {
+    "serial": ((str,), "SIM00H2001", None, None, False),
+    "period_s": (_NUM, 1.0, 0, 60, True),
+    "noise_pct": (_NUM, 0.002, 0, None, False),
+    "temperature_c": (_NUM, 30.0, -40, 85, False),
+}
+# UDS data identifiers the BMS answers (ISO 14229-1 Annex C).
+DID_VIN = 0xF190
+DID_ECU_SERIAL = 0xF18C
+DID_SOFTWARE_VERSION = 0xF195
 
 
 def fault_catalogue() -> dict[str, str]:
@@ -121,6 +150,15 @@ def build_plant(
             raise ValueError(f"bms_pack config: {required} is required")
     bms_cfg = _check(top["bms"] or {}, _BMS, "bms.")
     sup_cfg = _check(top["supply"] or {}, _SUPPLY, "supply.")
+    pa_cfg = _check(top["analyzer"] or {}, _ANALYZER, "analyzer.")
+    h2_cfg = _check(top["h2_sensor"] or {}, _H2, "h2_sensor.")
+    uds_cfg = {k: bms_cfg.pop(k) for k in ("vin", "ecu_serial", "uds_request_id", "uds_response_id")}
+    for key in ("vin", "ecu_serial", "software_version"):
+        text = uds_cfg.get(key, bms_cfg.get(key))
+        if not str(text).isascii() or not str(text).isprintable():
+            raise ValueError(f"bms_pack config: bms.{key} must be printable ASCII, got {text!r}")
+    if len(uds_cfg["vin"]) != 17:
+        raise ValueError(f"bms_pack config: bms.vin must have 17 characters (ISO 3779), got {uds_cfg['vin']!r}")
     chem_name = top["chemistry"].upper()
     if chem_name not in CHEMISTRIES:
         raise ValueError(
@@ -157,18 +195,47 @@ def build_plant(
     pack = Pack(pack_params, random.Random(rng.getrandbits(64)))
     supply = Supply(SupplyRatings(**sup_cfg), random.Random(rng.getrandbits(64)))
     bms = Bms(BmsParams(**bms_cfg), pack, fault_set, db)
-    plant = Plant(pack, bms, supply, channel=top["can_channel"], tick_s=top["tick_s"])
+    analyzer = PowerAnalyzer(AnalyzerSpec(**pa_cfg), random.Random(rng.getrandbits(64)))
+    plant = Plant(pack, bms, supply, channel=top["can_channel"], tick_s=top["tick_s"], analyzer=analyzer)
+    plant.enclosure_h2_pct = top["enclosure_h2_pct"]
+    plant.h2_sensor = H2Sensor(
+        H2SensorSpec(**h2_cfg), lambda: plant.enclosure_h2_pct, fault_set, random.Random(rng.getrandbits(64))
+    )
+    plant.dids = {
+        DID_VIN: uds_cfg["vin"].encode("ascii"),
+        DID_ECU_SERIAL: uds_cfg["ecu_serial"].encode("ascii"),
+        DID_SOFTWARE_VERSION: bms_cfg["software_version"].encode("ascii"),
+    }
+    plant.uds_ids = (uds_cfg["uds_request_id"], uds_cfg["uds_response_id"])
     register(top["psu_endpoint"], supply)
+    register(top["analyzer_endpoint"], analyzer)
+    register(top["h2_endpoint"], plant.h2_sensor)
     return plant
 
 
 class Plant:
     """Supply -> HV link -> BMS main contactors -> pack. Current positive = charging the pack."""
 
-    def __init__(self, pack: Pack, bms: Bms, supply: Supply, *, channel: str, tick_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        pack: Pack,
+        bms: Bms,
+        supply: Supply,
+        *,
+        channel: str,
+        tick_s: float = 0.1,
+        analyzer: PowerAnalyzer | None = None,
+    ) -> None:
         self.pack = pack
         self.bms = bms
         self.supply = supply
+        self.analyzer = analyzer
+        self.h2_sensor: H2Sensor | None = None
+        # Hydrogen in the test enclosure, %vol: 0 on a BEV bench; raised by fuel-cell sequences.
+        self.enclosure_h2_pct = 0.0
+        self.dids: dict[int, bytes] = {}
+        self.uds_ids = (0x7E0, 0x7E8)
+        self.uds: UdsServer | None = None
         self.channel = channel
         self.tick_s = tick_s
         self.link_voltage = 0.0
@@ -182,6 +249,9 @@ class Plant:
         bus: Any = can.Bus(interface="inproc", channel=self.channel)
         self.bus = bus
         bus.add_listener(self.bms.on_frame)
+        if self.dids:
+            self.uds = UdsServer(self.dids, bus.send, *self.uds_ids)
+            bus.add_listener(self.uds.on_frame)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._run_physics(), name="plant-physics"))
         # Stagger cycle groups so frames of different periods do not share one instant.
@@ -200,6 +270,10 @@ class Plant:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.bms.shutdown()
+        if self.uds is not None:
+            self.uds.shutdown()
+        if self.h2_sensor is not None:
+            self.h2_sensor.close()
         if self.bus is not None:
             self.bus.shutdown()
             self.bus = None
@@ -236,6 +310,10 @@ class Plant:
         self.link_voltage = link
         bms.link_voltage = link
         sup.measure(link, current)
+        sup.check_watchdog(now)
+        if self.analyzer is not None:
+            # Element 1 sits on the supply's DC output: the link voltage and the supply current.
+            self.analyzer.measure(dt, [(link, current)])
         bms.monitor(now)
 
     def _supply_current(self, ocv: float, r: float) -> float:

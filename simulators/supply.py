@@ -7,6 +7,8 @@ setpoints and writes back what the output terminals see.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import re
 from collections import deque
@@ -21,7 +23,8 @@ _ERROR_QUEUE_LEN = 20
 _NODES = (
     ("SOURCE", "SOUR"), ("SINK", "SINK"), ("VOLTAGE", "VOLT"), ("CURRENT", "CURR"),
     ("POWER", "POW"), ("OUTPUT", "OUTP"), ("MEASURE", "MEAS"), ("SYSTEM", "SYST"),
-    ("ERROR", "ERR"), ("LOCK", "LOCK"), ("NEXT", "NEXT"),
+    ("ERROR", "ERR"), ("LOCK", "LOCK"), ("NEXT", "NEXT"), ("COMMUNICATE", "COMM"),
+    ("WATCHDOG", "WATC"),
 )  # fmt: skip
 _NODE = {form: short for long, short in _NODES for form in (long, short)}
 _NUMBER = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)$")
@@ -75,6 +78,10 @@ class Supply:
         self.meas_voltage = 0.0
         self.meas_current = 0.0
         self.errors: deque[tuple[int, str]] = deque()
+        # Interface watchdog: output off when the controller has been silent this long (0 = off).
+        self.watchdog_s = 0.0
+        self.watchdog_tripped = False
+        self._last_rx = 0.0
         r = ratings
         self._setpoints: dict[tuple[str, ...], tuple[str, str, float]] = {
             ("SOUR", "VOLT"): ("voltage_set", "V", r.voltage_max_v),
@@ -82,6 +89,7 @@ class Supply:
             ("SOUR", "POW"): ("source_power_set", "W", r.power_max_w),
             ("SINK", "CURR"): ("sink_current_set", "A", r.current_max_a),
             ("SINK", "POW"): ("sink_power_set", "W", r.power_max_w),
+            ("SYST", "COMM", "WATC"): ("watchdog_s", "S", 3600.0),
         }
         self._queries: dict[tuple[str, ...], Callable[[], str]] = {
             ("MEAS", "VOLT"): lambda: _fmt(self.meas_voltage, "V"),
@@ -100,6 +108,12 @@ class Supply:
         self.meas_voltage = v if v > 0.0 else 0.0
         self.meas_current = current + (rnd() - 0.5) * 2.0 * self.ratings.noise_a
 
+    def check_watchdog(self, now: float) -> None:
+        """Called every plant tick: a silent controller means nobody is watching the output."""
+        if self.watchdog_s > 0.0 and self.output and now - self._last_rx > self.watchdog_s:
+            self.output = False
+            self.watchdog_tripped = True
+
     def reset(self) -> None:
         self.output = False
         self.voltage_set = 0.0
@@ -114,6 +128,8 @@ class Supply:
 
     def scpi(self, line: str) -> str | None:
         """Process one line (commands separated by ';'); reply to its queries, or None."""
+        with contextlib.suppress(RuntimeError):  # parsed outside a loop (unit tests): no watchdog clock
+            self._last_rx = asyncio.get_running_loop().time()
         replies: list[str] = []
         path: tuple[str, ...] = ()
         for raw in line.split(";"):

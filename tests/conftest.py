@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,13 @@ class Completed:
         return data
 
 
-def bench(*args: str | Path, cwd: Path = ROOT, timeout: float = 120) -> Completed:
-    env = dict(os.environ, COLUMNS="200")
+# Interlock latches of the tests live in their own folder, never in the user's.
+STATE_DIR = Path(tempfile.mkdtemp(prefix="bench-state-"))
+os.environ["BENCH_STATE_DIR"] = str(STATE_DIR)
+
+
+def bench(*args: str | Path, cwd: Path = ROOT, timeout: float = 120, env: dict[str, str] | None = None) -> Completed:
+    env = dict(os.environ, COLUMNS="200", **(env or {}))
     proc = subprocess.run(
         [sys.executable, "-m", "bench.cli", *map(str, args)],
         cwd=cwd,

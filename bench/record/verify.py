@@ -17,6 +17,7 @@ from bench.record.chain import GENESIS, line_hash
 from bench.record.manifest import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
+    SIGNATURE_NAME,
     UNLISTED,
     file_sha256,
     list_run_files,
@@ -198,11 +199,59 @@ def _check_events(run_dir: Path, name: str, expected: dict[str, Any] | None) -> 
     return problems
 
 
-def verify_run(run_dir: Path) -> list[Problem]:
+def signature_state(run_dir: Path) -> str:
+    """One line for people: who signed the record, or that it is unsigned."""
+    try:
+        manifest = json.loads((Path(run_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "no readable manifest"
+    signer = manifest.get("signer") if isinstance(manifest, dict) else None
+    if not signer:
+        return "UNSIGNED (no station key when the run was sealed; see `bench keys init`)"
+    return f"signed (Ed25519, station key {signer.get('fingerprint')})"
+
+
+def _check_signature(run_dir: Path, manifest: dict[str, Any], trust: Path | None) -> list[Problem]:
+    from bench.record.signing import check_signature, fingerprint, trusted_keys
+
+    sig = run_dir / SIGNATURE_NAME
+    if "signer" not in manifest:
+        # Sealed by a caller that does not sign (no 'signer' key at all): the signature file, if
+        # any, belongs to whoever added it and is not judged here.
+        return []
+    signer = manifest["signer"]
+    if not signer:
+        if sig.exists():
+            return [Problem(SIGNATURE_NAME, "present but the manifest records no signer (added after sealing)")]
+        return []
+    if not isinstance(signer, dict) or not isinstance(signer.get("public_key"), str):
+        return [Problem(MANIFEST_NAME, "malformed 'signer' entry")]
+    if not sig.is_file():
+        return [Problem(SIGNATURE_NAME, "missing (the manifest records a signer)")]
+    why = check_signature(run_dir / MANIFEST_NAME, sig, trusted_keys(trust))
+    if why is not None:
+        return [Problem(SIGNATURE_NAME, why)]
+    try:
+        signed_by = json.loads(sig.read_text(encoding="utf-8"))["public_key"]
+    except (OSError, ValueError, KeyError):  # pragma: no cover - check_signature read it already
+        signed_by = ""
+    if signed_by != signer["public_key"]:
+        return [
+            Problem(
+                SIGNATURE_NAME,
+                f"signed by key {fingerprint(signed_by)}, but the manifest names {signer.get('fingerprint')}",
+            )
+        ]
+    return []
+
+
+def verify_run(run_dir: Path, trust: Path | None = None) -> list[Problem]:
     """Check ``run_dir`` against its manifest. An empty list means the record is intact.
 
     The first problem is the first bad place: the manifest, else the first bad line of the
-    event log, else the first bad file.
+    event log, else the first bad file, else the signature. An unsigned record is not a
+    problem here (``signature_state`` says so); a signed one must carry a valid signature by a
+    trusted key (``trust``: an extra file of trusted public keys).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -234,4 +283,5 @@ def verify_run(run_dir: Path) -> list[Problem]:
     for rel in list_run_files(run_dir):
         if rel not in files and rel not in UNLISTED:
             problems.append(Problem(rel, "not listed in the manifest (added after sealing)"))
+    problems.extend(_check_signature(run_dir, manifest, trust))
     return problems

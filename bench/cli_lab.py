@@ -1,0 +1,285 @@
+"""``bench agent`` and ``bench lab ...``: a lab of benches on one MQTT broker (docs/lab.md).
+
+Registered on the main app by ``bench/cli.py``. aiomqtt is imported inside the commands, so
+``bench run`` and ``bench --help`` never need a broker or its client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from bench.errors import LoadError
+
+if TYPE_CHECKING:
+    from bench.lab.mqtt import Broker
+
+lab_app = typer.Typer(no_args_is_help=True, help="A lab of benches on one MQTT broker: jobs, status, leases.")
+
+BrokerOpt = Annotated[
+    str,
+    typer.Option(
+        "--broker",
+        envvar="BENCH_BROKER",
+        help="mqtt://[user:password@]host:port or mqtts://... (TLS); env BENCH_BROKER",
+    ),
+]
+UserOpt = Annotated[str | None, typer.Option("--user", help="broker user [env BENCH_MQTT_USER]")]
+PasswordOpt = Annotated[str | None, typer.Option("--password", help="broker password [env BENCH_MQTT_PASSWORD]")]
+PrefixOpt = Annotated[str, typer.Option("--prefix", help="root of the lab's topic tree")]
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+
+
+def _broker(url: str, user: str | None, password: str | None, prefix: str) -> Broker:
+    from bench.lab.mqtt import parse_broker
+
+    return parse_broker(url, user, password, prefix)
+
+
+def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise LoadError(f"{what} {item}: expected name=value")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def agent(
+    station: Annotated[Path, typer.Option(help="station file of this bench")],
+    broker: BrokerOpt = DEFAULT_BROKER,
+    name: Annotated[str | None, typer.Option("--id", help="bench id [default: the station id]")] = None,
+    library: Annotated[
+        list[Path] | None, typer.Option(help="more sequence folders offered (besides the station's lab.library)")
+    ] = None,
+    reports: Annotated[Path, typer.Option(help="where run folders are written")] = Path("reports"),
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    prefix: PrefixOpt = "lab",
+    requeue_grace: Annotated[
+        float, typer.Option(help="seconds a bench must stay offline before its job is taken again")
+    ] = 3.0,
+) -> None:
+    """Put this bench online: take matching jobs from the lab's queue and stream their events."""
+    from bench.lab.agent import Agent, run_agent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("mqtt").setLevel(logging.WARNING)
+    a = Agent(
+        station,
+        _broker(broker, user, password, prefix),
+        bench_id=name,
+        library=library,
+        reports=reports,
+        requeue_grace=requeue_grace,
+    )
+    if not a.library:
+        raise LoadError("no sequences to offer: set lab.library in the station file or give --library")
+    run_agent(a)
+
+
+@lab_app.command()
+def submit(
+    sequence: Annotated[
+        str, typer.Argument(help="sequence file (its id and SHA-256 are sent, not its text) or ID@SHA256")
+    ],
+    require: Annotated[
+        list[str] | None, typer.Option("--require", "-r", help="capability the bench must have: key=value")
+    ] = None,
+    param: Annotated[list[str] | None, typer.Option("-p", "--param", help="override a parameter: name=value")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the simulators' random numbers")] = 1,
+    count: Annotated[int, typer.Option(help="queue this many identical jobs")] = 1,
+    bench: Annotated[str | None, typer.Option(help="send to this bench directly (needs your lease on it)")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job to its verdict; exit with its code")] = False,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="refuse a job no online bench can take")] = True,
+    broker: BrokerOpt = DEFAULT_BROKER,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    prefix: PrefixOpt = "lab",
+) -> None:
+    """Queue a job; an idle bench whose capabilities match takes it."""
+    from bench.lab import client
+
+    b = _broker(broker, user, password, prefix)
+    ref = client.sequence_ref(sequence)
+    params = _pairs(param, "-p")
+    if Path(sequence).is_file():
+        # Unknown parameter names are refused here; units and ranges are checked by the bench's loader.
+        from bench.plan import load_sequence
+
+        declared = load_sequence(Path(sequence))[1].parameters
+        for name in params:
+            if name not in declared:
+                raise LoadError(
+                    f"-p {name}: {ref.id} has no parameter '{name}' (it has: {', '.join(declared) or 'none'})"
+                )
+    jobs = [client.make_job(ref, params, _pairs(require, "--require"), seed) for _ in range(count)]
+    ids = asyncio.run(client.submit(b, jobs, check=check, bench=bench))
+    for i in ids:
+        typer.echo(i)
+    if wait and len(ids) == 1:
+        _watch(b, ids[0], None)
+
+
+@lab_app.command()
+def status(
+    broker: BrokerOpt = DEFAULT_BROKER,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    prefix: PrefixOpt = "lab",
+) -> None:
+    """Benches (online, state, lease, progress) and jobs (queued, running, done)."""
+    from bench.lab import client
+
+    snap = asyncio.run(client.snapshot(_broker(broker, user, password, prefix)))
+    typer.echo("BENCH            ONLINE  STATE     JOB                                   PROGRESS          LEASE")
+    for name, bv in sorted(snap.benches.items()):
+        online = "yes" if bv.status and bv.status.online else "no"
+        st = bv.state
+        progress = f"{st.steps_done}/{st.steps_total} {st.step or ''}" if st and st.state == "running" else ""
+        lease = f"{bv.lease.holder} until {bv.lease.expires_utc}" if bv.lease and bv.lease.holder else "-"
+        typer.echo(
+            f"{name:16s} {online:7s} {st.state if st else '?':9s} {(st.job or '-') if st else '-':37s} {progress[:17]:17s} {lease}"
+        )
+    typer.echo("")
+    typer.echo("JOB                                   SEQUENCE                 STATE     BENCH            VERDICT")
+    for jid, job in sorted(snap.jobs.items()):
+        res = snap.results.get(jid)
+        claims = snap.claims.get(jid, [])
+        last = max(claims, key=lambda c: c.attempt) if claims else None
+        state = "done" if res else ("taken" if last else "queued")
+        where = res.bench if res else (last.bench if last else "-")
+        typer.echo(f"{jid:37s} {job.sequence.id[:24]:24s} {state:9s} {where:16s} {res.verdict if res else ''}")
+
+
+def _watch(b: Broker, job: str, timeout: float | None) -> None:
+    from bench.lab import client
+    from bench.lab.protocol import Claim, Event, Result, State
+
+    shown: list[str | None] = [None]
+
+    def show(kind: str, obj: Any) -> None:
+        if kind == "claim" and isinstance(obj, Claim):
+            typer.echo(f"taken by {obj.bench} (attempt {obj.attempt})")
+        elif kind == "state" and isinstance(obj, State) and obj.step and obj.step != shown[0]:
+            shown[0] = obj.step  # progress: one line per step of the method
+            typer.echo(f"  [{obj.steps_done + 1}/{obj.steps_total}] {obj.step}")
+        elif kind == "event" and isinstance(obj, Event):
+            if obj.kind in (
+                "step_ended",
+                "measurement",
+                "run_started",
+                "run_ended",
+                "monitor_tripped",
+                "supervisor_tripped",
+                "emergency_stop",
+            ):
+                f = obj.fields
+                detail = {
+                    "step_ended": f"{f.get('step')}: {f.get('outcome')} {f.get('message', '')}",
+                    "measurement": f"{f.get('name')} = {f.get('value')} {f.get('unit', '')} {f.get('outcome')}",
+                    "run_started": f"run {obj.run_id}",
+                    "run_ended": f"{f.get('verdict')} {f.get('reason', '')}",
+                }.get(obj.kind, str(f.get("reason", "")))
+                typer.echo(f"  #{obj.seq:<5d} {obj.t:10.3f} s  {obj.kind}: {detail}")
+        elif kind == "result" and isinstance(obj, Result):
+            typer.echo(f"{obj.verdict} {obj.reason}")
+            typer.echo(
+                f"bench {obj.bench}, run {obj.run_id}, report {obj.report}, manifest sha256 {obj.manifest_sha256}"
+            )
+
+    res = asyncio.run(client.watch(b, job, show, give_up_after=timeout))
+    raise typer.Exit(res.exit_code if res.verdict != "REFUSED" else 2)
+
+
+@lab_app.command()
+def watch(
+    job: Annotated[str, typer.Argument(help="job id (as printed by bench lab submit)")],
+    timeout: Annotated[float | None, typer.Option(help="give up after this many seconds")] = None,
+    broker: BrokerOpt = DEFAULT_BROKER,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    prefix: PrefixOpt = "lab",
+) -> None:
+    """Follow a job live: who took it, step progress, events, and its verdict (exit code as bench run)."""
+    _watch(_broker(broker, user, password, prefix), job, timeout)
+
+
+def _control(op: str, bench: str, holder: str | None, reason: str, ttl: float, b: Broker) -> None:
+    from bench.lab import client
+    from bench.lab.protocol import Control
+
+    asyncio.run(client.control(b, bench, Control(op=op, holder=holder or client.who(), reason=reason, ttl_s=ttl)))  # type: ignore[arg-type]
+    typer.echo(f"{op} sent to {bench}")
+
+
+@lab_app.command()
+def lease(
+    bench: Annotated[str, typer.Argument(help="bench id")],
+    holder: Annotated[str | None, typer.Option(help="lease holder [default: $BENCH_OPERATOR or $USER]")] = None,
+    ttl: Annotated[float, typer.Option(help="seconds the lease lasts unless renewed")] = 30.0,
+    keep: Annotated[bool, typer.Option("--keep", help="renew every ttl/3 until Ctrl-C, then release")] = False,
+    release: Annotated[bool, typer.Option("--release", help="give the lease back")] = False,
+    broker: BrokerOpt = DEFAULT_BROKER,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    prefix: PrefixOpt = "lab",
+) -> None:
+    """Take (or renew, or release) the lease a bench's remote control needs; it expires unless renewed."""
+    b = _broker(broker, user, password, prefix)
+    if release:
+        _control("release", bench, holder, "", ttl, b)
+        return
+    _control("acquire", bench, holder, "", ttl, b)
+    if keep:
+        from bench.lab import client
+        from bench.lab.protocol import Control
+
+        async def keepalive() -> None:
+            who = holder or client.who()
+            try:
+                while True:
+                    await asyncio.sleep(ttl / 3)
+                    await client.control(b, bench, Control(op="renew", holder=who, ttl_s=ttl))
+            finally:
+                await client.control(b, bench, Control(op="release", holder=who, ttl_s=ttl))
+
+        try:
+            asyncio.run(keepalive())
+        except KeyboardInterrupt:
+            typer.echo("lease released")
+
+
+def _stop_cmd(op: str):  # type: ignore[no-untyped-def]
+    def cmd(
+        bench: Annotated[str, typer.Argument(help="bench id")],
+        reason: Annotated[str, typer.Option(help="why (recorded in the run)")] = "",
+        holder: Annotated[str | None, typer.Option(help="lease holder [default: $BENCH_OPERATOR or $USER]")] = None,
+        broker: BrokerOpt = DEFAULT_BROKER,
+        user: UserOpt = None,
+        password: PasswordOpt = None,
+        prefix: PrefixOpt = "lab",
+    ) -> None:
+        _control(op, bench, holder, reason, 30.0, _broker(broker, user, password, prefix))
+
+    return cmd
+
+
+lab_app.command("terminate", help="Finish the current step, clean up, report (needs your lease).")(
+    _stop_cmd("terminate")
+)
+lab_app.command("abort", help="Stop the steps now, clean up, report (needs your lease).")(_stop_cmd("abort"))
+lab_app.command("estop", help="Emergency stop: every device to its safe state at once (no lease needed).")(
+    _stop_cmd("estop")
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("agent")(agent)
+    app.add_typer(lab_app, name="lab")

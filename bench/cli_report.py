@@ -1,0 +1,124 @@
+"""``bench report ...`` and ``bench keys ...``, and the calibration gate of ``bench run``.
+
+Registered on the main app by ``bench/cli.py``. Heavy imports (WeasyPrint, matplotlib,
+asammdf, cryptography) happen inside the commands, so ``bench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bench.errors import LoadError
+
+if TYPE_CHECKING:
+    from bench.plan import Plan
+
+report_app = typer.Typer(no_args_is_help=True, help="Render, amend and combine ISO/IEC 17025 reports.")
+keys_app = typer.Typer(no_args_is_help=True, help="The station signing key (Ed25519).")
+
+
+def calibration_gate(plan: Plan, start_epoch: float, allow: str | None) -> list[str]:
+    """Refuse a run on a physical station with an instrument past its calibration due date.
+
+    ``allow`` (``--allow-out-of-cal REASON``) lets it proceed; the report states it as a
+    deviation. On a simulated station the instruments are models, so an expired date is only
+    a warning (recorded as a deviation too, so that it is never silent).
+    """
+    from bench.console import stderr_console
+    from bench.report.runtime import out_of_calibration
+
+    today = dt.datetime.fromtimestamp(start_epoch, dt.UTC).date()
+    expired = out_of_calibration(plan, today)
+    if not expired:
+        return []
+    if plan.station.model.simulated:
+        for e in expired:
+            stderr_console().print(f"warning: {e} (simulated station: not refused)", markup=False)
+        return [f"out of calibration on a simulated station (not refused): {e}" for e in expired]
+    if allow is None:
+        raise LoadError(
+            f"station '{plan.station.model.id}': {expired[0]}"
+            + (f" (and {len(expired) - 1} more)" if len(expired) > 1 else "")
+            + "; the run is refused (--allow-out-of-cal REASON proceeds and reports it as a deviation)"
+        )
+    return [f"instrument used out of calibration: {e}; accepted because: {allow}" for e in expired]
+
+
+@report_app.command("render")
+def render(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="folder to write to (not the run)")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="also write report.pdf")] = True,
+) -> None:
+    """Render the report of a run again from its record, into another folder (the record is never changed)."""
+    from bench.report.render import render_report
+
+    if not (run_dir / "result.json").is_file():
+        raise LoadError(f"{run_dir}: not a run folder (no result.json)")
+    out = output or Path(f"{run_dir}-rendered")
+    if out.resolve() == run_dir.resolve():
+        raise LoadError("the run folder is sealed; render into another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    files = render_report(run_dir, out, pdf=pdf)
+    for f in files:
+        typer.echo(f"wrote {f}")
+
+
+@report_app.command("amend")
+def amend(
+    run_dir: Annotated[Path, typer.Argument(help="the run folder whose report is amended")],
+    reason: Annotated[str, typer.Option(help="why the report is amended (ISO/IEC 17025 7.8.8)")],
+    by: Annotated[str, typer.Option(help="person responsible for the amendment")],
+    pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="also write report.pdf")] = True,
+) -> None:
+    """Issue an amended report with a new id that references and supersedes the original."""
+    from bench.report.amend import amend_report
+
+    if not (run_dir / "result.json").is_file():
+        raise LoadError(f"{run_dir}: not a run folder (no result.json)")
+    out, report_id = amend_report(run_dir, reason=reason, by=by, pdf=pdf)
+    typer.echo(f"amended report {report_id} in {out}")
+
+
+@report_app.command("campaign")
+def campaign(
+    runs: Annotated[list[Path], typer.Argument(help="run folders")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path("campaign.html"),
+) -> None:
+    """One summary report over many runs (each run keeps its own full report)."""
+    from bench.report.render import render_campaign
+
+    render_campaign(runs, output)
+    typer.echo(f"wrote {output}")
+
+
+@keys_app.command("init")
+def keys_init(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="key folder [default: $BENCH_KEY_DIR or ~/.config/hil-bench]")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="replace an existing key")] = False,
+) -> None:
+    """Create the station's Ed25519 signing key (kept outside the repository)."""
+    from bench.record.signing import fingerprint, init_key
+
+    try:
+        path, pub = init_key(directory, force)
+    except FileExistsError as exc:
+        raise LoadError(str(exc)) from None
+    typer.echo(f"created {path} (public key {pub}, fingerprint {fingerprint(pub)})")
+
+
+@keys_app.command("show")
+def keys_show() -> None:
+    """Show the station's public key."""
+    from bench.record.signing import key_dir, load_key
+
+    key = load_key()
+    if key is None:
+        raise LoadError(f"no station key in {key_dir()} (create one with `bench keys init`)")
+    typer.echo(f"{key.public_b64}  fingerprint {key.fingerprint}  ({key_dir()})")

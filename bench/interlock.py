@@ -1,0 +1,90 @@
+"""The station interlock: a supervisor trip latches until someone resets it, with a reason.
+
+The latch lives in a state folder outside the run folders (``BENCH_STATE_DIR``, default
+``~/.local/state/hil-bench``), so it holds across processes: the next ``bench run`` on the
+tripped station is refused. Trips, refusals and resets are appended to a hash-chained log
+``<station>.interlock.jsonl`` next to the latch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+from bench.record.chain import GENESIS, encode_line, line_hash
+
+
+class InterlockTripped(BenchError):
+    """A run was refused because the station's interlock is latched."""
+
+    exit_code = 6
+
+
+def state_dir() -> Path:
+    env = os.environ.get("BENCH_STATE_DIR")
+    base = Path(env) if env else Path.home() / ".local" / "state" / "hil-bench"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def _now_utc() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Interlock:
+    def __init__(self, station_id: str, folder: Path | None = None) -> None:
+        self.station_id = station_id
+        self.folder = folder or state_dir()
+        self.latch = self.folder / f"{station_id}.latch.json"
+        self.log = self.folder / f"{station_id}.interlock.jsonl"
+
+    def state(self) -> dict[str, Any] | None:
+        if not self.latch.exists():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(self.latch.read_text())
+        except (OSError, ValueError):
+            # A latch we cannot read is still a latch: refusing is the safe side.
+            return {"reason": "interlock file unreadable", "t_utc": "", "run_id": ""}
+        return data
+
+    def _append(self, kind: str, **fields: Any) -> None:
+        prev = GENESIS
+        if self.log.exists():
+            lines = self.log.read_bytes().splitlines()
+            if lines:
+                prev = line_hash(lines[-1])
+        line = encode_line({"kind": kind, "t_utc": _now_utc(), "station": self.station_id, **fields, "prev": prev})
+        with open(self.log, "ab") as f:
+            f.write(line + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def trip(self, reason: str, run_id: str) -> None:
+        data = {"reason": reason, "t_utc": _now_utc(), "run_id": run_id}
+        tmp = self.latch.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.latch)
+        self._append("tripped", reason=reason, run_id=run_id)
+
+    def check(self, what: str) -> None:
+        """Refuse ``what`` (e.g. a run) while the latch holds; the refusal is logged."""
+        st = self.state()
+        if st is None:
+            return
+        self._append("refused", what=what, latched_reason=st.get("reason", ""))
+        raise InterlockTripped(
+            f"station '{self.station_id}' is tripped since {st.get('t_utc', '?')} ({st.get('reason', '?')}); "
+            f'clear it with: bench reset-interlock --station <file> --reason "..."'
+        )
+
+    def reset(self, reason: str, by: str) -> dict[str, Any] | None:
+        st = self.state()
+        if st is not None:
+            self.latch.unlink()
+        self._append("reset", reason=reason, by=by, was=st)
+        return st

@@ -1,0 +1,664 @@
+"""``bench agent``: one bench online in a lab, taking jobs from the broker and streaming its runs.
+
+How a job is taken exactly once, without a coordinator (docs/lab.md has the full story):
+
+* The submitter publishes the job twice: a retained record ``lab/jobs/<job>`` (the durable
+  queue entry every bench sees) and a wake-up ``lab/queue/<job>`` that the broker hands to ONE
+  member of the MQTT 5 shared subscription ``$share/benches/lab/queue/+``.
+* A bench that is idle and matches claims the job by publishing ``lab/benches/<me>/claims/<job>``
+  (retained, QoS 1, under its own topic as the ACL demands) with an attempt number. The broker
+  forwards all publishes in one order to every subscriber, so every bench sees the same FIRST
+  claim of an attempt; that bench wins and runs, the others drop their claim. The claim is the
+  acknowledgement the submitter and ``bench lab watch`` see.
+* A bench that dies leaves its will: ``lab/benches/<it>/status`` = offline (retained). When it
+  stays offline for ``requeue_grace`` s, its unfinished job's next attempt is open and any idle
+  matching bench claims it the same way.
+* Jobs nobody took through the shared subscription (the receiver was busy or did not match) are
+  picked from the retained records when a bench becomes idle: oldest job first.
+
+Runs happen in a worker thread on their own (virtual-time) loop (bench/runner.py); record events
+come back with ``call_soon_threadsafe`` and go out through an in-order outbox that keeps every
+message until the broker acknowledged it (PUBACK), across broker outages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiomqtt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bench.errors import BenchError, LoadError
+from bench.interlock import Interlock
+from bench.lab import mqtt
+from bench.lab.leases import LeaseRefused, LeaseTable
+from bench.lab.protocol import (
+    MAX_MESSAGE_BYTES,
+    Caps,
+    Claim,
+    Control,
+    Job,
+    LeaseInfo,
+    LogEntry,
+    ProtocolError,
+    Replay,
+    Result,
+    State,
+    Status,
+    Topics,
+    decode,
+    encode,
+)
+from bench.plan import build_plan, load_sequence
+from bench.result import Verdict
+from bench.runner import Started, new_run_id, run_plan, utc
+from bench.station import load_station
+
+log = logging.getLogger("bench.lab.agent")
+
+EXIT_OF = {"PASS": 0, "FAIL": 1, "ERROR": 3, "ABORTED": 4}
+OUTBOX_WINDOW = 64  # QoS 1 publishes in flight at once; order on the wire is the call order
+CLAIM_LOST_S = 10.0  # a claim sent and acknowledged comes back within milliseconds; after this it is lost
+KEEP_RUNS = 8  # runs whose events a watcher can ask for again (they are also in each run's events.jsonl)
+
+
+class LabSettings(BaseModel):
+    """The ``lab:`` section of a station file."""
+
+    model_config = ConfigDict(extra="forbid")
+    library: list[str] = Field(
+        [], description="folders or files of sequences this bench runs (relative paths: to the station file)"
+    )
+    dut: str = Field("", description="DUT type offered to jobs (--require dut=...)")
+    capabilities: dict[str, str] = Field({}, description="further capabilities jobs can require")
+    allow_sequence_text: bool = Field(False, description="accept sequence YAML sent in a job (default: library only)")
+    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=1024, le=16 * 1024 * 1024)
+
+
+@dataclass
+class JobView:
+    """What this bench knows of one job, from the retained records and the live claims."""
+
+    job: Job | None = None
+    attempt: int = 1  # the open attempt; a new one opens when the winner of this one dies
+    winners: dict[int, str] = field(default_factory=dict)
+    result: Result | None = None
+    refused: str | None = None  # why this bench will not take it (logged once)
+
+
+B = TypeVar("B", Status, Claim, Result)
+
+
+def _own(msg: B, topic_bench: str) -> B:
+    """The ACL lets a bench publish only under its own topic; the bench named inside must be that one."""
+    if msg.bench != topic_bench:
+        raise ProtocolError(f"message names bench {msg.bench} but came from bench {topic_bench}")
+    return msg
+
+
+def scan_library(paths: list[Path]) -> dict[tuple[str, str], Path]:
+    """(sequence id, SHA-256 of the file) -> file, for every sequence file that loads."""
+    out: dict[tuple[str, str], Path] = {}
+    for base in paths:
+        files = sorted(base.rglob("*.yaml")) if base.is_dir() else [base]
+        for f in files:
+            try:
+                src, model = load_sequence(f)
+            except (BenchError, OSError):
+                continue  # not a sequence (a station, answers ...) or broken: not offered
+            out[(model.id, src.sha256)] = f.resolve()
+    return out
+
+
+class Agent:
+    def __init__(
+        self,
+        station_path: Path,
+        broker: mqtt.Broker,
+        *,
+        bench_id: str | None = None,
+        library: list[Path] | None = None,
+        reports: Path = Path("reports"),
+        requeue_grace: float = 3.0,
+        claim_grace: float = 0.5,
+    ) -> None:
+        self.station_path = station_path
+        station = load_station(station_path)
+        try:
+            self.settings = LabSettings.model_validate(station.model.lab)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise LoadError(
+                err["msg"], station_path, station.source.line(["lab"]), "lab." + ".".join(map(str, err["loc"]))
+            ) from None
+        self.station = station
+        self.bench = bench_id or station.model.id
+        self.broker = broker
+        self.t = Topics(broker.prefix)
+        self.reports = reports
+        self.requeue_grace = requeue_grace
+        self.claim_grace = claim_grace
+        paths = [(station.base_dir / p) for p in self.settings.library] + list(library or [])
+        self.library = scan_library(paths)
+        self.interlock = Interlock(station.model.id)
+        self.jobs: dict[str, JobView] = {}
+        self.online: dict[str, bool] = {}
+        self.claiming: tuple[str, int] | None = None
+        self._claimed_at = 0.0
+        self.running: str | None = None
+        self.started: Started | None = None
+        self.state = State(bench=self.bench, state="tripped" if self.interlock.state() else "idle")
+        self.leases = LeaseTable(time.monotonic)
+        self._lease_published: str | None = None
+        self.outbox: deque[tuple[str, bytes, bool]] = deque()
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set while the outbox is empty
+        self._drained.set()
+        self._stop = asyncio.Event()
+        self._run_task: asyncio.Task[None] | None = None
+        # The events of the last runs as sent, by run id, for watchers that missed some (replay).
+        self.sent: dict[str, list[bytes]] = {}
+        self.connected = False
+        self._text_dir = Path(tempfile.mkdtemp(prefix=f"bench-lab-{self.bench}-"))
+
+    # -- what this bench offers ---------------------------------------------------------------
+    def caps(self) -> Caps:
+        seqs: dict[str, list[str]] = {}
+        for sid, sha in sorted(self.library):
+            seqs.setdefault(sid, []).append(sha)
+        m = self.station.model
+        return Caps(
+            bench=self.bench,
+            station=m.id,
+            devices=sorted(m.devices),
+            dut=self.settings.dut,
+            simulated=m.simulated,
+            extra=self.settings.capabilities,
+            sequences=seqs,
+            allow_sequence_text=self.settings.allow_sequence_text,
+        )
+
+    def matches(self, job: Job) -> str | None:
+        """None if this bench can run the job, else why not (one line)."""
+        if job.bench is not None and job.bench != self.bench:
+            return f"job is for bench {job.bench}"
+        caps = self.caps()
+        for key, want in job.require.items():
+            have: list[str]
+            if key == "station":
+                have = [caps.station]
+            elif key == "bench":
+                have = [self.bench]
+            elif key == "dut":
+                have = [caps.dut]
+            elif key == "device":
+                have = caps.devices
+            elif key == "simulated":
+                have = [str(caps.simulated).lower()]
+            else:
+                have = [caps.extra[key]] if key in caps.extra else []
+            if want not in have:
+                return f"requires {key}={want}, this bench has {', '.join(have) or 'none'}"
+        if job.sequence_text is not None:
+            if not self.settings.allow_sequence_text:
+                return "sequence text from the network is refused (station lab.allow_sequence_text is false)"
+            if hashlib.sha256(job.sequence_text.encode()).hexdigest() != job.sequence.sha256:
+                return "sequence text does not match its sha256"
+            return None
+        if (job.sequence.id, job.sequence.sha256) not in self.library:
+            return (
+                f"unknown sequence {job.sequence.id} sha256 {job.sequence.sha256[:12]}… (not in this bench's library)"
+            )
+        return None
+
+    # -- outgoing -----------------------------------------------------------------------------
+    def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Queue a QoS 1 message; it leaves in order and stays queued until the broker acknowledged it."""
+        self.outbox.append((topic, payload, retain))
+        self._drained.clear()
+        self._wake.set()
+
+    def note(self, level: str, message: str, topic: str = "", job: str | None = None) -> None:
+        getattr(log, level)("%s: %s", self.bench, message)
+        entry = LogEntry(bench=self.bench, level=level, message=message[:1000], topic=topic[:256], job=job)  # type: ignore[arg-type]
+        self.send(self.t.bench(self.bench, "log"), encode(entry))
+
+    def publish_state(self) -> None:
+        self.send(self.t.bench(self.bench, "state"), encode(self.state), retain=True)
+
+    def publish_lease(self) -> None:
+        cur = self.leases.current()
+        info = LeaseInfo(bench=self.bench)
+        if cur is not None:
+            info = LeaseInfo(
+                bench=self.bench,
+                holder=cur.holder,
+                expires_utc=utc(time.time() + self.leases.remaining()),
+                ttl_s=cur.ttl,
+            )
+        self._lease_published = cur.holder if cur else None
+        self.send(self.t.bench(self.bench, "lease"), encode(info), retain=True)
+
+    async def _publisher(self, c: aiomqtt.Client) -> None:
+        while True:
+            if not self.outbox:
+                self._drained.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [self.outbox[i] for i in range(min(OUTBOX_WINDOW, len(self.outbox)))]
+            # All of the window is sent before any PUBACK is awaited; if the connection drops, nothing
+            # is removed and the whole window is sent again after reconnecting (duplicates are
+            # possible, loss and reordering are not; receivers drop duplicates by sequence number).
+            await asyncio.gather(*(c.publish(tp, pl, qos=1, retain=rt) for tp, pl, rt in batch))
+            for _ in batch:
+                self.outbox.popleft()
+
+    # -- incoming -----------------------------------------------------------------------------
+    def on_message(self, topic: str, payload: bytes) -> None:
+        parts = self.t.parse(topic)
+        limit = self.settings.max_message_bytes
+        try:
+            if len(parts) == 2 and parts[0] in ("jobs", "queue"):
+                if not payload:
+                    return  # a cleared retained record
+                job = decode(Job, payload, limit)
+                if job.job != parts[1]:
+                    raise ProtocolError(f"job id {job.job} does not match its topic")
+                self.on_job(job, via_queue=parts[0] == "queue")
+            elif len(parts) == 3 and parts[0] == "benches" and parts[2] == "status":
+                if payload:
+                    self.on_status(_own(decode(Status, payload, limit), parts[1]))
+            elif len(parts) == 4 and parts[0] == "benches" and parts[2] == "claims":
+                if payload:
+                    self.on_claim(_own(decode(Claim, payload, limit), parts[1]))
+            elif len(parts) == 4 and parts[0] == "benches" and parts[2] == "results":
+                if payload:
+                    res = _own(decode(Result, payload, limit), parts[1])
+                    self.jobs.setdefault(res.job, JobView()).result = res
+            elif len(parts) == 3 and parts[0] == "control" and parts[1] == self.bench:
+                self.on_control(parts[2], payload, limit)
+        except ProtocolError as exc:
+            self.note("warning", f"refused message on {topic}: {exc}", topic)
+
+    def on_job(self, job: Job, via_queue: bool) -> None:
+        jv = self.jobs.setdefault(job.job, JobView())
+        if jv.job is None:
+            jv.job = job
+        if via_queue:
+            # The broker chose this bench for the job: say at once why it will not take it.
+            why = self.matches(job)
+            if why is not None and jv.refused is None:
+                jv.refused = why
+                self.note("warning", f"refused job {job.job}: {why}", self.t.queue(job.job), job.job)
+            self.consider()
+        else:
+            asyncio.get_running_loop().call_later(self.claim_grace, self.consider)
+
+    def on_status(self, st: Status) -> None:
+        self.online[st.bench] = st.online
+        if not st.online and st.bench != self.bench:
+            asyncio.get_running_loop().call_later(self.requeue_grace, self._requeue_from, st.bench)
+
+    def _requeue_from(self, bench: str) -> None:
+        if self.online.get(bench, False):
+            return  # it came back in time (a broker restart, a short network cut)
+        for name, jv in sorted(self.jobs.items()):
+            if jv.result is None and jv.winners.get(jv.attempt) == bench:
+                jv.attempt += 1
+                log.info(
+                    "%s: bench %s is offline; job %s is open again (attempt %d)", self.bench, bench, name, jv.attempt
+                )
+        self.consider()
+
+    def on_claim(self, cl: Claim) -> None:
+        jv = self.jobs.setdefault(cl.job, JobView())
+        if cl.attempt not in jv.winners:
+            jv.winners[cl.attempt] = cl.bench  # the first claim of an attempt wins, in broker order
+        if cl.attempt > jv.attempt:
+            jv.attempt = cl.attempt  # a bench that came later learns the attempt from the claims
+        if self.claiming != (cl.job, cl.attempt) or cl.bench != self.bench:
+            return
+        self.claiming = None
+        if jv.winners[cl.attempt] == self.bench and jv.result is None:
+            self.running = cl.job
+            self._run_task = asyncio.get_running_loop().create_task(self._run(cl.job, cl.attempt))
+        else:
+            # Lost the race: withdraw the claim so the retained claims name only winners.
+            self.send(self.t.claim(self.bench, cl.job), b"", retain=True)
+            self.consider()
+
+    def on_control(self, op: str, payload: bytes, limit: int) -> None:
+        if op == "replay":
+            rp = decode(Replay, payload, limit)
+            kept = self.sent.get(rp.run_id)
+            if kept is None:
+                self.note(
+                    "info", f"replay of run {rp.run_id}: not among the last {KEEP_RUNS} runs (see its events.jsonl)"
+                )
+                return
+            for body in kept[rp.from_seq :]:
+                self.send(self.t.bench(self.bench, "events"), body)
+            return
+        if op == "submit":
+            job = decode(Job, payload, limit)
+            try:
+                self.leases.check(job.submitter, f"submitting to bench {self.bench}")
+            except LeaseRefused as exc:
+                self.note("warning", f"refused job {job.job}: {exc}", job=job.job)
+                return
+            job = job.model_copy(update={"bench": self.bench})
+            self.on_job(job, via_queue=True)
+            return
+        ctl = decode(Control, payload, limit)
+        if ctl.op == "acquire" or ctl.op == "renew" or ctl.op == "release":
+            try:
+                if ctl.op == "acquire":
+                    self.leases.acquire(ctl.holder, ctl.ttl_s)
+                elif ctl.op == "renew":
+                    self.leases.renew(ctl.holder, ctl.ttl_s)
+                else:
+                    self.leases.release(ctl.holder)
+            except LeaseRefused as exc:
+                self.note("warning", f"lease {ctl.op} by {ctl.holder or '?'} refused: {exc}")
+            self.publish_lease()
+            return
+        started = self.started
+        if ctl.op == "estop":
+            # No lease: anyone the broker lets publish here (an authorised operator) may press it.
+            self.note("warning", f"emergency stop by {ctl.holder or 'operator'}: {ctl.reason}")
+            if started is not None:
+                reason = f"emergency stop from the lab by {ctl.holder or 'operator'}" + (
+                    f": {ctl.reason}" if ctl.reason else ""
+                )
+                started.loop.call_soon_threadsafe(started.run.emergency_stop, reason)
+            return
+        try:
+            self.leases.check(ctl.holder, ctl.op)
+        except LeaseRefused as exc:
+            self.note("warning", f"{ctl.op} refused: {exc}")
+            return
+        if started is None:
+            self.note("info", f"{ctl.op}: nothing is running")
+        elif ctl.op == "terminate":
+            started.loop.call_soon_threadsafe(started.run.terminate, f"by {ctl.holder}: {ctl.reason}")
+        else:
+            started.loop.call_soon_threadsafe(
+                started.run.request_stop, Verdict.ABORTED, f"aborted from the lab by {ctl.holder}: {ctl.reason}"
+            )
+
+    # -- taking and running jobs --------------------------------------------------------------
+    def consider(self) -> None:
+        """If idle, claim the oldest open job this bench can run."""
+        if not self.connected or self.claiming or self.running or self._stop.is_set():
+            return
+        if self.interlock.state() is not None:
+            if self.state.state != "tripped":
+                self.state = State(bench=self.bench, state="tripped", reason="station interlock latched")
+                self.publish_state()
+            return
+        if self.state.state == "tripped":
+            # Somebody ran `bench reset-interlock` (with a recorded reason): the bench takes jobs again.
+            self.state = State(bench=self.bench, state="idle")
+            self.publish_state()
+        for name, jv in sorted(self.jobs.items()):
+            if jv.job is None or jv.result is not None or jv.attempt in jv.winners:
+                continue
+            if self.matches(jv.job) is not None:
+                continue
+            self.claiming = (name, jv.attempt)
+            self._claimed_at = time.monotonic()
+            claim = Claim(job=name, attempt=jv.attempt, bench=self.bench)
+            self.send(self.t.claim(self.bench, name), encode(claim), retain=True)
+            return
+
+    async def _run(self, name: str, attempt: int) -> None:
+        jv = self.jobs[name]
+        job = jv.job
+        assert job is not None
+        run_id = new_run_id()
+        loop = asyncio.get_running_loop()
+        try:
+            path = self._sequence_file(job)
+            plan = await asyncio.to_thread(build_plan, path, self.station_path, job.params, [])
+        except BenchError as exc:
+            await self._finish(
+                name,
+                attempt,
+                Result(
+                    job=name,
+                    bench=self.bench,
+                    attempt=attempt,
+                    verdict="REFUSED",
+                    reason=str(exc),
+                    exit_code=exc.exit_code,
+                ),
+            )
+            return
+        total = len(plan.steps)
+        self.state = State(bench=self.bench, state="running", job=name, run_id=run_id, steps_total=total)
+        self.publish_state()
+        events_topic = self.t.bench(self.bench, "events")
+        sent: list[bytes] = []
+        self.sent[run_id] = sent
+        while len(self.sent) > KEEP_RUNS:
+            del self.sent[next(iter(self.sent))]
+        seq = 0
+        progress: dict[str, Any] = {"step": "", "done": 0}
+
+        def listener(kind: str, t: float, fields: dict[str, Any]) -> None:
+            # Called in the worker thread for every record event, right after it is written locally.
+            nonlocal seq
+            body = {
+                "v": 1,
+                "bench": self.bench,
+                "job": name,
+                "run_id": run_id,
+                "seq": seq,
+                "kind": kind,
+                "t": t,
+                "fields": fields,
+            }
+            payload = json.dumps(body, default=str, separators=(",", ":")).encode()
+            seq += 1
+            step = None
+            if kind == "step_started" and fields.get("phase") == "steps":
+                step = str(fields.get("step"))
+                progress["step"] = step
+            elif kind == "step_ended" and fields.get("step") == progress["step"]:
+                progress["done"] += 1
+                step = progress["step"]
+            loop.call_soon_threadsafe(self._on_run_event, events_topic, payload, step, progress["done"], sent)
+
+        def on_started(s: Started) -> None:
+            loop.call_soon_threadsafe(setattr, self, "started", s)
+
+        try:
+            result = await asyncio.to_thread(
+                run_plan, plan, self.reports, run_id=run_id, seed=job.seed, listeners=[listener], on_started=on_started
+            )
+        except BenchError as exc:
+            await self._finish(
+                name,
+                attempt,
+                Result(
+                    job=name,
+                    bench=self.bench,
+                    attempt=attempt,
+                    verdict="ERROR",
+                    reason=str(exc),
+                    run_id=run_id,
+                    exit_code=exc.exit_code,
+                ),
+            )
+            return
+        finally:
+            self.started = None
+        run_dir = self.reports / run_id
+        manifest = run_dir / "manifest.json"
+        res = Result(
+            job=name,
+            bench=self.bench,
+            attempt=attempt,
+            verdict=result.verdict.value,
+            reason=result.reason,
+            run_id=run_id,
+            report=str(run_dir.resolve()),
+            manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else "",
+            exit_code=5 if result.unsafe_end else EXIT_OF.get(result.verdict.value, 3),
+            sim_duration_s=result.sim_duration_s,
+            wall_duration_s=result.wall_duration_s,
+            events=len(sent),
+        )
+        await self._finish(name, attempt, res)
+
+    def _on_run_event(self, topic: str, payload: bytes, step: str | None, done: int, sent: list[bytes]) -> None:
+        sent.append(payload)
+        self.send(topic, payload)
+        if step is not None and self.state.state == "running":
+            self.state = self.state.model_copy(update={"step": step, "steps_done": done})
+            self.publish_state()
+
+    def _sequence_file(self, job: Job) -> Path:
+        if job.sequence_text is not None:
+            # Data, never code: the text is written to a file and loaded like any sequence file.
+            path = self._text_dir / f"{job.job}.yaml"
+            path.write_text(job.sequence_text, encoding="utf-8")
+            return path
+        return self.library[(job.sequence.id, job.sequence.sha256)]
+
+    async def _finish(self, name: str, attempt: int, res: Result) -> None:
+        self.jobs[name].result = res
+        self.send(self.t.result(self.bench, name), encode(res), retain=True)
+        log.info("%s: job %s ended: %s %s", self.bench, name, res.verdict, res.reason)
+        self.running = None
+        tripped = self.interlock.state()
+        self.state = State(
+            bench=self.bench, state="tripped" if tripped else "idle", reason=(tripped or {}).get("reason", "")
+        )
+        self.publish_state()
+        self.consider()
+
+    # -- the connection -----------------------------------------------------------------------
+    async def serve(self) -> None:
+        """Stay online until stopped; reconnect whenever the broker goes away."""
+        first = True
+        status_topic = self.t.bench(self.bench, "status")
+        offline = encode(Status(bench=self.bench, online=False))
+        will = aiomqtt.Will(status_topic, offline, qos=1, retain=True)
+        while not self._stop.is_set():
+            try:
+                async with mqtt.client(self.broker, f"bench-agent-{self.bench}", will=will, keepalive=5) as c:
+                    first = False
+                    await self._session(c)
+            except aiomqtt.MqttError as exc:
+                if first:
+                    raise mqtt.connect_error(self.broker, exc) from None
+                if self._stop.is_set():
+                    break
+                self.connected = False
+                log.warning(
+                    "%s: broker connection lost (%s); %d messages kept; retrying", self.bench, exc, len(self.outbox)
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+        if self._run_task is not None:
+            await asyncio.gather(self._run_task, return_exceptions=True)
+
+    async def _session(self, c: aiomqtt.Client) -> None:
+        t = self.t
+        # Claims, results and statuses first, so that jobs arriving next are seen as taken or done.
+        for topic in (
+            t.bench("+", "status"),
+            t.bench("+", "claims/+"),
+            t.bench("+", "results/+"),
+            t.control(self.bench, "+"),
+            f"{t.p}/jobs/+",
+            t.shared_queue(),
+        ):
+            await c.subscribe(topic, qos=1)
+        online = Status(bench=self.bench, online=True, since_utc=utc(time.time()))
+        # Status, capabilities and state jump the queue: the outbox may hold a backlog of events.
+        await c.publish(t.bench(self.bench, "status"), encode(online), qos=1, retain=True)
+        await c.publish(t.bench(self.bench, "caps"), encode(self.caps()), qos=1, retain=True)
+        await c.publish(t.bench(self.bench, "state"), encode(self.state), qos=1, retain=True)
+        self.connected = True
+        if self._lease_published is None:
+            self.publish_lease()
+        log.info("%s: online at %s (%d sequences in the library)", self.bench, self.broker.where, len(self.library))
+        asyncio.get_running_loop().call_later(self.claim_grace, self.consider)
+
+        async def reader() -> None:
+            async for msg in c.messages:
+                payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else str(msg.payload or "").encode()
+                self.on_message(msg.topic.value, bytes(payload))
+
+        async def ticker() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                cur = self.leases.current()
+                if (cur.holder if cur else None) != self._lease_published:
+                    self.publish_lease()  # an expired lease frees the bench: say so
+                claim = self.claiming
+                if claim is not None and self._drained.is_set() and time.monotonic() - self._claimed_at > CLAIM_LOST_S:
+                    # Our claim left but never came back (a broker restarted without its data): withdraw, retry.
+                    log.warning("%s: claim of job %s was lost; withdrawn", self.bench, claim[0])
+                    self.claiming = None
+                    self.send(self.t.claim(self.bench, claim[0]), b"", retain=True)
+                # Also picks up work after an interlock reset or anything this bench missed.
+                self.consider()
+
+        async def stopper() -> None:
+            await self._stop.wait()
+            if self._run_task is not None:
+                await asyncio.gather(self._run_task, return_exceptions=True)
+            # Drain what is left, then say goodbye (a clean disconnect sends no will).
+            await self._drained.wait()
+            await c.publish(
+                t.bench(self.bench, "status"), encode(Status(bench=self.bench, online=False)), qos=1, retain=True
+            )
+
+        tasks = [asyncio.create_task(f()) for f in (reader, ticker, stopper)]
+        tasks.append(asyncio.create_task(self._publisher(c)))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.connected = False
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+
+    def stop(self, reason: str) -> None:
+        """Abort a running job (cleanup and safe state still run), then go offline."""
+        if self.started is not None:
+            self.started.loop.call_soon_threadsafe(self.started.run.request_stop, Verdict.ABORTED, reason)
+        self._stop.set()
+
+
+def run_agent(agent: Agent) -> None:
+    """Run the agent in the main thread until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, agent.stop, f"agent stopped ({signal.Signals(sig).name})")
+        await agent.serve()
+
+    assert threading.current_thread() is threading.main_thread()
+    asyncio.run(main())

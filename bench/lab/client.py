@@ -1,0 +1,341 @@
+"""The operator's side of the lab: submit jobs, see benches and jobs, watch a job live, control a bench."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import uuid6
+from aiomqtt.exceptions import MqttConnectError
+
+from bench.errors import BenchError, LoadError
+from bench.lab import mqtt
+from bench.lab.protocol import (
+    Caps,
+    Claim,
+    Control,
+    Event,
+    Job,
+    LeaseInfo,
+    ProtocolError,
+    Replay,
+    Result,
+    SequenceRef,
+    State,
+    Status,
+    Topics,
+    decode,
+    encode,
+)
+from bench.plan import load_sequence
+from bench.runner import utc
+
+
+@dataclass
+class BenchView:
+    name: str
+    status: Status | None = None
+    caps: Caps | None = None
+    state: State | None = None
+    lease: LeaseInfo | None = None
+
+
+@dataclass
+class Snapshot:
+    benches: dict[str, BenchView] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    claims: dict[str, list[Claim]] = field(default_factory=dict)
+    results: dict[str, Result] = field(default_factory=dict)
+
+    def bench(self, name: str) -> BenchView:
+        return self.benches.setdefault(name, BenchView(name))
+
+    def online(self) -> list[BenchView]:
+        return [b for b in self.benches.values() if b.status is not None and b.status.online]
+
+    def apply(self, t: Topics, topic: str, payload: bytes) -> None:
+        parts = t.parse(topic)
+        if not payload or not parts:
+            return
+        try:
+            if parts[0] == "jobs" and len(parts) == 2:
+                self.jobs[parts[1]] = decode(Job, payload)
+            elif parts[0] == "benches" and len(parts) >= 3:
+                b, leaf = parts[1], parts[2]
+                if leaf == "status":
+                    self.bench(b).status = decode(Status, payload)
+                elif leaf == "caps":
+                    self.bench(b).caps = decode(Caps, payload)
+                elif leaf == "state":
+                    self.bench(b).state = decode(State, payload)
+                elif leaf == "lease":
+                    self.bench(b).lease = decode(LeaseInfo, payload)
+                elif leaf == "claims" and len(parts) == 4:
+                    self.claims.setdefault(parts[3], []).append(decode(Claim, payload))
+                elif leaf == "results" and len(parts) == 4:
+                    self.results[parts[3]] = decode(Result, payload)
+        except ProtocolError:
+            pass  # somebody else's garbage is not ours to report here
+
+
+def _client_id(kind: str) -> str:
+    return f"bench-{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.asynccontextmanager
+async def connected(broker: mqtt.Broker, kind: str, **kw: object):  # type: ignore[no-untyped-def]
+    try:
+        async with mqtt.client(broker, kw.pop("identifier", None) or _client_id(kind), **kw) as c:  # type: ignore[arg-type]
+            yield c
+    except MqttConnectError as exc:
+        raise mqtt.connect_error(broker, exc) from None
+    except aiomqtt.MqttError as exc:
+        if "connect" in str(exc).lower() or "refused" in str(exc).lower() or "errno" in str(exc).lower():
+            raise mqtt.connect_error(broker, exc) from None
+        raise mqtt.BrokerError(f"broker {broker.where}: {exc}") from None
+
+
+async def snapshot(broker: mqtt.Broker, quiet: float = 0.4, limit: float = 3.0) -> Snapshot:
+    """The retained state of the lab: read until no message came for ``quiet`` seconds."""
+    t = Topics(broker.prefix)
+    snap = Snapshot()
+    async with connected(broker, "status") as c:
+        await c.subscribe(f"{t.p}/benches/#", qos=1)
+        await c.subscribe(f"{t.p}/jobs/+", qos=1)
+        end = time.monotonic() + limit
+        with contextlib.suppress(TimeoutError):
+            while time.monotonic() < end:
+                async with asyncio.timeout(quiet):
+                    msg = await anext(aiter(c.messages))
+                snap.apply(t, msg.topic.value, _bytes(msg.payload))
+    return snap
+
+
+def _bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return str(payload or "").encode()
+
+
+def sequence_ref(spec: str) -> SequenceRef:
+    """A sequence file (its id and SHA-256 are read here) or ``ID@SHA256``."""
+    path = Path(spec)
+    if path.is_file():
+        src, model = load_sequence(path)
+        return SequenceRef(id=model.id, sha256=src.sha256)
+    sid, sep, sha = spec.partition("@")
+    if not sep:
+        raise LoadError(f"{spec}: no such sequence file (or give ID@SHA256)")
+    try:
+        return SequenceRef(id=sid, sha256=sha)
+    except ValueError:
+        raise LoadError(f"{spec}: expected ID@SHA256 with a 64-digit lower-case hex SHA-256") from None
+
+
+def who() -> str:
+    return os.environ.get("BENCH_OPERATOR") or os.environ.get("USER") or "operator"
+
+
+def make_job(ref: SequenceRef, params: dict[str, str], require: dict[str, str], seed: int = 1) -> Job:
+    return Job(
+        job=str(uuid6.uuid7()),
+        sequence=ref,
+        params=params,
+        require=require,
+        seed=seed,
+        submitter=who(),
+        submitted_utc=utc(time.time()),
+    )
+
+
+def check_runnable(snap: Snapshot, job: Job) -> None:
+    """Refuse at once a job no online bench could ever take (one line, exit code 2)."""
+    online = [b for b in snap.online() if b.caps is not None]
+    if not online:
+        raise LoadError("no bench is online (bench lab status shows the lab)")
+    with_seq = [b for b in online if b.caps and job.sequence.sha256 in b.caps.sequences.get(job.sequence.id, [])]
+    if not with_seq:
+        raise LoadError(
+            f"unknown sequence {job.sequence.id} sha256 {job.sequence.sha256}: "
+            "no online bench has it in its library (a job names a sequence from the bench's own library)"
+        )
+    for b in with_seq:
+        caps = b.caps
+        assert caps is not None
+        if all(_has(caps, k, v) for k, v in job.require.items()):
+            return
+    req = ", ".join(f"{k}={v}" for k, v in job.require.items())
+    raise LoadError(f"no online bench with sequence {job.sequence.id} matches --require {req}")
+
+
+def _has(caps: Caps, key: str, want: str) -> bool:
+    values = {
+        "station": [caps.station],
+        "bench": [caps.bench],
+        "dut": [caps.dut],
+        "device": caps.devices,
+        "simulated": [str(caps.simulated).lower()],
+    }.get(key, [caps.extra[key]] if key in caps.extra else [])
+    return want in values
+
+
+async def submit(
+    broker: mqtt.Broker,
+    jobs: list[Job],
+    *,
+    check: bool = True,
+    bench: str | None = None,
+) -> list[str]:
+    """Queue jobs (retained record + shared-subscription wake-up), or send them to one leased bench."""
+    t = Topics(broker.prefix)
+    if check:
+        snap = await snapshot(broker)
+        for job in jobs:
+            check_runnable(snap, job)
+    async with connected(broker, "submit") as c:
+        for job in jobs:
+            if bench is not None:
+                await c.publish(t.control(bench, "submit"), encode(job), qos=1)
+            else:
+                await c.publish(t.job(job.job), encode(job), qos=1, retain=True)
+                await c.publish(t.queue(job.job), encode(job), qos=1)
+    return [j.job for j in jobs]
+
+
+async def control(broker: mqtt.Broker, bench: str, ctl: Control) -> None:
+    t = Topics(broker.prefix)
+    async with connected(broker, "control") as c:
+        await c.publish(t.control(bench, ctl.op), encode(ctl), qos=1)
+
+
+class _Stream:
+    """The events of one run, delivered once and in order, whatever order and repeats they come in."""
+
+    def __init__(self, deliver: Callable[[Event], None]) -> None:
+        self.deliver = deliver
+        self.next = 0
+        self.pending: dict[int, Event] = {}
+        self.asked_at = -1.0
+
+    def add(self, ev: Event) -> None:
+        if ev.seq < self.next:
+            return  # a duplicate: sent again after a reconnect, or replayed
+        self.pending[ev.seq] = ev
+        while self.next in self.pending:
+            self.deliver(self.pending.pop(self.next))
+            self.next += 1
+
+    def gap(self) -> bool:
+        return bool(self.pending)
+
+
+async def watch(
+    broker: mqtt.Broker,
+    job: str,
+    on_event: Callable[[str, object], None],
+    *,
+    give_up_after: float | None = None,
+    identifier: str | None = None,
+) -> Result:
+    """Follow one job to its result: claims, state (progress) and every event once, in order.
+
+    Events carry a sequence number per run. A gap (events published while this watcher was cut
+    off, or before it subscribed) is filled by asking the bench to send them again
+    (``lab/control/<bench>/replay``); repeats are dropped. The result says how many events the
+    run had, so the watcher returns only once it has all of them. The session is also persistent
+    (MQTT 5 session expiry), so a short cut of this watcher alone loses nothing at the broker.
+    """
+    t = Topics(broker.prefix)
+    ident = identifier or _client_id("watch")
+    streams: dict[str, _Stream] = {}
+    where: dict[str, str] = {}  # run id -> bench
+    result: Result | None = None
+    first = True
+    deadline = None if give_up_after is None else time.monotonic() + give_up_after
+
+    def stream(run_id: str) -> _Stream:
+        if run_id not in streams:
+            streams[run_id] = _Stream(lambda ev: on_event("event", ev))
+        return streams[run_id]
+
+    async def ask(c: aiomqtt.Client, run_id: str) -> None:
+        st = stream(run_id)
+        now = time.monotonic()
+        if run_id in where and now - st.asked_at > 0.5:
+            st.asked_at = now
+            rp = Replay(run_id=run_id, from_seq=st.next)
+            await c.publish(t.control(where[run_id], "replay"), encode(rp), qos=1)
+
+    def complete() -> bool:
+        return result is not None and (not result.run_id or stream(result.run_id).next >= result.events)
+
+    while True:
+        try:
+            async with connected(broker, "watch", identifier=ident, clean_start=first, session_expiry_s=600) as c:
+                # Subscribe on every connection: a broker restarted without our session would have none.
+                for topic in (
+                    f"{t.p}/benches/+/claims/{job}",
+                    f"{t.p}/benches/+/results/{job}",
+                    f"{t.p}/benches/+/state",
+                    f"{t.p}/benches/+/events",
+                ):
+                    await c.subscribe(topic, qos=1)
+                first = False
+                for run_id in list(where):
+                    await ask(c, run_id)  # whatever was sent while we were away
+                while not complete():
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise BenchError(f"job {job}: no result within {give_up_after:g} s")
+                    try:
+                        async with asyncio.timeout(0.5):
+                            msg = await anext(aiter(c.messages))
+                    except TimeoutError:
+                        for run_id, st in streams.items():
+                            if st.gap() or (result is not None and result.run_id == run_id):
+                                await ask(c, run_id)
+                        continue
+                    parts = t.parse(msg.topic.value)
+                    payload = _bytes(msg.payload)
+                    if not payload or len(parts) < 3:
+                        continue
+                    try:
+                        if parts[2] == "events":
+                            ev = decode(Event, payload)
+                            if ev.job != job:
+                                continue
+                            where[ev.run_id] = ev.bench
+                            st = stream(ev.run_id)
+                            st.add(ev)
+                            if st.gap():
+                                await ask(c, ev.run_id)
+                        elif parts[2] == "claims":
+                            on_event("claim", decode(Claim, payload))
+                        elif parts[2] == "state":
+                            state = decode(State, payload)
+                            if state.job == job:
+                                if state.run_id:
+                                    where[state.run_id] = state.bench
+                                on_event("state", state)
+                        elif parts[2] == "results" and result is None:
+                            result = decode(Result, payload)
+                            if result.run_id:
+                                where[result.run_id] = result.bench
+                                await ask(c, result.run_id)
+                    except ProtocolError:
+                        continue
+                on_event("result", result)
+                assert result is not None
+                return result
+        except mqtt.BrokerError:
+            if first:
+                raise
+            await asyncio.sleep(0.5)  # the broker went away: keep trying
+        if deadline is not None and time.monotonic() > deadline:
+            raise BenchError(f"job {job}: no result within {give_up_after:g} s")

@@ -1,0 +1,271 @@
+"""The station's equipment register, report metadata, and the uncertainty of a measurement.
+
+Station file sections (all optional, see docs/reports.md):
+
+* ``laboratory``: name, address, location of the tests, who authorises reports, customer,
+  item under test, environment (fixed values or signals);
+* ``equipment``: one entry per instrument (maker, model, serial, asset id, calibration
+  certificate, dates, accuracy per range per signal), and ``identity_match`` for extra identity
+  fields (e.g. UDS data of a DUT);
+* ``signal_sources``: resolution, accuracy and update period of signals that come from the DUT
+  or another non-calibrated source (CAN signals);
+* ``decision_rule``: ``simple`` or ``guard_band`` (ILAC-G8:09/2019 4.2.1 / 4.2.2 with w = U).
+
+Uncertainty (GUM, JCGM 100): an accuracy spec ±(a % of reading + b % of range + c) is taken as
+the half-width of a rectangular distribution, u = (a·|x| + b·R + c)/√3; a resolution q adds
+u = q/√12; the components are combined in quadrature and U = k·u_c with k = 2 (≈ 95 %).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bench.errors import ExpressionError
+from bench.units import parse_quantity
+
+COVERAGE_K = 2.0
+DecisionRule = Literal["simple", "guard_band"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _text(v: Any) -> Any:
+    return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+
+class Customer(_Model):
+    name: str
+    contact: str = ""
+
+
+class Item(_Model):
+    description: str = Field(description="what the item under test is")
+    device: str | None = Field(None, description="station device that is the item (its identity is read at connect)")
+    received: dt.date | None = Field(None, description="date of receipt of the item")
+    condition: str = Field("", description="condition of the item on receipt")
+    identity: dict[str, str] = Field({}, description="identity fields (e.g. from UDS) the item must report")
+
+
+class Environment(_Model):
+    temperature: str | None = Field(None, description="ambient temperature, e.g. '23 degC'")
+    humidity: str | None = Field(None, description="relative humidity, e.g. '45 %'")
+    temperature_signal: str | None = Field(None, description="or a signal that measures it")
+    humidity_signal: str | None = None
+    source: str = Field("", description="where the values come from (sensor, lab log ...)")
+
+    _t = field_validator("temperature", "humidity", mode="before")(_text)
+
+
+class Laboratory(_Model):
+    name: str
+    address: str
+    location: str = Field(description="where the tests are performed (site, room, bench)")
+    authorised_by: str | None = Field(None, description="person who authorises reports (name, function)")
+    customer: Customer | None = None
+    item: Item | None = None
+    environment: Environment | None = None
+    sampling: str | None = Field(None, description="sampling plan and method, when relevant")
+
+
+class Range(_Model):
+    range: str = Field(description="full scale of the range, e.g. '1000 V'")
+    reading_pct: float = Field(0.0, ge=0, description="± % of reading")
+    range_pct: float = Field(0.0, ge=0, description="± % of range")
+    absolute: str | None = Field(None, description="± fixed term, e.g. '5 mV'")
+    resolution: str | None = Field(None, description="display / data resolution, e.g. '10 mV'")
+
+    _t = field_validator("range", "absolute", "resolution", mode="before")(_text)
+
+    def spec_text(self) -> str:
+        terms = []
+        if self.reading_pct:
+            terms.append(f"{self.reading_pct:g} % of reading")
+        if self.range_pct:
+            terms.append(f"{self.range_pct:g} % of range")
+        if self.absolute:
+            terms.append(self.absolute)
+        spec = "±(" + " + ".join(terms) + ")" if terms else "no accuracy stated"
+        res = f", resolution {self.resolution}" if self.resolution else ""
+        return f"{spec} on the {self.range} range{res}"
+
+
+class Calibration(_Model):
+    certificate: str
+    date: dt.date
+    due: dt.date
+    laboratory: str = ""
+
+
+class Instrument(_Model):
+    asset_id: str
+    device: str | None = Field(None, description="station device this instrument is connected as")
+    maker: str
+    model: str
+    serial: str
+    firmware: str | None = None
+    calibration: Calibration | None = Field(None, description="None: not calibrated (indication only)")
+    signals: dict[str, list[Range]] = Field({}, description="short signal name -> accuracy per range")
+    external: str | None = Field(None, description="name of the external provider, if results come from one")
+
+
+class SignalSource(_Model):
+    resolution: str | None = None
+    accuracy: str | None = Field(None, description="± half-width of the error, e.g. '5 mV'")
+    period: str | None = Field(None, description="update period of the signal (CAN cycle, poll interval)")
+    source: str = ""
+
+    _t = field_validator("resolution", "accuracy", "period", mode="before")(_text)
+
+
+def diff_base(text: str) -> float:
+    """A quantity as a *difference* in base units: the unit's offset (degC) does not apply."""
+    q = parse_quantity(str(text))
+    return abs(q.unit.from_base(q.base)) * q.unit.factor
+
+
+# -- calibration and identity ----------------------------------------------------------------
+@dataclass
+class CalStatus:
+    instrument: Instrument
+    ok: bool
+    text: str
+
+
+def calibration_status(equipment: Iterable[Instrument], on: dt.date) -> list[CalStatus]:
+    out = []
+    for ins in equipment:
+        cal = ins.calibration
+        if cal is None:
+            out.append(CalStatus(ins, True, "not calibrated (indication only)"))
+        elif cal.due < on:
+            out.append(
+                CalStatus(
+                    ins, False, f"calibration due {cal.due.isoformat()} has passed (certificate {cal.certificate})"
+                )
+            )
+        else:
+            out.append(CalStatus(ins, True, f"calibrated {cal.date.isoformat()}, due {cal.due.isoformat()}"))
+    return out
+
+
+def identity_mismatches(ins: Instrument | None, identity: Mapping[str, str], extra: Mapping[str, str]) -> list[str]:
+    """Fields of the identity read at connect that differ from the register (empty: it matches)."""
+    want: dict[str, str] = {}
+    if ins is not None:
+        want = {"maker": ins.maker, "model": ins.model, "serial": ins.serial}
+        if ins.firmware:
+            want["firmware"] = ins.firmware
+    want.update(extra)
+    out = []
+    for key, expected in want.items():
+        got = identity.get(key)
+        if got is None:
+            out.append(f"{key}: register says '{expected}', the device reported none")
+        elif str(got).strip() != str(expected).strip():
+            out.append(f"{key}: register says '{expected}', the device reported '{got}'")
+    return out
+
+
+# -- uncertainty -----------------------------------------------------------------------------
+@dataclass
+class Uncertainty:
+    u_base: float  # combined standard uncertainty, base units
+    budget: list[str]
+
+    @property
+    def expanded_base(self) -> float:
+        return COVERAGE_K * self.u_base
+
+
+def _combine(parts: list[tuple[str, float]]) -> Uncertainty:
+    return Uncertainty(math.sqrt(sum(u * u for _, u in parts)), [f"{what}: u = {u:.4g}" for what, u in parts])
+
+
+def signal_uncertainty(
+    signal: str,
+    value_base: float,
+    equipment: Iterable[Instrument],
+    sources: Mapping[str, SignalSource],
+) -> Uncertainty | None:
+    """u of one reading of ``signal`` at ``value_base``; None when nothing is known about it."""
+    device, _, short = signal.partition(".")
+    try:
+        for ins in equipment:
+            if ins.device != device or short not in ins.signals:
+                continue
+            x = abs(value_base)
+            ranges = sorted(ins.signals[short], key=lambda r: diff_base(r.range))
+            # The smallest range that holds the value (instruments autorange; the spec names it).
+            rng = next((r for r in ranges if x <= diff_base(r.range)), ranges[-1])
+            half = rng.reading_pct / 100 * x + rng.range_pct / 100 * diff_base(rng.range)
+            if rng.absolute:
+                half += diff_base(rng.absolute)
+            parts = [(f"{ins.asset_id} accuracy {rng.spec_text()} (rectangular)", half / math.sqrt(3))]
+            if rng.resolution:
+                parts.append((f"resolution {rng.resolution} (rectangular)", diff_base(rng.resolution) / math.sqrt(12)))
+            return _combine(parts)
+        src = sources.get(signal)
+        if src is None or (src.accuracy is None and src.resolution is None):
+            return None
+        parts = []
+        if src.accuracy:
+            parts.append((f"{signal} accuracy ±{src.accuracy} (rectangular)", diff_base(src.accuracy) / math.sqrt(3)))
+        if src.resolution:
+            parts.append(
+                (f"{signal} resolution {src.resolution} (rectangular)", diff_base(src.resolution) / math.sqrt(12))
+            )
+        return _combine(parts)
+    except ExpressionError:
+        return None
+
+
+def instant_uncertainty(signals: Iterable[str], sources: Mapping[str, SignalSource]) -> tuple[str, float] | None:
+    """u of an instant recorded when a condition on ``signals`` became true (seconds).
+
+    The instant is the timestamp of the first sample that made the condition true; the real
+    crossing lies somewhere in the update period T before it, so it is rectangular over T:
+    u = T/√12. With several signals the longest period is taken (conservative). None when the
+    period of a signal is unknown.
+    """
+    periods = []
+    for s in signals:
+        src = sources.get(s)
+        if src is None or src.period is None:
+            return None
+        periods.append((s, diff_base(src.period)))
+    if not periods:
+        return None
+    name, period = max(periods, key=lambda p: p[1])
+    return f"update period {period * 1000:g} ms of {name} (rectangular)", period / math.sqrt(12)
+
+
+# -- decision rule (ISO/IEC 17025 7.8.6, ILAC-G8:09/2019) ----------------------------------------
+def decide(
+    value: float, low: float | None, high: float | None, expanded: float | None, rule: DecisionRule
+) -> tuple[bool, str]:
+    """(pass, statement) under ``rule``.
+
+    simple acceptance (ILAC-G8 4.2.1, w = 0): pass when the value is within the limits.
+    guard band (ILAC-G8 4.2.2, w = U): the acceptance limits are moved inside the tolerance
+    limits by U; a value inside the limits but within U of one fails. Without a known U a guard
+    band cannot be applied: the measurement fails and the statement says why, rather than
+    silently falling back to simple acceptance.
+    """
+    if rule == "simple" or (low is None and high is None):
+        ok = (low is None or value >= low) and (high is None or value <= high)
+        return ok, "simple acceptance (ILAC-G8:09/2019 4.2.1, w = 0)"
+    if expanded is None:
+        return False, "guard band w = U (ILAC-G8:09/2019 4.2.2) required, but U is unknown: not accepted"
+    lo = None if low is None else low + expanded
+    hi = None if high is None else high - expanded
+    ok = (lo is None or value >= lo) and (hi is None or value <= hi)
+    shown = " .. ".join(f"{v:.6g}" for v in (lo, hi) if v is not None)
+    return ok, f"guard band w = U (ILAC-G8:09/2019 4.2.2): acceptance limit(s) {shown}"

@@ -1,0 +1,637 @@
+"""The ISO/IEC 17025:2017 test report of a run (HTML, and PDF from the same HTML), from its record.
+
+Inputs are only the files of the run folder: ``result.json``, ``events.jsonl``, ``inputs/``
+(the station file as run: laboratory, equipment register) and ``can.mf4`` / ``can.blf``.
+Nothing is taken from live state, so a report can be re-rendered, amended or audited later.
+
+Every item of 7.8.2.1 a-p, 7.8.3.1 and 7.8.6 appears in the document under its clause number,
+either with its content or with "not applicable" and the reason (``docs/reports.md`` maps each
+item to its source). The PDF repeats the report id and "page n of N" on every page
+(``@page`` margin boxes) and the document ends with an end-of-report mark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import html
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.result import RunResult
+
+REPORT_PREFIX = "TR-"
+NA = "not applicable"
+
+
+def report_id(run_id: str, amendment: int = 0) -> str:
+    return f"{REPORT_PREFIX}{run_id}" + (f"-A{amendment}" if amendment else "")
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "&mdash;"
+    return _e(f"{v:.6g}") if math.isfinite(v) else _e(str(v))
+
+
+def load_events(run_dir: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    path = run_dir / "events.jsonl"
+    if not path.is_file():
+        return out
+    for line in path.read_bytes().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # an incomplete last line of a crashed run: the report shows what is whole
+    return out
+
+
+def _station_doc(run_dir: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The station file as run (inputs/), parsed; {} when it cannot be read."""
+    from bench.yamlsource import load_yaml, plain
+
+    started = next((e for e in events if e.get("kind") == "run_started"), {})
+    rel = (started.get("inputs") or {}).get("station")
+    if not rel or not (run_dir / rel).is_file():
+        return {}
+    try:
+        doc = plain(load_yaml(run_dir / rel, "station").root)
+    except Exception:  # a report is still rendered from a station file that no longer parses
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _kv(rows: Iterable[tuple[str, str, str]]) -> str:
+    """Rows of (clause, label, html value)."""
+    body = "".join(
+        f'<tr><th><span class="cl">{_e(cl)}</span> {_e(label)}</th><td>{value}</td></tr>' for cl, label, value in rows
+    )
+    return f'<table class="kv">{body}</table>'
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> str:
+    rows = list(rows)
+    if not rows:
+        return f'<p class="muted">{_e(empty)}</p>'
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _na(reason: str) -> str:
+    return f'<span class="na">{NA}: {_e(reason)}</span>'
+
+
+def _limits(m: Any) -> str:
+    lo = None if m.low is None else f"&ge; {_num(m.low)}"
+    hi = None if m.high is None else f"&le; {_num(m.high)}"
+    return ", ".join(x for x in (lo, hi) if x) + f" {_e(m.unit)}" if (lo or hi) else "no limit"
+
+
+def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) of the key signals: the whole run, then each timed step around its events."""
+    import numpy as np
+
+    from bench.report import plots
+
+    started = next((e for e in events if e.get("kind") == "run_started"), {})
+    dbcs = [run_dir / p for p in started.get("dbc", []) if (run_dir / p).is_file()]
+    display = _display_signals(run_dir, started)
+    traces: dict[str, plots.Trace] = {}
+    if dbcs:
+        wanted = {n: n.split(".", 1)[1] for n in display}
+        # A damaged or missing raw log must not stop the report; the events still plot.
+        with contextlib.suppress(Exception):
+            traces.update(plots.decode_blf(run_dir / "can.blf", dbcs, wanted))
+    # Signals not on CAN: from the events (snapshots every record_interval, read-backs, conditions).
+    for name in display:
+        if name in traces:
+            continue
+        ts: list[float] = []
+        vs: list[float] = []
+        for e in events:
+            vals = e.get("values") if e.get("kind") in ("snapshot", "condition_met", "safe_state") else None
+            if isinstance(vals, dict) and isinstance(vals.get(name), int | float):
+                ts.append(float(e["t"]))
+                vs.append(float(vals[name]))
+        if ts:
+            traces[name] = plots.Trace(np.asarray(ts), np.asarray(vs), stepwise=True)
+    if not traces:
+        return []
+    markers = [plots.Marker(0.0, "fault injected: " + ", ".join(result.faults), "#6f42c1")] if result.faults else []
+    for e in events:
+        k = e.get("kind")
+        if k == "condition_met" and e.get("mark"):
+            markers.append(plots.Marker(float(e.get("sample_t", e["t"])), f"@{e['mark']}"))
+        elif k == "monitor_tripped":
+            markers.append(plots.Marker(float(e.get("sample_t") or e["t"]), f"trip: {e.get('monitor')}", "#b30000"))
+        elif k == "cleanup_started":
+            markers.append(plots.Marker(float(e["t"]), "cleanup", "#555555"))
+    for name, tr in traces.items():
+        if tr.states and name.endswith("contactors"):
+            opened = [k for k, v in tr.states.items() if v.upper() == "OPEN"]
+            if opened:
+                is_open = np.isin(tr.v, opened)
+                edges = np.flatnonzero(is_open[1:] & ~is_open[:-1])
+                markers += [plots.Marker(float(tr.t[i + 1]), "contactor open", "#1e7e34") for i in edges[:5]]
+    limits: dict[str, list[tuple[float, str]]] = {}
+    for m in result.measurements:
+        sig = m.how.split(" of ", 1)[1].split(" ", 1)[0] if " of " in m.how else None
+        if sig in traces:
+            for v, what in ((m.low, "min"), (m.high, "max")):
+                if v is not None:
+                    limits.setdefault(sig, []).append((float(v), f"{m.name} {what} {v:g} {m.unit}"))
+    out: list[tuple[str, str]] = []
+    whole = plots.figure(f"{result.sequence.get('id')}: key signals, whole run", traces, None, markers, limits)
+    if whole:
+        out.append(("Key signals over the whole run, with limits and events", whole))
+    total = max(result.sim_duration_s, 1e-9)
+    # A step of its own figure when it is timed and not most of the run (then the whole-run figure shows it).
+    for s in result.steps:
+        span = s.ended - s.started
+        if s.phase != "steps" or s.kind not in ("wait_until", "wait") or span < 0.5 or span > 0.6 * total:
+            continue
+        pad = max(1.0, 0.02 * span)
+        png = plots.figure(f"step '{s.name}'", traces, (s.started - pad, s.ended + pad), markers, limits)
+        if png:
+            out.append((f"Step '{s.name}' ({s.started:.3f} s to {s.ended:.3f} s)", png))
+    # The instants a reaction time is measured between, 2 s either side, in one figure per cluster.
+    instants = sorted(mk.t for mk in markers if mk.label.startswith("@"))
+    clusters: list[list[float]] = []
+    for t in instants:
+        if clusters and t - clusters[-1][-1] <= 4.0:
+            clusters[-1].append(t)
+        else:
+            clusters.append([t])
+    for c in clusters[:4]:
+        png = plots.figure("detail around the recorded instants", traces, (c[0] - 2.0, c[-1] + 2.0), markers, limits)
+        if png:
+            names = ", ".join(mk.label for mk in markers if c[0] <= mk.t <= c[-1] and mk.label.startswith("@"))
+            out.append((f"Detail: 2 s either side of {names} ({c[0]:.3f} s to {c[-1]:.3f} s)", png))
+    return out
+
+
+def _display_signals(run_dir: Path, started: dict[str, Any]) -> list[str]:
+    from bench.yamlsource import load_yaml, plain
+
+    rel = (started.get("inputs") or {}).get("sequence")
+    try:
+        doc = plain(load_yaml(run_dir / rel, "sequence").root) if rel else {}
+    except Exception:
+        doc = {}
+    shown = doc.get("display", []) if isinstance(doc, dict) else []
+    return [s for s in shown if isinstance(s, str) and "." in s]
+
+
+_CSS = """
+@page{size:A4;margin:22mm 15mm 20mm 15mm;
+@top-left{content:"Test report " string(rid);font:8pt 'DejaVu Sans';color:#444}
+@top-right{content:string(lab);font:8pt 'DejaVu Sans';color:#444}
+@bottom-left{content:"Report " string(rid);font:8pt 'DejaVu Sans';color:#444}
+@bottom-right{content:"page " counter(page) " of " counter(pages);font:8pt 'DejaVu Sans';color:#444}}
+body{font-family:'DejaVu Sans',sans-serif;font-size:9.5pt;color:#1b1b1b;line-height:1.35;max-width:60em;margin:1em auto;padding:0 1em}
+#rid{string-set:rid content()}#labname{string-set:lab content()}
+h1{font-size:16pt;margin:.1em 0}h2{font-size:11.5pt;margin-top:1.3em;border-bottom:1px solid #bbb;padding-bottom:.15em}
+table{border-collapse:collapse;width:100%;margin:.4em 0;font-size:8.5pt}
+th,td{border:1px solid #ccc;padding:.2em .4em;text-align:left;vertical-align:top}th{background:#f1f1f1}
+table.kv th{width:17em}.cl{color:#666;font-weight:normal;font-size:7.5pt}
+.verdict{display:inline-block;padding:.15em .7em;border-radius:.25em;font-weight:bold;color:#fff}
+.PASS{background:#1e7e34}.FAIL{background:#c82333}.ERROR{background:#b35900}.ABORTED{background:#6f42c1}.SKIPPED{background:#6c757d}
+span.o{display:inline-block;padding:0 .35em;border-radius:.2em;color:#fff;font-size:8pt}
+.na{color:#666;font-style:italic}.nb{white-space:nowrap}.muted{color:#666}.hash{font-family:'DejaVu Sans Mono',monospace;font-size:7.5pt;word-break:break-all}
+.stmt{border-left:3px solid #1f4e9c;padding:.2em .6em;background:#f6f8fb}
+figure{margin:.6em 0;page-break-inside:avoid}figure img{width:100%}figcaption{font-size:8pt;color:#444}
+.amend{border:2px solid #b35900;padding:.4em .7em;background:#fff6ec}
+.end{text-align:center;margin-top:2em;font-weight:bold;border-top:2px solid #333;padding-top:.4em}
+"""
+
+
+def build_html(
+    run_dir: Path,
+    *,
+    issued: str | None = None,
+    amendment: dict[str, Any] | None = None,
+    with_plots: bool = True,
+) -> str:
+    """The report document for the run in ``run_dir`` (amended when ``amendment`` is given)."""
+    result = RunResult.model_validate_json((run_dir / "result.json").read_text(encoding="utf-8"))
+    events = load_events(run_dir)
+    station = _station_doc(run_dir, events)
+    lab = station.get("laboratory") or {}
+    rid = amendment["report_id"] if amendment else report_id(result.run_id)
+    issued = issued or result.ended_utc[:10]
+    seq = result.sequence
+    basis = seq.get("basis") or {}
+    customer = lab.get("customer") or {}
+    item = lab.get("item") or {}
+    parts: list[str] = []
+    a = parts.append
+
+    a('<header><p class="muted">ISO/IEC 17025:2017 7.8.2.1 a)</p><h1>Test Report</h1>')
+    a(f"<p><b>{_e(seq.get('title', ''))}</b> &mdash; {_e(seq.get('id'))} v{_e(seq.get('version'))}</p>")
+    a(
+        f'<p>Report id: <b id="rid">{_e(rid)}</b> &nbsp; Verdict: <span class="verdict {_e(result.verdict)}">{_e(result.verdict)}</span></p></header>'
+    )
+    if amendment:
+        a(
+            '<div class="amend"><b>Amended report (ISO/IEC 17025 7.8.8).</b> '
+            f"This report {_e(rid)} supersedes report {_e(amendment['supersedes'])}, which remains on record unchanged. "
+            f"Reason: {_e(amendment['reason'])}. Amended by {_e(amendment['by'])} on {_e(amendment['issued'])}.</div>"
+        )
+
+    a("<h2>1. Identification</h2>")
+    a(
+        _kv(
+            [
+                ("7.8.2.1 a)", "Title", "Test Report"),
+                (
+                    "7.8.2.1 b)",
+                    "Laboratory",
+                    f'<span id="labname">{_e(lab["name"])}</span>, {_e(lab.get("address", ""))}'
+                    if lab.get("name")
+                    else _na("no laboratory stated in the station file"),
+                ),
+                (
+                    "7.8.2.1 c)",
+                    "Location of the tests",
+                    _e(lab["location"]) if lab.get("location") else _na("no location stated in the station file"),
+                ),
+                (
+                    "7.8.2.1 d)",
+                    "Report identification",
+                    f"{_e(rid)} (run {_e(result.run_id)}); every page carries this id and &quot;page n of N&quot;; "
+                    "the report ends with an end-of-report mark",
+                ),
+                (
+                    "7.8.2.1 e)",
+                    "Customer",
+                    f"{_e(customer['name'])}" + (f", {_e(customer['contact'])}" if customer.get("contact") else "")
+                    if customer.get("name")
+                    else _na("internal test, no customer stated in the station file"),
+                ),
+                ("7.8.2.1 j)", "Date of issue", _e(issued)),
+                (
+                    "7.8.2.1 o)",
+                    "Authorised by",
+                    (_e(amendment["by"]) if amendment else _e(lab["authorised_by"]))
+                    if (amendment or lab.get("authorised_by"))
+                    else _na("no authorising person stated; the report is not released for external use"),
+                ),
+            ]
+        )
+    )
+
+    a("<h2>2. Method (7.8.2.1 f)</h2>")
+    a(
+        _kv(
+            [
+                (
+                    "7.8.2.1 f)",
+                    "Sequence",
+                    f"{_e(seq.get('id'))}, version {_e(seq.get('version'))}: {_e(seq.get('title'))}",
+                ),
+                ("7.8.2.1 f)", "Basis", _e(f"{basis.get('standard', '')}, clause {basis.get('clause', '')}")),
+                ("7.8.2.1 f)", "Sequence SHA-256", f'<span class="hash">{_e(seq.get("sha256"))}</span>'),
+                ("", "Station", _e(f"{result.station.get('id')}: {result.station.get('title', '')}")),
+                ("", "Controller software", _e(f"hil-bench {result.code_version}")),
+                (
+                    "7.8.2.1 k)",
+                    "Sampling plan and method",
+                    _e(lab["sampling"])
+                    if lab.get("sampling")
+                    else _na("the item was tested as submitted; no sampling by the laboratory"),
+                ),
+            ]
+        )
+    )
+
+    a("<h2>3. Item tested (7.8.2.1 g, h)</h2>")
+    dut = item.get("device")
+    ident = next((d for d in result.devices if d.name == dut), None)
+    ident_txt = ", ".join(f"{k}: {v}" for k, v in ident.identity.items()) if ident and ident.identity else ""
+    a(
+        _kv(
+            [
+                (
+                    "7.8.2.1 g)",
+                    "Description",
+                    _e(item["description"])
+                    if item.get("description")
+                    else _na("no item described in the station file"),
+                ),
+                (
+                    "7.8.2.1 g)",
+                    "Identification (read from the item)",
+                    _e(f"{dut}: {ident_txt}")
+                    if ident_txt
+                    else _na(
+                        f"the item{' ' + dut if dut else ''} reported no identity (no UDS identification on this station)"
+                    ),
+                ),
+                (
+                    "7.8.2.1 g)",
+                    "Condition",
+                    _e(item["condition"]) if item.get("condition") else _na("no condition stated on receipt"),
+                ),
+                (
+                    "7.8.2.1 h)",
+                    "Date of receipt",
+                    _e(item["received"])
+                    if item.get("received")
+                    else _na("date of receipt not recorded in the station file"),
+                ),
+                ("7.8.2.1 i)", "Date(s) of performance", _e(f"{result.started_utc} to {result.ended_utc} (UTC)")),
+            ]
+        )
+    )
+
+    a("<h2>4. Test conditions (7.8.3.1 a)</h2>")
+    env = result.environment
+    sim = bool(result.station.get("simulated"))
+    a(
+        _kv(
+            [
+                (
+                    "7.8.3.1 a)",
+                    "Ambient temperature",
+                    _e(env["temperature"]) if env.get("temperature") else _na("not measured on this station"),
+                ),
+                (
+                    "7.8.3.1 a)",
+                    "Relative humidity",
+                    _e(env["humidity"]) if env.get("humidity") else _na("not measured on this station"),
+                ),
+                ("7.8.3.1 a)", "Source of the values", _e(env.get("source", "")) or _na("no environment stated")),
+                (
+                    "",
+                    "Bench",
+                    _e(
+                        ("simulated station (in-process models)" if sim else "physical station")
+                        + (", virtual time" if result.station.get("virtual_time") else ", wall-clock time")
+                        + f", seed {result.seed}"
+                    ),
+                ),
+                (
+                    "",
+                    "Parameters",
+                    ", ".join(
+                        f"{_e(p.name)} = {_e(p.value)}" + (" <b>(overridden)</b>" if p.overridden else "")
+                        for p in result.parameters
+                    ),
+                ),
+            ]
+        )
+    )
+
+    a("<h2>5. Equipment and calibration (6.4.13, 6.5)</h2>")
+    ids = {d.name: d.identity for d in result.devices}
+
+    def _read(q: dict[str, Any]) -> str:
+        got = ids.get(q["device"], {})
+        if not got:
+            return "not read"
+        same = all(str(got.get(k, "")) == str(q[k]) for k in ("maker", "model", "serial"))
+        return "matches the register" if same else "DIFFERS: " + ", ".join(f"{k}: {v}" for k, v in got.items())
+
+    a(
+        _table(
+            [
+                "asset id",
+                "instrument",
+                "serial",
+                "calibration certificate",
+                "calibrated / due",
+                "status",
+                "identity at connect",
+            ],
+            (
+                [
+                    f'<span class="nb">{_e(q["asset_id"])}</span>',
+                    _e(f"{q['maker']} {q['model']}" + (f" (firmware {q['firmware']})" if q.get("firmware") else "")),
+                    f'<span class="nb">{_e(q["serial"])}</span>',
+                    f'<span class="nb">{_e(q["certificate"] or "none")}</span>',
+                    _e(f"{q['calibrated']} / {q['due']}" if q["due"] else "not calibrated"),
+                    _e(q["status"]),
+                    _e(_read(q)),
+                ]
+                for q in result.equipment
+            ),
+            "no equipment register on this station: measurement uncertainty from instruments is not evaluated",
+        )
+    )
+    acc = [
+        [_e(q["asset_id"]), _e(sig), _e(t)] for q in result.equipment for sig, ts in q["accuracy"].items() for t in ts
+    ]
+    if acc:
+        a(_table(["asset id", "signal", "accuracy specification"], acc, ""))
+
+    a("<h2>6. Results (7.8.2.1 m, 7.8.3.1 c)</h2>")
+    a(
+        f'<p>Overall verdict: <span class="verdict {_e(result.verdict)}">{_e(result.verdict)}</span> &mdash; {_e(result.reason)}</p>'
+    )
+    a(
+        _table(
+            ["measurement", "value", "expanded uncertainty U (k = 2)", "unit", "limits", "conformity", "how"],
+            (
+                [
+                    _e(m.name),
+                    _num(m.value),
+                    _num(m.uncertainty) if m.uncertainty is not None else '<span class="na">not evaluated</span>',
+                    _e(m.unit),
+                    _limits(m),
+                    f'<span class="o {_e(m.outcome)}">{_e(m.outcome)}</span>',
+                    _e(m.how),
+                ]
+                for m in result.measurements
+            ),
+            "no measurements were taken",
+        )
+    )
+    budgets = [m for m in result.measurements if m.uncertainty_budget]
+    if budgets:
+        a(
+            "<p><b>Uncertainty budgets</b> (GUM: rectangular components combined in quadrature, U = 2&middot;u<sub>c</sub>):</p><ul>"
+        )
+        for m in budgets:
+            a(f"<li>{_e(m.name)}: " + "; ".join(_e(b) for b in m.uncertainty_budget) + "</li>")
+        a("</ul>")
+
+    a("<h2>7. Statement of conformity (7.8.6)</h2>")
+    rule = result.decision_rule
+    rule_text = (
+        "guard band w = U (ILAC-G8:09/2019 4.2.2): a result is accepted only if it lies inside the limits by at "
+        "least its expanded uncertainty U; probability of false acceptance below 2.5 %"
+        if rule == "guard_band"
+        else "simple acceptance (ILAC-G8:09/2019 4.2.1, w = 0): a result is accepted if it lies within the limits; "
+        "the probability of false acceptance can reach 50 % for a result at a limit"
+    )
+    a(f'<p class="stmt">Decision rule (7.8.6.1, 7.8.6.2 c): {_e(rule_text)}.</p>')
+    spec = f"{basis.get('standard', '')}, clause {basis.get('clause', '')}"
+    if result.measurements:
+        a("<ul>")
+        for m in result.measurements:
+            verb = "conforms to" if m.outcome == "PASS" else "does not conform to"
+            u = f" &plusmn; {_num(m.uncertainty)}" if m.uncertainty is not None else ""
+            a(
+                f"<li>{_e(m.name)} = {_num(m.value)}{u} {_e(m.unit)} {verb} the limit {_limits(m)} of "
+                f"{_e(spec)} ({_e(seq.get('id'))}); rule applied: {_e(m.decision or rule)}.</li>"
+            )
+        a("</ul>")
+    else:
+        a(f"<p>{_na('no measurement with limits was taken')}</p>")
+
+    a("<h2>8. Deviations from the method (7.8.2.1 n)</h2>")
+    if result.deviations:
+        a("<ul>" + "".join(f"<li>{_e(d)}</li>" for d in result.deviations) + "</ul>")
+    else:
+        a(
+            "<p>None: the method was performed as written (no overridden parameter, skipped step or operator override).</p>"
+        )
+
+    a("<h2>9. Results from external providers (7.8.2.1 p)</h2>")
+    ext = [q for q in result.equipment if q.get("external")]
+    if ext:
+        a(
+            "<ul>"
+            + "".join(f"<li>{_e(q['asset_id'])}: results provided by {_e(q['external'])}</li>" for q in ext)
+            + "</ul>"
+        )
+    else:
+        a("<p>None: every result in this report was obtained by the laboratory itself.</p>")
+
+    a("<h2>10. Steps and safe state</h2>")
+    a(
+        _table(
+            ["#", "phase", "step", "outcome", "start [s]", "end [s]", "message"],
+            (
+                [
+                    str(s.index + 1),
+                    _e(s.phase),
+                    _e(s.name),
+                    f'<span class="o {_e(s.outcome)}">{_e(s.outcome)}</span>',
+                    _num(s.started),
+                    _num(s.ended),
+                    _e(s.message),
+                ]
+                for s in result.steps
+            ),
+            "no steps ran",
+        )
+    )
+    a(
+        _table(
+            ["device", "safe", "read back"],
+            ([_e(s.device), "yes" if s.safe else "<b>NO</b>", _e(s.detail)] for s in result.safe_state),
+            "no safe state was read back",
+        )
+    )
+
+    if with_plots:
+        figs = _plots(run_dir, result, events)
+        if figs:
+            a("<h2>11. Plots of key signals</h2>")
+            for caption, png in figs:
+                a(
+                    f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{png}"><figcaption>{_e(caption)}</figcaption></figure>'
+                )
+
+    a("<h2>12. Record</h2>")
+    a(
+        "<p>The raw record of this test (hash-chained event log, raw CAN traffic as BLF and MF4 with the DBC attached, "
+        "inputs, result.json) is kept in the run folder; its manifest lists the SHA-256 of every file and is signed "
+        "with the station key. <code>bench verify</code> proves it unchanged.</p>"
+    )
+    a('<h2>13. Statements</h2><p class="stmt">7.8.2.1 l) The results relate only to the items tested.</p>')
+    a(
+        '<p class="stmt">7.8.2.1 NOTE: This report shall not be reproduced except in full without the written '
+        "approval of the laboratory.</p>"
+    )
+    a(f'<p class="end">End of report {_e(rid)}</p>')
+    title = f"Test Report {rid}"
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
+
+
+def write_pdf(html_text: str, target: Path) -> Path:
+    """PDF from the same HTML with WeasyPrint; fonts are the system's (DejaVu), nothing is fetched."""
+    import logging
+
+    from weasyprint import HTML
+
+    # WeasyPrint logs every unsupported CSS property; the report's CSS is ours and known.
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+
+    # The document is self-contained (inline CSS, data: images, system fonts by family name); a
+    # base_url of None means a relative reference cannot resolve to anything on disk or network.
+    HTML(string=html_text, base_url=None).write_pdf(str(target))
+    return target
+
+
+def render_report(
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    pdf: bool = True,
+    amendment: dict[str, Any] | None = None,
+    issued: str | None = None,
+) -> list[Path]:
+    text = build_html(run_dir, amendment=amendment, issued=issued)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path = out_dir / "report.html"
+    html_path.write_text(text, encoding="utf-8")
+    written = [html_path]
+    if pdf:
+        written.append(write_pdf(text, out_dir / "report.pdf"))
+    return written
+
+
+def render_campaign(runs: Sequence[Path], output: Path) -> Path:
+    """A summary over many runs: one row per run with its report id, verdict and measurements."""
+    # Amendment folders (<run>.A1) and anything else without a result are not runs.
+    runs = [r for r in runs if (r / "result.json").is_file()]
+    rows = []
+    for run in runs:
+        r = RunResult.model_validate_json((run / "result.json").read_text(encoding="utf-8"))
+        meas = "; ".join(
+            f"{m.name} = {m.value:.6g}"
+            + (f" ± {m.uncertainty:.2g}" if m.uncertainty is not None else "")
+            + f" {m.unit} {m.outcome}"
+            for m in r.measurements
+            if m.value is not None
+        )
+        rows.append(
+            [
+                _e(report_id(r.run_id)),
+                _e(f"{r.sequence.get('id')} v{r.sequence.get('version')}"),
+                _e(r.started_utc),
+                f'<span class="o {_e(r.verdict)}">{_e(r.verdict)}</span>',
+                _e(", ".join(r.faults) or "none"),
+                _e(meas),
+            ]
+        )
+    body = _table(["report", "sequence", "performed (UTC)", "verdict", "faults", "measurements"], rows, "no runs")
+    counts: dict[str, int] = {}
+    for run in runs:
+        v = json.loads((run / "result.json").read_text(encoding="utf-8"))["verdict"]
+        counts[v] = counts.get(v, 0) + 1
+    summary = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))
+    text = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Campaign report</title><style>{_CSS}</style>'
+        f"</head><body><h1>Campaign report</h1><p>{len(runs)} runs ({_e(summary)}), generated "
+        f"{_e(dt.datetime.now(dt.UTC).date().isoformat())}. Each run's full report is in its own folder; this "
+        "summary is not a test report in the sense of ISO/IEC 17025 7.8.</p>"
+        f'{body}<p class="end">End of campaign report</p></body></html>\n'
+    )
+    output.write_text(text, encoding="utf-8")
+    return output

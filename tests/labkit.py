@@ -1,0 +1,261 @@
+"""A real mosquitto on 127.0.0.1 and real `bench agent` processes, for the lab tests.
+
+Each test gets its own broker (free port, password file, the ACL of examples/mosquitto/acl) and
+always kills it. Without mosquitto the lab tests skip locally but FAIL in CI (CI=true), where
+.ci/run installs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, SIM_STATION
+
+ACL = ROOT / "examples" / "mosquitto" / "acl"
+LAB_DIR = ROOT / "tests" / "lab"
+SHORT = LAB_DIR / "short.yaml"
+PASSWORDS = {"operator": "op-secret", "bench-a": "a-secret", "bench-b": "b-secret", "bench-c": "c-secret"}
+
+
+def need_mosquitto() -> None:
+    if shutil.which("mosquitto") and shutil.which("mosquitto_passwd"):
+        return
+    msg = "mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients; .ci/run does it)"
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Mosquitto:
+    dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "mosquitto.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "mosquitto.log"
+
+    def write_config(self) -> None:
+        passwd = self.dir / "passwd"
+        passwd.unlink(missing_ok=True)
+        for i, (user, pw) in enumerate(PASSWORDS.items()):
+            args = ["mosquitto_passwd", "-b", str(passwd), user, pw]
+            if i == 0:
+                args.insert(1, "-c")
+            subprocess.run(args, check=True, capture_output=True)
+        (self.dir / "data").mkdir(exist_ok=True)
+        self.conf.write_text(
+            "\n".join(
+                [
+                    # As root, mosquitto would switch to user 'mosquitto', who cannot read pytest's tmp folders.
+                    "user root" if os.geteuid() == 0 else "",
+                    "per_listener_settings false",
+                    f"listener {self.port} 127.0.0.1",
+                    "allow_anonymous false",
+                    f"password_file {passwd}",
+                    f"acl_file {ACL}",
+                    "persistence true",
+                    f"persistence_location {self.dir / 'data'}/",
+                    "max_queued_messages 100000",
+                    f"log_dest file {self.log}",
+                    "log_type all",
+                    "",
+                ]
+            )
+        )
+
+    def start(self) -> None:
+        if not self.conf.exists():
+            self.write_config()
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"mosquitto exited: {err}\n{self.log.read_text() if self.log.exists() else ''}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not listen within 10 s")
+
+    def stop(self) -> None:
+        """Stop like an operator would (SIGTERM): mosquitto saves its retained messages and sessions."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def url(self, user: str = "operator") -> str:
+        return f"mqtt://{user}:{PASSWORDS[user]}@127.0.0.1:{self.port}"
+
+    def broker(self, user: str = "operator") -> Any:
+        from bench.lab.mqtt import parse_broker
+
+        return parse_broker(self.url(user))
+
+
+@pytest.fixture(name="mosquitto")
+def mosquitto_fixture(tmp_path: Path) -> Iterator[Mosquitto]:
+    need_mosquitto()
+    m = Mosquitto(tmp_path / "broker")
+    m.dir.mkdir()
+    m.start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+def station_file(folder: Path, bench: str, *, realtime: bool = False, allow_text: bool = False) -> Path:
+    """stations/sim.yaml as bench <bench>: its own id (its own interlock), a lab section."""
+    text = SIM_STATION.read_text(encoding="utf-8")
+    text = text.replace("\nid: sim\n", f"\nid: {bench}\n").replace("../dbc/", f"{ROOT / 'dbc'}/")
+    if realtime:
+        text = text.replace("virtual_time: true", "virtual_time: false")
+    text += (
+        "\nlab:\n"
+        f"  library: [{LAB_DIR}]\n"
+        "  dut: BMS-SIM\n"
+        f"  capabilities: {{site: test, rig: {bench}}}\n"
+        f"  allow_sequence_text: {'true' if allow_text else 'false'}\n"
+    )
+    path = folder / f"{bench}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@dataclass
+class AgentProc:
+    bench: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class Lab:
+    def __init__(self, broker: Mosquitto, folder: Path) -> None:
+        self.broker = broker
+        self.folder = folder
+        self.reports = folder / "reports"
+        self.reports.mkdir(parents=True, exist_ok=True)
+        self.agents: dict[str, AgentProc] = {}
+
+    def start_agent(
+        self, bench: str, *, realtime: bool = False, allow_text: bool = False, grace: float = 1.5
+    ) -> AgentProc:
+        station = station_file(self.folder, bench, realtime=realtime, allow_text=allow_text)
+        log = self.folder / f"{bench}.log"
+        env = dict(
+            os.environ,
+            BENCH_MQTT_USER=bench,
+            BENCH_MQTT_PASSWORD=PASSWORDS[bench],
+            BENCH_REPORT_PDF="0",
+            BENCH_STATE_DIR=str(self.folder / "state"),
+        )
+        cmd = [sys.executable, "-m", "bench.cli", "agent", "--station", str(station)]
+        cmd += ["--broker", f"mqtt://127.0.0.1:{self.broker.port}", "--reports", str(self.reports)]
+        cmd += ["--requeue-grace", str(grace)]
+        with open(log, "wb") as f:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+        a = AgentProc(bench, proc, log)
+        self.agents[bench] = a
+        return a
+
+    def stop_all(self) -> None:
+        for a in self.agents.values():
+            if a.proc.poll() is None:
+                a.proc.send_signal(signal.SIGTERM)
+        for a in self.agents.values():
+            try:
+                a.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                a.proc.kill()
+                a.proc.wait()
+
+    def wait_online(self, benches: list[str], timeout: float = 20) -> None:
+        from bench.lab.client import snapshot
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            snap = asyncio.run(snapshot(self.broker.broker(), quiet=0.2))
+            up = {b.name for b in snap.online() if b.caps is not None}
+            if set(benches) <= up:
+                return
+            for a in self.agents.values():
+                if a.proc.poll() is not None:
+                    raise AssertionError(f"agent {a.bench} exited {a.proc.returncode}:\n{a.text()}")
+            time.sleep(0.2)
+        raise AssertionError(
+            f"benches not online within {timeout} s: {benches}\n" + "\n".join(a.text() for a in self.agents.values())
+        )
+
+
+@pytest.fixture(name="lab")
+def lab_fixture(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Lab]:
+    world = Lab(mosquitto, tmp_path / "lab")
+    try:
+        yield world
+    finally:
+        world.stop_all()
+
+
+async def collect(
+    broker: Any,
+    topics: list[str],
+    until: Callable[[list[tuple[str, bytes]]], bool],
+    within: float,
+    on_ready: Callable[[], Any] | None = None,
+) -> list[tuple[str, bytes]]:
+    """Subscribe (as operator), optionally do something, and gather messages until ``until`` holds."""
+    from bench.lab.mqtt import client
+
+    got: list[tuple[str, bytes]] = []
+    async with client(broker, f"test-collect-{os.getpid()}-{time.monotonic_ns()}") as c:
+        for t in topics:
+            await c.subscribe(t, qos=1)
+        if on_ready is not None:
+            r = on_ready()
+            if asyncio.iscoroutine(r):
+                await r
+        async with asyncio.timeout(within):
+            async for msg in c.messages:
+                payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else str(msg.payload or "").encode()
+                got.append((msg.topic.value, bytes(payload)))
+                if until(got):
+                    break
+    return got

@@ -1,0 +1,152 @@
+"""`bench sim serve` itself: its endpoints, each protocol from a stock client, clean stops, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import can
+import pytest
+import serial
+
+from tests.conftest import ROOT, bench
+from tests.served import Served, Stations, scpi_query, sim_serve, write_stations
+
+
+@pytest.fixture(scope="module")
+def stations(tmp_path_factory: pytest.TempPathFactory) -> Stations:
+    return write_stations(tmp_path_factory.mktemp("cli"), initial_soc=50)
+
+
+@pytest.fixture(scope="module")
+def served(stations: Stations) -> Iterator[Served]:
+    with sim_serve(stations.served) as s:
+        yield s
+
+
+def test_prints_one_line_per_endpoint(served: Served, stations: Stations) -> None:
+    text = "\n".join(served.banner)
+    assert f"socketcand 127.0.0.1:{stations.can_port} channel bench0" in text
+    assert stations.visa("psu") in text and stations.visa("pa") in text
+    assert str(stations.serial_dir / "h2") in text
+    kinds = [line.split()[0] for line in served.banner[1:-1]]
+    assert sorted(kinds) == ["can", "scpi", "scpi", "serial"]
+
+
+def test_socketcand_client_receives_frames_and_gets_uds_answers(served: Served, stations: Stations) -> None:
+    bus = can.Bus(interface="socketcand", host="127.0.0.1", port=stations.can_port, channel="bench0")
+    try:
+        seen: set[int] = set()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not {0x100, 0x110} <= seen:
+            msg = bus.recv(0.5)
+            if msg is not None:
+                seen.add(msg.arbitration_id)
+                assert not msg.is_extended_id and msg.timestamp > 0
+        assert {0x100, 0x110} <= seen, f"BMS frames bridged from the in-process channel: {sorted(seen)}"
+        # UDS ReadDataByIdentifier F195 (software version) as an ISO-TP single frame.
+        bus.send(can.Message(arbitration_id=0x7E0, is_extended_id=False, data=bytes([3, 0x22, 0xF1, 0x95, 0, 0, 0, 0])))
+        reply = None
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and reply is None:
+            msg = bus.recv(0.5)
+            if msg is not None and msg.arbitration_id == 0x7E8:
+                reply = msg
+        assert reply is not None, "the BMS answered over the served CAN"
+        # "BMS-SIM 1.0.0" needs 16 bytes with the header: an ISO-TP first frame (0x1, length 0x010).
+        assert bytes(reply.data)[:5] == bytes([0x10, 0x10, 0x62, 0xF1, 0x95]), bytes(reply.data).hex()
+    finally:
+        bus.shutdown()
+
+
+def test_unknown_channel_is_refused(served: Served, stations: Stations) -> None:
+    with pytest.raises(can.CanError, match="could not open bus can7"):
+        can.Bus(interface="socketcand", host="127.0.0.1", port=stations.can_port, channel="can7")
+
+
+def test_scpi_socket(served: Served, stations: Stations) -> None:
+    assert scpi_query(stations.scpi["psu"], "*IDN?").startswith("EA Elektro-Automatik,PSB")
+    assert scpi_query(stations.scpi["pa"], "*IDN?").startswith("YOKOGAWA,WT5000")
+
+
+def test_serial_sensor_on_the_pty(served: Served, stations: Stations) -> None:
+    port = serial.Serial(str(stations.serial_dir / "h2"), 19200, timeout=3)
+    try:
+        port.write(b"ID?\r\n")
+        lines = [port.readline() for _ in range(3)]
+    finally:
+        port.close()
+    assert any(line.startswith(b"$ID,H2scan,") for line in lines), lines
+    assert any(line.startswith(b"$H2,") for line in lines), "the sensor streams while the port is open"
+
+
+def _serve_proc(station: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "sim", "serve", "--station", str(station), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    st = write_stations(tmp_path)
+    proc = _serve_proc(st.served)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ready"):
+                break
+        assert (st.serial_dir / "h2").is_symlink()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err
+    assert not (st.serial_dir / "h2").exists(), "the pty link is removed"
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", st.scpi["psu"])) != 0, "the ports are closed"
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    st = write_stations(tmp_path)
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", st.scpi["psu"]))
+        blocker.listen()
+        r = bench("sim", "serve", "--station", st.served, timeout=30)
+    assert r.rc == 3
+    assert r.err.startswith("error: cannot serve: ") and "address already in use" in r.err.lower(), r.err
+    assert len(r.err.strip().splitlines()) == 1
+    assert not (st.serial_dir / "h2").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "nope.initial_soc_pct=90"], "no simulator 'nope'"),
+        (["--set", "bms_pack.initial_soc_pct=500"], "initial_soc_pct must be"),
+        (["--fault", "no_such_fault"], "unknown fault 'no_such_fault'"),
+    ],
+)
+def test_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    st = write_stations(tmp_path)
+    r = bench("sim", "serve", "--station", st.served, *args, timeout=30)
+    assert r.rc == 2, r.out + r.err
+    assert message in r.err and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_station_templates_validate() -> None:
+    r = bench("validate", ROOT / "stations" / "lab-example.yaml", ROOT / "stations" / "sim-served.yaml")
+    assert r.rc == 0, r.err
