@@ -196,18 +196,17 @@ def test_another_instrument_at_the_address_is_refused_before_any_write() -> None
     script.assert_done()
 
 
-def test_unparsable_measurement_is_a_device_fault() -> None:
-    script = ScpiScript(
-        [*CONNECT, ("MEAS:VOLT?;MEAS:CURR?;MEAS:POW?", "812.40 V;garbage;1 W"), ("SYST:LOCK OFF", None)]
-    )
+def test_repeatedly_unparsable_measurements_are_a_device_fault() -> None:
+    bad = ("MEAS:VOLT?;MEAS:CURR?;MEAS:POW?", "812.40 V;garbage;1 W")
+    script = ScpiScript([*CONNECT, bad, bad, bad, ("SYST:LOCK OFF", None)])
     h = Harness()
 
     async def main() -> None:
         d = _driver()
         await d.connect(h.context(asyncio.get_running_loop(), {"psu": script}))
-        await settle()
+        await settle(2.5)  # three polls, one per poll_interval (1 s)
         await d.close()
 
     run_virtual(main)
     script.assert_done()
-    assert h.faults == [("psu", "measurement failed: not a number: 'garbage'")]
+    assert h.faults == [("psu", "3 measurements in a row failed, last: not a number: 'garbage'")]

@@ -204,7 +204,8 @@ def test_verify_names_what_was_changed(nominal: Completed, tamper: str, where: s
     events = run / "events.jsonl"
     lines = events.read_bytes().splitlines(keepends=True)
     if tamper == "edit_line":
-        lines[4] = lines[4].replace(b'"step_started"', b'"step_startet"')
+        lines[4] = lines[4].replace(b'"kind":"', b'"kind":"x', 1)
+        assert b'"kind":"x' in lines[4]
         events.write_bytes(b"".join(lines))
     elif tamper == "delete_line":
         del lines[4]

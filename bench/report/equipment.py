@@ -236,7 +236,7 @@ def instant_uncertainty(signals: Iterable[str], sources: Mapping[str, SignalSour
     period of a signal is unknown.
     """
     periods = []
-    for s in signals:
+    for s in sorted(signals):  # a set: sort, so ties name the same signal in every run
         src = sources.get(s)
         if src is None or src.period is None:
             return None
