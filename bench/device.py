@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -18,8 +18,9 @@ from typing import Any
 
 import can
 
-from bench.errors import LoadError
+from bench.errors import ExpressionError, LoadError
 from bench.expr import SignalInfo
+from bench.units import TIME, parse_quantity, parse_unit
 
 Publish = Callable[[str, float, float], None]
 
@@ -61,6 +62,26 @@ class Driver(abc.ABC):
         self.name = name
         self.config = dict(config)
         self.base_dir = base_dir
+
+    def check_keys(self, allowed: Collection[str]) -> None:
+        """Refuse configuration keys the driver does not know (a typo must not be ignored)."""
+        unknown = sorted(set(self.config) - set(allowed))
+        if unknown:
+            raise ConfigError(f"unknown key '{unknown[0]}' (keys: {', '.join(sorted(allowed))})", unknown[0])
+
+    def config_quantity(self, key: str, default: str, unit: str) -> float:
+        """A configuration value with a unit, in ``unit``; a duration must be above zero."""
+        text = str(self.config.get(key, default))
+        try:
+            q = parse_quantity(text)
+        except ExpressionError as exc:
+            raise ConfigError(f"{key}: {exc}", key) from None
+        want = parse_unit(unit)
+        if want.dim == TIME and (q.dim != TIME or q.base <= 0):
+            raise ConfigError(f"{key}: expected a duration > 0, got '{text}'", key)
+        if q.dim != want.dim:
+            raise ConfigError(f"{key}: expected a value in {unit}, got '{text}'", key)
+        return want.from_base(q.base)
 
     @abc.abstractmethod
     def signals(self) -> list[SignalInfo]:

@@ -63,11 +63,7 @@ class _Protection:
 class CanDbcDriver(Driver):
     def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:
         super().__init__(name, config, base_dir)
-        unknown = set(self.config) - _KEYS
-        if unknown:
-            raise ConfigError(
-                f"unknown key '{sorted(unknown)[0]}' (keys: {', '.join(sorted(_KEYS))})", sorted(unknown)[0]
-            )
+        self.check_keys(_KEYS)
         if "dbc" not in self.config:
             raise ConfigError("a CAN device needs 'dbc'")
         self.dbc_path = (base_dir / str(self.config["dbc"])).resolve()

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.device import ConfigError, DeviceContext, Driver
-from bench.errors import DeviceError, ExpressionError
+from bench.errors import DeviceError
 from bench.expr import SignalInfo
-from bench.units import TIME, parse_quantity, parse_unit
+from bench.units import parse_unit
 from drivers.scpi import ScpiInstrument, check_transport, open_transport, parse_number
 
 _KEYS = {"transport", "poll_interval", "voltage_max", "current_max", "power_max", "watchdog"}
@@ -39,37 +39,23 @@ _SETPOINTS = {
 class EaPsbDriver(Driver):
     def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:
         super().__init__(name, config, base_dir)
-        unknown = set(self.config) - _KEYS
-        if unknown:
-            key = sorted(unknown)[0]
-            raise ConfigError(f"unknown key '{key}' (keys: {', '.join(sorted(_KEYS))})", key)
+        self.check_keys(_KEYS)
         if not isinstance(self.config.get("transport"), dict):
             raise ConfigError("a supply needs 'transport'", "transport")
         check_transport(self.config["transport"])
-        self.poll_interval = self._quantity("poll_interval", "200 ms", "s")
+        self.poll_interval = self.config_quantity("poll_interval", "200 ms", "s")
         # The supply switches its output off when the bench has been silent this long (0 = off):
         # the rig goes safe even if this process dies.
-        self.watchdog = self._quantity("watchdog", "0 s", "s") if "watchdog" in self.config else 0.0
+        self.watchdog = self.config_quantity("watchdog", "0 s", "s") if "watchdog" in self.config else 0.0
         self.limits = {
-            "V": self._quantity("voltage_max", "1000 V", "V"),
-            "A": self._quantity("current_max", "80 A", "A"),
-            "W": self._quantity("power_max", "30000 W", "W"),
+            "V": self.config_quantity("voltage_max", "1000 V", "V"),
+            "A": self.config_quantity("current_max", "80 A", "A"),
+            "W": self.config_quantity("power_max", "30000 W", "W"),
         }
         self._instr: ScpiInstrument | None = None
         self._identity: dict[str, str] = {}
         self._ctx: DeviceContext | None = None
         self._poll: asyncio.Task[None] | None = None
-
-    def _quantity(self, key: str, default: str, unit: str) -> float:
-        text = str(self.config.get(key, default))
-        try:
-            q = parse_quantity(text)
-        except ExpressionError as exc:
-            raise ConfigError(f"{key}: {exc}", key) from None
-        want = parse_unit(unit)
-        if q.dim != want.dim or (want.dim == TIME and q.base <= 0):
-            raise ConfigError(f"{key}: expected a value in {unit}, got '{text}'", key)
-        return want.from_base(q.base)
 
     def signals(self) -> list[SignalInfo]:
         n = self.name
@@ -173,10 +159,7 @@ class EaPsbDriver(Driver):
                 await self._poll
             self._poll = None
         if self._instr is not None:
-            with contextlib.suppress(Exception):
-                await self._instr.write("SYST:LOCK OFF")
-            with contextlib.suppress(Exception):
-                await self._instr.transport.close()
+            await self._instr.release("SYST:LOCK OFF")
             self._instr = None
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.device import ConfigError, DeviceContext, Driver
-from bench.errors import DeviceError, ExpressionError
+from bench.errors import DeviceError
 from bench.expr import SignalInfo
-from bench.units import TIME, parse_quantity, parse_unit
+from bench.units import parse_unit
 from drivers.serial_link import SerialLink, check_config, describe, open_link
 
 _KEYS = {"transport", "period", "silence_periods"}
@@ -70,13 +70,10 @@ def parse_line(raw: bytes) -> tuple[str, list[str]]:
 class H2SensorDriver(Driver):
     def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:
         super().__init__(name, config, base_dir)
-        unknown = set(self.config) - _KEYS
-        if unknown:
-            key = sorted(unknown)[0]
-            raise ConfigError(f"unknown key '{key}' (keys: {', '.join(sorted(_KEYS))})", key)
+        self.check_keys(_KEYS)
         self.transport = check_config(self.config.get("transport"))
         self.port = describe(self.transport)
-        self.period = self._seconds("period", "1 s")
+        self.period = self.config_quantity("period", "1 s", "s")
         periods = self.config.get("silence_periods", 3)
         if isinstance(periods, bool) or not isinstance(periods, int | float) or periods < 1:
             raise ConfigError(f"silence_periods: expected a number >= 1, got {periods!r}", "silence_periods")
@@ -87,16 +84,6 @@ class H2SensorDriver(Driver):
         self._first: asyncio.Future[None] | None = None
         self._id_reply: asyncio.Future[list[str]] | None = None
         self.bad_lines = 0
-
-    def _seconds(self, key: str, default: str) -> float:
-        text = str(self.config.get(key, default))
-        try:
-            q = parse_quantity(text)
-        except ExpressionError as exc:
-            raise ConfigError(f"{key}: {exc}", key) from None
-        if q.dim != TIME or q.base <= 0:
-            raise ConfigError(f"{key}: expected a duration > 0, got '{text}'", key)
-        return q.base
 
     def signals(self) -> list[SignalInfo]:
         n = self.name

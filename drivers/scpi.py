@@ -295,6 +295,13 @@ class ScpiInstrument:
         if first is not None:
             raise DeviceError(self.device, f"instrument error after {context}: {first}")
 
+    async def release(self, command: str) -> None:
+        """Hand the instrument back to its front panel and close the transport; never raises."""
+        with contextlib.suppress(Exception):
+            await self.write(command)
+        with contextlib.suppress(Exception):
+            await self.transport.close()
+
     async def identify(self) -> dict[str, str]:
         idn = await self.query("*IDN?")
         parts = [p.strip() for p in idn.split(",")]

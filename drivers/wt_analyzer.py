@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.device import ConfigError, DeviceContext, Driver
-from bench.errors import DeviceError, ExpressionError
+from bench.errors import DeviceError
 from bench.expr import SignalInfo
-from bench.units import TIME, parse_quantity, parse_unit
+from bench.units import parse_unit
 from drivers.scpi import ScpiInstrument, check_transport, open_transport
 
 _KEYS = {"transport", "elements", "poll_interval"}
@@ -56,10 +56,7 @@ _NO_DATA = 9.9e37  # Yokogawa sends 9.91E+37 for "no data" and larger codes for 
 class WtAnalyzerDriver(Driver):
     def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:
         super().__init__(name, config, base_dir)
-        unknown = set(self.config) - _KEYS
-        if unknown:
-            key = sorted(unknown)[0]
-            raise ConfigError(f"unknown key '{key}' (keys: {', '.join(sorted(_KEYS))})", key)
+        self.check_keys(_KEYS)
         if not isinstance(self.config.get("transport"), dict):
             raise ConfigError("a power analyzer needs 'transport'", "transport")
         check_transport(self.config["transport"])
@@ -75,14 +72,7 @@ class WtAnalyzerDriver(Driver):
             )
         self.elements: list[int] = list(elements)
         self.items = [(fn, sig, unit, e) for e in self.elements for fn, sig, unit in _FUNCTIONS]
-        text = str(self.config.get("poll_interval", "200 ms"))
-        try:
-            q = parse_quantity(text)
-        except ExpressionError as exc:
-            raise ConfigError(f"poll_interval: {exc}", "poll_interval") from None
-        if q.dim != TIME or q.base <= 0:
-            raise ConfigError(f"poll_interval: expected a duration > 0, got '{text}'", "poll_interval")
-        self.poll_interval = q.base
+        self.poll_interval = self.config_quantity("poll_interval", "200 ms", "s")
         self._instr: ScpiInstrument | None = None
         self._identity: dict[str, str] = {}
         self._ctx: DeviceContext | None = None
@@ -200,10 +190,7 @@ class WtAnalyzerDriver(Driver):
                 await self._poll
             self._poll = None
         if self._instr is not None:
-            with contextlib.suppress(Exception):
-                await self._instr.write(":COMM:REM OFF")
-            with contextlib.suppress(Exception):
-                await self._instr.transport.close()
+            await self._instr.release(":COMM:REM OFF")
             self._instr = None
 
 
