@@ -1,21 +1,25 @@
 """SCPI query round trip through the driver's base (drivers/scpi.py) against a bare pyvisa query.
 
-Both talk to the simulated supply served by `bench sim serve` (a separate process, as a LAN
-instrument would be) over pyvisa-py's ``TCPIP::127.0.0.1::PORT::SOCKET``, on two connections
-of the same instrument, in the same run, interleaved:
+All paths talk to the simulated supply served by `bench sim serve` (a separate process, as a LAN
+instrument would be) over pyvisa-py's ``TCPIP::127.0.0.1::PORT::SOCKET``, each on its own
+connection to the same instrument, in the same run, with the same query and count:
 
-* bare: ``inst.query("MEAS:VOLT?")`` in a plain loop (blocking, no asyncio);
+* bare: ``inst.query("MEAS:VOLT?")`` in a plain loop (blocking, no asyncio): the baseline;
 * driver: ``await ScpiInstrument.query("MEAS:VOLT?")`` on an asyncio loop: the instrument's
-  lock, a worker thread per call (``asyncio.to_thread``), the transport's own thread lock, the
-  same pyvisa call, then the reply stripped.
+  lock, the transport's lock, the query's I/O on the loop on the socket pyvisa-py opened
+  (``loop.sock_sendall`` / ``loop.sock_recv``, timeout armed), the reply decoded and stripped;
+* driver via worker thread: the same with ``native_socket=False``, the path of every resource
+  kind other than a SOCKET (INSTR, ASRL, USB ...): the pyvisa call in the instrument's worker
+  thread, two thread hops per query;
+* pyvisa via ``asyncio.to_thread``, as pyvisa's asyncio users are told to (pyvisa issue 842),
+  for reference: the floor of keeping a blocking library off the loop through the default executor.
 
-For reference, a third row does the bare query the way pyvisa's asyncio users are told to
-(``await asyncio.to_thread(inst.query, ...)``, pyvisa issue 842): the floor of any driver that
-keeps a blocking library off the event loop through the default executor.
+The machine is shared and noisy, so the paths run in many short rounds; in every round each
+path runs once, in an order that rotates from round to round, so a burst of load hits them
+alike. A path's time is the median of its rounds; the overhead ratio is the median over the
+rounds of driver / bare of the same round (the goal is <= 1.5).
 
-The overhead ratio is median(driver) / median(bare) over the repeats; the goal is <= 1.5.
-
-    .venv/bin/python benchmarks/scpi_roundtrip.py [--queries 1000] [--repeats 5]
+    .venv/bin/python benchmarks/scpi_roundtrip.py [--queries 200] [--rounds 25]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyvisa
@@ -101,8 +106,8 @@ async def bare_to_thread(inst: pyvisa.resources.MessageBasedResource, n: int) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--queries", type=int, default=200, help="queries per path and round")
+    ap.add_argument("--rounds", type=int, default=25)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         proc, resource = start_server(tmp)
@@ -110,20 +115,25 @@ def main() -> None:
             rm = pyvisa.ResourceManager("@py")
             inst = rm.open_resource(resource, read_termination="\n", write_termination="\n", timeout=2000)
             assert isinstance(inst, pyvisa.resources.MessageBasedResource)
-            instr = ScpiInstrument("psu", VisaTransport("psu", resource, timeout=2.0))
-            bare_s: list[float] = []
-            drv_s: list[float] = []
-            thr_s: list[float] = []
+            native = ScpiInstrument("psu", VisaTransport("psu", resource, timeout=2.0))
+            worker = ScpiInstrument("psu", VisaTransport("psu", resource, timeout=2.0, native_socket=False))
             with asyncio.Runner() as runner:
-                # Warm-up: connections opened, worker thread started, code paths hot.
-                bare(inst, 50)
-                runner.run(driver(instr, 50))
-                runner.run(bare_to_thread(inst, 50))
-                for _ in range(args.repeats):
-                    bare_s.append(bare(inst, args.queries))
-                    drv_s.append(runner.run(driver(instr, args.queries)))
-                    thr_s.append(runner.run(bare_to_thread(inst, args.queries)))
-                runner.run(instr.transport.close())
+                paths: dict[str, Callable[[int], float]] = {
+                    "bare pyvisa inst.query (blocking)": lambda n: bare(inst, n),
+                    "driver ScpiInstrument.query (asyncio)": lambda n: runner.run(driver(native, n)),
+                    "driver via worker thread (other resources)": lambda n: runner.run(driver(worker, n)),
+                    "pyvisa via asyncio.to_thread (reference)": lambda n: runner.run(bare_to_thread(inst, n)),
+                }
+                names = list(paths)
+                times: dict[str, list[float]] = {name: [] for name in names}
+                # Warm-up: connections opened, worker threads started, code paths hot.
+                for name in names:
+                    paths[name](100)
+                for r in range(args.rounds):
+                    for name in names[r % len(names) :] + names[: r % len(names)]:
+                        times[name].append(paths[name](args.queries))
+                runner.run(native.transport.close())
+                runner.run(worker.transport.close())
             inst.close()
         finally:
             proc.send_signal(signal.SIGINT)
@@ -131,23 +141,23 @@ def main() -> None:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    b, d = statistics.median(bare_s), statistics.median(drv_s)
+
+    def ratio(name: str, base: str) -> float:
+        return statistics.median(a / b for a, b in zip(times[name], times[base], strict=True))
+
     print(f"SCPI '{QUERY}' round trip to `bench sim serve` over {resource}")
-    print(f"{args.queries} queries x {args.repeats} repeats, interleaved; median of the repeats")
+    print(f"{args.queries} queries x {args.rounds} rounds per path, interleaved; median of the rounds")
     print()
-    print(f"{'path':44s} {'us/query':>9s} {'queries/s':>10s} {'spread (us)':>16s}")
-    rows = (
-        ("bare pyvisa inst.query (blocking)", bare_s),
-        ("driver ScpiInstrument.query (asyncio)", drv_s),
-        ("pyvisa via asyncio.to_thread (reference)", thr_s),
-    )
-    for name, runs in rows:
-        med = statistics.median(runs)
-        spread = f"{min(runs) * 1e6:.0f}-{max(runs) * 1e6:.0f}"
-        print(f"{name:44s} {med * 1e6:9.1f} {1 / med:10.0f} {spread:>16s}")
+    print(f"{'path':44s} {'us/query':>9s} {'queries/s':>10s} {'spread (us)':>16s} {'/ bare':>7s}")
+    bare_name, drv_name, wrk_name, thr_name = names
+    for name in names:
+        med = statistics.median(times[name])
+        spread = f"{min(times[name]) * 1e6:.0f}-{max(times[name]) * 1e6:.0f}"
+        print(f"{name:44s} {med * 1e6:9.1f} {1 / med:10.0f} {spread:>16s} {ratio(name, bare_name):7.2f}")
     print()
-    print(f"overhead ratio driver / bare: {d / b:.2f} (goal <= 1.5)")
-    print(f"driver / pyvisa via asyncio.to_thread: {d / statistics.median(thr_s):.2f}")
+    print(f"overhead ratio driver / bare: {ratio(drv_name, bare_name):.2f} (goal <= 1.5)")
+    print(f"worker-thread path / bare: {ratio(wrk_name, bare_name):.2f}")
+    print(f"driver / pyvisa via asyncio.to_thread: {ratio(drv_name, thr_name):.2f}")
 
 
 if __name__ == "__main__":

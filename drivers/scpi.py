@@ -8,9 +8,11 @@ resource through pyvisa with the pure-Python pyvisa-py backend (no vendor VISA n
     transport: {visa: "TCPIP::192.168.0.20::5025::SOCKET", timeout: 2 s}
     transport: {visa: "ASRL/dev/ttyUSB0::INSTR", timeout: 2 s, read_termination: "\\n", baud_rate: 115200}
 
-pyvisa blocks, so every VISA call runs off the event loop, in one worker thread per
-instrument, while the instrument's lock is held: concurrent queries to one resource get each
-other's replies (reference/libraries.md section 4).
+pyvisa blocks, so every pyvisa call runs off the event loop, in one worker thread per
+instrument. On a ``TCPIP::host::port::SOCKET`` resource pyvisa-py opens a plain TCP socket: pyvisa
+opens, configures and closes it, and the writes and queries run on the event loop on that
+socket, without a thread hop. Either way the instrument's lock is held for each command:
+concurrent queries to one resource get each other's replies (reference/libraries.md section 4).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import abc
 import asyncio
 import contextlib
 import queue
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -74,9 +77,9 @@ def _resource_manager(backend: str) -> Any:
 class _Worker:
     """One thread that makes every blocking call of one instrument, in order.
 
-    Why not ``asyncio.to_thread``: its hop through the shared default executor cost 75-110 us
-    per call on the 2-core machine, against 30 us for this queue (benchmarks/scpi_roundtrip.py),
-    on a query that takes ~90 us. And one thread per instrument serialises the calls even when
+    Why not ``asyncio.to_thread``: its hop through the shared default executor costs more than
+    this queue (2.4-2.6 against 2.0-2.1 times a bare pyvisa query on the 2-core machine,
+    benchmarks/scpi_roundtrip.py). And one thread per instrument serialises the calls even when
     an ``await`` is cancelled: a cancelled call still finishes reading its reply before the next
     one talks to the instrument.
     """
@@ -121,10 +124,120 @@ def _resolve(fut: asyncio.Future[Any], result: Any, error: BaseException | None)
         fut.set_result(result)
 
 
+class _SocketLink(asyncio.Protocol):
+    """The connected socket of a pyvisa-py SOCKET session, read and written on the event loop.
+
+    A protocol rather than ``loop.sock_recv``: the socket stays registered with the loop's
+    selector, where ``sock_recv`` registers and unregisters it on every reply (two system
+    calls). And one timer per link, pushed forward lazily, rather than ``asyncio.timeout`` per
+    query: arming and cancelling a timer per query cost ~12 us here, an eighth of the whole
+    round trip to the served simulator.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, termination: bytes, timeout: float) -> None:
+        self.loop = loop
+        self.termination = termination
+        self.timeout = timeout
+        self.rx = bytearray()  # received and not yet taken as a reply
+        self.received = 0  # bytes received in all: tells a clear when the line has gone quiet
+        self.transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[BaseException | None] = loop.create_future()
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.rx += data
+        self.received += len(data)
+        waiter = self._waiter
+        # Only the new tail can complete a termination that was not there before.
+        tail = max(0, len(self.rx) - len(data) - len(self.termination) + 1)
+        if waiter is not None and not waiter.done() and self.rx.find(self.termination, tail) >= 0:
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        return False  # the instrument hung up: close, connection_lost(None) follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    @property
+    def deadline(self) -> float:
+        return self._deadline
+
+    async def reply(self, deadline: float | None = None) -> bytes | None:
+        """The next reply without its termination; None if the connection is lost first.
+
+        Raises TimeoutError at ``deadline`` (loop time; default: the link's timeout from now).
+        """
+        self._deadline = self.loop.time() + self.timeout if deadline is None else deadline
+        if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(self._deadline, self._expire)
+        while (end := self.rx.find(self.termination)) < 0:
+            if self.lost.done():
+                return None
+            waiter = self._waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        answer = bytes(self.rx[:end])
+        del self.rx[: end + len(self.termination)]
+        self._deadline = 0.0
+        return answer
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._deadline == 0.0:
+            return  # idle, or the reply is in: the next query arms the timer again
+        if self.loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:  # a later query than the one this timer was armed for is waiting
+            self._timer = self.loop.call_at(self._deadline, self._expire)
+
+    async def clear(self) -> None:
+        """What pyvisa-py's clear() does on a SOCKET: drop unread input, and what still comes
+        until the line has been quiet for 100 ms."""
+        while True:
+            seen = self.received
+            await asyncio.sleep(0.1)
+            if self.received == seen or self.lost.done():
+                break
+        self.rx.clear()
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()  # what was written still goes out first
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await asyncio.shield(self.lost)
+            except TimeoutError:
+                self.transport.abort()
+                await asyncio.shield(self.lost)
+
+
 class VisaTransport(ScpiTransport):
     """A VISA resource (TCPIP SOCKET, INSTR, ASRL ...) through pyvisa, opened on first use.
 
-    Every blocking call runs in the instrument's own worker thread (:class:`_Worker`).
+    pyvisa opens, configures and closes the resource, in the instrument's own worker thread
+    (:class:`_Worker`), and makes every call for most resource kinds. A
+    ``TCPIP::host::port::SOCKET`` resource opened by pyvisa-py is plain text on a connected TCP
+    socket, so once pyvisa has opened it, writes and queries run on the event loop on that same
+    socket (:class:`_SocketLink`): the two thread hops per query through the worker cost as much
+    as the query itself (benchmarks/scpi_roundtrip.py). ``native_socket=False`` keeps them in pyvisa.
     """
 
     def __init__(
@@ -137,6 +250,7 @@ class VisaTransport(ScpiTransport):
         write_termination: str = "\n",
         backend: str = "@py",
         options: Mapping[str, Any] | None = None,
+        native_socket: bool = True,
     ) -> None:
         self.device = device
         self.resource = resource
@@ -145,10 +259,19 @@ class VisaTransport(ScpiTransport):
         self.write_termination = write_termination
         self.backend = backend
         self.options = dict(options or {})
+        self.native_socket = native_socket
         self._inst: Any = None
         self._worker: _Worker | None = None
+        self._link: _SocketLink | None = None
+        self._encoding = "ascii"
         # After a timeout the late reply may still come; it must not be taken as the next one's.
         self._stale = False
+        # Replies still due to cancelled queries on the link, and when the last of them is late.
+        self._owed = 0
+        self._owed_until = 0.0
+        # The worker thread puts the pyvisa calls in order; calls on the loop need their own,
+        # also for a caller that uses the transport without ScpiInstrument's lock.
+        self._lock = asyncio.Lock()
 
     def _open(self) -> Any:
         if self._inst is None:
@@ -176,41 +299,140 @@ class VisaTransport(ScpiTransport):
         except VisaIOError as exc:
             if exc.error_code == constants.StatusCode.error_timeout:
                 self._stale = True
-                raise TimeoutError(f"no reply within {self.timeout:g} s ({self.resource})") from None
+                raise TimeoutError(self._timeout_text()) from None
             raise DeviceError(self.device, f"{what} on {self.resource} failed: {exc.description}") from None
         except (OSError, ValueError) as exc:
             # pyvisa-py connects a TCP socket without waiting: a closed port shows up on the first write.
-            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise DeviceError(self.device, f"cannot reach {self.resource}: {text}") from None
+            raise DeviceError(self.device, f"cannot reach {self.resource}: {_os_text(exc)}") from None
         except Exception as exc:  # pyvisa-py raises a bare Exception for "could not connect"
             raise DeviceError(self.device, f"cannot open {self.resource}: {exc}") from None
+
+    def _timeout_text(self) -> str:
+        return f"no reply within {self.timeout:g} s ({self.resource})"
 
     async def _run(self, what: str, fn: Callable[[Any], _T]) -> _T:
         if self._worker is None:
             self._worker = _Worker(f"visa-{self.device}")
         return await self._worker.call(lambda: self._call(what, fn))
 
+    async def _ensure_open(self, what: str) -> _SocketLink | None:
+        """Opens the resource; the link for I/O on the loop, or None to go through pyvisa."""
+        if self._inst is None:
+            await self._run(what, lambda inst: None)
+            sock = self._session_socket(self._inst) if self.native_socket else None
+            if sock is not None:
+                loop = asyncio.get_running_loop()
+                link = _SocketLink(loop, self.read_termination.encode(self._encoding), self.timeout)
+                await loop.create_connection(lambda: link, sock=sock)
+                self._link = link
+        return self._link
+
+    def _session_socket(self, inst: Any) -> socket.socket | None:
+        try:
+            from pyvisa_py.tcpip import TCPIPSocketSession  # type: ignore[import-untyped]
+        except ImportError:  # another backend: pyvisa-py is not even installed
+            return None
+        session = getattr(inst.visalib, "sessions", {}).get(inst.session)
+        sock = getattr(session, "interface", None)
+        if not isinstance(session, TCPIPSocketSession) or not isinstance(sock, socket.socket):
+            return None
+        # Without a termination only pyvisa's own rules know where a reply ends.
+        if not self.read_termination:
+            return None
+        self._encoding = inst.encoding
+        return sock
+
     async def write(self, text: str) -> None:
-        await self._run(f"write '{text}'", lambda inst: inst.write(text))
+        async with self._lock:
+            link = await self._ensure_open(f"write '{text}'")
+            if link is None:
+                await self._run(f"write '{text}'", lambda inst: inst.write(text))
+            else:
+                await self._exchange(link, f"write '{text}'", text, reply=False)
 
     async def query(self, text: str) -> str:
-        reply: str = await self._run(f"query '{text}'", lambda inst: inst.query(text))
-        return reply
+        async with self._lock:
+            link = await self._ensure_open(f"query '{text}'")
+            if link is None:
+                reply: str = await self._run(f"query '{text}'", lambda inst: inst.query(text))
+                return reply
+            return await self._exchange(link, f"query '{text}'", text, reply=True)
+
+    async def _exchange(self, link: _SocketLink, what: str, text: str, *, reply: bool) -> str:
+        if self._owed:
+            # Queries whose awaits were cancelled after they were sent: their replies come first.
+            # Waiting for them, up to their own deadline, is what the worker thread does for a
+            # cancelled pyvisa call; a quiet-line clear alone misses a reply slower than 100 ms.
+            try:
+                while self._owed:
+                    if await link.reply(self._owed_until) is None:
+                        break
+                    self._owed -= 1
+            except TimeoutError:
+                self._stale = True
+            self._owed, self._owed_until = 0, 0.0
+        if self._stale:
+            await link.clear()
+            self._stale = False
+        assert link.transport is not None
+        if not link.lost.done():
+            link.transport.write((text + self.write_termination).encode(self._encoding))
+        if link.transport.is_closing():  # a refused or reset connection shows on the first send
+            await asyncio.shield(link.lost)
+        if not reply or link.lost.done():
+            self._raise_if_lost(link, what)
+            return ""
+        try:
+            answer = await link.reply()
+        except TimeoutError:
+            # The late reply may still come: the next call clears the line first, as pyvisa does.
+            self._stale = True
+            raise TimeoutError(self._timeout_text()) from None
+        except asyncio.CancelledError:
+            self._owed += 1
+            self._owed_until = max(self._owed_until, link.deadline)
+            raise
+        if answer is None:
+            self._raise_if_lost(link, what)
+            raise AssertionError("unreachable: no reply and the connection still up")
+        try:
+            return answer.decode(self._encoding)
+        except UnicodeDecodeError:
+            raise DeviceError(
+                self.device, f"{what} on {self.resource}: the reply is not {self._encoding} text"
+            ) from None
+
+    def _raise_if_lost(self, link: _SocketLink, what: str) -> None:
+        if not link.lost.done():
+            return
+        exc = link.lost.result()
+        if exc is None:
+            raise DeviceError(self.device, f"{what} on {self.resource} failed: the instrument closed the connection")
+        raise DeviceError(self.device, f"cannot reach {self.resource}: {_os_text(exc)}")
 
     async def close(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is None:
-            return
+        async with self._lock:
+            worker, self._worker = self._worker, None
+            link, self._link = self._link, None
+            if link is not None:
+                # asyncio's transport lets go of the socket before pyvisa closes the session.
+                await link.close()
+            if worker is None:
+                return
 
-        def close() -> None:
-            if self._inst is not None:
-                inst, self._inst = self._inst, None
-                inst.close()
+            def close() -> None:
+                if self._inst is not None:
+                    inst, self._inst = self._inst, None
+                    inst.close()
 
-        try:
-            await worker.call(close)
-        finally:
-            worker.stop()
+            try:
+                await worker.call(close)
+            finally:
+                worker.stop()
+
+
+def _os_text(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def _visa_transport(device: str, config: Mapping[str, Any]) -> VisaTransport:

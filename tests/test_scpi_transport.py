@@ -121,6 +121,69 @@ def test_a_late_reply_is_not_taken_for_the_next_one() -> None:
     asyncio.run(main())
 
 
+def test_a_cancelled_query_does_not_leave_its_reply_for_the_next_one() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            if line.strip() == b"SLOW?":
+                await asyncio.sleep(0.3)  # longer than a quiet-line clear waits
+            writer.write(line.strip().lower() + b"\n")
+            await writer.drain()
+
+    async def main() -> None:
+        server = await asyncio.start_server(slow, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        instr = ScpiInstrument("dut", VisaTransport("dut", f"TCPIP::127.0.0.1::{port}::SOCKET", timeout=1.0))
+        try:
+            assert await instr.query("OPEN?") == "open?"
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(instr.query("SLOW?"), 0.05)
+            assert await instr.query("FAST?") == "fast?"
+            assert await instr.query("NEXT?") == "next?"
+        finally:
+            await instr.transport.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_an_instrument_that_hangs_up_is_one_clear_line() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        instr = ScpiInstrument("psu", VisaTransport("psu", f"TCPIP::127.0.0.1::{port}::SOCKET", timeout=1.0))
+        try:
+            with pytest.raises(DeviceError) as err:
+                await instr.query("*IDN?")
+        finally:
+            await instr.transport.close()
+            server.close()
+        assert str(err.value) == (
+            f"psu: query '*IDN?' on TCPIP::127.0.0.1::{port}::SOCKET failed: the instrument closed the connection"
+        )
+
+    asyncio.run(main())
+
+
+def test_the_pyvisa_path_of_other_resource_kinds_speaks_the_same_text() -> None:
+    handler = Scripted({"*IDN?": "ACME,MODEL 1,SN1,1.0"})
+
+    async def body(server: ScpiServer) -> None:
+        resource = f"TCPIP::127.0.0.1::{server.port}::SOCKET"
+        instr = ScpiInstrument("dut", VisaTransport("dut", resource, timeout=1.0, native_socket=False))
+        assert (await instr.identify())["model"] == "MODEL 1"
+        await instr.write("VOLT 12")
+        answers = await asyncio.gather(*(instr.query(f"Q{k}?") for k in range(5)))
+        await instr.transport.close()
+        assert answers == [f"echo Q{k}?" for k in range(5)]
+
+    serve(handler, body)
+    assert handler.lines == ["*IDN?", "VOLT 12"] + [f"Q{k}?" for k in range(5)]
+
+
 def test_closed_port_is_one_clear_line() -> None:
     (port,) = free_ports(1)
 
@@ -182,6 +245,8 @@ def test_supply_driver_over_visa_reads_back_every_setpoint() -> None:
             assert "psu.voltage" in published and not faults
         finally:
             await drv.close()
+            # The served end shares this loop: give it a turn to read the last line before it stops.
+            await asyncio.sleep(0.05)
         assert not supply.locked, "remote control is handed back at close"
 
     serve(supply, body)
