@@ -12,8 +12,10 @@ In-process, the endpoint is a simulated serial device with the contract::
     close() -> None
 
 ``send`` feeds the driver's StreamReader directly, so bytes travel on the event loop with no
-pty, thread or file descriptor: a virtual-time run stays deterministic. (pyserial's ``loop://``
-does not work with the asyncio packages, see reference/libraries.md section 5.)
+pty, thread or file descriptor: a virtual-time run stays deterministic. ``send(b"")`` is the
+device hanging up: the reader ends (EOF), as a real port does when its cable is pulled.
+(pyserial's ``loop://`` does not work with the asyncio packages, see reference/libraries.md
+section 5.)
 """
 
 from __future__ import annotations
@@ -87,9 +89,18 @@ async def open_link(device: str, config: Mapping[str, Any], inproc: Mapping[str,
             raise DeviceError(device, f"no in-process serial device '{endpoint}' (is the station's simulator running?)")
         reader = asyncio.StreamReader()
 
+        hung_up = False
+
         def to_host(data: bytes) -> None:
-            if not reader.at_eof():
+            nonlocal hung_up
+            if hung_up or reader.at_eof():
+                return
+            if data:
                 reader.feed_data(data)
+            else:
+                # The device hung up: the port ends for the driver, as a real one does when its cable is pulled.
+                hung_up = True
+                reader.feed_eof()
 
         receive = target.open(to_host)
 

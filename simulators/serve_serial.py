@@ -10,6 +10,9 @@ The serial device contract (see simulators/h2_sensor.py)::
     open(send: Callable[[bytes], None]) -> Callable[[bytes], None]   # returns its receive function
     close() -> None
 
+A device that hangs up (``send(b"")``, a pulled cable) takes the pty away: the host's port
+fails on its next read and the link is removed.
+
 The device is opened when a host opens the port and closed when the host closes it, as the
 in-process link does, so behaviour timed from "port opened" (a sensor that goes silent) is the
 same on both. Whether a host has the port open is read from the master: with no slave open it
@@ -102,6 +105,9 @@ class PtyServer:
                 log.exception("%s: device failed on %r", self.name, data)
 
     def _send(self, data: bytes) -> None:
+        if not data:
+            self._hang_up()
+            return
         # Bytes sent while nobody listens are lost, as on a real line; they must not wait in the
         # pty's buffer and reach the next host late.
         if self._master < 0 or not self._attached():
@@ -112,6 +118,23 @@ class PtyServer:
             log.warning("%s: host does not read; %d bytes dropped", self.name, len(data))
         except OSError:
             pass
+
+    def _hang_up(self) -> None:
+        """The device hung up (``send(b"")``): the port goes away for good, like a pulled USB adapter.
+
+        Closing the master makes the host's next read fail (EIO), and the link disappears.
+        """
+        if self._master < 0:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self._master)
+        self._receive = None
+        self._poll.unregister(self._master)
+        os.close(self._master)
+        self._master = -1
+        with contextlib.suppress(FileNotFoundError):
+            if self.link.is_symlink():
+                self.link.unlink()
 
     async def stop(self) -> None:
         if self._timer is not None:

@@ -133,3 +133,22 @@ def test_serial_sensor_that_goes_silent(tmp_path: Path, sequence: Path) -> None:
     assert steps["supply off"] == "PASS"
     assert {s["device"]: s["safe"] for s in result["safe_state"]}["psu"] is True
     assert supply_output == "OFF", "the supply ends off"
+
+
+def test_serial_port_that_goes_away(tmp_path: Path, sequence: Path) -> None:
+    # The server closes the pty under the bench (a pulled USB adapter): the port fails on its next
+    # read, without waiting for the sensor's silence timeout.
+    st = write_stations(tmp_path)
+    with sim_serve(st.served, "--fault", "h2_sensor_disconnected"):
+        run = bench("run", sequence, "--station", st.served, "--reports", tmp_path / "r", "-q", timeout=90)
+        supply_output = scpi_query(st.scpi["psu"], "OUTP?")
+        port_left = (st.serial_dir / "h2").exists()
+    result = _check_common(run, "h2")
+    assert f"lost serial port {st.serial_dir / 'h2'}" in result["reason"], result["reason"]
+    assert "no data from" not in result["reason"]
+    steps = {s["name"]: s["outcome"] for s in result["steps"]}
+    assert steps["supply on at a low voltage"] == "PASS", "the supply was on when the port went"
+    assert steps["supply off"] == "PASS"
+    assert {s["device"]: s["safe"] for s in result["safe_state"]}["psu"] is True
+    assert supply_output == "OFF", "the supply ends off"
+    assert not port_left, "the port is gone"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from simulators.faults import H2_SENSOR_DISCONNECTED_AFTER_S
 from tests.conftest import ROOT, SIM_STATION, Completed, bench
 
 SUPPLY_ON = ROOT / "tests" / "sequences" / "supply_on.yaml"
@@ -22,7 +23,7 @@ PROMPTS = ROOT / "tests" / "sequences" / "prompts.yaml"
 
 
 def station_copy(tmp_path: Path, name: str, replace: dict[str, str]) -> Path:
-    text = SIM_STATION.read_text().replace("../dbc/bms.dbc", str(ROOT / "dbc" / "bms.dbc"))
+    text = SIM_STATION.read_text().replace("../dbc/", f"{ROOT / 'dbc'}/")
     text = text.replace("id: sim\n", f"id: {name}\n")
     for old, new in replace.items():
         assert old in text, old
@@ -144,6 +145,33 @@ def test_instrument_error_ends_run_and_cleans_up(tmp_path: Path) -> None:
     assert_safe(result)
     ev = events(r.run_dir())
     assert [e for e in ev if e["kind"] == "step_started" and e["phase"] == "cleanup"]
+
+
+def test_serial_disconnect_ends_run_and_cleans_up(tmp_path: Path) -> None:
+    # The sensor's port itself goes away (end of stream), unlike h2_sensor_silent where the port
+    # stays open and only the data stops: the driver must not wait for its silence timeout.
+    text = SUPPLY_ON.read_text()
+    assert "requires: [psu, bms]\n" in text
+    sequence = tmp_path / "supply_on_h2.yaml"
+    sequence.write_text(text.replace("requires: [psu, bms]\n", "requires: [psu, bms, h2]\n"))
+    r = bench("run", sequence, "--fault", "h2_sensor_disconnected", "--reports", tmp_path, "-q")
+    result = r.result()
+    assert r.rc == 3, r.out + r.err
+    assert "Traceback" not in r.out + r.err
+    assert result["verdict"] == "ERROR"
+    assert result["reason"] == "device h2: serial port inproc:h2 closed (end of stream)"
+    assert_safe(result)
+    ev = events(r.run_dir())
+    fault = next(e for e in ev if e["kind"] == "device_fault")
+    assert fault["device"] == "h2" and "closed" in fault["reason"]
+    opened = next(e for e in ev if e["kind"] == "device_connected" and e["device"] == "h2")
+    assert fault["t"] - opened["t"] == pytest.approx(H2_SENSOR_DISCONNECTED_AFTER_S, abs=0.01), "no silence timeout"
+    outcomes = {(s["phase"], s["name"]): s["outcome"] for s in result["steps"]}
+    assert outcomes[("steps", "hold")] == "ABORTED", "the run was on the supply when the link went"
+    assert outcomes[("cleanup", "supply off")] == "PASS"
+    assert outcomes[("cleanup", "let the HV link discharge")] == "PASS"
+    kinds = [e["kind"] for e in ev]
+    assert kinds.index("device_fault") < kinds.index("cleanup_started") < kinds.index("safe_state")
 
 
 def test_prompts_from_answers_file(tmp_path: Path) -> None:
