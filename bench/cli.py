@@ -259,6 +259,9 @@ def _register_subcommands() -> None:
     from bench.cli_sim import sim_app  # `bench sim serve` (served simulators, docs/served.md)
 
     app.add_typer(sim_app, name="sim")
+    from bench.cli_campaign import campaign  # the fault matrix (bench/campaign.py)
+
+    app.command()(campaign)
 
 
 _register_subcommands()

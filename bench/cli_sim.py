@@ -26,7 +26,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
 
-from bench.device import fault_catalogue, load_plant_builder
+from bench.device import fault_catalogue, load_plant_builder, plant_faults
 from bench.errors import BenchError, LoadError
 from bench.station import LoadedStation, SimulatorEntry, load_station
 
@@ -147,7 +147,8 @@ def serve(
             if "dbc" in config:
                 config["dbc"] = str((base_dir / str(config["dbc"])).resolve())
             try:
-                plants.append(builder(config, faults=faults, seed=seed + i, register=registered.__setitem__))
+                own = plant_faults(sim.kind, faults)
+                plants.append(builder(config, faults=own, seed=seed + i, register=registered.__setitem__))
             except ValueError as exc:
                 raise LoadError(f"simulator {sim.kind}: {exc}") from None
         server = SimServer(plants, registered, options)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -48,6 +48,9 @@ class DeviceContext:
     # Start a background task of a device; if it dies, the run stops with the device named
     # (a dead poll or transmit task must never leave the engine waiting forever).
     spawn: Callable[[str, Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None
+    # Signals the run refers to anywhere (None: all). A driver may skip decoding the others: a
+    # frame's raw bytes are recorded whatever it carries.
+    wanted: Collection[str] | None = None
 
     def start_task(self, device: str, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         if self.spawn is not None:
@@ -132,3 +135,9 @@ def fault_catalogue(kind: str) -> dict[str, str]:
 
     cat = getattr(importlib.import_module(module), "fault_catalogue", None)
     return dict(cat()) if callable(cat) else {}
+
+
+def plant_faults(kind: str, faults: Sequence[str]) -> list[str]:
+    """The faults of ``faults`` that belong to simulator ``kind``: a station's plants share one list."""
+    own = fault_catalogue(kind)
+    return [f for f in faults if f in own]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import __version__
-from bench.device import DeviceContext, load_plant_builder
+from bench.device import DeviceContext, load_plant_builder, plant_faults
 from bench.errors import BenchError, DeviceError, ExpressionError
 from bench.expr import Compiled
 from bench.interlock import Interlock
@@ -42,6 +42,7 @@ from bench.result import (
 )
 from bench.runrecord import RunRecorder
 from bench.signals import SignalBus
+from bench.stats import max_moving_mean
 from bench.units import DIMENSIONLESS, Quantity, format_duration, format_value, parse_quantity
 
 CONNECT_TIMEOUT = 10.0
@@ -64,6 +65,8 @@ class RunOptions:
     allow_identity_mismatch: str | None = None
     answers: Answers | None = None
     interlock: Interlock | None = None
+    # Full report (17025 HTML with plots, PDF, MF4); a campaign cell keeps the plain record only.
+    full_report: bool = True
 
 
 class StepFailed(Exception):
@@ -136,12 +139,14 @@ class Run:
         """Every device's safe state at once, concurrently, and nothing else (no cleanup steps)."""
         if self._estop_task is not None or self.state.phase == "done":
             return
+        # The safe-state tasks are queued before the steps are cancelled, so that they run first,
+        # ahead of the unwinding of the steps and of anything the caller queues next.
+        self._estop_task = self.loop.create_task(self._safe_state(self._safe_state_tasks()), name="emergency-stop")
         self._event("emergency_stop", reason=reason)
         self.request_stop(verdict, reason)
         for task in (self._steps_task, self._cleanup_task):
             if task is not None and not task.done():
                 task.cancel()
-        self._estop_task = self.loop.create_task(self._safe_state(), name="emergency-stop")
 
     def on_signal(self, name: str) -> None:
         """SIGINT once aborts, SIGINT twice is an emergency stop; SIGTERM aborts."""
@@ -197,11 +202,22 @@ class Run:
                     sample_t=_round(self._rel(t)),
                 )
                 self.tripped = reason
-                if self.opt.interlock is not None:
-                    self.opt.interlock.trip(reason, self.opt.run_id)
                 self.emergency_stop(reason)
+                if self.opt.interlock is not None:
+                    # Latched right after the safe-state commands went out, not before them: the
+                    # latch is file writes and an fsync (about 1 ms, several on a busy disk), and
+                    # a latch that cannot be written must not hold back the emergency stop.
+                    self.loop.call_soon(self._latch, reason)
 
         return on_sample
+
+    def _latch(self, reason: str) -> None:
+        assert self.opt.interlock is not None
+        try:
+            self.opt.interlock.trip(reason, self.opt.run_id)
+        except OSError as exc:
+            self._event("interlock_not_latched", reason=f"{type(exc).__name__}: {exc}")
+            self.request_stop(Verdict.ERROR, f"the interlock could not be latched: {exc}")
 
     def _on_fault(self, device: str, reason: str) -> None:
         self._event("device_fault", device=device, reason=reason)
@@ -306,19 +322,20 @@ class Run:
 
     async def _start_plants(self) -> None:
         for i, sim in enumerate(self.plan.station.model.simulators):
+            if sim.devices and not any(d in self.plan.drivers for d in sim.devices):
+                continue  # nothing this run uses sits behind this plant
             builder = load_plant_builder(sim.kind)
             config = dict(sim.config)
             if "dbc" in config:
                 config["dbc"] = str((self.plan.station.base_dir / str(config["dbc"])).resolve())
             try:
-                plant = builder(
-                    config, faults=self.plan.faults, seed=self.opt.seed + i, register=self._inproc.__setitem__
-                )
+                faults = plant_faults(sim.kind, self.plan.faults)
+                plant = builder(config, faults=faults, seed=self.opt.seed + i, register=self._inproc.__setitem__)
             except ValueError as exc:
                 raise BenchError(f"simulator {sim.kind}: {exc}") from None
             await plant.start()
             self._plants.append(plant)
-            self._event("simulator_started", simulator=sim.kind, faults=self.plan.faults)
+            self._event("simulator_started", simulator=sim.kind, faults=faults)
 
     async def _connect_all(self) -> None:
         ctx = DeviceContext(
@@ -328,6 +345,7 @@ class Run:
             self._on_fault,
             self._inproc,
             spawn=self._spawn,
+            wanted=self.plan.wanted,
         )
         for name, driver in self.plan.drivers.items():
             try:
@@ -465,7 +483,15 @@ class Run:
 
     async def _execute(self, step: PlanStep) -> str | None:
         if step.kind == "set":
-            return await self._apply(step.sets)
+            t = self._now()
+            text = await self._apply(step.sets)
+            if step.mark:
+                # The instant the command went out: a fault injected here starts with the next frame.
+                self.bus.marks[step.mark] = self._rel(t)
+                text += f" (@{step.mark} = {format_value(self._rel(t), 's')})"
+            return text
+        if step.kind == "ramp":
+            return await self._ramp(step)
         if step.kind == "wait":
             await asyncio.sleep(step.duration)
             return None
@@ -552,6 +578,54 @@ class Run:
         shown = self._shown(values)
         return f"true at {format_value(rel, 's')}" + (f" (@{step.mark})" if step.mark else "") + f": {shown}"
 
+    async def _ramp(self, step: PlanStep) -> str:
+        r = step.ramp
+        assert r is not None
+        start = r.start if r.start is not None else self.bus.values.get(r.signals[0])
+        if start is None:
+            raise StepFailed(Outcome.ERROR, f"{r.signals[0]} has no value yet to ramp from")
+        span = abs(r.end - start)
+        direction = 1.0 if r.end >= start else -1.0
+        duration = span / r.rate
+
+        async def ramp() -> None:
+            t0 = self._now()
+            while True:
+                done = min(span, r.rate * (self._now() - t0))
+                value = start + direction * done
+                await self._apply([SetValue(sig, value, format_value(value, r.unit)) for sig in r.signals])
+                if done >= span:
+                    return
+                await asyncio.sleep(r.interval)
+
+        task = self.loop.create_task(ramp(), name=f"ramp {step.name}")
+        last = f"{', '.join(r.signals)} = {format_value(r.end, r.unit)}"
+        if step.cond is None:
+            await task
+            return f"reached {last}"
+        try:
+            # The condition is watched on its samples while the ramp runs; the end of the ramp plus
+            # one interval bounds the wait so that a reply in flight still counts.
+            t = await self._wait_for(step.cond, duration + r.interval)
+        except TimeoutError:
+            values = self._values(step.cond.signals)
+            msg = f"ramp ended at {last} without {step.cond_text} ({self._shown(values)})"
+            self._event("wait_timeout", step=step.name, values=values)
+            if step.on_timeout == "continue":
+                return msg
+            raise StepFailed(Outcome.FAIL, msg) from None
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        rel = self._rel(t)
+        if step.mark:
+            self.bus.marks[step.mark] = rel
+        values = self._values(step.cond.signals)
+        self._event("condition_met", step=step.name, mark=step.mark, sample_t=_round(rel), values=values)
+        shown = self._shown(values)
+        return f"true at {format_value(rel, 's')}" + (f" (@{step.mark})" if step.mark else "") + f": {shown}"
+
     async def _prompt(self, step: PlanStep) -> str:
         p = step.prompt
         assert p is not None
@@ -616,8 +690,8 @@ class Run:
             assert m.signal is not None
             info = self.plan.catalog[m.signal]
             if m.window is not None:
-                samples: list[float] = []
-                sub = self.bus.subscribe([m.signal], lambda n, v, t: samples.append(v))
+                timed: list[tuple[float, float]] = []
+                sub = self.bus.subscribe([m.signal], lambda n, v, t: timed.append((t, v)))
                 try:
                     await asyncio.sleep(m.window)
                 finally:
@@ -631,17 +705,22 @@ class Run:
                 )
                 if since is None:
                     raise StepFailed(Outcome.ERROR, f"instant {m.since} was never recorded")
-                samples = [v for _, v in self.bus.history(m.signal, self.state.t0 + since)]
+                timed = self.bus.history(m.signal, self.state.t0 + since)
                 how = f"{m.stat} of {m.signal} since {m.since}"
             else:
                 current = self.bus.values.get(m.signal)
-                samples = [] if current is None else [current]
+                timed = [] if current is None else [(self._now(), current)]
                 how = f"value of {m.signal}"
-            if not samples:
+            if not timed:
                 raise StepFailed(Outcome.ERROR, f"no sample of {m.signal} to measure")
-            raw = {"value": samples[-1], "min": min(samples), "max": max(samples), "mean": statistics.fmean(samples)}[
-                m.stat
-            ]
+            samples = [v for _, v in timed]
+            if m.stat == "max_moving_mean":
+                assert m.over is not None
+                raw = max_moving_mean(timed, m.over)
+                how = how.replace(m.stat, f"highest {format_duration(m.over)} moving mean", 1)
+            else:
+                stats = {"value": samples[-1], "min": min(samples), "max": max(samples)}
+                raw = stats[m.stat] if m.stat in stats else statistics.fmean(samples)
             value = m.unit.from_base(info.unit.to_base(raw))
         return self._record_measurement(step, m, value, how)
 
@@ -700,28 +779,29 @@ class Run:
             with contextlib.suppress(Exception):
                 await plant.stop()
 
-    async def _safe_state(self) -> None:
-        async def one(dev: str) -> None:
-            plan = self.plan.safe_states[dev]
-            t = self._now()
-            try:
-                await self._apply(plan.sets)
-                await self._wait_for(plan.verify, plan.within)
-                safe, detail = True, f"{plan.verify_text}: read back true"
-            except TimeoutError:
-                safe, detail = False, f"{plan.verify_text}: still false after {format_duration(plan.within)}"
-            except (BenchError, OSError) as exc:
-                safe, detail = False, f"could not command the safe state: {exc}"
-            values = self._values(plan.verify.signals)
-            detail += " (" + self._shown(values) + ")"
-            rb = SafeStateReadback(device=dev, safe=safe, detail=detail, t=_round(self._rel(self._now())))
-            self._safe.append(rb)
-            self._event(
-                "safe_state", device=dev, safe=safe, detail=detail, commanded_t=_round(self._rel(t)), values=values
-            )
+    async def _safe_state(self, tasks: list[asyncio.Task[None]] | None = None) -> None:
+        await asyncio.gather(*(self._safe_state_tasks() if tasks is None else tasks))
 
+    def _safe_state_tasks(self) -> list[asyncio.Task[None]]:
         devices = [d for d in self._connected if d in self.plan.safe_states]
-        await asyncio.gather(*(one(d) for d in devices))
+        return [self.loop.create_task(self._safe_one(d), name=f"safe-state-{d}") for d in devices]
+
+    async def _safe_one(self, dev: str) -> None:
+        plan = self.plan.safe_states[dev]
+        t = self._now()
+        try:
+            await self._apply(plan.sets)
+            await self._wait_for(plan.verify, plan.within)
+            safe, detail = True, f"{plan.verify_text}: read back true"
+        except TimeoutError:
+            safe, detail = False, f"{plan.verify_text}: still false after {format_duration(plan.within)}"
+        except (BenchError, OSError) as exc:
+            safe, detail = False, f"could not command the safe state: {exc}"
+        values = self._values(plan.verify.signals)
+        detail += " (" + self._shown(values) + ")"
+        rb = SafeStateReadback(device=dev, safe=safe, detail=detail, t=_round(self._rel(self._now())))
+        self._safe.append(rb)
+        self._event("safe_state", device=dev, safe=safe, detail=detail, commanded_t=_round(self._rel(t)), values=values)
 
     def _skipped(self) -> list[str]:
         """Steps of the method that were not performed (the run ended before them)."""
@@ -793,7 +873,7 @@ class Run:
             equipment=runtime.equipment_record(plan, _date(self.opt.start_epoch)),
         )
         self.state.verdict, self.state.reason = verdict, reason
-        hashes = self.rec.write_outputs(result)
+        hashes = self.rec.write_outputs(result, full=self.opt.full_report)
         problems = {"render_error": self.rec.render_error} if self.rec.render_error else {}
         self._event(
             "run_ended", verdict=verdict.value, reason=reason, frames=self.rec.frames, outputs=hashes, **problems

@@ -51,7 +51,7 @@ COMPOP: "==" | "!=" | "<=" | ">=" | "<" | ">"
 ADDOP: "+" | "-"
 MULOP: "*" | "/"
 FUNC.2: /(abs)(?=\s*\()/
-QUANTITY: /(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(\s*(%vol|%|°C|Ω|µ?[A-Za-z][A-Za-z]*)([*\/](°C|Ω|µ?[A-Za-z][A-Za-z]*)(\^-?\d+)?)*)?/
+QUANTITY: /(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(\s*(?!(?:and|or|not)\b)(%vol|%|°C|Ω|µ?[A-Za-z][A-Za-z]*)([*\/](°C|Ω|µ?[A-Za-z][A-Za-z]*)(\^-?\d+)?)*)?/
 SIGNAL: /[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*/
 PARAM: /\$[A-Za-z_][A-Za-z0-9_]*/
 MARK: /@[A-Za-z_][A-Za-z0-9_]*/

@@ -32,6 +32,7 @@ from bench.sequence import (
     CheckStep,
     MeasureStep,
     PromptStep,
+    RampStep,
     SetStep,
     WaitStep,
     WaitUntilStep,
@@ -72,6 +73,17 @@ class MeasurePlan:
     high: float | None
     unit: Unit
     dim_factor: float  # base -> report unit: value = (base - offset) / factor
+    over: float | None = None  # moving window of max_moving_mean
+
+
+@dataclass
+class RampPlan:
+    signals: list[str]
+    start: float | None  # in the signals' own unit; None: from the present value
+    end: float
+    rate: float  # signal unit per second, > 0
+    interval: float
+    unit: str
 
 
 @dataclass
@@ -104,6 +116,7 @@ class PlanStep:
     message: str | None = None
     cond_text: str = ""
     prompt: PromptPlan | None = None
+    ramp: RampPlan | None = None
 
 
 @dataclass
@@ -154,6 +167,28 @@ class Plan:
     limits: list[PlanMonitor] = field(default_factory=list)
     estop: Compiled | None = None
     estop_text: str = ""
+    wanted: frozenset[str] | None = None  # every signal the run refers to; None: all
+
+    def referenced_signals(self) -> frozenset[str]:
+        """Signals any step, monitor, limit, display or safe state of this run refers to."""
+        names: set[str] = set(self.display) | set(self.history)
+        for st in (*self.steps, *self.cleanup):
+            names.update(sv.signal for sv in st.sets)
+            for c in (st.cond, st.measure.expr if st.measure else None, st.prompt.gate if st.prompt else None):
+                if c is not None:
+                    names.update(c.signals)
+            if st.measure is not None and st.measure.signal:
+                names.add(st.measure.signal)
+            if st.ramp is not None:
+                names.update(st.ramp.signals)
+        for mon in (*self.monitors, *self.limits):
+            names.update(mon.cond.signals)
+        if self.estop is not None:
+            names.update(self.estop.signals)
+        for ss in self.safe_states.values():
+            names.update(sv.signal for sv in ss.sets)
+            names.update(ss.verify.signals)
+        return frozenset(names)
 
     @property
     def sequence_sha256(self) -> str:
@@ -209,6 +244,11 @@ def station_faults(station: LoadedStation, requested: Sequence[str]) -> list[str
     if not faults:
         return []
     if not model.simulators:
+        if model.serve is not None:
+            raise LoadError(
+                f"fault '{faults[0]}': station '{model.id}' reaches a served plant; inject it where the plant"
+                f" runs: bench sim serve --station <this file> --fault {faults[0]}"
+            )
         raise LoadError(f"fault '{faults[0]}' needs a simulated station; '{model.id}' has no simulators")
     known: dict[str, str] = {}
     for sim in model.simulators:
@@ -343,6 +383,16 @@ def _compile_steps(
         if isinstance(step, SetStep):
             for sig, text in step.set.items():
                 ps.sets.append(c.set_value(sig, str(text), [*loc, "set", sig]))
+            ps.mark = _mark(c, step.as_, loc, marks)
+        elif isinstance(step, RampStep):
+            ps.ramp = _ramp(c, step, [*loc, "ramp"])
+            if step.until is not None:
+                ps.cond = c.condition(step.until, [*loc, "until"], frozen)
+                ps.cond_text = step.until
+            elif step.as_:
+                raise c.fail([*loc, "as"], "'as' records when 'until' became true; this ramp has no 'until'")
+            ps.mark = _mark(c, step.as_, loc, marks)
+            ps.on_timeout = step.on_end
         elif isinstance(step, WaitStep):
             ps.duration = c.duration(step.wait, [*loc, "wait"])
         elif isinstance(step, WaitUntilStep):
@@ -350,12 +400,7 @@ def _compile_steps(
             ps.cond_text = step.wait_until
             ps.timeout = c.duration(step.timeout, [*loc, "timeout"])
             ps.on_timeout = step.on_timeout
-            if step.as_:
-                if not step.as_.isidentifier():
-                    raise c.fail([*loc, "as"], f"'{step.as_}' is not a valid name")
-                if step.as_ in marks:
-                    raise c.fail([*loc, "as"], f"instant '@{step.as_}' is already recorded by an earlier step")
-                ps.mark = step.as_
+            ps.mark = _mark(c, step.as_, loc, marks)
         elif isinstance(step, CheckStep):
             ps.cond = c.condition(step.check, [*loc, "check"], frozen)
             ps.cond_text = step.check
@@ -369,6 +414,55 @@ def _compile_steps(
         ps.text = _describe(ps)
         out.append(ps)
     return out
+
+
+def _mark(c: _Compiler, name: str | None, loc: list[str | int], marks: set[str]) -> str | None:
+    if not name:
+        return None
+    if not name.isidentifier():
+        raise c.fail([*loc, "as"], f"'{name}' is not a valid name")
+    if name in marks:
+        raise c.fail([*loc, "as"], f"instant '@{name}' is already recorded by an earlier step")
+    return name
+
+
+def _ramp(c: _Compiler, step: RampStep, loc: list[str | int]) -> RampPlan:
+    r = step.ramp
+    infos = []
+    for i, sig in enumerate(r.signals):
+        info = c.catalog.get(sig)
+        if info is None or not info.writable or info.choices:
+            what = "is not a signal" if info is None else "cannot be ramped (not a commanded quantity)"
+            raise c.fail([*loc, "signals", i], f"'{sig}' {what}")
+        infos.append(info)
+    unit = infos[0].unit
+    for i, info in enumerate(infos[1:], 1):
+        if info.unit.dim != unit.dim or info.unit.factor != unit.factor:
+            raise c.fail([*loc, "signals", i], f"'{r.signals[i]}' is not in the unit of '{r.signals[0]}' ({unit.text})")
+    values: list[float | None] = []
+    for key in ("from", "to"):
+        text = r.from_ if key == "from" else r.to
+        if text is None:
+            values.append(None)
+            continue
+        sv = c.set_value(r.signals[0], str(text), [*loc, key])
+        for sig in r.signals[1:]:
+            c.set_value(sig, sv.text, [*loc, key])
+        values.append(sv.value)
+    assert values[1] is not None
+    rate_dim = tuple(a - b for a, b in zip(unit.dim, TIME, strict=True))
+    try:
+        q = constant(str(r.rate), c.scope())
+        expect_dim(q, rate_dim, f"the rate of {r.signals[0]} ({unit.text or 'no unit'} per unit of time)")  # type: ignore[arg-type]
+    except ExpressionError as exc:
+        raise c.fail([*loc, "rate"], exc) from None
+    rate = q.base / unit.factor
+    if rate <= 0:
+        raise c.fail([*loc, "rate"], "the rate must be above zero (the direction comes from 'from' and 'to')")
+    interval = c.duration(str(r.interval), [*loc, "interval"])
+    if interval <= 0:
+        raise c.fail([*loc, "interval"], "the interval must be above zero")
+    return RampPlan(list(r.signals), values[0], values[1], rate, interval, unit.text)
 
 
 def _prompt(c: _Compiler, step: PromptStep, loc: list[str | int], marks: frozenset[str]) -> PromptPlan:
@@ -445,6 +539,11 @@ def _measure(
     elif dim == TIME:
         unit = Unit("s", TIME, 1.0)
     window = c.duration(m.window, [*loc, "window"]) if m.window is not None else None
+    over = c.duration(m.over, [*loc, "over"]) if m.over is not None else None
+    if (m.stat == "max_moving_mean") != (over is not None):
+        raise c.fail([*loc, "over" if over is not None else "stat"], "'max_moving_mean' and 'over' go together")
+    if over is not None and over <= 0:
+        raise c.fail([*loc, "over"], "the moving window must be longer than zero")
     if m.stat != "value" and m.signal is not None and window is None and m.since is None:
         raise c.fail([*loc, "stat"], f"stat '{m.stat}' needs a 'window' or 'since'")
     since = None
@@ -486,19 +585,29 @@ def _measure(
         limits[1],
         unit,
         unit.factor,
+        over,
     )
 
 
 def _describe(ps: PlanStep) -> str:
     """One line for people, with parameters already resolved."""
     if ps.kind == "set":
-        return "set " + ", ".join(f"{sv.signal} = {sv.text}" for sv in ps.sets)
+        return "set " + ", ".join(f"{sv.signal} = {sv.text}" for sv in ps.sets) + (f" (@{ps.mark})" if ps.mark else "")
     if ps.kind == "wait":
         return f"wait {format_duration(ps.duration)}"
     if ps.kind == "wait_until":
         return f"wait until {ps.cond_text} (timeout {format_duration(ps.timeout)})"
     if ps.kind == "check":
         return f"check {ps.cond_text}"
+    if ps.kind == "ramp":
+        assert ps.ramp is not None
+        r = ps.ramp
+        until = f" until {ps.cond_text}" if ps.cond is not None else ""
+        start = "its present value" if r.start is None else format_value(r.start, r.unit)
+        return (
+            f"ramp {', '.join(r.signals)} from {start} to {format_value(r.end, r.unit)}"
+            f" at {format_value(r.rate, r.unit)}/s{until}"
+        )
     if ps.kind == "prompt":
         assert ps.prompt is not None
         gate = f" (once {ps.prompt.gate_text})" if ps.prompt.gate else ""
@@ -576,9 +685,15 @@ def build_plan(
     cleanup = _compile_steps(c, model, "cleanup", marks, names, history)
     record_interval = c.duration(model.record_interval, ["record_interval"])
     found_faults = station_faults(station, faults)
-    safe = _safe_states(station, catalog_all, list(station.model.devices))
     limits, estop = _supervision(station, catalog_all)
-    return Plan(
+    # A run connects what its sequence uses and what the supervisor watches; the station's other
+    # devices are left alone (on a simulated station their plants do not even start).
+    watched = {s.split(".", 1)[0] for lim in limits for s in lim.cond.signals}
+    watched |= {s.split(".", 1)[0] for s in (estop.signals if estop else ())}
+    used = [d for d in station.model.devices if d in model.requires or d in watched]
+    drivers = {d: drivers[d] for d in used}
+    safe = _safe_states(station, catalog_all, used)
+    plan = Plan(
         model,
         src,
         station,
@@ -597,6 +712,8 @@ def build_plan(
         estop,
         station.model.estop or "",
     )
+    plan.wanted = plan.referenced_signals()
+    return plan
 
 
 def file_sha256(path: Path) -> str:

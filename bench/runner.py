@@ -60,6 +60,7 @@ def run_plan(
     listeners: list[Listener] | None = None,
     on_started: Callable[[Started], None] | None = None,
     deviations: list[str] | None = None,
+    full_report: bool = True,
 ) -> RunResult:
     """Run ``plan`` to its end (blocking) and return its result; the record lands in reports_dir/<run id>.
 
@@ -82,6 +83,7 @@ def run_plan(
         answers=Answers(None, interactive=False),
         interlock=Interlock(model.id),
         deviations=list(deviations or []),
+        full_report=full_report,
     )
     engine = Run(plan, options)
     engine.listeners.extend(listeners or [])

@@ -80,10 +80,14 @@ class RunRecorder:
         blf.stop_timestamp = self.start_epoch + (self._last_frame_t - self.t0)
         blf.stop()
 
-    def write_outputs(self, result: RunResult) -> dict[str, str]:
+    def write_outputs(self, result: RunResult, full: bool = True) -> dict[str, str]:
         (self.dir / "result.json").write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
         write_junit(result, self.dir / "junit.xml")
         names = ["result.json", "junit.xml", "report.html", "can.blf"]
+        if not full:
+            # The record stays complete (events, traffic, result); `bench report` can render it later.
+            write_report_html(result, self.dir / "report.html")
+            return {name: file_sha256(self.dir / name) for name in names}
         timings = self.timings
         archive: threading.Thread | None = None
         mf4_error: list[str] = []

@@ -55,6 +55,7 @@ class _Step(_Model):
 
 class SetStep(_Step):
     set: dict[str, Scalar] = Field(description="signal -> value, e.g. {psu.output: ON, psu.voltage_set: 850 V}")
+    as_: str | None = Field(None, alias="as", description="record the instant the values were applied as @name")
 
     @field_validator("set", mode="before")
     @classmethod
@@ -79,11 +80,33 @@ class WaitUntilStep(_Step):
     _text = field_validator("timeout", mode="before")(_as_text)
 
 
+class RampSpec(_Model):
+    signals: list[str] = Field(min_length=1, description="signals that follow the ramp together")
+    from_: Scalar | None = Field(
+        None, alias="from", description="start value, e.g. '0 %vol' [default: the first signal's present value]"
+    )
+    to: Scalar = Field(description="end value")
+    rate: Scalar = Field(description="change per unit of time, e.g. '0.1 %vol/s' or '2 degC/min'")
+    interval: Scalar = Field("100 ms", description="time between two setpoints")
+
+    _text = field_validator("from_", "to", "rate", "interval", mode="before")(_as_text)
+
+
+class RampStep(_Step):
+    ramp: RampSpec
+    until: str | None = Field(None, description="stop the ramp as soon as this condition holds")
+    as_: str | None = Field(None, alias="as", description="record the instant 'until' became true as @name")
+    on_end: Literal["fail", "continue"] = Field(
+        "fail", description="with 'until': what the end of the ramp without the condition means"
+    )
+
+
 class MeasureSpec(_Model):
     name: str
     signal: str | None = Field(None, description="signal to measure")
     expr: str | None = Field(None, description="or an expression, e.g. '@t_open - @t_trip'")
-    stat: Literal["value", "min", "max", "mean"] = "value"
+    stat: Literal["value", "min", "max", "mean", "max_moving_mean"] = "value"
+    over: str | None = Field(None, description="length of the moving window of 'max_moving_mean', e.g. '3 s'")
     window: str | None = Field(None, description="collect for this long from now, then apply stat")
     since: str | None = Field(None, description="apply stat over the samples since this instant (@mark or step name)")
     min: Scalar | None = None
@@ -91,7 +114,7 @@ class MeasureSpec(_Model):
     unit: str | None = Field(None, description="unit to report the value in")
     uncertainty: Scalar | None = Field(None, description="expanded uncertainty U (k = 2) if known; else computed")
 
-    _text = field_validator("window", "min", "max", "uncertainty", mode="before")(_as_text)
+    _text = field_validator("window", "over", "min", "max", "uncertainty", mode="before")(_as_text)
 
 
 class MeasureStep(_Step):
@@ -133,14 +156,15 @@ Step = Annotated[
     | Annotated[WaitUntilStep, Tag("wait_until")]
     | Annotated[MeasureStep, Tag("measure")]
     | Annotated[CheckStep, Tag("check")]
-    | Annotated[PromptStep, Tag("prompt")],
+    | Annotated[PromptStep, Tag("prompt")]
+    | Annotated[RampStep, Tag("ramp")],
     Discriminator(
         _step_kind,
         custom_error_type="unknown_step",
-        custom_error_message="a step needs exactly one of: set, wait, wait_until, measure, check, prompt",
+        custom_error_message="a step needs exactly one of: set, wait, wait_until, measure, check, prompt, ramp",
     ),
 ]
-STEP_KINDS = ("set", "wait", "wait_until", "measure", "check", "prompt")
+STEP_KINDS = ("set", "wait", "wait_until", "measure", "check", "prompt", "ramp")
 
 
 class Sequence(_Model):
@@ -180,4 +204,5 @@ _KIND_CLASSES: dict[str, type[_Step]] = {
     "measure": MeasureStep,
     "check": CheckStep,
     "prompt": PromptStep,
+    "ramp": RampStep,
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.report.equipment import DecisionRule, Instrument, Laboratory, SignalSource
 from bench.yamlsource import YamlSource, load_yaml, plain
@@ -43,6 +43,9 @@ class Limit(_Model):
 class SimulatorEntry(_Model):
     kind: str = Field(description="plant name, registered under the 'bench.simulators' entry point group")
     config: dict[str, Any] = {}
+    devices: list[str] = Field(
+        [], description="station devices this plant stands behind; started only for runs that use one (empty: always)"
+    )
 
 
 class Station(_Model):
@@ -74,6 +77,14 @@ class Station(_Model):
             if not name.isidentifier() or not name.islower():
                 raise ValueError(f"device name '{name}' must be a lower-case identifier")
         return v
+
+    @model_validator(mode="after")
+    def _simulated_devices(self) -> Station:
+        for sim in self.simulators:
+            for dev in sim.devices:
+                if dev not in self.devices:
+                    raise ValueError(f"simulator {sim.kind}: device '{dev}' is not on this station")
+        return self
 
 
 class LoadedStation:

@@ -19,6 +19,13 @@ Station config::
 With ``uds``, connecting reads VIN (F190), ECU serial (F18C) and software version (F195) by
 ReadDataByIdentifier once the DUT's cyclic frames are seen; ``identify()`` returns them and an
 ``expect`` mismatch fails the connection with both versions named.
+
+Fault injection (ISO 26262 fault-reaction tests): every cyclic message the bench sends has a
+signal ``<device>.inject_<message>`` (message name in lower case) with the states NONE, LOST
+(the frame is no longer sent), ALIVE_FROZEN (the alive counter stops), CRC_CORRUPTED (the CRC
+byte is wrong), STUCK (the payload stays as it was when the fault was injected, with a valid
+alive counter and CRC) and IMPLAUSIBLE (every payload signal at its all-ones raw value, the
+usual "invalid" pattern, with a valid alive counter and CRC). It acts from the next frame on.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ from drivers.e2e import crc8_j1850
 from drivers.uds import IDENTITY_DIDS, UdsClient, UdsError
 
 E2E_STATES = {"OK": 0, "ALIVE_ERROR": 1, "CRC_ERROR": 2}
+INJECTIONS = {"NONE": 0, "LOST": 1, "ALIVE_FROZEN": 2, "CRC_CORRUPTED": 3, "STUCK": 4, "IMPLAUSIBLE": 5}
+_LOST, _ALIVE_FROZEN, _CRC_CORRUPTED, _STUCK, _IMPLAUSIBLE = 1, 2, 3, 4, 5
+INJECT_PREFIX = "inject_"
 _KEYS = {"dbc", "node", "can", "initial", "uds"}
 _UDS_KEYS = {"tx_id", "rx_id", "expect", "timeout"}
 
@@ -99,6 +109,10 @@ class CanDbcDriver(Driver):
             sig = self._signal_msg[key].get_signal_by_name(key)
             code = _choice_code(sig, value)
             self._tx_values[self._signal_msg[key].name][key] = code if code is not None else float(value)
+        # Injected fault per transmitted message (INJECTIONS code) and the payload a STUCK one keeps.
+        self._inject: dict[str, int] = {}
+        self._stuck: dict[str, dict[str, float]] = {}
+        self._inject_msg = {INJECT_PREFIX + m.name.lower(): m for m in self.tx_msgs if m.cycle_time}
         self._signals = self._build_signals()
         self._uds_cfg = self._check_uds(self.config.get("uds"))
         self._uds: UdsClient | None = None
@@ -112,6 +126,7 @@ class CanDbcDriver(Driver):
         self._tx_lock = threading.Lock()
         self._sender: CyclicSender | None = None
         self._all_seen: asyncio.Future[None] | None = None
+        self._decoded: set[int] = set()
 
     @staticmethod
     def _check_uds(cfg: Any) -> dict[str, Any] | None:
@@ -188,6 +203,16 @@ class CanDbcDriver(Driver):
                         doc=f"end-to-end check of {m.name} (alive counter and CRC)",
                     )
                 )
+        for key, m in self._inject_msg.items():
+            out.append(
+                SignalInfo(
+                    f"{self.name}.{key}",
+                    parse_unit(""),
+                    INJECTIONS,
+                    True,
+                    doc=f"fault injected into the {m.name} frames the bench sends",
+                )
+            )
         return out
 
     def signals(self) -> list[SignalInfo]:
@@ -216,6 +241,18 @@ class CanDbcDriver(Driver):
             self._ts_offset = None
             self._notifier = can.Notifier(bus, [self._on_frame], loop=ctx.loop)
         self._unseen = {m.frame_id for m in self.rx_msgs.values() if m.cycle_time}
+        if ctx.wanted is not None:
+            # Decoding is most of the cost of a frame; a message nobody refers to is only recorded.
+            prefix = self.name + "."
+            wanted = ctx.wanted
+            self._decoded = {
+                m.frame_id
+                for m in self.rx_msgs.values()
+                if any(prefix + s.name in wanted for s in m.signals)
+                or ((prot := self._protection[m.frame_id]) is not None and f"{prefix}{prot.prefix}_e2e" in wanted)
+            }
+        else:
+            self._decoded = set(self.rx_msgs)
         self._all_seen = ctx.loop.create_future()
         if not self._unseen:
             self._all_seen.set_result(None)
@@ -297,19 +334,39 @@ class CanDbcDriver(Driver):
             deadline += period
             await asyncio.sleep(max(0.0, deadline - loop.time()))
 
-    def _encode(self, m: Message) -> can.Message:
-        """The next frame of ``m``: current values, next alive count, CRC."""
+    def _encode(self, m: Message) -> can.Message | None:
+        """The next frame of ``m``: current values, next alive count, CRC; None while it is LOST."""
         assert self._ctx is not None
+        inject = self._inject.get(m.name, 0)
+        if inject == _LOST:
+            return None
         # The cyclic thread and the loop (a set sends at once) both encode: one at a time.
         with self._tx_lock:
             values = self._tx_values[m.name]
             prot = self._protection[m.frame_id]
             if prot is not None:
-                values[prot.alive] = float((int(values[prot.alive]) + 1) % 16)
+                if inject != _ALIVE_FROZEN:
+                    values[prot.alive] = float((int(values[prot.alive]) + 1) % 16)
                 values[prot.crc] = 0.0
-            data = bytearray(m.encode(values, strict=False, scaling=True))
+            if inject == _STUCK:
+                payload = dict(self._stuck[m.name])
+                if prot is not None:
+                    payload[prot.alive], payload[prot.crc] = values[prot.alive], 0.0
+                data = bytearray(m.encode(payload, strict=False, scaling=True))
+            elif inject == _IMPLAUSIBLE:
+                e2e = () if prot is None else (prot.alive, prot.crc)
+                raw = {
+                    s.name: (-1 if s.is_signed else (1 << s.length) - 1) if s.name not in e2e else 0 for s in m.signals
+                }
+                if prot is not None:
+                    raw[prot.alive] = int(values[prot.alive])
+                data = bytearray(m.encode(raw, strict=False, scaling=False))
+            else:
+                data = bytearray(m.encode(values, strict=False, scaling=True))
             if prot is not None:
                 data[prot.crc_byte] = crc8_j1850(bytes(data[: prot.crc_byte]))
+                if inject == _CRC_CORRUPTED:
+                    data[prot.crc_byte] ^= 0xFF
                 values[prot.crc] = float(data[prot.crc_byte])
         return can.Message(
             arbitration_id=m.frame_id,
@@ -322,6 +379,8 @@ class CanDbcDriver(Driver):
     def _transmit(self, m: Message) -> None:
         assert self._bus is not None and self._ctx is not None
         msg = self._encode(m)
+        if msg is None:
+            return
         try:
             self._bus.send(msg)
         except can.CanError as exc:
@@ -350,6 +409,8 @@ class CanDbcDriver(Driver):
             self._unseen.discard(m.frame_id)
             if not self._unseen and self._all_seen is not None and not self._all_seen.done():
                 self._all_seen.set_result(None)
+        if m.frame_id not in self._decoded:
+            return
         try:
             decoded = cast(dict[str, float], m.decode(bytes(msg.data), decode_choices=False, scaling=True))
         except Exception:
@@ -379,14 +440,19 @@ class CanDbcDriver(Driver):
         assert self._ctx is not None
         readback: dict[str, float] = {}
         touched: list[Message] = []
+        t = self._ctx.loop.time()
         for short, value in values.items():
+            if short in self._inject_msg:
+                self._set_injection(self._inject_msg[short], int(value))
+                readback[short] = float(self._inject.get(self._inject_msg[short].name, 0))
+                self._ctx.publish(f"{self.name}.{short}", readback[short], t)
+                continue
             m = self._signal_msg.get(short)
             if m is None:
                 raise DeviceError(self.name, f"'{short}' is not a signal the bench sends")
             self._tx_values[m.name][short] = float(value)
             if m not in touched:
                 touched.append(m)
-        t = self._ctx.loop.time()
         for m in touched:
             # Read back what the frame will actually carry (scaling and resolution of the DBC).
             frame = m.encode(self._tx_values[m.name], strict=False)
@@ -398,6 +464,17 @@ class CanDbcDriver(Driver):
             # Send now as well as on the cycle: a safe-state command must not wait a cycle.
             self._transmit(m)
         return readback
+
+    def _set_injection(self, m: Message, code: int) -> None:
+        if code not in INJECTIONS.values():
+            raise DeviceError(self.name, f"no fault injection with code {code} for {m.name}")
+        with self._tx_lock:
+            if code == _STUCK and self._inject.get(m.name) != _STUCK:
+                self._stuck[m.name] = dict(self._tx_values[m.name])
+            if code:
+                self._inject[m.name] = code
+            else:
+                self._inject.pop(m.name, None)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -441,6 +518,9 @@ async def _open_off_loop(device: str, cfg: Mapping[str, Any]) -> can.BusABC:
                 why = "no answer within 2 s"
             raise DeviceError(device, f"cannot reach socketcand at {host}:{port}: {why}") from None
         writer.close()
+        # python-can leaves Nagle on: a command frame then waits for the ACK of the frame before
+        # it, which the server may delay by up to 40 ms (benchmarks/safe_state_latency.py).
+        cfg = {"tcp_tune": True, **cfg}
     loop = asyncio.get_running_loop()
     done: asyncio.Future[can.BusABC] = loop.create_future()
 

@@ -47,13 +47,21 @@ class BmsState(IntEnum):
 
 
 # Latched faults that open the contactors and block closing until cleared.
-TRIP_FAULTS = ("cell_ov", "cell_uv", "cell_ot", "overcurrent", "contactor", "comm")
-_STATUS_LATCHED = ("cell_ov", "cell_uv", "cell_ot", "overcurrent", "isolation", "contactor", "comm", "thermal_event")
+TRIP_FAULTS = ("cell_ov", "cell_uv", "cell_ot", "overcurrent", "contactor", "comm", "sense_line")
+_STATUS_LATCHED = (
+    "cell_ov", "cell_uv", "cell_ot", "overcurrent", "isolation", "contactor", "comm", "thermal_event", "sense_line",
+)  # fmt: skip
 _STATUS_SIGNALS = (
     "bms_state", "contactors", "fault_cell_ov", "fault_cell_uv", "fault_cell_ot", "fault_overcurrent",
-    "fault_isolation", "fault_contactor", "fault_comm", "warn_thermal_event", "warn_control_failure",
-    "warn_isolation", "status_alive",
+    "fault_isolation", "fault_contactor", "fault_comm", "warn_thermal_event", "fault_sense_line",
+    "warn_control_failure", "warn_isolation", "status_alive",
 )  # fmt: skip
+# A cell reading below this is no lithium cell but a broken sense line: it is left out of the
+# under-voltage protection, and catching the broken line is the open-wire diagnostic's job.
+OPEN_WIRE_V = 0.5
+# Isolation the monitor sees through a cell sense line shorted to chassis (balancing and
+# filter resistors of the cell monitoring IC in series with the short).
+SENSE_SHORT_ISO_KOHM = 1.0
 
 
 class FrameCodec:
@@ -129,6 +137,9 @@ class BmsParams:
     uv_threshold_v: float
     ot_threshold_c: float = 60.0
     oc_threshold_a: float = 350.0
+    # Charging over-current threshold (pack current > 0); None: the same as oc_threshold_a. A pack
+    # usually accepts less charge than discharge current.
+    oc_charge_threshold_a: float | None = None
     detection_time_s: float = 0.2
     reaction_time_s: float = 0.1
     precharge_time_s: float = 0.3
@@ -141,6 +152,8 @@ class BmsParams:
     iso_error_kohm: float = 100.0
     thermal_event_margin_c: float = 10.0
     thermal_event_rate_c_per_s: float = 1.0
+    # A current this many times oc_threshold_a is a short circuit: trip at once, no debounce.
+    short_circuit_factor: float = 5.0
 
 
 class Bms:
@@ -150,11 +163,22 @@ class Bms:
         self.faults = faults
         self.ov_threshold_v = pack.chem.ov_threshold_high_v if faults.ov_threshold_high else params.ov_threshold_v
         self.reaction_time_s = SLOW_REACTION_TIME_S if faults.slow_reaction else params.reaction_time_s
-        self.iso_resistance_kohm = ISOLATION_FAULT_KOHM if faults.isolation_fault else params.iso_resistance_kohm
+        self.iso_ri_kohm = ISOLATION_FAULT_KOHM if faults.isolation_fault else params.iso_resistance_kohm
         self._v_offset = CELL_VOLTAGE_OFFSET_V if faults.cell_voltage_sensor_offset else 0.0
+        # Injected from the fault box: cell sense line opened / shorted to chassis (1-based,
+        # 0 = none) and a resistor Ro between HV+ and chassis (kOhm, 0 = not inserted).
+        self.open_wire = 0
+        self.short_gnd = 0
+        self.iso_ro_kohm = 0.0
+        # The isolation monitor measures once per BMS_Isolation cycle, and its warning and fault
+        # come from that measurement: the bench never sees a warning next to a stale resistance.
+        self.iso_measured_kohm = self.iso_resistance_kohm
+        self._frozen_temps: tuple[float, int, float] | None = None
 
         self.latched: dict[str, bool] = dict.fromkeys((*TRIP_FAULTS, "isolation", "thermal_event"), False)
-        self._since: dict[str, float | None] = dict.fromkeys(("cell_ov", "cell_uv", "cell_ot", "overcurrent"))
+        self._since: dict[str, float | None] = dict.fromkeys(
+            ("cell_ov", "cell_uv", "cell_ot", "overcurrent", "sense_line")
+        )
         self.close_requested = False
         self.physical = Contactors.OPEN
         self.link_voltage = 0.0
@@ -170,6 +194,7 @@ class Bms:
         self._rate_ref: tuple[float, float] | None = None
         self.temp_rate_c_per_s = 0.0
         self.v_max = self.v_min = self.v_avg = self.t_max = self.t_min = 0.0
+        self.v_min_plausible = 0.0
         self.v_max_id = self.v_min_id = self.t_max_id = 0
         self._status_cache: dict[tuple[int, ...], bytes] = {}
         self.measure()
@@ -192,6 +217,7 @@ class Bms:
                 if m.name not in self._builders:
                     log.warning("no model for %s: it is sent with all signals 0", m.name)
         self._cell_layout = self._cell_groups()
+        self._iso_on_frame = any("BMS_Isolation" in names for names in self.schedule.values())
         self._frames = {
             name: can.Message(arbitration_id=c.frame_id, is_extended_id=False, dlc=c.length, data=bytes(c.length))
             for name, c in self._codecs.items()
@@ -274,6 +300,22 @@ class Bms:
 
     # -- what the BMS measures ----------------------------------------------------------------
 
+    @property
+    def iso_resistance_kohm(self) -> float:
+        """HV-to-chassis isolation as the monitor measures it: every path to chassis in parallel."""
+        g = 1.0 / self.iso_ri_kohm if self.iso_ri_kohm > 0.0 else float("inf")
+        if self.iso_ro_kohm > 0.0:
+            g += 1.0 / self.iso_ro_kohm
+        if self.short_gnd:
+            g += 1.0 / SENSE_SHORT_ISO_KOHM
+        return 1.0 / g if g > 0.0 else 0.0
+
+    def cell_reading(self, i: int) -> float:
+        """Cell ``i`` (0-based) as the cell monitoring IC reports it."""
+        if self.open_wire == i + 1:
+            return 0.0
+        return self.pack.cell_voltage(i) + self._v_offset
+
     def measure(self) -> None:
         """Sample the pack once per tick; frames and protections all use this snapshot.
 
@@ -282,14 +324,34 @@ class Bms:
         """
         pack = self.pack
         off = self._v_offset
-        i = pack.max_cell()
-        self.v_max, self.v_max_id = round(pack.cell_voltage(i) + off, 3), i + 1
-        i = pack.min_cell()
-        self.v_min, self.v_min_id = round(pack.cell_voltage(i) + off, 3), i + 1
-        self.v_avg = pack.cell_v_avg() + off
+        if 0 < self.open_wire <= pack.n:
+            self._measure_open_wire()
+        else:
+            i = pack.max_cell()
+            self.v_max, self.v_max_id = round(pack.cell_voltage(i) + off, 3), i + 1
+            i = pack.min_cell()
+            self.v_min, self.v_min_id = round(pack.cell_voltage(i) + off, 3), i + 1
+            self.v_avg = pack.cell_v_avg() + off
+            self.v_min_plausible = self.v_min
+        if self._frozen_temps is not None:
+            self.t_max, self.t_max_id, self.t_min = self._frozen_temps
+            return
         j = pack.hottest_sensor()
         self.t_max, self.t_max_id = round(pack.sensor_temp(j), 1), j + 1
         self.t_min = pack.sensor_temp(pack.coldest_sensor())
+        if self.faults.temp_sensor_stuck:
+            self._frozen_temps = (self.t_max, self.t_max_id, self.t_min)
+
+    def _measure_open_wire(self) -> None:
+        # Every cell, once per tick, only while a sense line is open: the envelopes of the
+        # pack know the extreme cells, not the extreme readings.
+        readings = [round(self.cell_reading(i), 3) for i in range(self.pack.n)]
+        hi = max(range(len(readings)), key=readings.__getitem__)
+        lo = min(range(len(readings)), key=readings.__getitem__)
+        self.v_max, self.v_max_id = readings[hi], hi + 1
+        self.v_min, self.v_min_id = readings[lo], lo + 1
+        self.v_avg = sum(readings) / len(readings)
+        self.v_min_plausible = min((v for v in readings if v >= OPEN_WIRE_V), default=self.v_min)
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -316,16 +378,17 @@ class Bms:
             self._open()
 
     def _clear_faults(self, now: float) -> None:
-        v_max, v_min, t_max = self.v_max, self.v_min, self.t_max
+        v_max, v_min, t_max = self.v_max, self.v_min_plausible, self.t_max
         gone = {
             "cell_ov": v_max <= self.ov_threshold_v,
             "cell_uv": v_min >= self.p.uv_threshold_v,
             "cell_ot": t_max <= self.p.ot_threshold_c,
-            "overcurrent": abs(self.pack.current_a) <= self.p.oc_threshold_a,
+            "overcurrent": abs(self.pack.current_a) <= min(self.p.oc_threshold_a, self.p.oc_charge_threshold_a or 1e12),
             "contactor": self.reported_contactors is not Contactors.WELDED,
             "comm": True,  # a valid command frame is what carries the clear request
-            "isolation": self.iso_resistance_kohm >= self.p.iso_error_kohm,
+            "isolation": self.iso_measured_kohm >= self.p.iso_error_kohm,
             "thermal_event": t_max <= self.p.ot_threshold_c + self.p.thermal_event_margin_c,
+            "sense_line": not self._sense_line_symptom(),
         }
         for fault, ok in gone.items():
             if ok:
@@ -338,11 +401,20 @@ class Bms:
         self.measure()
         f = self.faults
         p = self.p
-        v_max, v_min, t_max = self.v_max, self.v_min, self.t_max
+        v_max, v_min, t_max = self.v_max, self.v_min_plausible, self.t_max
         self._debounce("cell_ov", not f.overvoltage_protection_disabled and v_max > self.ov_threshold_v, now)
         self._debounce("cell_uv", not f.undervoltage_protection_disabled and v_min < p.uv_threshold_v, now)
         self._debounce("cell_ot", not f.overtemperature_protection_disabled and t_max > p.ot_threshold_c, now)
-        self._debounce("overcurrent", abs(self.pack.current_a) > p.oc_threshold_a, now)
+        current = abs(self.pack.current_a)
+        oc_armed = not f.overcurrent_protection_disabled
+        short_circuit = p.short_circuit_factor > 0.0 and current > p.short_circuit_factor * p.oc_threshold_a
+        if oc_armed and short_circuit and not self.latched["overcurrent"]:
+            # Not debounced: waiting detection_time on thousands of amperes risks welding the contactors.
+            self._trip("overcurrent")
+        charging = self.pack.current_a > 0.0
+        limit = p.oc_charge_threshold_a if charging and p.oc_charge_threshold_a is not None else p.oc_threshold_a
+        self._debounce("overcurrent", oc_armed and current > limit, now)
+        self._debounce("sense_line", self._sense_line_symptom(), now)
 
         ref = self._rate_ref
         if ref is None:
@@ -350,9 +422,13 @@ class Bms:
         elif now - ref[0] >= 1.0 - _EPS:
             self.temp_rate_c_per_s = (t_max - ref[1]) / (now - ref[0])
             self._rate_ref = (now, t_max)
-        if t_max > p.ot_threshold_c + p.thermal_event_margin_c or self.temp_rate_c_per_s > p.thermal_event_rate_c_per_s:
+        if not f.thermal_event_warning_disabled and (
+            t_max > p.ot_threshold_c + p.thermal_event_margin_c or self.temp_rate_c_per_s > p.thermal_event_rate_c_per_s
+        ):
             self.latched["thermal_event"] = True
-        if self.iso_resistance_kohm < p.iso_error_kohm:
+        if not self._iso_on_frame:
+            self.iso_measured_kohm = self.iso_resistance_kohm
+        if self.iso_measured_kohm < p.iso_error_kohm:
             self.latched["isolation"] = True
 
         last = self._last_cmd_time
@@ -364,6 +440,17 @@ class Bms:
             and not self.latched["comm"]
         ):
             self._trip("comm")
+
+    def _sense_line_symptom(self) -> bool:
+        """What the sense-line diagnostics see: an open line or a leakage path to chassis."""
+        # Both are active tests of the cell monitoring IC (pull-down currents on each line, a
+        # leakage check against chassis), so a load current that pulls the cells down is no symptom.
+        open_wire = not self.faults.open_wire_detection_disabled and 0 < self.open_wire <= self.pack.n
+        return open_wire or self.short_gnd != 0
+
+    @property
+    def iso_warning(self) -> bool:
+        return not self.faults.iso_warning_disabled and self.iso_measured_kohm < self.p.iso_warning_kohm
 
     def _debounce(self, fault: str, active: bool, now: float) -> None:
         if not active:
@@ -406,7 +493,7 @@ class Bms:
             contactors,
             *(latched[f] for f in _STATUS_LATCHED),
             control_failure,
-            self.iso_resistance_kohm < self.p.iso_warning_kohm,
+            self.iso_warning,
             alive,
         )
         # The status changes rarely; reuse the sealed frame of an identical content.
@@ -448,7 +535,7 @@ class Bms:
                 "cell_temp_max": self.t_max,
                 "cell_temp_min": self.t_min,
                 "cell_temp_max_id": self.t_max_id,
-                "coolant_temp": self.pack.ambient_c,
+                "coolant_temp": self.pack.coolant_c,
             }
         )
 
@@ -474,7 +561,8 @@ class Bms:
         )
 
     def _isolation(self) -> bytearray:
-        return self._codecs["BMS_Isolation"].encode({"iso_resistance": self.iso_resistance_kohm, "iso_valid": 1})
+        self.iso_measured_kohm = self.iso_resistance_kohm
+        return self._codecs["BMS_Isolation"].encode({"iso_resistance": self.iso_measured_kohm, "iso_valid": 1})
 
     def _cell_voltages(self) -> bytearray:
         groups = self._cell_layout
@@ -482,7 +570,7 @@ class Bms:
         self._cell_group = (g + 1) % len(groups)
         values: dict[str, float] = {"cell_group": g}
         for name, i in groups[g]:
-            values[name] = self.pack.cell_voltage(i) + self._v_offset
+            values[name] = self.cell_reading(i)
         return self._codecs["BMS_CellVoltages"].encode(values)
 
 

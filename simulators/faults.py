@@ -16,6 +16,9 @@ H2_SENSOR_OFFSET_PCT = 0.20
 # The h2_sensor_silent sensor stops streaming this long after its port is opened, so the
 # driver connects and the loss happens mid-run, as it does on a bench.
 H2_SENSOR_SILENT_AFTER_S = 10.0
+# The h2_sensor_disconnected sensor's link goes away this long after its port is opened (a pulled
+# cable or USB adapter): unlike a silent sensor, the host's port itself ends or fails.
+H2_SENSOR_DISCONNECTED_AFTER_S = 10.0
 
 CATALOGUE: dict[str, str] = {
     "overvoltage_protection_disabled": "BMS never trips on cell over-voltage",
@@ -29,11 +32,23 @@ CATALOGUE: dict[str, str] = {
     "cell_voltage_sensor_offset": "BMS measures every cell voltage 50 mV low (reports and protects on it)",
     "command_timeout_ignored": "BMS keeps the contactors closed when BENCH_Command stops",
     "isolation_fault": f"isolation resistance drops to {ISOLATION_FAULT_KOHM:.0f} kOhm (fault_isolation, no contactor action)",
-    "h2_sensor_offset": f"enclosure H2 sensor reads {H2_SENSOR_OFFSET_PCT:+.2f} %vol off the true concentration",
-    "h2_sensor_stuck": "enclosure H2 sensor keeps reporting its first reading, status OK",
-    "h2_sensor_silent": f"enclosure H2 sensor stops sending {H2_SENSOR_SILENT_AFTER_S:.0f} s after its port is opened",
-    "h2_sensor_fault_flag": "enclosure H2 sensor reports its sensor fault flag (status bit 0x0001)",
+    "h2_sensor_offset": f"H2 sensors read {H2_SENSOR_OFFSET_PCT:+.2f} %vol off the true concentration",
+    "h2_sensor_stuck": "H2 sensors keep reporting their first reading, status OK",
+    "h2_sensor_silent": f"H2 sensors stop sending {H2_SENSOR_SILENT_AFTER_S:.0f} s after their port is opened",
+    "h2_sensor_fault_flag": "H2 sensors report their sensor fault flag (status bit 0x0001)",
+    "h2_sensor_disconnected": (
+        f"H2 sensors' serial link is lost {H2_SENSOR_DISCONNECTED_AFTER_S:.0f} s after their port is opened"
+    ),
+    "overcurrent_protection_disabled": "BMS never trips on pack over-current, not even on a short circuit",
+    "open_wire_detection_disabled": "BMS open-wire diagnostic missing: a broken cell sense line goes unnoticed",
+    "iso_warning_disabled": "BMS isolation monitor never raises warn_isolation",
+    "thermal_event_warning_disabled": "BMS never raises warn_thermal_event",
+    "temp_sensor_stuck": "BMS temperature readings freeze at their first value (over-temperature protection blind)",
 }
+
+
+# Faults of the H2 sensor model itself: they act on every simulated H2 sensor or analyser.
+H2_SENSOR_FAULTS = frozenset(n for n in CATALOGUE if n.startswith("h2_sensor_"))
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,12 @@ class Faults:
     h2_sensor_stuck: bool = False
     h2_sensor_silent: bool = False
     h2_sensor_fault_flag: bool = False
+    h2_sensor_disconnected: bool = False
+    overcurrent_protection_disabled: bool = False
+    open_wire_detection_disabled: bool = False
+    iso_warning_disabled: bool = False
+    thermal_event_warning_disabled: bool = False
+    temp_sensor_stuck: bool = False
 
     @classmethod
     def from_names(cls, names: Iterable[str]) -> Faults:

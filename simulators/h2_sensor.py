@@ -13,8 +13,10 @@ heater), 0x0002 warming up, 0x0004 over range.
 
 The serial device contract (the same object is served on a pty by ``bench sim serve``):
 ``open(send)`` gets the function that pushes bytes to the host and returns the function that
-takes bytes from the host; ``close()`` stops the stream. Lines are sent on the event loop's
-clock, so in virtual time a sensor with a 1 s period costs one timer per simulated second.
+takes bytes from the host; ``close()`` stops the stream. ``send(b"")`` hangs the line up (a
+pulled cable): the host's port ends, and nothing more is sent until the host opens it again.
+Lines are sent on the event loop's clock, so in virtual time a sensor with a 1 s period costs
+one timer per simulated second.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from simulators.faults import (
+    H2_SENSOR_DISCONNECTED_AFTER_S,
     H2_SENSOR_OFFSET_PCT,
     H2_SENSOR_SILENT_AFTER_S,
     Faults,
@@ -46,6 +49,8 @@ class H2SensorSpec:
     period_s: float = 1.0
     noise_pct: float = 0.002
     temperature_c: float = 30.0
+    # Full scale: an enclosure sensor's 5 %vol, or an exhaust analyser's 100 %vol.
+    range_pct: float = _RANGE_PCT
 
 
 def checksum(body: str) -> str:
@@ -69,6 +74,7 @@ class H2Sensor:
         self._rng = rng
         self._send: Callable[[bytes], None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._hang_up_timer: asyncio.TimerHandle | None = None
         self._rx = bytearray()
         self._stuck: float | None = None
         self._opened_at = 0.0
@@ -81,14 +87,27 @@ class H2Sensor:
         loop = asyncio.get_running_loop()
         self._opened_at = loop.time()
         self._task = loop.create_task(self._stream(), name="h2-sensor-stream")
+        if self.faults.h2_sensor_disconnected:
+            # A timer, not a check in the stream loop: the link goes exactly N s after opening.
+            self._hang_up_timer = loop.call_later(H2_SENSOR_DISCONNECTED_AFTER_S, self._hang_up)
         return self._receive
 
     def close(self) -> None:
+        if self._hang_up_timer is not None:
+            self._hang_up_timer.cancel()
+            self._hang_up_timer = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
         self._send = None
         self._rx.clear()
+
+    def _hang_up(self) -> None:
+        send = self._send
+        self._hang_up_timer = None
+        self.close()
+        if send is not None:
+            send(b"")
 
     # -- behaviour --------------------------------------------------------------------------
 
@@ -103,8 +122,8 @@ class H2Sensor:
             if self._stuck is None:
                 self._stuck = value
             value = self._stuck
-        value = min(max(value, 0.0), _RANGE_PCT)
-        status = STATUS_OVER_RANGE if true > _RANGE_PCT else 0
+        value = min(max(value, 0.0), self.spec.range_pct)
+        status = STATUS_OVER_RANGE if true > self.spec.range_pct else 0
         if self.faults.h2_sensor_fault_flag:
             status |= STATUS_FAULT
         return value, status

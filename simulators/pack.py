@@ -131,8 +131,18 @@ class PackParams:
     initial_temp_c: float | None = None
     internal_resistance_mohm_per_cell: float = 0.8
     thermal_mass_j_per_k: float = 420_000.0
+    # Pack to the air around it (the climate chamber's air when there is one).
     thermal_resistance_k_per_w: float = 0.05
     temp_sensors: int = 16
+    # Pack to its coolant loop while the loop runs; None: no separate loop, the air path is all.
+    cooling_k_per_w: float | None = None
+    # Coolant supply temperature; None: ambient_c.
+    coolant_c: float | None = None
+    # A heater pad on the module of one temperature sensor (1-based): the module's local
+    # thermal mass and its thermal resistance to the rest of the pack.
+    heater_sensor: int = 1
+    heater_thermal_mass_j_per_k: float = 1500.0
+    heater_thermal_resistance_k_per_w: float = 0.05
 
 
 class Pack:
@@ -149,6 +159,13 @@ class Pack:
         self.r0_cell = params.internal_resistance_mohm_per_cell * 1e-3
         self._soc_per_as = 100.0 / (3600.0 * params.capacity_ah)
         self.ambient_c = params.ambient_c
+        self.coolant_c = params.ambient_c if params.coolant_c is None else params.coolant_c
+        # Set by the plant from the chamber every tick: is the coolant loop running?
+        self.cooling = True
+        # Heater pad power (W) and how far its module is above the pack temperature (K).
+        self.heater_w = 0.0
+        self.hotspot_k = 0.0
+        self._heater_j = min(max(params.heater_sensor, 1), params.temp_sensors) - 1
         self.temp_c = params.ambient_c if params.initial_temp_c is None else params.initial_temp_c
         self.current_a = 0.0
         self.s = params.initial_soc_pct
@@ -193,9 +210,25 @@ class Pack:
                 stored = current_a * (1.0 - share)
         self.s += stored * dt * self._soc_per_as
         self.side_heat_w = side
+        p = self.p
         t = self.temp_c
-        cooling = (t - self.ambient_c) / self.p.thermal_resistance_k_per_w
-        self.temp_c = t + dt * (heat + side - cooling) / self.p.thermal_mass_j_per_k
+        loss = (t - self.ambient_c) / p.thermal_resistance_k_per_w
+        if self.cooling and p.cooling_k_per_w is not None:
+            loss += (t - self.coolant_c) / p.cooling_k_per_w
+        # The heated module is a small node of its own: it warms fast, and what it passes on
+        # heats the whole pack, so the heater's energy is not lost.
+        spread = 0.0
+        if self.heater_w > 0.0 or self.hotspot_k != 0.0:
+            spread = self.hotspot_k / p.heater_thermal_resistance_k_per_w
+            # Explicit Euler is stable only below the node's time constant: limit the step.
+            tau = p.heater_thermal_mass_j_per_k * p.heater_thermal_resistance_k_per_w
+            k = dt / tau
+            self.hotspot_k += (self.heater_w * p.heater_thermal_resistance_k_per_w - self.hotspot_k) * (
+                k if k < 1.0 else 1.0
+            )
+            if self.heater_w <= 0.0 and abs(self.hotspot_k) < 1e-6:
+                self.hotspot_k = 0.0
+        self.temp_c = t + dt * (heat + side + spread - loss) / p.thermal_mass_j_per_k
         self._update_resistance()
 
     def _update_resistance(self) -> None:
@@ -207,6 +240,11 @@ class Pack:
     @property
     def soc_pct(self) -> float:
         return self._a_mean + self._b_mean * self.s
+
+    def set_soc(self, soc_pct: float) -> None:
+        """Move the pack to ``soc_pct`` as if charged or discharged there: the cells' spread
+        follows their capacity differences, exactly as a charge would leave it."""
+        self.s = (soc_pct - self._a_mean) / self._b_mean
 
     @property
     def r_pack(self) -> float:
@@ -242,10 +280,16 @@ class Pack:
 
     def sensor_temp(self, j: int) -> float:
         rise = self.temp_c - self.ambient_c
-        return self.temp_c + self._tc[j] + self._tg[j] * rise
+        value = self.temp_c + self._tc[j] + self._tg[j] * rise
+        return value + self.hotspot_k if j == self._heater_j else value
 
     def hottest_sensor(self) -> int:
-        return self._hot(self.temp_c - self.ambient_c)
+        j = self._hot(self.temp_c - self.ambient_c)
+        if self.hotspot_k != 0.0 and self.sensor_temp(self._heater_j) > self.sensor_temp(j):
+            return self._heater_j
+        return j
 
     def coldest_sensor(self) -> int:
+        if self.hotspot_k != 0.0:
+            return min(range(len(self._tc)), key=self.sensor_temp)
         return self._cold(self.temp_c - self.ambient_c)

@@ -1,5 +1,6 @@
 """The simulated station: battery pack + BMS + bidirectional supply, wired and ticking, with a
-power analyzer on the supply's output and an H2 sensor in the enclosure.
+power analyzer on the supply's output, an H2 sensor in the enclosure, a climate chamber around
+the pack and a fault-injection box on its sense lines, isolation and HV terminals.
 
 Entry point ``bms_pack`` (``simulators.plant:build_plant``). Everything runs on the event
 loop's clock, so on a virtual-time loop hours of bench time pass in seconds.
@@ -21,6 +22,8 @@ import cantools
 
 from simulators.analyzer import AnalyzerSpec, PowerAnalyzer
 from simulators.bms_firmware import COMMAND_FRAME, Bms, BmsParams, Contactors
+from simulators.chamber import Chamber, ChamberSpec
+from simulators.fault_box import Channel, FaultBox
 from simulators.faults import CATALOGUE, Faults
 from simulators.h2_sensor import H2Sensor, H2SensorSpec
 from simulators.pack import CHEMISTRIES, Pack, PackParams
@@ -43,6 +46,9 @@ _TOP: dict[str, _Spec] = {
     "psu_endpoint": ((str,), "psu", None, None, False),
     "analyzer_endpoint": ((str,), "pa", None, None, False),
     "h2_endpoint": ((str,), "h2", None, None, False),
+    "fib_endpoint": ((str,), "fib", None, None, False),
+    "chamber_endpoint": ((str,), "chamber", None, None, False),
+    "emu_endpoint": ((str,), "emu", None, None, False),
     "enclosure_h2_pct": (_NUM, 0.0, 0, 100, False),
     "cells": ((int,), 192, 1, None, False),
     "chemistry": ((str,), "NMC", None, None, False),
@@ -54,17 +60,25 @@ _TOP: dict[str, _Spec] = {
     "thermal_mass_j_per_k": (_NUM, 420_000.0, 0, None, True),
     "thermal_resistance_k_per_w": (_NUM, 0.05, 0, None, True),
     "temp_sensors": ((int,), 16, 1, 255, False),
+    "cooling_k_per_w": (_NUM, None, 0, None, True),
+    "coolant_c": (_NUM, None, -40, 60, False),
+    "heater_sensor": ((int,), 1, 1, 255, False),
+    "heater_thermal_mass_j_per_k": (_NUM, 1500.0, 0, None, True),
+    "heater_thermal_resistance_k_per_w": (_NUM, 0.05, 0, None, True),
     "tick_s": (_NUM, 0.1, 0, 1.0, True),
     "bms": ((dict,), None, None, None, False),
     "supply": ((dict,), None, None, None, False),
     "analyzer": ((dict,), None, None, None, False),
     "h2_sensor": ((dict,), None, None, None, False),
+    "chamber": ((dict,), None, None, None, False),
+    "fault_box": ((dict,), None, None, None, False),
 }
 _BMS: dict[str, _Spec] = {
     "ov_threshold_v": (_NUM, None, 0, 10, True),
     "uv_threshold_v": (_NUM, None, 0, 10, True),
     "ot_threshold_c": (_NUM, 60.0, 0, 200, True),
     "oc_threshold_a": (_NUM, 350.0, 0, None, True),
+    "oc_charge_threshold_a": (_NUM, None, 0, None, True),
     "detection_time_s": (_NUM, 0.2, 0, 60, False),
     "reaction_time_s": (_NUM, 0.1, 0, 60, False),
     "precharge_time_s": (_NUM, 0.3, 0, 60, True),
@@ -81,6 +95,11 @@ _BMS: dict[str, _Spec] = {
     "iso_error_kohm": (_NUM, 100.0, 0, 65535, False),
     "thermal_event_margin_c": (_NUM, 10.0, 0, 100, False),
     "thermal_event_rate_c_per_s": (_NUM, 1.0, 0, None, True),
+    # UN R100 states isolation in Ohm per volt of the maximum working voltage; when set these
+    # override the kOhm thresholds (maximum working voltage = cells x charge voltage per cell).
+    "iso_warning_ohm_per_v": (_NUM, None, 0, None, True),
+    "iso_error_ohm_per_v": (_NUM, None, 0, None, True),
+    "short_circuit_factor": (_NUM, 5.0, 0, None, False),
 }
 _SUPPLY: dict[str, _Spec] = {
     "voltage_max_v": (_NUM, 1000.0, 0, None, True),
@@ -102,6 +121,19 @@ _H2: dict[str, _Spec] = {
     "noise_pct": (_NUM, 0.002, 0, None, False),
     "temperature_c": (_NUM, 30.0, -40, 85, False),
 }
+_CHAMBER: dict[str, _Spec] = {
+    "serial": ((str,), "SIM00CH001", None, None, False),
+    "min_temp_c": (_NUM, -40.0, -100, None, False),
+    "max_temp_c": (_NUM, 150.0, None, 300, False),
+    "max_ramp_k_per_min": (_NUM, 5.0, 0, None, True),
+}
+_FIB: dict[str, _Spec] = {
+    "serial": ((str,), "SIM0FIB001", None, None, False),
+    "iso_ro_max_kohm": (_NUM, 10000.0, 0, None, True),
+    "heater_max_w": (_NUM, 5000.0, 0, None, True),
+}
+FIB_MODEL = "FAULT INSERTION BOX FIB-16"
+FIB_FIRMWARE = "1.0 (simulated)"
 # UDS data identifiers the BMS answers (ISO 14229-1 Annex C).
 DID_VIN = 0xF190
 DID_ECU_SERIAL = 0xF18C
@@ -152,6 +184,14 @@ def build_plant(
     sup_cfg = _check(top["supply"] or {}, _SUPPLY, "supply.")
     pa_cfg = _check(top["analyzer"] or {}, _ANALYZER, "analyzer.")
     h2_cfg = _check(top["h2_sensor"] or {}, _H2, "h2_sensor.")
+    ch_cfg = _check(top["chamber"] or {}, _CHAMBER, "chamber.")
+    fib_cfg = _check(top["fault_box"] or {}, _FIB, "fault_box.")
+    if not ch_cfg["min_temp_c"] <= top["ambient_c"] <= ch_cfg["max_temp_c"]:
+        raise ValueError("bms_pack config: ambient_c must lie within chamber.min_temp_c .. chamber.max_temp_c")
+    if top["heater_sensor"] > top["temp_sensors"]:
+        raise ValueError(
+            f"bms_pack config: heater_sensor must be <= temp_sensors ({top['temp_sensors']}), got {top['heater_sensor']}"
+        )
     uds_cfg = {k: bms_cfg.pop(k) for k in ("vin", "ecu_serial", "uds_request_id", "uds_response_id")}
     for key in ("vin", "ecu_serial", "software_version"):
         text = uds_cfg.get(key, bms_cfg.get(key))
@@ -167,10 +207,19 @@ def build_plant(
     chem = CHEMISTRIES[chem_name]
     bms_cfg["ov_threshold_v"] = bms_cfg["ov_threshold_v"] or chem.ov_threshold_v
     bms_cfg["uv_threshold_v"] = bms_cfg["uv_threshold_v"] or chem.uv_threshold_v
+    max_working_v = top["cells"] * chem.charge_voltage_per_cell_v
+    for level in ("warning", "error"):
+        per_volt = bms_cfg.pop(f"iso_{level}_ohm_per_v")
+        if per_volt is not None:
+            bms_cfg[f"iso_{level}_kohm"] = per_volt * max_working_v / 1000.0
     if bms_cfg["uv_threshold_v"] >= bms_cfg["ov_threshold_v"]:
         raise ValueError("bms_pack config: bms.uv_threshold_v must be below bms.ov_threshold_v")
     if bms_cfg["iso_error_kohm"] > bms_cfg["iso_warning_kohm"]:
-        raise ValueError("bms_pack config: bms.iso_error_kohm must not exceed bms.iso_warning_kohm")
+        raise ValueError(
+            f"bms_pack config: the isolation error threshold ({bms_cfg['iso_error_kohm']:g} kOhm) must not exceed"
+            f" the warning threshold ({bms_cfg['iso_warning_kohm']:g} kOhm); Ohm/V thresholds are per volt of"
+            f" {max_working_v:g} V (bms.iso_warning_ohm_per_v, bms.iso_error_ohm_per_v)"
+        )
 
     try:
         db = cantools.database.load_file(top["dbc"])
@@ -209,8 +258,38 @@ def build_plant(
     plant.uds_ids = (uds_cfg["uds_request_id"], uds_cfg["uds_response_id"])
     register(top["psu_endpoint"], supply)
     register(top["analyzer_endpoint"], analyzer)
+    plant.chamber = Chamber(ChamberSpec(**ch_cfg, initial_temp_c=top["ambient_c"]))
+    plant.fault_box = _fault_box(plant, fib_cfg)
     register(top["h2_endpoint"], plant.h2_sensor)
+    register(top["fib_endpoint"], plant.fault_box)
+    register(top["chamber_endpoint"], plant.chamber)
+    # The battery model's own controls: a HIL rig sets the emulated pack's state before a test,
+    # where a lab with a real pack would charge or discharge it there first.
+    plant.emulation = FaultBox(
+        f"BENCH-SIM,PACK-EMU,{fib_cfg['serial']},{FIB_FIRMWARE}",
+        [Channel("SOC", lambda: pack.soc_pct, pack.set_soc, 0.0, 100.0, None)],
+    )
+    register(top["emu_endpoint"], plant.emulation)
     return plant
+
+
+def _fault_box(plant: Plant, cfg: Mapping[str, Any]) -> FaultBox:
+    bms, pack = plant.bms, plant.pack
+
+    def setter(obj: object, attr: str, cast: Callable[[float], Any]) -> Callable[[float], None]:
+        return lambda value: setattr(obj, attr, cast(value))
+
+    cells = float(pack.n)
+    channels = [
+        Channel("OPEN:CELL", lambda: bms.open_wire, setter(bms, "open_wire", round), 0.0, cells, 0.0, True),
+        Channel("SHOR:CELL", lambda: bms.short_gnd, setter(bms, "short_gnd", round), 0.0, cells, 0.0, True),
+        Channel("ISO:RES", lambda: bms.iso_ro_kohm, setter(bms, "iso_ro_kohm", float), 0.0, cfg["iso_ro_max_kohm"]),
+        Channel("SHOR:EXT", lambda: float(plant.ext_short), setter(plant, "ext_short", bool), integer=True),
+        # *RST leaves the largest resistor selected: the smallest current should the relay close.
+        Channel("SHOR:RES", lambda: plant.short_res_mohm, setter(plant, "short_res_mohm", float), 0.1, 100.0, 100.0),
+        Channel("HEAT", lambda: pack.heater_w, setter(pack, "heater_w", float), 0.0, cfg["heater_max_w"]),
+    ]
+    return FaultBox(f"BENCH-SIM,{FIB_MODEL},{cfg['serial']},{FIB_FIRMWARE}", channels)
 
 
 class Plant:
@@ -231,6 +310,12 @@ class Plant:
         self.supply = supply
         self.analyzer = analyzer
         self.h2_sensor: H2Sensor | None = None
+        self.chamber: Chamber | None = None
+        self.fault_box: FaultBox | None = None
+        self.emulation: FaultBox | None = None
+        # External short circuit across the HV terminals (fault box relay and resistor).
+        self.ext_short = False
+        self.short_res_mohm = 100.0
         # Hydrogen in the test enclosure, %vol: 0 on a BEV bench; raised by fuel-cell sequences.
         self.enclosure_h2_pct = 0.0
         self.dids: dict[int, bytes] = {}
@@ -293,11 +378,25 @@ class Plant:
         pack = self.pack
         bms = self.bms
         sup = self.supply
+        chamber = self.chamber
+        if chamber is not None:
+            chamber.step(dt)
+            pack.ambient_c = chamber.air_c
+            pack.cooling = chamber.cooling
         conducting = bms.conducting
-        current = self._supply_current(pack.ocv_pack(), pack.r_pack) if conducting and sup.output else 0.0
+        short = self.ext_short
+        if short:
+            # The supply runs into its current limit on the short; it barely feeds the pack.
+            supplied = sup.source_current_set if sup.output else 0.0
+            current = -pack.ocv_pack() / (pack.r_pack + self.short_res_mohm * 1e-3) if conducting else 0.0
+        else:
+            current = self._supply_current(pack.ocv_pack(), pack.r_pack) if conducting and sup.output else 0.0
+            supplied = current
         pack.step(current, dt)
         if conducting:
             link = pack.terminal_voltage()
+        elif short:
+            link = supplied * self.short_res_mohm * 1e-3
         elif sup.output:
             link = sup.voltage_set
         else:
@@ -309,11 +408,11 @@ class Plant:
             link += (target - link) * min(1.0, dt / tau)
         self.link_voltage = link
         bms.link_voltage = link
-        sup.measure(link, current)
+        sup.measure(link, supplied)
         sup.check_watchdog(now)
         if self.analyzer is not None:
             # Element 1 sits on the supply's DC output: the link voltage and the supply current.
-            self.analyzer.measure(dt, [(link, current)])
+            self.analyzer.measure(dt, [(link, supplied)])
         bms.monitor(now)
 
     def _supply_current(self, ocv: float, r: float) -> float:

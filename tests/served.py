@@ -29,6 +29,8 @@ DBC = ROOT / "dbc" / "bms.dbc"
 # A pack that reaches its over-voltage threshold ~15 s after the charge starts, so that a served
 # (real-time) overcharge run takes well under a minute; the start-SOC check is widened to match.
 HIGH_SOC = 99.4
+# SCPI endpoints of the simulated station that sim-served.yaml's devices do not use.
+OTHER_SCPI = ("fib", "emu", "chamber", "fcio")
 SHORT_OVERCHARGE = ["-p", "soc_max=100 %", "-p", "observation=5 s"]
 
 
@@ -79,13 +81,15 @@ def write_stations(tmp: Path, initial_soc: float = HIGH_SOC, psu: dict[str, Any]
     """
     tmp.mkdir(parents=True, exist_ok=True)
     sim = load_yaml(SIM_STATION)
-    sim["devices"]["bms"]["config"]["dbc"] = str(DBC)
+    for entry in [*sim["devices"].values(), *sim["simulators"]]:
+        if "dbc" in entry["config"]:
+            entry["config"]["dbc"] = str(ROOT / "dbc" / Path(entry["config"]["dbc"]).name)
     for s in sim["simulators"]:
-        s["config"]["dbc"] = str(DBC)
-        s["config"]["initial_soc_pct"] = initial_soc
+        if s["kind"] == "bms_pack":
+            s["config"]["initial_soc_pct"] = initial_soc
     inproc = dump_yaml(sim, tmp / "sim.yaml")
 
-    can_port, psu_port, pa_port = free_ports(3)
+    can_port, psu_port, pa_port, *others = free_ports(3 + len(OTHER_SCPI))
     serial_dir = tmp / "serial"
     served = load_yaml(SERVED_STATION)
     dev = served["devices"]
@@ -98,11 +102,16 @@ def write_stations(tmp: Path, initial_soc: float = HIGH_SOC, psu: dict[str, Any]
     served["serve"].update(
         simulators_from=str(inproc),
         can={"port": can_port, "channels": ["bench0"]},
-        scpi={"psu": psu_port, "pa": pa_port},
+        # Every SCPI endpoint on a free port, so that served tests never collide.
+        scpi={"psu": psu_port, "pa": pa_port, **dict(zip(OTHER_SCPI, others, strict=True))},
         serial_dir=str(serial_dir),
     )
     return Stations(
-        inproc, dump_yaml(served, tmp / "sim-served.yaml"), can_port, {"psu": psu_port, "pa": pa_port}, serial_dir
+        inproc,
+        dump_yaml(served, tmp / "sim-served.yaml"),
+        can_port,
+        {"psu": psu_port, "pa": pa_port, **dict(zip(OTHER_SCPI, others, strict=True))},
+        serial_dir,
     )
 
 

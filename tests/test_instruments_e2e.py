@@ -14,7 +14,7 @@ ENERGY = ROOT / "tests" / "sequences" / "energy_window.yaml"
 
 def _station(tmp_path: Path, old: str, new: str) -> Path:
     """A copy of the default station with one text change, its DBC paths made absolute."""
-    text = SIM_STATION.read_text().replace("../dbc/bms.dbc", str(ROOT / "dbc" / "bms.dbc"))
+    text = SIM_STATION.read_text().replace("../dbc/", f"{ROOT / 'dbc'}/")
     assert old in text
     path = tmp_path / "station.yaml"
     path.write_text(text.replace(old, new))

@@ -15,8 +15,8 @@ import can
 import pytest
 import serial
 
-from tests.conftest import ROOT, bench
-from tests.served import Served, Stations, scpi_query, sim_serve, write_stations
+from tests.conftest import OVERCHARGE, ROOT, bench
+from tests.served import OTHER_SCPI, Served, Stations, scpi_query, sim_serve, write_stations
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,13 @@ def test_prints_one_line_per_endpoint(served: Served, stations: Stations) -> Non
     assert f"socketcand 127.0.0.1:{stations.can_port} channel bench0" in text
     assert stations.visa("psu") in text and stations.visa("pa") in text
     assert str(stations.serial_dir / "h2") in text
+    # The rig's other instruments (fault boxes, pack emulation, chamber) and the fuel-cell plant's
+    # exhaust analyser are served too, each on the port the station gives it.
+    for endpoint in OTHER_SCPI:
+        assert stations.visa(endpoint) in text
+    assert str(stations.serial_dir / "h2x") in text
     kinds = [line.split()[0] for line in served.banner[1:-1]]
-    assert sorted(kinds) == ["can", "scpi", "scpi", "serial"]
+    assert sorted(kinds) == ["can"] + ["scpi"] * (2 + len(OTHER_SCPI)) + ["serial"] * 2
 
 
 def test_socketcand_client_receives_frames_and_gets_uds_answers(served: Served, stations: Stations) -> None:
@@ -150,3 +155,9 @@ def test_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
 def test_station_templates_validate() -> None:
     r = bench("validate", ROOT / "stations" / "lab-example.yaml", ROOT / "stations" / "sim-served.yaml")
     assert r.rc == 0, r.err
+
+
+def test_fault_on_a_served_station_points_to_the_server() -> None:
+    run = bench("run", OVERCHARGE, "--station", ROOT / "stations" / "sim-served.yaml", "--fault", "slow_reaction")
+    assert run.rc == 2
+    assert "bench sim serve --station <this file> --fault slow_reaction" in run.err

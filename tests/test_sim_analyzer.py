@@ -80,7 +80,8 @@ def test_values_follow_the_plant_supply_output() -> None:
         seed=1,
         register=endpoints.__setitem__,
     )
-    assert set(endpoints) == {"psu", "pa", "h2"}
+    # The rig's fault box, pack emulation and chamber are endpoints of the same plant.
+    assert set(endpoints) == {"psu", "pa", "h2", "fib", "emu", "chamber"}
     pa = endpoints["pa"]
     assert isinstance(pa, PowerAnalyzer)
     psu = endpoints["psu"]

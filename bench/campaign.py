@@ -1,0 +1,299 @@
+"""A fault-matrix campaign: every sequence against the nominal simulator and every fault mode.
+
+Each cell is an ordinary run with its own sealed record (result, events, CAN traffic), made
+without the rendered report so that hundreds of cells stay cheap; ``bench report render``
+renders any cell later. Cells run in worker processes, one per core: each run owns its event
+loop and virtual clock, so cells are independent and their order does not matter.
+
+A cell that trips the station's supervisor latches an interlock of its own (a state folder
+per cell): the simulated rig starts afresh for every cell, and the trip stays in the cell's record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from bench.device import fault_catalogue
+from bench.errors import BenchError, LoadError
+from bench.station import load_station
+
+NOMINAL = "nominal"
+# Verdicts that count as "caught": the sequence failed or stopped the run on the fault (FAIL,
+# ABORTED), or the bench stopped on the faulty instrument itself (ERROR: a driver fault, whose
+# run is invalid by design). The matrix shows the three apart.
+CAUGHT = ("FAIL", "ABORTED", "ERROR")
+MATRIX_SCHEMA = "1.0"
+
+
+@dataclass
+class Cell:
+    sequence: str  # sequence id
+    fault: str  # fault name or NOMINAL
+    verdict: str
+    reason: str
+    run_id: str = ""
+    sim_s: float = 0.0
+    wall_s: float = 0.0
+    unsafe_end: bool = False
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def caught(self) -> bool:
+        return self.verdict in CAUGHT
+
+
+@dataclass
+class Matrix:
+    campaign_id: str
+    station: str
+    sequences: dict[str, str]  # id -> path
+    faults: list[str]  # columns after NOMINAL
+    params: dict[str, str]
+    cells: list[Cell]
+    started_utc: str = ""
+    wall_s: float = 0.0
+
+    def cell(self, sequence: str, fault: str) -> Cell | None:
+        for c in self.cells:
+            if c.sequence == sequence and c.fault == fault:
+                return c
+        return None
+
+    def verdicts(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {s: {} for s in self.sequences}
+        for c in self.cells:
+            out[c.sequence][c.fault] = c.verdict
+        return out
+
+    def findings(self) -> list[str]:
+        """What makes the matrix unconvincing: a nominal run that does not pass, a fault no
+        sequence catches, a sequence no fault can make fail."""
+        problems = []
+        for seq in self.sequences:
+            nominal = self.cell(seq, NOMINAL)
+            if nominal is not None and nominal.verdict != "PASS":
+                problems.append(f"{seq} does not pass on the nominal simulator ({nominal.verdict}: {nominal.reason})")
+            if self.faults and not any((c := self.cell(seq, f)) is not None and c.caught for f in self.faults):
+                problems.append(f"{seq} is not made to fail by any fault mode (an empty row)")
+        for f in self.faults:
+            if not any((c := self.cell(s, f)) is not None and c.caught for s in self.sequences):
+                problems.append(f"fault {f} is caught by no sequence (an empty column)")
+        return problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": MATRIX_SCHEMA,
+            "campaign_id": self.campaign_id,
+            "station": self.station,
+            "started_utc": self.started_utc,
+            "wall_s": round(self.wall_s, 2),
+            "params": self.params,
+            "sequences": self.sequences,
+            "columns": [NOMINAL, *self.faults],
+            "cells": [asdict(c) for c in self.cells],
+            "findings": self.findings(),
+        }
+
+
+def collect_sequences(paths: Iterable[Path]) -> dict[str, Path]:
+    """Sequence files under ``paths`` (files or folders), by sequence id; ids must be unique."""
+    from bench.plan import load_sequence
+
+    found: dict[str, Path] = {}
+    for p in paths:
+        if not p.exists():
+            raise LoadError(f"{p}: no such file or folder")
+        files = sorted(p.rglob("*.yaml")) if p.is_dir() else [p]
+        for f in files:
+            _, model = load_sequence(f)
+            if model.id in found:
+                raise LoadError(f"{f}: sequence id {model.id} is also used by {found[model.id]}")
+            found[model.id] = f
+    if not found:
+        raise LoadError(f"no sequence files (*.yaml) in {', '.join(str(p) for p in paths)}")
+    return found
+
+
+def station_fault_names(station: Path, wanted: str) -> list[str]:
+    """``all``, ``none`` or a comma-separated list, checked against the station's simulators."""
+    st = load_station(station)
+    known: dict[str, str] = {}
+    for sim in st.model.simulators:
+        known.update(fault_catalogue(sim.kind))
+    if wanted.strip() == "none":
+        return []
+    if wanted.strip() == "all":
+        if not known:
+            raise LoadError(f"station '{st.model.id}' has no simulators, so no fault modes")
+        return sorted(known)
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    for n in names:
+        if n not in known:
+            raise LoadError(f"unknown fault '{n}' (faults of this station: {', '.join(sorted(known))})")
+    return names
+
+
+def run_cell(sequence: str, station: str, fault: str, params: Mapping[str, str], out_dir: str, seed: int) -> Cell:
+    """One cell, in a worker process. Never raises: a load error is the cell's ERROR."""
+    from bench.plan import build_plan, load_sequence
+    from bench.runner import run_plan
+
+    _, model = load_sequence(Path(sequence))
+    try:
+        os.environ["BENCH_STATE_DIR"] = str(Path(out_dir) / "state" / f"{model.id}--{fault}")
+        overrides = {k: v for k, v in params.items() if k in model.parameters}
+        plan = build_plan(Path(sequence), Path(station), overrides, [] if fault == NOMINAL else [fault])
+        t0 = time.perf_counter()
+        result = run_plan(plan, Path(out_dir) / "runs", seed=seed, full_report=False)
+    except BenchError as exc:
+        return Cell(model.id, fault, "ERROR", str(exc))
+    meas = [{"name": m.name, "value": m.value, "unit": m.unit, "outcome": m.outcome.value} for m in result.measurements]
+    return Cell(
+        model.id,
+        fault,
+        result.verdict.value,
+        result.reason,
+        result.run_id,
+        round(result.sim_duration_s, 3),
+        round(time.perf_counter() - t0, 3),
+        result.unsafe_end,
+        meas,
+    )
+
+
+def run_campaign(
+    sequences: Mapping[str, Path],
+    station: Path,
+    faults: Sequence[str],
+    params: Mapping[str, str],
+    out_dir: Path,
+    campaign_id: str,
+    started_utc: str,
+    *,
+    jobs: int = 0,
+    seed: int = 1,
+    progress: Callable[[int, int, Cell], None] | None = None,
+) -> Matrix:
+    columns = [NOMINAL, *faults]
+    todo = [(sid, f) for sid in sequences for f in columns]
+    out_dir.mkdir(parents=True, exist_ok=False)
+    matrix = Matrix(
+        campaign_id,
+        str(station),
+        {k: str(v) for k, v in sequences.items()},
+        list(faults),
+        dict(params),
+        [],
+        started_utc,
+    )
+    t0 = time.perf_counter()
+    workers = jobs or os.cpu_count() or 1
+    ctx = get_context("spawn")  # a fresh interpreter per worker: no threads or loops inherited
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {
+            pool.submit(run_cell, str(sequences[sid]), str(station), f, dict(params), str(out_dir), seed): (sid, f)
+            for sid, f in todo
+        }
+        try:
+            for fut in as_completed(futures):
+                sid, f = futures[fut]
+                try:
+                    cell = fut.result()
+                except Exception as exc:  # a worker that died is that cell's ERROR, not the campaign's end
+                    cell = Cell(sid, f, "ERROR", f"worker failed: {type(exc).__name__}: {exc}")
+                matrix.cells.append(cell)
+                if progress is not None:
+                    progress(len(matrix.cells), len(todo), cell)
+        except KeyboardInterrupt:
+            for fut in futures:
+                fut.cancel()
+            raise
+    order = {(sid, f): i for i, (sid, f) in enumerate(todo)}
+    matrix.cells.sort(key=lambda c: order[(c.sequence, c.fault)])
+    matrix.wall_s = time.perf_counter() - t0
+    return matrix
+
+
+def write_matrix(matrix: Matrix, out_dir: Path) -> tuple[Path, Path]:
+    from bench.report.fault_matrix import render_matrix_html
+
+    js = out_dir / "fault-matrix.json"
+    js.write_text(json.dumps(matrix.to_json(), indent=2) + "\n", encoding="utf-8")
+    html = out_dir / "fault-matrix.html"
+    html.write_text(render_matrix_html(matrix), encoding="utf-8")
+    return js, html
+
+
+# -- the committed expectation ------------------------------------------------------------------
+
+
+def load_expected(path: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """(campaign params, {sequence id: {fault: verdict}}) from an expectation file."""
+    from ruamel.yaml import YAML
+
+    try:
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LoadError(f"{path}: {exc.strerror}") from None
+    except Exception as exc:
+        raise LoadError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("sequences"), dict):
+        raise LoadError(f"{path}: expected a mapping with 'sequences: {{<id>: {{<fault>: <verdict>}}}}'")
+    params = {str(k): str(v) for k, v in (data.get("params") or {}).items()}
+    cells = {str(s): {str(f): str(v) for f, v in (row or {}).items()} for s, row in data["sequences"].items()}
+    return params, cells
+
+
+def compare(matrix: Matrix, expected: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Differences between the observed matrix and the expectation, one line each."""
+    diffs = []
+    observed = matrix.verdicts()
+    for seq in sorted(set(observed) | set(expected)):
+        if seq not in expected:
+            diffs.append(f"{seq}: observed but not in the expectation")
+            continue
+        if seq not in observed:
+            diffs.append(f"{seq}: expected but not run")
+            continue
+        for f in sorted(set(observed[seq]) | set(expected[seq])):
+            want, got = expected[seq].get(f), observed[seq].get(f)
+            if want != got:
+                cell = matrix.cell(seq, f)
+                why = f" ({cell.reason})" if cell is not None and got != want else ""
+                diffs.append(f"{seq} x {f}: expected {want or 'nothing'}, observed {got or 'nothing'}{why}")
+    return diffs
+
+
+def expected_yaml(matrix: Matrix) -> str:
+    lines = [
+        "# Expected fault matrix: the verdict of every sequence against the nominal simulator and",
+        "# each fault mode (bench campaign ... --expect this file). Regenerate with --write-expected",
+        "# and review every changed cell before committing it.",
+        f"station: {matrix.station}",
+        "params:" + ("" if matrix.params else " {}"),
+        *[f"  {k}: {v}" for k, v in matrix.params.items()],
+        "sequences:",
+    ]
+    for seq, row in matrix.verdicts().items():
+        lines.append(f"  {seq}:")
+        lines += [f"    {f}: {row[f]}" for f in [NOMINAL, *matrix.faults] if f in row]
+    return "\n".join(lines) + "\n"
+
+
+def print_progress(done: int, total: int, cell: Cell) -> None:
+    reason = cell.reason if len(cell.reason) <= 90 else cell.reason[:87] + "..."
+    print(
+        f"[{done:>{len(str(total))}}/{total}] {cell.sequence} x {cell.fault}: {cell.verdict}"
+        f" ({cell.wall_s:.1f} s) {reason}",
+        file=sys.stderr,
+        flush=True,
+    )

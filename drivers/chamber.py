@@ -1,0 +1,166 @@
+"""Climate chamber with conditioning of the item's coolant loop, over SCPI.
+
+Layout (see docs/instruments.md): ``TEMP <degC>`` / ``TEMP:SET?`` setpoint, ``TEMP?`` measured
+air temperature, ``RAMP <K/min>`` / ``RAMP?`` gradient (0 = as fast as the chamber can),
+``COOL ON|OFF`` / ``COOL?`` the coolant loop of the item under test, ``*IDN?``, ``*CLS``,
+``SYST:ERR?``. Replies are plain numbers (``"25.00"``) or ``ON`` / ``OFF``.
+
+Signals: ``temp_set`` (degC), ``ramp`` (K/min), ``cooling`` (OFF/ON) are commanded and read
+back; ``temp`` (degC, the air) is measured every ``poll_interval``. ``model``, when given,
+must appear in the model field of ``*IDN?``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bench.device import ConfigError, DeviceContext, Driver
+from bench.errors import DeviceError
+from bench.expr import SignalInfo
+from bench.units import parse_unit
+from drivers.scpi import ScpiInstrument, check_transport, open_transport, parse_number
+
+_KEYS = {"transport", "poll_interval", "model", "temp_min", "temp_max", "ramp_max"}
+ON_OFF = {"OFF": 0, "ON": 1}
+MAX_POLL_FAILURES = 3
+# signal -> (set command, query); replies carry two decimals, so read-backs compare to that.
+_SETPOINTS = {"temp_set": ("TEMP", "TEMP:SET?"), "ramp": ("RAMP", "RAMP?")}
+_READBACK_TOLERANCE = 0.006
+
+
+class ChamberDriver(Driver):
+    def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:
+        super().__init__(name, config, base_dir)
+        self.check_keys(_KEYS)
+        if not isinstance(self.config.get("transport"), dict):
+            raise ConfigError("a climate chamber needs 'transport'", "transport")
+        check_transport(self.config["transport"])
+        self.poll_interval = self.config_quantity("poll_interval", "1 s", "s")
+        model = self.config.get("model")
+        if model is not None and not isinstance(model, str):
+            raise ConfigError(f"model: expected text found in the *IDN? model field, got {model!r}", "model")
+        self.model = model
+        self.temp_min = self.config_quantity("temp_min", "-40 degC", "degC")
+        self.temp_max = self.config_quantity("temp_max", "150 degC", "degC")
+        if self.temp_min >= self.temp_max:
+            raise ConfigError(f"temp_min ({self.temp_min:g} degC) must be below temp_max", "temp_min")
+        self.ramp_max = self.config_quantity("ramp_max", "5 K/min", "K/min")
+        if self.ramp_max <= 0:
+            raise ConfigError(f"ramp_max must be > 0, got '{self.config.get('ramp_max')}'", "ramp_max")
+        self._instr: ScpiInstrument | None = None
+        self._identity: dict[str, str] = {}
+        self._ctx: DeviceContext | None = None
+        self._poll: asyncio.Task[None] | None = None
+
+    def signals(self) -> list[SignalInfo]:
+        n = self.name
+        return [
+            SignalInfo(
+                f"{n}.temp_set", parse_unit("degC"), None, True, self.temp_min, self.temp_max, "air setpoint (TEMP)"
+            ),
+            SignalInfo(
+                f"{n}.ramp",
+                parse_unit("K/min"),
+                None,
+                True,
+                0.0,
+                self.ramp_max,
+                "gradient toward the setpoint, 0 = as fast as the chamber can (RAMP)",
+            ),
+            SignalInfo(f"{n}.cooling", parse_unit(""), ON_OFF, True, doc="coolant loop of the item under test (COOL)"),
+            SignalInfo(f"{n}.temp", parse_unit("degC"), doc="measured air temperature (TEMP?)"),
+        ]
+
+    async def connect(self, ctx: DeviceContext) -> None:
+        self._ctx = ctx
+        transport = open_transport(self.name, self.config["transport"], ctx.inproc)
+        self._instr = instr = ScpiInstrument(self.name, transport)
+        try:
+            # *IDN? first: something answers, and it is the chamber the station names.
+            self._identity = await instr.identify()
+            if self.model is not None and self.model.upper() not in self._identity["model"].upper():
+                idn = ",".join(v for v in self._identity.values() if v)
+                raise DeviceError(self.name, f"*IDN? answered '{idn}': not a '{self.model}' (wrong address?)")
+            await instr.write("*CLS")
+            await instr.check_errors("clearing the error queue")
+            t = ctx.loop.time
+            for sig, (_, query) in _SETPOINTS.items():
+                ctx.publish(f"{self.name}.{sig}", parse_number(await instr.query(query)), t())
+            ctx.publish(f"{self.name}.cooling", float(_on_off(await instr.query("COOL?"))), t())
+        except BaseException:
+            # Not connected, so the engine will not close it: release the socket or port here.
+            with contextlib.suppress(Exception):
+                await transport.close()
+            self._instr = None
+            raise
+        self._poll = ctx.start_task(self.name, self._poll_loop(), f"{self.name}-poll")
+
+    async def identify(self) -> dict[str, str]:
+        return dict(self._identity)
+
+    async def _poll_loop(self) -> None:
+        assert self._instr is not None and self._ctx is not None
+        loop = self._ctx.loop
+        deadline = loop.time()
+        failures = 0
+        while True:
+            try:
+                value = parse_number(await self._instr.query("TEMP?"))
+                failures = 0
+            except (DeviceError, ValueError) as exc:
+                # One lost reply on a busy network is not a lost instrument; repeated ones are.
+                failures += 1
+                if failures >= MAX_POLL_FAILURES:
+                    self._ctx.fault(self.name, f"{failures} measurements in a row failed, last: {exc}")
+                    return
+            else:
+                self._ctx.publish(f"{self.name}.temp", value, loop.time())
+            deadline += self.poll_interval
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+
+    async def set(self, values: Mapping[str, float]) -> dict[str, float]:
+        assert self._instr is not None and self._ctx is not None
+        readback: dict[str, float] = {}
+        for short, value in values.items():
+            want = float(value)
+            if short == "cooling":
+                await self._instr.write(f"COOL {'ON' if want else 'OFF'}")
+                got = float(_on_off(await self._instr.query("COOL?")))
+                want = float(bool(want))
+            elif short in _SETPOINTS:
+                cmd, query = _SETPOINTS[short]
+                await self._instr.write(f"{cmd} {want:.6g}")
+                got = parse_number(await self._instr.query(query))
+            else:
+                raise DeviceError(self.name, f"'{short}' cannot be set")
+            await self._instr.check_errors(f"setting {short}")
+            if abs(got - want) > _READBACK_TOLERANCE:
+                raise DeviceError(self.name, f"{short} read back {got:g}, expected {want:g}")
+            readback[short] = got
+            self._ctx.publish(f"{self.name}.{short}", got, self._ctx.loop.time())
+        return readback
+
+    async def close(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._poll
+            self._poll = None
+        if self._instr is not None:
+            # No command on the way out: the station's safe state says where the chamber goes.
+            instr, self._instr = self._instr, None
+            with contextlib.suppress(Exception):
+                await instr.transport.close()
+
+
+def _on_off(reply: str) -> int:
+    text = reply.strip().upper()
+    if text in ("ON", "1"):
+        return 1
+    if text in ("OFF", "0"):
+        return 0
+    raise ValueError(f"not ON/OFF: '{reply}'")

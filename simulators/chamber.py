@@ -1,0 +1,184 @@
+"""Climate chamber with conditioning of the test item's coolant loop, over SCPI.
+
+The command layout is ours, modelled on the remote interfaces of common environmental test
+chambers (a temperature setpoint, a gradient in K/min, the measured air temperature, an
+auxiliary output switched ON/OFF): ``TEMP <degC>`` / ``TEMP:SET?``, ``TEMP?`` (air),
+``RAMP <K/min>`` / ``RAMP?`` (0 = as fast as the chamber can), ``COOL ON|OFF`` / ``COOL?``
+(the coolant loop of the item under test), ``*IDN?``, ``*RST``, ``*CLS``, ``*OPC?``,
+``SYST:ERR?``. Numeric replies are plain numbers with two decimals.
+
+Only the SCPI text is the interface (:meth:`Chamber.scpi`, the contract of
+:meth:`simulators.supply.Supply.scpi`); the plant calls :meth:`Chamber.step` every tick and
+reads ``air_c`` and ``cooling``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from dataclasses import dataclass
+
+MAKER = "BENCH-SIM"
+MODEL = "CLIMATE CHAMBER TC-600"
+FIRMWARE = "1.0 (simulated)"
+_ERROR_QUEUE_LEN = 20
+_NUMBER = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z/]*)$")
+_ON_OFF = {"ON": True, "1": True, "OFF": False, "0": False}
+
+ERR_NONE = (0, "No error")
+ERR_MISSING = (-109, "Missing parameter")
+ERR_UNDEFINED = (-113, "Undefined header")
+ERR_RANGE = (-222, "Data out of range")
+ERR_ILLEGAL = (-224, "Illegal parameter value")
+ERR_OVERFLOW = (-350, "Queue overflow")
+
+# Accepted spellings of each header (long and short forms), mapped to one key.
+_HEADERS = {
+    "TEMP": "TEMP", "TEMPERATURE": "TEMP",
+    "TEMP:SET": "TEMP:SET", "TEMPERATURE:SETPOINT": "TEMP:SET", "TEMP:SETP": "TEMP:SET",
+    "TEMPERATURE:SET": "TEMP:SET",
+    "RAMP": "RAMP",
+    "COOL": "COOL", "COOLING": "COOL",
+    "SYST:ERR": "SYST:ERR", "SYSTEM:ERROR": "SYST:ERR", "SYST:ERR:NEXT": "SYST:ERR",
+    "SYSTEM:ERROR:NEXT": "SYST:ERR",
+}  # fmt: skip
+
+
+class _ScpiError(Exception):
+    def __init__(self, error: tuple[int, str]) -> None:
+        super().__init__(error[1])
+        self.error = error
+
+
+@dataclass(frozen=True)
+class ChamberSpec:
+    serial: str = "SIM00CH001"
+    min_temp_c: float = -40.0
+    max_temp_c: float = 150.0
+    # The fastest gradient the chamber achieves; RAMP 0 means this.
+    max_ramp_k_per_min: float = 5.0
+    # Setpoint and air temperature at power-on and after *RST.
+    initial_temp_c: float = 25.0
+
+
+class Chamber:
+    def __init__(self, spec: ChamberSpec) -> None:
+        self.spec = spec
+        self.air_c = spec.initial_temp_c
+        self.temp_set = spec.initial_temp_c
+        self.ramp = 0.0
+        self.cooling = True
+        self.errors: deque[tuple[int, str]] = deque()
+
+    # -- plant side -------------------------------------------------------------------------
+
+    def step(self, dt: float) -> None:
+        """Move the air toward the setpoint at the programmed gradient."""
+        rate = self.ramp if self.ramp > 0.0 else self.spec.max_ramp_k_per_min
+        max_step = rate / 60.0 * dt
+        gap = self.temp_set - self.air_c
+        self.air_c = self.temp_set if abs(gap) <= max_step else self.air_c + math.copysign(max_step, gap)
+
+    def reset(self) -> None:
+        # The air keeps its temperature: *RST changes what the chamber is told, not the physics.
+        self.temp_set = self.spec.initial_temp_c
+        self.ramp = 0.0
+        self.cooling = True
+
+    # -- SCPI -------------------------------------------------------------------------------
+
+    def scpi(self, line: str) -> str | None:
+        """Process one line (commands separated by ';'); reply to its queries, or None."""
+        replies: list[str] = []
+        for raw in line.split(";"):
+            command = raw.strip()
+            if not command:
+                continue
+            try:
+                reply = self._execute(command)
+            except _ScpiError as exc:
+                self._push_error(exc.error)
+                continue
+            if reply is not None:
+                replies.append(reply)
+        return ";".join(replies) if replies else None
+
+    def _execute(self, command: str) -> str | None:
+        header, _, arg = command.replace("\t", " ").partition(" ")
+        arg = arg.strip()
+        header = header.upper()
+        query = header.endswith("?")
+        if query:
+            header = header[:-1]
+        if header.startswith("*"):
+            return self._common(header, query)
+        key = _HEADERS.get(header.lstrip(":"))
+        if key is None:
+            raise _ScpiError(ERR_UNDEFINED)
+        if query:
+            return self._query(key)
+        if not arg:
+            raise _ScpiError(ERR_MISSING)
+        spec = self.spec
+        if key in ("TEMP", "TEMP:SET"):
+            self.temp_set = _number(arg, ("", "C", "CEL", "DEGC"), spec.min_temp_c, spec.max_temp_c)
+        elif key == "RAMP":
+            self.ramp = _number(arg, ("", "K/MIN"), 0.0, spec.max_ramp_k_per_min)
+        elif key == "COOL":
+            state = _ON_OFF.get(arg.upper())
+            if state is None:
+                raise _ScpiError(ERR_ILLEGAL)
+            self.cooling = state
+        else:
+            raise _ScpiError(ERR_UNDEFINED)  # a query-only header used as a command
+        return None
+
+    def _query(self, key: str) -> str:
+        if key == "TEMP":
+            return f"{self.air_c:.2f}"
+        if key == "TEMP:SET":
+            return f"{self.temp_set:.2f}"
+        if key == "RAMP":
+            return f"{self.ramp:.2f}"
+        if key == "COOL":
+            return "ON" if self.cooling else "OFF"
+        return self._pop_error()
+
+    def _common(self, header: str, query: bool) -> str | None:
+        if header == "*IDN" and query:
+            return f"{MAKER},{MODEL},{self.spec.serial},{FIRMWARE}"
+        if header == "*RST" and not query:
+            self.reset()
+            return None
+        if header == "*CLS" and not query:
+            self.errors.clear()
+            return None
+        if header == "*OPC" and query:
+            return "1"
+        raise _ScpiError(ERR_UNDEFINED)
+
+    def _push_error(self, error: tuple[int, str]) -> None:
+        if len(self.errors) >= _ERROR_QUEUE_LEN:
+            self.errors[-1] = ERR_OVERFLOW
+        else:
+            self.errors.append(error)
+
+    def _pop_error(self) -> str:
+        code, text = self.errors.popleft() if self.errors else ERR_NONE
+        return f'{code},"{text}"'
+
+
+def _number(arg: str, units: tuple[str, ...], lo: float, hi: float) -> float:
+    word = arg.upper()
+    if word in ("MIN", "MINIMUM"):
+        return lo
+    if word in ("MAX", "MAXIMUM"):
+        return hi
+    match = _NUMBER.match(arg)
+    if match is None or match.group(2).upper() not in units:
+        raise _ScpiError(ERR_ILLEGAL)
+    value = float(match.group(1))
+    if not lo <= value <= hi:
+        raise _ScpiError(ERR_RANGE)
+    return value
