@@ -12,38 +12,27 @@ must appear in the model field of ``*IDN?``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.device import ConfigError, DeviceContext, Driver
+from bench.device import ConfigError, DeviceContext
 from bench.errors import DeviceError
 from bench.expr import SignalInfo
 from bench.units import parse_unit
-from drivers.scpi import ScpiInstrument, check_transport, open_transport, parse_number
+from drivers.scpi import ScpiInstrument, parse_number
+from drivers.scpi_polled import PolledScpiDriver
 
 _KEYS = {"transport", "poll_interval", "model", "temp_min", "temp_max", "ramp_max"}
 ON_OFF = {"OFF": 0, "ON": 1}
-MAX_POLL_FAILURES = 3
 # signal -> (set command, query); replies carry two decimals, so read-backs compare to that.
 _SETPOINTS = {"temp_set": ("TEMP", "TEMP:SET?"), "ramp": ("RAMP", "RAMP?")}
 _READBACK_TOLERANCE = 0.006
 
 
-class ChamberDriver(Driver):
+class ChamberDriver(PolledScpiDriver):
     def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:
-        super().__init__(name, config, base_dir)
-        self.check_keys(_KEYS)
-        if not isinstance(self.config.get("transport"), dict):
-            raise ConfigError("a climate chamber needs 'transport'", "transport")
-        check_transport(self.config["transport"])
-        self.poll_interval = self.config_quantity("poll_interval", "1 s", "s")
-        model = self.config.get("model")
-        if model is not None and not isinstance(model, str):
-            raise ConfigError(f"model: expected text found in the *IDN? model field, got {model!r}", "model")
-        self.model = model
+        super().__init__(name, config, base_dir, keys=_KEYS, kind="a climate chamber", poll_interval="1 s")
         self.temp_min = self.config_quantity("temp_min", "-40 degC", "degC")
         self.temp_max = self.config_quantity("temp_max", "150 degC", "degC")
         if self.temp_min >= self.temp_max:
@@ -51,10 +40,6 @@ class ChamberDriver(Driver):
         self.ramp_max = self.config_quantity("ramp_max", "5 K/min", "K/min")
         if self.ramp_max <= 0:
             raise ConfigError(f"ramp_max must be > 0, got '{self.config.get('ramp_max')}'", "ramp_max")
-        self._instr: ScpiInstrument | None = None
-        self._identity: dict[str, str] = {}
-        self._ctx: DeviceContext | None = None
-        self._poll: asyncio.Task[None] | None = None
 
     def signals(self) -> list[SignalInfo]:
         n = self.name
@@ -75,52 +60,14 @@ class ChamberDriver(Driver):
             SignalInfo(f"{n}.temp", parse_unit("degC"), doc="measured air temperature (TEMP?)"),
         ]
 
-    async def connect(self, ctx: DeviceContext) -> None:
-        self._ctx = ctx
-        transport = open_transport(self.name, self.config["transport"], ctx.inproc)
-        self._instr = instr = ScpiInstrument(self.name, transport)
-        try:
-            # *IDN? first: something answers, and it is the chamber the station names.
-            self._identity = await instr.identify()
-            if self.model is not None and self.model.upper() not in self._identity["model"].upper():
-                idn = ",".join(v for v in self._identity.values() if v)
-                raise DeviceError(self.name, f"*IDN? answered '{idn}': not a '{self.model}' (wrong address?)")
-            await instr.write("*CLS")
-            await instr.check_errors("clearing the error queue")
-            t = ctx.loop.time
-            for sig, (_, query) in _SETPOINTS.items():
-                ctx.publish(f"{self.name}.{sig}", parse_number(await instr.query(query)), t())
-            ctx.publish(f"{self.name}.cooling", float(_on_off(await instr.query("COOL?"))), t())
-        except BaseException:
-            # Not connected, so the engine will not close it: release the socket or port here.
-            with contextlib.suppress(Exception):
-                await transport.close()
-            self._instr = None
-            raise
-        self._poll = ctx.start_task(self.name, self._poll_loop(), f"{self.name}-poll")
+    async def read_state(self, instr: ScpiInstrument, ctx: DeviceContext) -> None:
+        t = ctx.loop.time
+        for sig, (_, query) in _SETPOINTS.items():
+            ctx.publish(f"{self.name}.{sig}", parse_number(await instr.query(query)), t())
+        ctx.publish(f"{self.name}.cooling", float(_on_off(await instr.query("COOL?"))), t())
 
-    async def identify(self) -> dict[str, str]:
-        return dict(self._identity)
-
-    async def _poll_loop(self) -> None:
-        assert self._instr is not None and self._ctx is not None
-        loop = self._ctx.loop
-        deadline = loop.time()
-        failures = 0
-        while True:
-            try:
-                value = parse_number(await self._instr.query("TEMP?"))
-                failures = 0
-            except (DeviceError, ValueError) as exc:
-                # One lost reply on a busy network is not a lost instrument; repeated ones are.
-                failures += 1
-                if failures >= MAX_POLL_FAILURES:
-                    self._ctx.fault(self.name, f"{failures} measurements in a row failed, last: {exc}")
-                    return
-            else:
-                self._ctx.publish(f"{self.name}.temp", value, loop.time())
-            deadline += self.poll_interval
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
+    async def poll_once(self, instr: ScpiInstrument) -> dict[str, float]:
+        return {"temp": parse_number(await instr.query("TEMP?"))}
 
     async def set(self, values: Mapping[str, float]) -> dict[str, float]:
         assert self._instr is not None and self._ctx is not None
@@ -143,18 +90,6 @@ class ChamberDriver(Driver):
             readback[short] = got
             self._ctx.publish(f"{self.name}.{short}", got, self._ctx.loop.time())
         return readback
-
-    async def close(self) -> None:
-        if self._poll is not None:
-            self._poll.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._poll
-            self._poll = None
-        if self._instr is not None:
-            # No command on the way out: the station's safe state says where the chamber goes.
-            instr, self._instr = self._instr, None
-            with contextlib.suppress(Exception):
-                await instr.transport.close()
 
 
 def _on_off(reply: str) -> int:

@@ -18,25 +18,23 @@ every ``poll_interval``. ``model``, when given, must appear in the model field o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.device import ConfigError, DeviceContext, Driver
+from bench.device import ConfigError, DeviceContext
 from bench.errors import DeviceError, ExpressionError
 from bench.expr import SignalInfo
 from bench.units import Unit, parse_unit
-from drivers.scpi import ScpiInstrument, check_transport, open_transport, parse_number
+from drivers.scpi import ScpiInstrument, parse_number
+from drivers.scpi_polled import PolledScpiDriver
 
 _KEYS = {"transport", "poll_interval", "channels", "model"}
 _CHANNEL_KEYS = {"scpi", "unit", "doc", "min", "max", "states", "read_only"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEYWORD = re.compile(r"^:?[A-Za-z][A-Za-z0-9]*(?::[A-Za-z][A-Za-z0-9]*)*$")
-MAX_POLL_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -51,18 +49,11 @@ class ChannelSpec:
     read_only: bool
 
 
-class FaultBoxDriver(Driver):
+class FaultBoxDriver(PolledScpiDriver):
+    poll_what = "readings"
+
     def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:
-        super().__init__(name, config, base_dir)
-        self.check_keys(_KEYS)
-        if not isinstance(self.config.get("transport"), dict):
-            raise ConfigError("a fault-injection box needs 'transport'", "transport")
-        check_transport(self.config["transport"])
-        self.poll_interval = self.config_quantity("poll_interval", "200 ms", "s")
-        model = self.config.get("model")
-        if model is not None and not isinstance(model, str):
-            raise ConfigError(f"model: expected text found in the *IDN? model field, got {model!r}", "model")
-        self.model = model
+        super().__init__(name, config, base_dir, keys=_KEYS, kind="a fault-injection box", poll_interval="200 ms")
         table = self.config.get("channels")
         if not isinstance(table, Mapping) or not table:
             raise ConfigError("a fault-injection box needs 'channels': {name: {scpi: KEYWORD, ...}}", "channels")
@@ -71,10 +62,8 @@ class FaultBoxDriver(Driver):
         for kw in keywords:
             if keywords.count(kw) > 1:
                 raise ConfigError(f"channels: SCPI keyword '{kw}' is used by more than one channel", "channels")
-        self._instr: ScpiInstrument | None = None
-        self._identity: dict[str, str] = {}
-        self._ctx: DeviceContext | None = None
-        self._poll: asyncio.Task[None] | None = None
+        self._sense = [ch for ch in self.channels.values() if ch.read_only]
+        self._sense_query = ";".join(f"{ch.scpi}?" for ch in self._sense)
 
     def signals(self) -> list[SignalInfo]:
         out = []
@@ -86,65 +75,26 @@ class FaultBoxDriver(Driver):
             )
         return out
 
-    async def connect(self, ctx: DeviceContext) -> None:
-        self._ctx = ctx
-        transport = open_transport(self.name, self.config["transport"], ctx.inproc)
-        self._instr = instr = ScpiInstrument(self.name, transport)
-        try:
-            # *IDN? first: something answers, and it is the box the station names.
-            self._identity = await instr.identify()
-            if self.model is not None and self.model.upper() not in self._identity["model"].upper():
-                idn = ",".join(v for v in self._identity.values() if v)
-                raise DeviceError(self.name, f"*IDN? answered '{idn}': not a '{self.model}' (wrong address?)")
-            await instr.write("*CLS")
-            await instr.check_errors("clearing the error queue")
-            for ch in self.channels.values():
-                try:
-                    value = parse_number(await instr.query(f"{ch.scpi}?"))
-                except (DeviceError, ValueError) as exc:
-                    raise DeviceError(
-                        self.name, f"channel {ch.name}: '{ch.scpi}?' failed ({exc}); is it a channel of this box?"
-                    ) from None
-                ctx.publish(f"{self.name}.{ch.name}", value, ctx.loop.time())
-            await instr.check_errors("reading the channels")
-        except BaseException:
-            # Not connected, so the engine will not close it: release the socket or port here.
-            with contextlib.suppress(Exception):
-                await transport.close()
-            self._instr = None
-            raise
-        if any(ch.read_only for ch in self.channels.values()):
-            self._poll = ctx.start_task(self.name, self._poll_loop(), f"{self.name}-poll")
-
-    async def identify(self) -> dict[str, str]:
-        return dict(self._identity)
-
-    async def _poll_loop(self) -> None:
-        assert self._instr is not None and self._ctx is not None
-        loop = self._ctx.loop
-        sense = [ch for ch in self.channels.values() if ch.read_only]
-        query = ";".join(f"{ch.scpi}?" for ch in sense)
-        deadline = loop.time()
-        failures = 0
-        while True:
+    async def read_state(self, instr: ScpiInstrument, ctx: DeviceContext) -> None:
+        for ch in self.channels.values():
             try:
-                parts = (await self._instr.query(query)).split(";")
-                if len(parts) != len(sense):
-                    raise ValueError(f"{len(parts)} values for {len(sense)} channels in reply to '{query}'")
-                values = [parse_number(p) for p in parts]
-                failures = 0
+                value = parse_number(await instr.query(f"{ch.scpi}?"))
             except (DeviceError, ValueError) as exc:
-                # One lost reply on a busy network is not a lost instrument; repeated ones are.
-                failures += 1
-                if failures >= MAX_POLL_FAILURES:
-                    self._ctx.fault(self.name, f"{failures} readings in a row failed, last: {exc}")
-                    return
-            else:
-                t = loop.time()
-                for ch, value in zip(sense, values, strict=True):
-                    self._ctx.publish(f"{self.name}.{ch.name}", value, t)
-            deadline += self.poll_interval
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
+                raise DeviceError(
+                    self.name, f"channel {ch.name}: '{ch.scpi}?' failed ({exc}); is it a channel of this box?"
+                ) from None
+            ctx.publish(f"{self.name}.{ch.name}", value, ctx.loop.time())
+        await instr.check_errors("reading the channels")
+
+    def polls(self) -> bool:
+        return bool(self._sense)
+
+    async def poll_once(self, instr: ScpiInstrument) -> dict[str, float]:
+        query = self._sense_query
+        parts = (await instr.query(query)).split(";")
+        if len(parts) != len(self._sense):
+            raise ValueError(f"{len(parts)} values for {len(self._sense)} channels in reply to '{query}'")
+        return {ch.name: parse_number(p) for ch, p in zip(self._sense, parts, strict=True)}
 
     async def set(self, values: Mapping[str, float]) -> dict[str, float]:
         assert self._instr is not None and self._ctx is not None
@@ -165,18 +115,6 @@ class FaultBoxDriver(Driver):
             readback[short] = got
             self._ctx.publish(f"{self.name}.{short}", got, self._ctx.loop.time())
         return readback
-
-    async def close(self) -> None:
-        if self._poll is not None:
-            self._poll.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._poll
-            self._poll = None
-        if self._instr is not None:
-            # No command on the way out: the station's safe state says what the channels must be.
-            instr, self._instr = self._instr, None
-            with contextlib.suppress(Exception):
-                await instr.transport.close()
 
 
 def _channel(name: str, spec: Any) -> ChannelSpec:

@@ -16,39 +16,35 @@ from __future__ import annotations
 
 import math
 import re
-from collections import deque
 from dataclasses import dataclass
+
+from simulators.scpi_device import (
+    ERR_ILLEGAL,
+    ERR_MISSING,
+    ERR_RANGE,
+    ERR_UNDEFINED,
+    ERROR_QUERY_HEADERS,
+    ScpiDevice,
+    ScpiError,
+)
 
 MAKER = "BENCH-SIM"
 MODEL = "CLIMATE CHAMBER TC-600"
 FIRMWARE = "1.0 (simulated)"
-_ERROR_QUEUE_LEN = 20
 _NUMBER = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z/]*)$")
 _ON_OFF = {"ON": True, "1": True, "OFF": False, "0": False}
 
-ERR_NONE = (0, "No error")
-ERR_MISSING = (-109, "Missing parameter")
-ERR_UNDEFINED = (-113, "Undefined header")
-ERR_RANGE = (-222, "Data out of range")
-ERR_ILLEGAL = (-224, "Illegal parameter value")
-ERR_OVERFLOW = (-350, "Queue overflow")
-
-# Accepted spellings of each header (long and short forms), mapped to one key.
+# Accepted spellings of each header (long and short forms), mapped to one key. ScpiDevice
+# answers the SYST:ERR queries; the command form stays a known header here, so that it is
+# refused as a missing parameter (-109) or, with a value, as a query-only header (-113).
 _HEADERS = {
     "TEMP": "TEMP", "TEMPERATURE": "TEMP",
     "TEMP:SET": "TEMP:SET", "TEMPERATURE:SETPOINT": "TEMP:SET", "TEMP:SETP": "TEMP:SET",
     "TEMPERATURE:SET": "TEMP:SET",
     "RAMP": "RAMP",
     "COOL": "COOL", "COOLING": "COOL",
-    "SYST:ERR": "SYST:ERR", "SYSTEM:ERROR": "SYST:ERR", "SYST:ERR:NEXT": "SYST:ERR",
-    "SYSTEM:ERROR:NEXT": "SYST:ERR",
+    **dict.fromkeys(ERROR_QUERY_HEADERS, "SYST:ERR"),
 }  # fmt: skip
-
-
-class _ScpiError(Exception):
-    def __init__(self, error: tuple[int, str]) -> None:
-        super().__init__(error[1])
-        self.error = error
 
 
 @dataclass(frozen=True)
@@ -62,14 +58,14 @@ class ChamberSpec:
     initial_temp_c: float = 25.0
 
 
-class Chamber:
+class Chamber(ScpiDevice):
     def __init__(self, spec: ChamberSpec) -> None:
+        super().__init__()
         self.spec = spec
         self.air_c = spec.initial_temp_c
         self.temp_set = spec.initial_temp_c
         self.ramp = 0.0
         self.cooling = True
-        self.errors: deque[tuple[int, str]] = deque()
 
     # -- plant side -------------------------------------------------------------------------
 
@@ -88,38 +84,17 @@ class Chamber:
 
     # -- SCPI -------------------------------------------------------------------------------
 
-    def scpi(self, line: str) -> str | None:
-        """Process one line (commands separated by ';'); reply to its queries, or None."""
-        replies: list[str] = []
-        for raw in line.split(";"):
-            command = raw.strip()
-            if not command:
-                continue
-            try:
-                reply = self._execute(command)
-            except _ScpiError as exc:
-                self._push_error(exc.error)
-                continue
-            if reply is not None:
-                replies.append(reply)
-        return ";".join(replies) if replies else None
+    def identity(self) -> str:
+        return f"{MAKER},{MODEL},{self.spec.serial},{FIRMWARE}"
 
-    def _execute(self, command: str) -> str | None:
-        header, _, arg = command.replace("\t", " ").partition(" ")
-        arg = arg.strip()
-        header = header.upper()
-        query = header.endswith("?")
-        if query:
-            header = header[:-1]
-        if header.startswith("*"):
-            return self._common(header, query)
-        key = _HEADERS.get(header.lstrip(":"))
+    def device_command(self, header: str, query: bool, arg: str) -> str | None:
+        key = _HEADERS.get(header)
         if key is None:
-            raise _ScpiError(ERR_UNDEFINED)
+            raise ScpiError(ERR_UNDEFINED)
         if query:
             return self._query(key)
         if not arg:
-            raise _ScpiError(ERR_MISSING)
+            raise ScpiError(ERR_MISSING)
         spec = self.spec
         if key in ("TEMP", "TEMP:SET"):
             self.temp_set = _number(arg, ("", "C", "CEL", "DEGC"), spec.min_temp_c, spec.max_temp_c)
@@ -128,10 +103,10 @@ class Chamber:
         elif key == "COOL":
             state = _ON_OFF.get(arg.upper())
             if state is None:
-                raise _ScpiError(ERR_ILLEGAL)
+                raise ScpiError(ERR_ILLEGAL)
             self.cooling = state
         else:
-            raise _ScpiError(ERR_UNDEFINED)  # a query-only header used as a command
+            raise ScpiError(ERR_UNDEFINED)  # a query-only header used as a command
         return None
 
     def _query(self, key: str) -> str:
@@ -143,30 +118,7 @@ class Chamber:
             return f"{self.ramp:.2f}"
         if key == "COOL":
             return "ON" if self.cooling else "OFF"
-        return self._pop_error()
-
-    def _common(self, header: str, query: bool) -> str | None:
-        if header == "*IDN" and query:
-            return f"{MAKER},{MODEL},{self.spec.serial},{FIRMWARE}"
-        if header == "*RST" and not query:
-            self.reset()
-            return None
-        if header == "*CLS" and not query:
-            self.errors.clear()
-            return None
-        if header == "*OPC" and query:
-            return "1"
-        raise _ScpiError(ERR_UNDEFINED)
-
-    def _push_error(self, error: tuple[int, str]) -> None:
-        if len(self.errors) >= _ERROR_QUEUE_LEN:
-            self.errors[-1] = ERR_OVERFLOW
-        else:
-            self.errors.append(error)
-
-    def _pop_error(self) -> str:
-        code, text = self.errors.popleft() if self.errors else ERR_NONE
-        return f'{code},"{text}"'
+        raise ScpiError(ERR_UNDEFINED)
 
 
 def _number(arg: str, units: tuple[str, ...], lo: float, hi: float) -> float:
@@ -177,8 +129,8 @@ def _number(arg: str, units: tuple[str, ...], lo: float, hi: float) -> float:
         return hi
     match = _NUMBER.match(arg)
     if match is None or match.group(2).upper() not in units:
-        raise _ScpiError(ERR_ILLEGAL)
+        raise ScpiError(ERR_ILLEGAL)
     value = float(match.group(1))
     if not lo <= value <= hi:
-        raise _ScpiError(ERR_RANGE)
+        raise ScpiError(ERR_RANGE)
     return value

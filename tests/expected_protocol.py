@@ -11,15 +11,23 @@ intervals and timeouts pass instantly and deterministically.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from bench.device import DeviceContext, Driver
+from bench.errors import DeviceError
 from bench.vtime import VirtualTimeLoop
 
 T = TypeVar("T")
+D = TypeVar("D", bound=Driver)
+
+OK = '0,"No error"'
+"""The ``SYST:ERR?`` reply of an empty error queue."""
 
 
 class ScpiScript:
@@ -118,8 +126,25 @@ def run_virtual(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         loop.close()
 
 
-def make(driver_cls: type[Driver], config: dict[str, Any], name: str = "dev") -> Driver:
+def make(driver_cls: type[D], config: dict[str, Any], name: str = "dev") -> D:
     return driver_cls(name, config, Path("."))
+
+
+@contextlib.asynccontextmanager
+async def connected(driver: D, harness: Harness, inproc: dict[str, Any]) -> AsyncIterator[D]:
+    """``driver`` connected to the in-process instruments ``inproc``, closed on the way out."""
+    await driver.connect(harness.context(asyncio.get_running_loop(), inproc))
+    try:
+        yield driver
+    finally:
+        await driver.close()
+
+
+async def connect_error(driver: Driver, inproc: dict[str, Any]) -> str:
+    """The message of the DeviceError that refuses the connection."""
+    with pytest.raises(DeviceError) as info:
+        await driver.connect(Harness().context(asyncio.get_running_loop(), inproc))
+    return str(info.value)
 
 
 async def settle(seconds: float = 0.0) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from expected_protocol import Harness, ScpiScript, make, run_virtual, settle
+from expected_protocol import OK, Harness, ScpiScript, connect_error, connected, make, run_virtual, settle
 
 from bench.device import ConfigError
 from bench.errors import DeviceError
 from drivers.chamber import ChamberDriver
 
-OK = '0,"No error"'
 IDN = "BENCH-SIM,CLIMATE CHAMBER TC-600,SIM00CH001,1.0 (simulated)"
 CONNECT = [
     ("*IDN?", IDN),
@@ -26,9 +23,7 @@ CONFIG = {"transport": {"inproc": "chamber"}, "poll_interval": "1 s"}
 
 
 def _driver(config: dict[str, object] | None = None) -> ChamberDriver:
-    d = make(ChamberDriver, CONFIG if config is None else config, "chamber")
-    assert isinstance(d, ChamberDriver)
-    return d
+    return make(ChamberDriver, CONFIG if config is None else config, "chamber")
 
 
 def test_signals_units_and_ranges() -> None:
@@ -46,13 +41,10 @@ def test_connect_reads_setpoints_and_polls_the_air_temperature() -> None:
     h = Harness()
 
     async def main() -> dict[str, str]:
-        d = _driver()
-        await d.connect(h.context(asyncio.get_running_loop(), {"chamber": script}))
-        await settle()
-        await settle(1.0)
-        ident = await d.identify()
-        await d.close()
-        return ident
+        async with connected(_driver(), h, {"chamber": script}) as d:
+            await settle()
+            await settle(1.0)
+            return await d.identify()
 
     ident = run_virtual(main)
     script.assert_done()
@@ -82,12 +74,9 @@ def test_set_writes_reads_back_and_checks_errors(
     h = Harness()
 
     async def main() -> dict[str, float]:
-        d = _driver()
-        await d.connect(h.context(asyncio.get_running_loop(), {"chamber": script}))
-        await settle()
-        rb = await d.set({signal: value})
-        await d.close()
-        return rb
+        async with connected(_driver(), h, {"chamber": script}) as d:
+            await settle()
+            return await d.set({signal: value})
 
     assert run_virtual(main) == {signal: expected}
     script.assert_done()
@@ -108,16 +97,11 @@ def test_instrument_error_fails_the_set_with_its_words() -> None:
     h = Harness()
 
     async def main() -> str:
-        d = _driver()
-        await d.connect(h.context(asyncio.get_running_loop(), {"chamber": script}))
-        await settle()
-        try:
-            await d.set({"ramp": 12.0})
-        except DeviceError as exc:
-            return str(exc)
-        finally:
-            await d.close()
-        return ""
+        async with connected(_driver(), h, {"chamber": script}) as d:
+            await settle()
+            with pytest.raises(DeviceError) as info:
+                await d.set({"ramp": 12.0})
+        return str(info.value)
 
     assert run_virtual(main) == 'chamber: instrument error after setting ramp: -222,"Data out of range"'
     script.assert_done()
@@ -128,15 +112,13 @@ def test_readback_mismatch_and_unknown_signal_are_errors() -> None:
     h = Harness()
 
     async def main() -> list[str]:
-        d = _driver()
-        await d.connect(h.context(asyncio.get_running_loop(), {"chamber": script}))
-        await settle()
         errors = []
-        for values in ({"temp_set": 60.0}, {"temp": 30.0}):
-            with pytest.raises(DeviceError) as info:
-                await d.set(values)
-            errors.append(str(info.value))
-        await d.close()
+        async with connected(_driver(), h, {"chamber": script}) as d:
+            await settle()
+            for values in ({"temp_set": 60.0}, {"temp": 30.0}):
+                with pytest.raises(DeviceError) as info:
+                    await d.set(values)
+                errors.append(str(info.value))
         return errors
 
     assert run_virtual(main) == ["chamber: temp_set read back 25, expected 60", "chamber: 'temp' cannot be set"]
@@ -145,16 +127,9 @@ def test_readback_mismatch_and_unknown_signal_are_errors() -> None:
 
 def test_model_check_refuses_another_instrument_before_any_write() -> None:
     script = ScpiScript([("*IDN?", "YOKOGAWA,WT5000,91N123456,F1.02")])
-    h = Harness()
-
-    async def main() -> str:
-        d = _driver({**CONFIG, "model": "TC-600"})
-        with pytest.raises(DeviceError) as info:
-            await d.connect(h.context(asyncio.get_running_loop(), {"chamber": script}))
-        return str(info.value)
-
+    d = _driver({**CONFIG, "model": "TC-600"})
     assert (
-        run_virtual(main)
+        run_virtual(lambda: connect_error(d, {"chamber": script}))
         == "chamber: *IDN? answered 'YOKOGAWA,WT5000,91N123456,F1.02': not a 'TC-600' (wrong address?)"
     )
     script.assert_done()
@@ -166,10 +141,8 @@ def test_repeatedly_unparsable_temperatures_are_a_device_fault() -> None:
     h = Harness()
 
     async def main() -> None:
-        d = _driver()
-        await d.connect(h.context(asyncio.get_running_loop(), {"chamber": script}))
-        await settle(2.5)
-        await d.close()
+        async with connected(_driver(), h, {"chamber": script}):
+            await settle(2.5)
 
     run_virtual(main)
     script.assert_done()

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from expected_protocol import Harness, ScpiScript, make, run_virtual, settle
+from expected_protocol import OK, Harness, ScpiScript, connect_error, connected, make, run_virtual, settle
 
 from bench.device import ConfigError
 from bench.errors import DeviceError
 from drivers.fault_box import FaultBoxDriver
 
-OK = '0,"No error"'
 IDN = "BENCH-SIM,FAULT INSERTION BOX FIB-16,SIM0FIB001,1.0 (simulated)"
 CHANNELS: dict[str, Any] = {
     "open_wire": {"scpi": "OPEN:CELL", "doc": "cell sense line opened (0 = none)", "min": 0, "max": 192},
@@ -37,9 +35,7 @@ POLL = ("VALV:POS?", "1")
 
 
 def _driver(config: dict[str, Any] | None = None) -> FaultBoxDriver:
-    d = make(FaultBoxDriver, CONFIG if config is None else config, "fib")
-    assert isinstance(d, FaultBoxDriver)
-    return d
+    return make(FaultBoxDriver, CONFIG if config is None else config, "fib")
 
 
 def test_signals_follow_the_channel_table() -> None:
@@ -57,13 +53,10 @@ def test_connect_reads_every_channel_and_polls_sense_inputs() -> None:
     h = Harness()
 
     async def main() -> dict[str, str]:
-        d = _driver()
-        await d.connect(h.context(asyncio.get_running_loop(), {"fib": script}))
-        await settle()  # first poll right after connecting
-        await settle(1.0)  # and one per poll_interval
-        ident = await d.identify()
-        await d.close()
-        return ident
+        async with connected(_driver(), h, {"fib": script}) as d:
+            await settle()  # first poll right after connecting
+            await settle(1.0)  # and one per poll_interval
+            return await d.identify()
 
     ident = run_virtual(main)
     script.assert_done()
@@ -84,10 +77,8 @@ def test_no_sense_input_no_poll() -> None:
     h = Harness()
 
     async def main() -> None:
-        d = _driver(config)
-        await d.connect(h.context(asyncio.get_running_loop(), {"fib": script}))
-        await settle(5.0)
-        await d.close()
+        async with connected(_driver(config), h, {"fib": script}):
+            await settle(5.0)
 
     run_virtual(main)
     script.assert_done()
@@ -111,12 +102,9 @@ def test_set_writes_reads_back_and_checks_errors(
     h = Harness()
 
     async def main() -> dict[str, float]:
-        d = _driver()
-        await d.connect(h.context(asyncio.get_running_loop(), {"fib": script}))
-        await settle()
-        rb = await d.set({signal: value})
-        await d.close()
-        return rb
+        async with connected(_driver(), h, {"fib": script}) as d:
+            await settle()
+            return await d.set({signal: value})
 
     assert run_virtual(main) == {signal: expected}
     script.assert_done()
@@ -137,16 +125,11 @@ def test_instrument_error_fails_the_set_with_its_words() -> None:
     h = Harness()
 
     async def main() -> str:
-        d = _driver()
-        await d.connect(h.context(asyncio.get_running_loop(), {"fib": script}))
-        await settle()
-        try:
-            await d.set({"open_wire": 200.0})
-        except DeviceError as exc:
-            return str(exc)
-        finally:
-            await d.close()
-        return ""
+        async with connected(_driver(), h, {"fib": script}) as d:
+            await settle()
+            with pytest.raises(DeviceError) as info:
+                await d.set({"open_wire": 200.0})
+        return str(info.value)
 
     assert run_virtual(main) == 'fib: instrument error after setting open_wire: -222,"Data out of range"'
     script.assert_done()
@@ -157,15 +140,13 @@ def test_readback_mismatch_and_read_only_are_errors() -> None:
     h = Harness()
 
     async def main() -> list[str]:
-        d = _driver()
-        await d.connect(h.context(asyncio.get_running_loop(), {"fib": script}))
-        await settle()
         errors = []
-        for values in ({"iso_ro": 80.0}, {"valve_position": 1.0}, {"heater": 1.0}):
-            with pytest.raises(DeviceError) as info:
-                await d.set(values)
-            errors.append(str(info.value))
-        await d.close()
+        async with connected(_driver(), h, {"fib": script}) as d:
+            await settle()
+            for values in ({"iso_ro": 80.0}, {"valve_position": 1.0}, {"heater": 1.0}):
+                with pytest.raises(DeviceError) as info:
+                    await d.set(values)
+                errors.append(str(info.value))
         return errors
 
     assert run_virtual(main) == [
@@ -178,16 +159,8 @@ def test_readback_mismatch_and_read_only_are_errors() -> None:
 
 def test_a_channel_the_box_does_not_have_is_named_at_connect() -> None:
     script = ScpiScript([("*IDN?", IDN), ("*CLS", None), ("SYST:ERR?", OK), ("OPEN:CELL?", None)])
-    h = Harness()
-    config = {"transport": {"inproc": "fib"}, "channels": {"open_wire": CHANNELS["open_wire"]}}
-
-    async def main() -> str:
-        d = _driver(config)
-        with pytest.raises(DeviceError) as info:
-            await d.connect(h.context(asyncio.get_running_loop(), {"fib": script}))
-        return str(info.value)
-
-    assert run_virtual(main) == (
+    d = _driver({"transport": {"inproc": "fib"}, "channels": {"open_wire": CHANNELS["open_wire"]}})
+    assert run_virtual(lambda: connect_error(d, {"fib": script})) == (
         "fib: channel open_wire: 'OPEN:CELL?' failed (fib: timeout waiting for the reply to 'OPEN:CELL?':"
         " no reply to 'OPEN:CELL?'); is it a channel of this box?"
     )
@@ -196,15 +169,8 @@ def test_a_channel_the_box_does_not_have_is_named_at_connect() -> None:
 
 def test_model_check_refuses_another_instrument_before_any_write() -> None:
     script = ScpiScript([("*IDN?", "EA Elektro-Automatik,PSB 11000-80 4U,2211000123,V3.02")])
-    h = Harness()
-
-    async def main() -> str:
-        d = _driver({**CONFIG, "model": "FIB-16"})
-        with pytest.raises(DeviceError) as info:
-            await d.connect(h.context(asyncio.get_running_loop(), {"fib": script}))
-        return str(info.value)
-
-    assert run_virtual(main) == (
+    d = _driver({**CONFIG, "model": "FIB-16"})
+    assert run_virtual(lambda: connect_error(d, {"fib": script})) == (
         "fib: *IDN? answered 'EA Elektro-Automatik,PSB 11000-80 4U,2211000123,V3.02': not a 'FIB-16' (wrong address?)"
     )
     script.assert_done()
@@ -216,10 +182,8 @@ def test_repeatedly_unparsable_sense_readings_are_a_device_fault() -> None:
     h = Harness()
 
     async def main() -> None:
-        d = _driver()
-        await d.connect(h.context(asyncio.get_running_loop(), {"fib": script}))
-        await settle(2.5)
-        await d.close()
+        async with connected(_driver(), h, {"fib": script}):
+            await settle(2.5)
 
     run_virtual(main)
     script.assert_done()
