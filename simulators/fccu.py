@@ -14,11 +14,9 @@ Everything runs on the event loop's clock; see docs/fccu.md for the model and it
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -26,6 +24,7 @@ import can
 import cantools
 
 from simulators.bms_firmware import FrameCodec
+from simulators.can_plant import CanPlant
 from simulators.fault_box import Channel, FaultBox
 from simulators.faults import CATALOGUE as SENSOR_CATALOGUE
 from simulators.faults import H2_SENSOR_FAULTS, Faults
@@ -40,9 +39,6 @@ from simulators.fccu_firmware import (
     FcState,
 )
 from simulators.h2_sensor import H2Sensor, H2SensorSpec
-from simulators.uds_server import UdsServer
-
-log = logging.getLogger(__name__)
 
 # Valve-close command delay of fc_slow_reaction.
 FC_SLOW_REACTION_TIME_S = 2.0
@@ -362,7 +358,7 @@ class Stack:
         return i
 
 
-class FccuPlant:
+class FccuPlant(CanPlant):
     def __init__(
         self,
         fccu: Fccu,
@@ -374,70 +370,35 @@ class FccuPlant:
         channel: str,
         tick_s: float = 0.01,
     ) -> None:
+        super().__init__(channel=channel, tick_s=tick_s)
         self.fccu = fccu
         self.valve = valve
         self.stack = stack
         self.faults = faults
-        self.channel = channel
-        self.tick_s = tick_s
         self.anode_setpoint_bar = float(cfg["anode_pressure_bar"])
         self.purge_peak_pct = float(cfg["purge_peak_pct"])
         self.exhaust_base_pct = float(cfg["exhaust_base_pct"])
         self.exhaust_tau_s = float(cfg["exhaust_tau_s"])
         self.anode_pressure_bar = 0.0
         self.exhaust_pct = 0.0
-        self.dids: dict[int, bytes] = {}
-        self.uds_ids = (0x7E0, 0x7E8)
-        self.uds: UdsServer | None = None
         self.fcio: FaultBox | None = None
         self.exhaust_analyser: H2Sensor | None = None
-        self.bus: can.BusABC | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
-        if self._tasks:
-            return
-        bus: Any = can.Bus(interface="inproc", channel=self.channel)  # InProcBus
-        self.bus = bus
-        bus.add_listener(self.fccu.on_frame)
-        if self.dids:
-            self.uds = UdsServer(self.dids, bus.send, *self.uds_ids)
-            bus.add_listener(self.uds.on_frame)
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._run_physics(), name="fccu-physics"))
+    def on_frame(self) -> Callable[[can.Message], None]:
+        return self.fccu.on_frame
+
+    def transmitters(self, bus: can.BusABC) -> list[tuple[Coroutine[Any, Any, None], str]]:
         # One task per frame, each on its own phase, so the frames of one cycle never share an instant.
-        for k, (period, name) in enumerate(self.fccu.schedule):
-            phase = 0.001 * (k + 1)
-            self._tasks.append(loop.create_task(self.fccu.transmit(bus, period, name, phase), name=f"fccu-tx-{name}"))
-        for task in self._tasks:
-            task.add_done_callback(_report_crash)
+        return [
+            (self.fccu.transmit(bus, period, name, 0.001 * (k + 1)), f"fccu-tx-{name}")
+            for k, (period, name) in enumerate(self.fccu.schedule)
+        ]
 
-    async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def shutdown_parts(self) -> None:
         self.fccu.shutdown()
         self.valve.shutdown()
-        if self.uds is not None:
-            self.uds.shutdown()
         if self.exhaust_analyser is not None:
             self.exhaust_analyser.close()
-        if self.bus is not None:
-            self.bus.shutdown()
-            self.bus = None
-
-    async def _run_physics(self) -> None:
-        loop = asyncio.get_running_loop()
-        dt = self.tick_s
-        deadline = loop.time()
-        while True:
-            deadline += dt
-            delay = deadline - loop.time()
-            await asyncio.sleep(delay if delay > 0.0 else 0.0)
-            self.step(dt, loop.time())
 
     def step(self, dt: float, now: float) -> None:
         """One tick: the FCCU's task, then anode loop, stack and exhaust physics."""
@@ -473,8 +434,3 @@ class FccuPlant:
         else:
             target = 0.0
         return target * DILUTION_FAN_FAILED_FACTOR if f.dilution_fan_failed else target
-
-
-def _report_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("simulator task %s crashed", task.get_name(), exc_info=task.exception())

@@ -8,12 +8,9 @@ loop's clock, so on a virtual-time loop hours of bench time pass in seconds.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -22,15 +19,13 @@ import cantools
 
 from simulators.analyzer import AnalyzerSpec, PowerAnalyzer
 from simulators.bms_firmware import COMMAND_FRAME, Bms, BmsParams, Contactors
+from simulators.can_plant import CanPlant
 from simulators.chamber import Chamber, ChamberSpec
 from simulators.fault_box import Channel, FaultBox
 from simulators.faults import CATALOGUE, Faults
 from simulators.h2_sensor import H2Sensor, H2SensorSpec
 from simulators.pack import CHEMISTRIES, Pack, PackParams
 from simulators.supply import Supply, SupplyRatings
-from simulators.uds_server import UdsServer
-
-log = logging.getLogger(__name__)
 
 # Link capacitance discharge (supply output off, contactors open) and precharge time
 # constants are a fraction of the configured precharge time: after it the link is at ~99 %.
@@ -292,7 +287,7 @@ def _fault_box(plant: Plant, cfg: Mapping[str, Any]) -> FaultBox:
     return FaultBox(f"BENCH-SIM,{FIB_MODEL},{cfg['serial']},{FIB_FIRMWARE}", channels)
 
 
-class Plant:
+class Plant(CanPlant):
     """Supply -> HV link -> BMS main contactors -> pack. Current positive = charging the pack."""
 
     def __init__(
@@ -305,6 +300,7 @@ class Plant:
         tick_s: float = 0.1,
         analyzer: PowerAnalyzer | None = None,
     ) -> None:
+        super().__init__(channel=channel, tick_s=tick_s)
         self.pack = pack
         self.bms = bms
         self.supply = supply
@@ -318,60 +314,22 @@ class Plant:
         self.short_res_mohm = 100.0
         # Hydrogen in the test enclosure, %vol: 0 on a BEV bench; raised by fuel-cell sequences.
         self.enclosure_h2_pct = 0.0
-        self.dids: dict[int, bytes] = {}
-        self.uds_ids = (0x7E0, 0x7E8)
-        self.uds: UdsServer | None = None
-        self.channel = channel
-        self.tick_s = tick_s
         self.link_voltage = 0.0
-        self.bus: can.BusABC | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
-        if self._tasks:
-            return
-        # InProcBus: frames arrive through add_listener on the loop, no receive thread.
-        bus: Any = can.Bus(interface="inproc", channel=self.channel)
-        self.bus = bus
-        bus.add_listener(self.bms.on_frame)
-        if self.dids:
-            self.uds = UdsServer(self.dids, bus.send, *self.uds_ids)
-            bus.add_listener(self.uds.on_frame)
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._run_physics(), name="plant-physics"))
+    def on_frame(self) -> Callable[[can.Message], None]:
+        return self.bms.on_frame
+
+    def transmitters(self, bus: can.BusABC) -> list[tuple[Coroutine[Any, Any, None], str]]:
         # Stagger cycle groups so frames of different periods do not share one instant.
-        for k, (period, names) in enumerate(sorted(self.bms.schedule.items())):
-            phase = 0.001 * (k + 1)
-            task = loop.create_task(self.bms.transmit(bus, period, names, phase), name=f"bms-tx-{period:g}s")
-            self._tasks.append(task)
-        for task in self._tasks:
-            task.add_done_callback(_report_crash)
+        return [
+            (self.bms.transmit(bus, period, names, 0.001 * (k + 1)), f"bms-tx-{period:g}s")
+            for k, (period, names) in enumerate(sorted(self.bms.schedule.items()))
+        ]
 
-    async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def shutdown_parts(self) -> None:
         self.bms.shutdown()
-        if self.uds is not None:
-            self.uds.shutdown()
         if self.h2_sensor is not None:
             self.h2_sensor.close()
-        if self.bus is not None:
-            self.bus.shutdown()
-            self.bus = None
-
-    async def _run_physics(self) -> None:
-        loop = asyncio.get_running_loop()
-        dt = self.tick_s
-        deadline = loop.time()
-        while True:
-            deadline += dt
-            delay = deadline - loop.time()
-            await asyncio.sleep(delay if delay > 0.0 else 0.0)
-            self.step(dt, loop.time())
 
     def step(self, dt: float, now: float) -> None:
         """One physics tick: electrical coupling, pack, link voltage, supply readback, BMS."""
@@ -432,8 +390,3 @@ class Plant:
             disc = ocv * ocv - 4.0 * r * p_max
             i = (ocv - math.sqrt(disc)) / (2.0 * r) if disc > 0.0 else ocv / (2.0 * r)
         return -i
-
-
-def _report_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("simulator task %s crashed", task.get_name(), exc_info=task.exception())
