@@ -603,10 +603,14 @@ class Run:
         if step.cond is None:
             await task
             return f"reached {last}"
+        # The condition is watched on its samples while the ramp runs; the end of the ramp plus
+        # one interval bounds the wait so that a reply in flight still counts.
+        waiter = self.loop.create_task(self._wait_for(step.cond, duration + r.interval), name=f"until {step.name}")
         try:
-            # The condition is watched on its samples while the ramp runs; the end of the ramp plus
-            # one interval bounds the wait so that a reply in flight still counts.
-            t = await self._wait_for(step.cond, duration + r.interval)
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done() and not task.cancelled() and (failed := task.exception()) is not None:
+                raise failed  # a setpoint that could not be applied ends the step now, not at the timeout
+            t = await waiter
         except TimeoutError:
             values = self._values(step.cond.signals)
             msg = f"ramp ended at {last} without {step.cond_text} ({self._shown(values)})"
@@ -615,9 +619,11 @@ class Run:
                 return msg
             raise StepFailed(Outcome.FAIL, msg) from None
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for pending in (task, waiter):
+                pending.cancel()
+                # Already raised above if it mattered; a late failure after the condition held does not.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
         rel = self._rel(t)
         if step.mark:
             self.bus.marks[step.mark] = rel
