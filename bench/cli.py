@@ -233,9 +233,13 @@ def faults(station: Annotated[Path | None, typer.Option(help="station file")] = 
     from bench.device import fault_catalogue
 
     st = load_station(station or default_station())
+    # A fault of a shared model (the H2 sensor) acts on every plant that has one: listed once.
+    plants: dict[str, tuple[str, list[str]]] = {}
     for sim in st.model.simulators:
-        for name, doc in sorted(fault_catalogue(sim.kind).items()):
-            typer.echo(f"{name:36s} {doc}")
+        for name, doc in fault_catalogue(sim.kind).items():
+            plants.setdefault(name, (doc, []))[1].append(sim.kind)
+    for name, (doc, kinds) in sorted(plants.items()):
+        typer.echo(f"{name:36s} {doc}" + (f" [{', '.join(kinds)}]" if len(st.model.simulators) > 1 else ""))
 
 
 @app.command()

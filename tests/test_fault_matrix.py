@@ -126,3 +126,12 @@ def test_bad_campaign_input_is_one_line(tmp_path: Path, args: list[str], message
     assert run.rc == 2
     assert message in run.err and "Traceback" not in run.err
     assert len(run.err.strip().splitlines()) == 1
+
+
+def test_bench_faults_lists_each_fault_once_with_its_plants() -> None:
+    run = bench("faults")
+    assert run.rc == 0, run.err
+    names = [line.split()[0] for line in run.out.splitlines()]
+    assert names == sorted(set(names)) and set(names) == set(station_fault_names(SIM_STATION, "all"))
+    stuck = next(line for line in run.out.splitlines() if line.startswith("h2_sensor_stuck"))
+    assert stuck.endswith("[bms_pack, fccu]")  # the sensor model's faults act on both plants' sensors
