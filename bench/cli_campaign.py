@@ -64,12 +64,13 @@ def campaign(
     # Fail on a bad sequence or parameter before the first of hundreds of runs starts.
     from bench.plan import build_plan, load_sequence
 
+    declared: set[str] = set()
     for path in sequences.values():
         _, model = load_sequence(path)
         build_plan(path, station_path, {k: v for k, v in params.items() if k in model.parameters})
+        declared.update(model.parameters)
     # A parameter no sequence declares is a typo, unless it belongs to the expectation's profile
     # (a slice of the matrix may not contain the sequences that declare it).
-    declared = {k for p in sequences.values() for k in load_sequence(p)[1].parameters}
     unknown = [k for k in params if k not in declared and k not in exp_params]
     if unknown:
         raise LoadError(f"-p {unknown[0]}: no sequence declares this parameter")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 # Trip-to-open delay of the slow_reaction fault.
@@ -77,11 +77,15 @@ class Faults:
 
     @classmethod
     def from_names(cls, names: Iterable[str]) -> Faults:
-        if isinstance(names, str):  # a bare string would be read as one fault per letter
-            raise ValueError(f"faults must be a list of fault names, got the string {names!r}")
-        names = list(names)
-        for name in names:
-            if name not in CATALOGUE:
-                valid = ", ".join(sorted(CATALOGUE))
-                raise ValueError(f"unknown fault {name!r}; valid faults: {valid}")
-        return cls(**{name: True for name in names})
+        return cls(**checked_names(names, CATALOGUE))
+
+
+def checked_names(names: Iterable[str], catalogue: Mapping[str, str]) -> dict[str, bool]:
+    """``{name: True}`` for a faults dataclass; a ValueError for a name not in ``catalogue``."""
+    if isinstance(names, str):  # a bare string would be read as one fault per letter
+        raise ValueError(f"faults must be a list of fault names, got the string {names!r}")
+    names = list(names)
+    for name in names:
+        if name not in catalogue:
+            raise ValueError(f"unknown fault {name!r}; valid faults: {', '.join(sorted(catalogue))}")
+    return dict.fromkeys(names, True)

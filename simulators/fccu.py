@@ -25,9 +25,10 @@ import cantools
 
 from simulators.bms_firmware import FrameCodec
 from simulators.can_plant import CanPlant
+from simulators.config_spec import NUM, Spec, check_section
 from simulators.fault_box import Channel, FaultBox
 from simulators.faults import CATALOGUE as SENSOR_CATALOGUE
-from simulators.faults import H2_SENSOR_FAULTS, Faults
+from simulators.faults import H2_SENSOR_FAULTS, Faults, checked_names
 from simulators.fccu_firmware import (
     COMMAND_FRAME,
     SENSOR_FRAMES,
@@ -82,13 +83,7 @@ class FccuFaults:
 
     @classmethod
     def from_names(cls, names: Iterable[str]) -> FccuFaults:
-        if isinstance(names, str):  # a bare string would be read as one fault per letter
-            raise ValueError(f"faults must be a list of fault names, got the string {names!r}")
-        names = list(names)
-        for name in names:
-            if name not in CATALOGUE:
-                raise ValueError(f"unknown fault {name!r}; valid faults: {', '.join(sorted(CATALOGUE))}")
-        return cls(**{name: True for name in names})
+        return cls(**checked_names(names, CATALOGUE))
 
     def firmware(self) -> FccuDefects:
         return FccuDefects(
@@ -101,45 +96,42 @@ class FccuFaults:
         )
 
 
-_NUM = (int, float)
-# key: (types, default, lower bound (exclusive when the 5th field is True), upper bound, open lower bound)
-_Spec = tuple[tuple[type, ...], Any, float | None, float | None, bool]
-_TOP: dict[str, _Spec] = {
+_TOP: dict[str, Spec] = {
     "dbc": ((str,), None, None, None, False),
     "can_channel": ((str,), None, None, None, False),
     "fcio_endpoint": ((str,), "fcio", None, None, False),
     "exhaust_endpoint": ((str,), "h2x", None, None, False),
-    "tick_s": (_NUM, 0.01, 0, 0.1, True),
+    "tick_s": (NUM, 0.01, 0, 0.1, True),
     # hydrogen management
-    "nwp_bar": (_NUM, 700.0, 0, 1000, True),
-    "warn_pct": (_NUM, 3.0, 0, 100, True),
-    "shutoff_pct": (_NUM, 4.0, 0, 100, True),
-    "discrepancy_pct": (_NUM, 1.0, 0, 100, True),
-    "detection_time_s": (_NUM, 0.2, 0, 60, False),
-    "reaction_time_s": (_NUM, 0.1, 0, 60, False),
-    "valve_close_time_s": (_NUM, 0.05, 0, 10, False),
-    "command_timeout_s": (_NUM, 0.3, 0, 60, True),
-    "sensor_timeout_s": (_NUM, 0.3, 0, 60, True),
-    "fill_limit_pct": (_NUM, 125.0, 0, 200, True),
-    "anode_pressure_bar": (_NUM, 1.5, 0, 10, True),
-    "startup_time_s": (_NUM, 1.0, 0, 60, False),
-    "shutdown_time_s": (_NUM, 1.0, 0, 60, False),
+    "nwp_bar": (NUM, 700.0, 0, 1000, True),
+    "warn_pct": (NUM, 3.0, 0, 100, True),
+    "shutoff_pct": (NUM, 4.0, 0, 100, True),
+    "discrepancy_pct": (NUM, 1.0, 0, 100, True),
+    "detection_time_s": (NUM, 0.2, 0, 60, False),
+    "reaction_time_s": (NUM, 0.1, 0, 60, False),
+    "valve_close_time_s": (NUM, 0.05, 0, 10, False),
+    "command_timeout_s": (NUM, 0.3, 0, 60, True),
+    "sensor_timeout_s": (NUM, 0.3, 0, 60, True),
+    "fill_limit_pct": (NUM, 125.0, 0, 200, True),
+    "anode_pressure_bar": (NUM, 1.5, 0, 10, True),
+    "startup_time_s": (NUM, 1.0, 0, 60, False),
+    "shutdown_time_s": (NUM, 1.0, 0, 60, False),
     # stack
     "cells": ((int,), 300, 1, 2000, False),
-    "ocv_v_per_cell": (_NUM, 1.0, 0, 1.3, True),
-    "tafel_slope_v": (_NUM, 0.06, 0, 1, False),
-    "tafel_current_a": (_NUM, 5.0, 0, None, True),
-    "cell_resistance_ohm": (_NUM, 0.00015, 0, 1, False),
-    "max_power_kw": (_NUM, 150.0, 0, 1000, True),
-    "max_current_a": (_NUM, 1000.0, 0, 6500, True),
-    "power_ramp_kw_per_s": (_NUM, 50.0, 0, None, True),
-    "ambient_c": (_NUM, 25.0, -40, 60, False),
+    "ocv_v_per_cell": (NUM, 1.0, 0, 1.3, True),
+    "tafel_slope_v": (NUM, 0.06, 0, 1, False),
+    "tafel_current_a": (NUM, 5.0, 0, None, True),
+    "cell_resistance_ohm": (NUM, 0.00015, 0, 1, False),
+    "max_power_kw": (NUM, 150.0, 0, 1000, True),
+    "max_current_a": (NUM, 1000.0, 0, 6500, True),
+    "power_ramp_kw_per_s": (NUM, 50.0, 0, None, True),
+    "ambient_c": (NUM, 25.0, -40, 60, False),
     # anode purge and exhaust
-    "purge_interval_s": (_NUM, 10.0, 0, 3600, True),
-    "purge_duration_s": (_NUM, 0.5, 0, 60, True),
-    "purge_peak_pct": (_NUM, 5.0, 0, 100, False),
-    "exhaust_base_pct": (_NUM, 0.1, 0, 100, False),
-    "exhaust_tau_s": (_NUM, 0.4, 0, 60, True),
+    "purge_interval_s": (NUM, 10.0, 0, 3600, True),
+    "purge_duration_s": (NUM, 0.5, 0, 60, True),
+    "purge_peak_pct": (NUM, 5.0, 0, 100, False),
+    "exhaust_base_pct": (NUM, 0.1, 0, 100, False),
+    "exhaust_tau_s": (NUM, 0.4, 0, 60, True),
     # identity
     "software_version": ((str,), "FCCU-SIM 1.0.0", None, None, False),
     "vin": ((str,), "WDB9634031L000001", None, None, False),
@@ -149,45 +141,19 @@ _TOP: dict[str, _Spec] = {
     "fcio_serial": ((str,), "SIM00FCIO1", None, None, False),
     "exhaust_analyser": ((dict,), None, None, None, False),
 }
-_EXHAUST: dict[str, _Spec] = {
+_EXHAUST: dict[str, Spec] = {
     "serial": ((str,), "SIM00H2X01", None, None, False),
-    "period_s": (_NUM, 0.1, 0, 60, True),
-    "noise_pct": (_NUM, 0.002, 0, None, False),
-    "temperature_c": (_NUM, 40.0, -40, 85, False),
+    "period_s": (NUM, 0.1, 0, 60, True),
+    "noise_pct": (NUM, 0.002, 0, None, False),
+    "temperature_c": (NUM, 40.0, -40, 85, False),
 }
 DID_VIN = 0xF190
 DID_ECU_SERIAL = 0xF18C
 DID_SOFTWARE_VERSION = 0xF195
 
 
-def _check(section: Any, spec: Mapping[str, _Spec], where: str) -> dict[str, Any]:
-    if not isinstance(section, Mapping):
-        raise ValueError(f"fccu config: {where or 'config'} must be a mapping, got {section!r}")
-    unknown = sorted(set(section) - set(spec))
-    if unknown:
-        raise ValueError(f"fccu config: unknown key '{where}{unknown[0]}' (valid: {', '.join(spec)})")
-    out: dict[str, Any] = {}
-    for key, (types, default, lo, hi, open_lo) in spec.items():
-        value: Any = section.get(key, default)
-        if value is None or types == (dict,):
-            if value is not None and not isinstance(value, Mapping):
-                raise ValueError(f"fccu config: {where}{key} must be a mapping, got {value!r}")
-            out[key] = value
-            continue
-        name = f"{where}{key}"
-        type_ok = isinstance(value, types) and not isinstance(value, bool)
-        if not type_ok:
-            kind = "a string" if types == (str,) else "an integer" if types == (int,) else "a number"
-            raise ValueError(f"fccu config: {name} must be {kind}, got {value!r}")
-        if types is _NUM and not math.isfinite(value):
-            raise ValueError(f"fccu config: {name} must be finite, got {value!r}")
-        too_low = lo is not None and (value <= lo if open_lo else value < lo)
-        if too_low or (hi is not None and value > hi):
-            bounds = f"{'>' if open_lo else '>='} {lo}" if lo is not None else ""
-            bounds += (" and " if bounds and hi is not None else "") + (f"<= {hi}" if hi is not None else "")
-            raise ValueError(f"fccu config: {name} must be {bounds}, got {value!r}")
-        out[key] = float(value) if types is _NUM else value
-    return out
+def _check(section: Any, spec: Mapping[str, Spec], where: str) -> dict[str, Any]:
+    return check_section("fccu", section, spec, where)
 
 
 def build_plant(

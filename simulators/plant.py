@@ -21,6 +21,7 @@ from simulators.analyzer import AnalyzerSpec, PowerAnalyzer
 from simulators.bms_firmware import COMMAND_FRAME, Bms, BmsParams, Contactors
 from simulators.can_plant import CanPlant
 from simulators.chamber import Chamber, ChamberSpec
+from simulators.config_spec import NUM, Spec, check_section
 from simulators.fault_box import Channel, FaultBox
 from simulators.faults import CATALOGUE, Faults
 from simulators.h2_sensor import H2Sensor, H2SensorSpec
@@ -32,10 +33,7 @@ from simulators.supply import Supply, SupplyRatings
 _PRECHARGE_TAUS = 5.0
 _LINK_BLEED_TAU_S = 0.5
 
-_NUM = (int, float)
-# key: (types, default, lower bound (exclusive when the 4th field is True), upper bound)
-_Spec = tuple[tuple[type, ...], Any, float | None, float | None, bool]
-_TOP: dict[str, _Spec] = {
+_TOP: dict[str, Spec] = {
     "dbc": ((str,), None, None, None, False),
     "can_channel": ((str,), None, None, None, False),
     "psu_endpoint": ((str,), "psu", None, None, False),
@@ -44,23 +42,23 @@ _TOP: dict[str, _Spec] = {
     "fib_endpoint": ((str,), "fib", None, None, False),
     "chamber_endpoint": ((str,), "chamber", None, None, False),
     "emu_endpoint": ((str,), "emu", None, None, False),
-    "enclosure_h2_pct": (_NUM, 0.0, 0, 100, False),
+    "enclosure_h2_pct": (NUM, 0.0, 0, 100, False),
     "cells": ((int,), 192, 1, None, False),
     "chemistry": ((str,), "NMC", None, None, False),
-    "capacity_ah": (_NUM, 120.0, 0, None, True),
-    "initial_soc_pct": (_NUM, 50.0, 0, 100, False),
-    "ambient_c": (_NUM, 25.0, -40, 60, False),
-    "initial_temp_c": (_NUM, None, -40, 80, False),
-    "internal_resistance_mohm_per_cell": (_NUM, 0.8, 0, 100, True),
-    "thermal_mass_j_per_k": (_NUM, 420_000.0, 0, None, True),
-    "thermal_resistance_k_per_w": (_NUM, 0.05, 0, None, True),
+    "capacity_ah": (NUM, 120.0, 0, None, True),
+    "initial_soc_pct": (NUM, 50.0, 0, 100, False),
+    "ambient_c": (NUM, 25.0, -40, 60, False),
+    "initial_temp_c": (NUM, None, -40, 80, False),
+    "internal_resistance_mohm_per_cell": (NUM, 0.8, 0, 100, True),
+    "thermal_mass_j_per_k": (NUM, 420_000.0, 0, None, True),
+    "thermal_resistance_k_per_w": (NUM, 0.05, 0, None, True),
     "temp_sensors": ((int,), 16, 1, 255, False),
-    "cooling_k_per_w": (_NUM, None, 0, None, True),
-    "coolant_c": (_NUM, None, -40, 60, False),
+    "cooling_k_per_w": (NUM, None, 0, None, True),
+    "coolant_c": (NUM, None, -40, 60, False),
     "heater_sensor": ((int,), 1, 1, 255, False),
-    "heater_thermal_mass_j_per_k": (_NUM, 1500.0, 0, None, True),
-    "heater_thermal_resistance_k_per_w": (_NUM, 0.05, 0, None, True),
-    "tick_s": (_NUM, 0.1, 0, 1.0, True),
+    "heater_thermal_mass_j_per_k": (NUM, 1500.0, 0, None, True),
+    "heater_thermal_resistance_k_per_w": (NUM, 0.05, 0, None, True),
+    "tick_s": (NUM, 0.1, 0, 1.0, True),
     "bms": ((dict,), None, None, None, False),
     "supply": ((dict,), None, None, None, False),
     "analyzer": ((dict,), None, None, None, False),
@@ -68,64 +66,64 @@ _TOP: dict[str, _Spec] = {
     "chamber": ((dict,), None, None, None, False),
     "fault_box": ((dict,), None, None, None, False),
 }
-_BMS: dict[str, _Spec] = {
-    "ov_threshold_v": (_NUM, None, 0, 10, True),
-    "uv_threshold_v": (_NUM, None, 0, 10, True),
-    "ot_threshold_c": (_NUM, 60.0, 0, 200, True),
-    "oc_threshold_a": (_NUM, 350.0, 0, None, True),
-    "oc_charge_threshold_a": (_NUM, None, 0, None, True),
-    "detection_time_s": (_NUM, 0.2, 0, 60, False),
-    "reaction_time_s": (_NUM, 0.1, 0, 60, False),
-    "precharge_time_s": (_NUM, 0.3, 0, 60, True),
-    "command_timeout_s": (_NUM, 0.5, 0, 60, True),
+_BMS: dict[str, Spec] = {
+    "ov_threshold_v": (NUM, None, 0, 10, True),
+    "uv_threshold_v": (NUM, None, 0, 10, True),
+    "ot_threshold_c": (NUM, 60.0, 0, 200, True),
+    "oc_threshold_a": (NUM, 350.0, 0, None, True),
+    "oc_charge_threshold_a": (NUM, None, 0, None, True),
+    "detection_time_s": (NUM, 0.2, 0, 60, False),
+    "reaction_time_s": (NUM, 0.1, 0, 60, False),
+    "precharge_time_s": (NUM, 0.3, 0, 60, True),
+    "command_timeout_s": (NUM, 0.5, 0, 60, True),
     "software_version": ((str,), "BMS-SIM 1.0.0", None, None, False),
     "vin": ((str,), "WDB9634031L000001", None, None, False),
     "ecu_serial": ((str,), "BMS-SN-0000012345", None, None, False),
     "uds_request_id": ((int,), 0x7E0, 0, 0x7FF, False),
     "uds_response_id": ((int,), 0x7E8, 0, 0x7FF, False),
-    "max_charge_current_a": (_NUM, 180.0, 0, None, False),
-    "max_discharge_current_a": (_NUM, 300.0, 0, None, False),
-    "iso_resistance_kohm": (_NUM, 5000.0, 0, 65535, False),
-    "iso_warning_kohm": (_NUM, 500.0, 0, 65535, False),
-    "iso_error_kohm": (_NUM, 100.0, 0, 65535, False),
-    "thermal_event_margin_c": (_NUM, 10.0, 0, 100, False),
-    "thermal_event_rate_c_per_s": (_NUM, 1.0, 0, None, True),
+    "max_charge_current_a": (NUM, 180.0, 0, None, False),
+    "max_discharge_current_a": (NUM, 300.0, 0, None, False),
+    "iso_resistance_kohm": (NUM, 5000.0, 0, 65535, False),
+    "iso_warning_kohm": (NUM, 500.0, 0, 65535, False),
+    "iso_error_kohm": (NUM, 100.0, 0, 65535, False),
+    "thermal_event_margin_c": (NUM, 10.0, 0, 100, False),
+    "thermal_event_rate_c_per_s": (NUM, 1.0, 0, None, True),
     # UN R100 states isolation in Ohm per volt of the maximum working voltage; when set these
     # override the kOhm thresholds (maximum working voltage = cells x charge voltage per cell).
-    "iso_warning_ohm_per_v": (_NUM, None, 0, None, True),
-    "iso_error_ohm_per_v": (_NUM, None, 0, None, True),
-    "short_circuit_factor": (_NUM, 5.0, 0, None, False),
+    "iso_warning_ohm_per_v": (NUM, None, 0, None, True),
+    "iso_error_ohm_per_v": (NUM, None, 0, None, True),
+    "short_circuit_factor": (NUM, 5.0, 0, None, False),
 }
-_SUPPLY: dict[str, _Spec] = {
-    "voltage_max_v": (_NUM, 1000.0, 0, None, True),
-    "current_max_a": (_NUM, 80.0, 0, None, True),
-    "power_max_w": (_NUM, 30000.0, 0, None, True),
+_SUPPLY: dict[str, Spec] = {
+    "voltage_max_v": (NUM, 1000.0, 0, None, True),
+    "current_max_a": (NUM, 80.0, 0, None, True),
+    "power_max_w": (NUM, 30000.0, 0, None, True),
     "serial": ((str,), "SIM0000001", None, None, False),
-    "noise_v": (_NUM, 0.05, 0, None, False),
-    "noise_a": (_NUM, 0.02, 0, None, False),
+    "noise_v": (NUM, 0.05, 0, None, False),
+    "noise_a": (NUM, 0.02, 0, None, False),
 }
-_ANALYZER: dict[str, _Spec] = {
+_ANALYZER: dict[str, Spec] = {
     "elements": ((int,), 1, 1, 7, False),
     "serial": ((str,), "SIM0000PA1", None, None, False),
-    "noise_v": (_NUM, 0.01, 0, None, False),
-    "noise_a": (_NUM, 0.005, 0, None, False),
+    "noise_v": (NUM, 0.01, 0, None, False),
+    "noise_a": (NUM, 0.005, 0, None, False),
 }
-_H2: dict[str, _Spec] = {
+_H2: dict[str, Spec] = {
     "serial": ((str,), "SIM00H2001", None, None, False),
-    "period_s": (_NUM, 1.0, 0, 60, True),
-    "noise_pct": (_NUM, 0.002, 0, None, False),
-    "temperature_c": (_NUM, 30.0, -40, 85, False),
+    "period_s": (NUM, 1.0, 0, 60, True),
+    "noise_pct": (NUM, 0.002, 0, None, False),
+    "temperature_c": (NUM, 30.0, -40, 85, False),
 }
-_CHAMBER: dict[str, _Spec] = {
+_CHAMBER: dict[str, Spec] = {
     "serial": ((str,), "SIM00CH001", None, None, False),
-    "min_temp_c": (_NUM, -40.0, -100, None, False),
-    "max_temp_c": (_NUM, 150.0, None, 300, False),
-    "max_ramp_k_per_min": (_NUM, 5.0, 0, None, True),
+    "min_temp_c": (NUM, -40.0, -100, None, False),
+    "max_temp_c": (NUM, 150.0, None, 300, False),
+    "max_ramp_k_per_min": (NUM, 5.0, 0, None, True),
 }
-_FIB: dict[str, _Spec] = {
+_FIB: dict[str, Spec] = {
     "serial": ((str,), "SIM0FIB001", None, None, False),
-    "iso_ro_max_kohm": (_NUM, 10000.0, 0, None, True),
-    "heater_max_w": (_NUM, 5000.0, 0, None, True),
+    "iso_ro_max_kohm": (NUM, 10000.0, 0, None, True),
+    "heater_max_w": (NUM, 5000.0, 0, None, True),
 }
 FIB_MODEL = "FAULT INSERTION BOX FIB-16"
 FIB_FIRMWARE = "1.0 (simulated)"
@@ -139,32 +137,8 @@ def fault_catalogue() -> dict[str, str]:
     return dict(CATALOGUE)
 
 
-def _check(section: Mapping[str, Any], spec: Mapping[str, _Spec], where: str) -> dict[str, Any]:
-    if not isinstance(section, Mapping):
-        raise ValueError(f"bms_pack config: {where or 'config'} must be a mapping, got {section!r}")
-    unknown = sorted(set(section) - set(spec))
-    if unknown:
-        raise ValueError(f"bms_pack config: unknown key '{where}{unknown[0]}' (valid: {', '.join(spec)})")
-    out: dict[str, Any] = {}
-    for key, (types, default, lo, hi, open_lo) in spec.items():
-        value: Any = section.get(key, default)
-        if value is None or types == (dict,):
-            out[key] = value
-            continue
-        name = f"{where}{key}"
-        type_ok = isinstance(value, types) and not isinstance(value, bool)
-        if not type_ok:
-            kind = "a string" if types == (str,) else "an integer" if types == (int,) else "a number"
-            raise ValueError(f"bms_pack config: {name} must be {kind}, got {value!r}")
-        if types is _NUM and not math.isfinite(value):
-            raise ValueError(f"bms_pack config: {name} must be finite, got {value!r}")
-        too_low = lo is not None and (value <= lo if open_lo else value < lo)
-        if too_low or (hi is not None and value > hi):
-            bounds = f"{'>' if open_lo else '>='} {lo}" if lo is not None else ""
-            bounds += (" and " if bounds and hi is not None else "") + (f"<= {hi}" if hi is not None else "")
-            raise ValueError(f"bms_pack config: {name} must be {bounds}, got {value!r}")
-        out[key] = float(value) if types is _NUM else value
-    return out
+def _check(section: Any, spec: Mapping[str, Spec], where: str) -> dict[str, Any]:
+    return check_section("bms_pack", section, spec, where)
 
 
 def build_plant(
