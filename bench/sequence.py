@@ -165,10 +165,13 @@ Step = Annotated[
     ),
 ]
 STEP_KINDS = ("set", "wait", "wait_until", "measure", "check", "prompt", "ramp")
+# Ids of sequences and stations name files and folders (run records, interlock latches, station
+# locks): no path separators, and no leading dot, so an id can never reach outside its folder.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class Sequence(_Model):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    id: str = Field(pattern=ID_PATTERN)
     title: str
     version: str
     basis: Basis

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.report.equipment import DecisionRule, Instrument, Laboratory, SignalSource
+from bench.sequence import ID_PATTERN
 from bench.yamlsource import YamlSource, load_yaml, plain
 
 
@@ -49,7 +50,7 @@ class SimulatorEntry(_Model):
 
 
 class Station(_Model):
-    id: str
+    id: str = Field(pattern=ID_PATTERN, description="names the station's interlock latch and lock files")
     title: str = ""
     simulated: bool = False
     virtual_time: bool = Field(False, description="run on a virtual clock by default (simulated stations only)")
