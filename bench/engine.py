@@ -295,7 +295,9 @@ class Run:
                 self.state.phase = "steps"
                 monitors = self._start_monitors()
                 snapshots = asyncio.create_task(self._snapshots())
-                self._steps_task = asyncio.create_task(self._run_steps(plan.steps, "steps"))
+                # A monitor already true at arming stops the steps before their first command.
+                first = plan.steps if self._stop is None else []
+                self._steps_task = asyncio.create_task(self._run_steps(first, "steps"))
                 try:
                     await asyncio.wait([self._steps_task])
                     if self._terminate and self._stop is None:
