@@ -27,7 +27,14 @@ from tests.conftest import ROOT, SIM_STATION
 ACL = ROOT / "examples" / "mosquitto" / "acl"
 LAB_DIR = ROOT / "tests" / "lab"
 SHORT = LAB_DIR / "short.yaml"
-PASSWORDS = {"operator": "op-secret", "bench-a": "a-secret", "bench-b": "b-secret", "bench-c": "c-secret"}
+PASSWORDS = {
+    "operator": "op-secret",
+    "bench-a": "a-secret",
+    "bench-b": "b-secret",
+    "bench-c": "c-secret",
+    "alice": "alice-secret",
+    "bob": "bob-secret",
+}
 
 
 def need_mosquitto() -> None:
@@ -51,6 +58,10 @@ class Mosquitto:
     dir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    acl: Path = ACL
+    # Further lines for the listener (TLS: cafile, certfile, keyfile, require_certificate ...).
+    listener_lines: list[str] = field(default_factory=list)
+    passwords: bool = True
 
     @property
     def conf(self) -> Path:
@@ -63,7 +74,7 @@ class Mosquitto:
     def write_config(self) -> None:
         passwd = self.dir / "passwd"
         passwd.unlink(missing_ok=True)
-        for i, (user, pw) in enumerate(PASSWORDS.items()):
+        for i, (user, pw) in enumerate(PASSWORDS.items() if self.passwords else []):
             args = ["mosquitto_passwd", "-b", str(passwd), user, pw]
             if i == 0:
                 args.insert(1, "-c")
@@ -76,9 +87,10 @@ class Mosquitto:
                     "user root" if os.geteuid() == 0 else "",
                     "per_listener_settings false",
                     f"listener {self.port} 127.0.0.1",
+                    *self.listener_lines,
                     "allow_anonymous false",
-                    f"password_file {passwd}",
-                    f"acl_file {ACL}",
+                    f"password_file {passwd}" if self.passwords else "",
+                    f"acl_file {self.acl}",
                     "persistence true",
                     f"persistence_location {self.dir / 'data'}/",
                     "max_queued_messages 100000",
@@ -139,7 +151,9 @@ def mosquitto_fixture(tmp_path: Path) -> Iterator[Mosquitto]:
         m.stop()
 
 
-def station_file(folder: Path, bench: str, *, realtime: bool = False, allow_text: bool = False) -> Path:
+def station_file(
+    folder: Path, bench: str, *, realtime: bool = False, allow_text: bool = False, lab_extra: str = ""
+) -> Path:
     """stations/sim.yaml as bench <bench>: its own id (its own interlock), a lab section."""
     text = SIM_STATION.read_text(encoding="utf-8")
     text = text.replace("\nid: sim\n", f"\nid: {bench}\n").replace("../dbc/", f"{ROOT / 'dbc'}/")
@@ -150,7 +164,7 @@ def station_file(folder: Path, bench: str, *, realtime: bool = False, allow_text
         f"  library: [{LAB_DIR}]\n"
         "  dut: BMS-SIM\n"
         f"  capabilities: {{site: test, rig: {bench}}}\n"
-        f"  allow_sequence_text: {'true' if allow_text else 'false'}\n"
+        f"  allow_sequence_text: {'true' if allow_text else 'false'}\n" + lab_extra
     )
     path = folder / f"{bench}.yaml"
     path.write_text(text, encoding="utf-8")
@@ -176,9 +190,16 @@ class Lab:
         self.agents: dict[str, AgentProc] = {}
 
     def start_agent(
-        self, bench: str, *, realtime: bool = False, allow_text: bool = False, grace: float = 1.5
+        self,
+        bench: str,
+        *,
+        realtime: bool = False,
+        allow_text: bool = False,
+        grace: float = 1.5,
+        lab_extra: str = "",
+        env: dict[str, str] | None = None,
     ) -> AgentProc:
-        station = station_file(self.folder, bench, realtime=realtime, allow_text=allow_text)
+        station = station_file(self.folder, bench, realtime=realtime, allow_text=allow_text, lab_extra=lab_extra)
         log = self.folder / f"{bench}.log"
         env = dict(
             os.environ,
@@ -186,6 +207,7 @@ class Lab:
             BENCH_MQTT_PASSWORD=PASSWORDS[bench],
             BENCH_REPORT_PDF="0",
             BENCH_STATE_DIR=str(self.folder / "state"),
+            **(env or {}),
         )
         cmd = [sys.executable, "-m", "bench.cli", "agent", "--station", str(station)]
         cmd += ["--broker", f"mqtt://127.0.0.1:{self.broker.port}", "--reports", str(self.reports)]

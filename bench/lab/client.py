@@ -91,13 +91,17 @@ def _client_id(kind: str) -> str:
 
 @contextlib.asynccontextmanager
 async def connected(broker: mqtt.Broker, kind: str, **kw: object):  # type: ignore[no-untyped-def]
+    entered = False
     try:
         async with mqtt.client(broker, kw.pop("identifier", None) or _client_id(kind), **kw) as c:  # type: ignore[arg-type]
+            entered = True
             yield c
     except MqttConnectError as exc:
         raise mqtt.connect_error(broker, exc) from None
     except aiomqtt.MqttError as exc:
-        if "connect" in str(exc).lower() or "refused" in str(exc).lower() or "errno" in str(exc).lower():
+        # Failing before the session was up (a TLS handshake the broker rejected times out) is a
+        # failure to connect, whatever paho's words for it.
+        if not entered or any(w in str(exc).lower() for w in ("connect", "refused", "errno")):
             raise mqtt.connect_error(broker, exc) from None
         raise mqtt.BrokerError(f"broker {broker.where}: {exc}") from None
 

@@ -2,15 +2,18 @@
 
 ``mqtt://user:password@host:port`` or ``mqtts://...`` (TLS). Credentials may also come from
 ``BENCH_MQTT_USER`` / ``BENCH_MQTT_PASSWORD`` (so they stay out of the process list), the CA file
-for TLS from ``BENCH_MQTT_CA``. Every client speaks MQTT 5: shared subscriptions, will delay and
-reason codes need it.
+for TLS from ``BENCH_MQTT_CA``, a client certificate and its key from ``BENCH_MQTT_CERT`` and
+``BENCH_MQTT_KEY`` (for a broker with ``require_certificate true``). Every client speaks MQTT 5:
+shared subscriptions, will delay and reason codes need it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -19,6 +22,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bench.errors import BenchError, LoadError
+
+# paho reports socket errors on the "mqtt" logger; a command says what failed in its own one line,
+# so without a configured handler (every command but `bench agent`) nothing else is printed.
+logging.getLogger("mqtt").addHandler(logging.NullHandler())
 
 
 class BrokerError(BenchError):
@@ -35,6 +42,8 @@ class Broker:
     password: str | None = None
     tls: bool = False
     ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
     prefix: str = "lab"
 
     @property
@@ -59,9 +68,37 @@ def parse_broker(url: str, user: str | None = None, password: str | None = None,
         or (unquote(parts.password) if parts.password else None)
         or os.environ.get("BENCH_MQTT_PASSWORD"),
         tls=tls,
-        ca_file=os.environ.get("BENCH_MQTT_CA"),
+        ca_file=os.environ.get("BENCH_MQTT_CA") or None,
+        cert_file=os.environ.get("BENCH_MQTT_CERT") or None,
+        key_file=os.environ.get("BENCH_MQTT_KEY") or None,
         prefix=prefix,
     )
+
+
+def tls_context(broker: Broker) -> ssl.SSLContext:
+    """The TLS context of a client: the lab's CA, and the client certificate when one is given.
+
+    Every file is checked first, so that a wrong path is one line naming it (exit code 2), not an
+    OSError from deep inside the ssl module.
+    """
+    for what, path in (
+        ("BENCH_MQTT_CA", broker.ca_file),
+        ("BENCH_MQTT_CERT", broker.cert_file),
+        ("BENCH_MQTT_KEY", broker.key_file),
+    ):
+        if path is not None and not Path(path).is_file():
+            raise LoadError(f"{what}={path}: no such file")
+    if broker.key_file is not None and broker.cert_file is None:
+        raise LoadError(f"BENCH_MQTT_KEY={broker.key_file}: a client key needs its certificate (BENCH_MQTT_CERT)")
+    try:
+        ctx = ssl.create_default_context(cafile=broker.ca_file)
+        if broker.cert_file is not None:
+            # The key may be in the certificate file itself (BENCH_MQTT_KEY unset).
+            ctx.load_cert_chain(broker.cert_file, broker.key_file)
+    except (ssl.SSLError, OSError) as exc:
+        files = ", ".join(p for p in (broker.ca_file, broker.cert_file, broker.key_file) if p)
+        raise LoadError(f"TLS files {files}: cannot be used: {exc}") from None
+    return ctx
 
 
 def session_properties(expiry_s: int) -> Properties:
@@ -82,8 +119,7 @@ def client(
 ) -> aiomqtt.Client:
     kwargs: dict[str, Any] = {}
     if broker.tls:
-        ctx = ssl.create_default_context(cafile=broker.ca_file)
-        kwargs["tls_context"] = ctx
+        kwargs["tls_context"] = tls_context(broker)
     c = aiomqtt.Client(
         broker.host,
         broker.port,
@@ -112,4 +148,7 @@ def connect_error(broker: Broker, exc: BaseException) -> BrokerError:
     low = text.lower()
     if "not authori" in low or "bad user" in low or "password" in low:
         return BrokerError(f"broker {broker.where} refused the credentials of user '{broker.username or ''}': {text}")
-    return BrokerError(f"cannot connect to broker {broker.where}: {text}")
+    hint = ""
+    if broker.tls:
+        hint = " (TLS: is BENCH_MQTT_CA the lab's CA? does the broker require a client certificate: BENCH_MQTT_CERT, BENCH_MQTT_KEY?)"
+    return BrokerError(f"cannot connect to broker {broker.where}: {text}{hint}")
