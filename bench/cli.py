@@ -190,23 +190,57 @@ def schema(
 def verify(
     run_dir: Annotated[Path, typer.Argument(help="a run folder under reports/")],
     trust: Annotated[Path | None, typer.Option(help="file of trusted public keys (base64, one a line)")] = None,
+    require_signature: Annotated[
+        bool,
+        typer.Option(
+            "--require-signature",
+            help="refuse an unsigned record (also: BENCH_REQUIRE_SIGNATURE=1)",
+            show_default=False,
+        ),
+    ] = False,
 ) -> None:
-    """Prove a run's record is complete and unchanged (hash chain, file hashes, signature)."""
+    """Prove a run's record is complete and unchanged (hash chain, file hashes, signature).
+
+    Exit 0: intact (signed, or unsigned and allowed); 1: changed, incomplete (unsealed) or
+    unsigned where a signature is required; 2: not a run folder or a bad policy value.
+    """
     from bench.record import verify_run
-    from bench.record.verify import signature_state
+    from bench.record.signing import has_station_key, key_dir, signature_requirement
+    from bench.record.verify import inspect_unsealed, is_sealed, signature_state
 
     if not run_dir.is_dir():
         raise LoadError(f"{run_dir}: not a run folder")
+    required_by = signature_requirement(require_signature)
+    if not is_sealed(run_dir):
+        # A killed or crashed run: say how far its hash chain holds. Never "intact": nothing
+        # pins the end of the log or the other files.
+        unsealed = inspect_unsealed(run_dir)
+        typer.echo(f"{run_dir}: {unsealed.summary()}")
+        for p in unsealed.problems:
+            typer.echo(f"{run_dir}/{p.where}: {p.message}", err=True)
+        raise typer.Exit(1)
     problems = verify_run(run_dir, trust)
     if problems:
         for p in problems:
             typer.echo(f"{run_dir}/{p.where}: {p.message}", err=True)
         raise typer.Exit(1)
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    typer.echo(
-        f"{run_dir}: intact ({manifest['events']['lines']} events, {len(manifest['files'])} files); "
-        + signature_state(run_dir)
-    )
+    counts = f"{manifest['events']['lines']} events, {len(manifest['files'])} files"
+    signature = signature_state(run_dir)
+    if signature.signed:
+        typer.echo(f"{run_dir}: intact and signed ({counts}; {signature.text})")
+        return
+    if required_by is not None:
+        typer.echo(f"{run_dir}: UNSIGNED record refused ({required_by}): {signature.text}", err=True)
+        raise typer.Exit(1)
+    if has_station_key():
+        typer.echo(
+            f"WARNING: {run_dir} is UNSIGNED, but this machine holds a station key ({key_dir()}) and signs "
+            "the runs it seals: this record was sealed elsewhere, or rewritten and its signature removed; "
+            "use --require-signature (or BENCH_REQUIRE_SIGNATURE=1) to refuse unsigned records",
+            err=True,
+        )
+    typer.echo(f"{run_dir}: intact but UNSIGNED ({counts}): {signature.text}")
 
 
 @app.command("reset-interlock")

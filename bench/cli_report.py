@@ -54,18 +54,40 @@ def render(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="folder to write to (not the run)")] = None,
     pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="also write report.pdf")] = True,
 ) -> None:
-    """Render the report of a run again from its record, into another folder (the record is never changed)."""
-    from bench.report.render import render_report
+    """Render the report of a run again from its record, into another folder (the record is never changed).
 
-    if not (run_dir / "result.json").is_file():
+    A run that never sealed its record (killed or crashed: no manifest.json) is rendered as an
+    INCOMPLETE document from its intact events, without a verdict.
+    """
+    from bench.record.verify import is_sealed
+
+    sealed = is_sealed(run_dir)
+    if not (run_dir / "result.json").is_file() and (sealed or not (run_dir / "events.jsonl").is_file()):
         raise LoadError(f"{run_dir}: not a run folder (no result.json)")
     out = output or Path(f"{run_dir}-rendered")
     if out.resolve() == run_dir.resolve():
-        raise LoadError("the run folder is sealed; render into another folder")
+        raise LoadError("the run folder is the record; render into another folder")
     out.mkdir(parents=True, exist_ok=True)
-    files = render_report(run_dir, out, pdf=pdf)
+    if sealed:
+        from bench.report.render import render_report
+
+        files = render_report(run_dir, out, pdf=pdf)
+    else:
+        files = _render_incomplete(run_dir, out, pdf=pdf)
     for f in files:
         typer.echo(f"wrote {f}")
+
+
+def _render_incomplete(run_dir: Path, out: Path, *, pdf: bool) -> list[Path]:
+    from bench.record.verify import inspect_unsealed
+    from bench.report.incomplete import build_incomplete_html
+    from bench.report.render import write_pdf
+
+    text = build_incomplete_html(run_dir, inspect_unsealed(run_dir))
+    html_path = out / "report.html"
+    html_path.write_text(text, encoding="utf-8")
+    typer.echo(f"{run_dir}: unsealed run rendered as INCOMPLETE (no verdict)", err=True)
+    return [html_path, write_pdf(text, out / "report.pdf")] if pdf else [html_path]
 
 
 @report_app.command("amend")

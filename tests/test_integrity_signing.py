@@ -47,7 +47,7 @@ def test_keys_init_refuses_to_overwrite_and_keeps_the_key_private(keydir: Path) 
 def test_signed_run_verifies(signed: Completed, keydir: Path) -> None:
     r = _verify(signed.run_dir(), keydir)
     assert r.rc == 0, r.err
-    assert "intact" in r.out and "signed (Ed25519, station key" in r.out
+    assert "intact and signed" in r.out and "Ed25519, station key" in r.out
     pub = (keydir / "station.pub").read_text().strip()
     assert json.loads((signed.run_dir() / "manifest.json").read_text())["signer"]["public_key"] == pub
 
@@ -136,7 +136,7 @@ def test_unsigned_run_says_unsigned(tmp_path: Path) -> None:
     assert r.rc == 0, r.err
     assert not (r.run_dir() / "manifest.sig").exists()
     v = bench("verify", r.run_dir(), env=env)
-    assert v.rc == 0 and "UNSIGNED" in v.out
+    assert v.rc == 0 and "intact but UNSIGNED" in v.out
     # A signature file added afterwards is not accepted as part of the record.
     (r.run_dir() / "manifest.sig").write_text("{}")
     v2 = bench("verify", r.run_dir(), env=env)

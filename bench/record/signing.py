@@ -11,6 +11,11 @@ recorded in ``manifest.sig`` for identification, but ``verify`` accepts it only 
 local station key or listed in a trusted-keys file (``--trust FILE``, or
 ``$BENCH_KEY_DIR/trusted.pub``), one base64 public key per line. Another key's signature over
 the same manifest therefore fails.
+
+An *unsigned* record proves only that it is consistent with itself: anyone who can write to the
+folder can edit it, recompute the chain and the manifest and drop the signature. Where records
+must be signed, ``bench verify --require-signature`` (or ``BENCH_REQUIRE_SIGNATURE=1`` in the
+environment of a station, a lab agent or CI) refuses unsigned records.
 """
 
 from __future__ import annotations
@@ -23,10 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.errors import LoadError
+
 KEY_NAME = "station.key"
 PUB_NAME = "station.pub"
 TRUSTED_NAME = "trusted.pub"
 SIG_VERSION = "1"
+# The policy switch of a machine or a lab: when true, an unsigned record does not verify.
+REQUIRE_ENV = "BENCH_REQUIRE_SIGNATURE"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
 def key_dir() -> Path:
@@ -36,6 +47,27 @@ def key_dir() -> Path:
     xdg = os.environ.get("XDG_CONFIG_HOME")
     base = Path(xdg) if xdg else Path.home() / ".config"
     return base / "hil-bench"
+
+
+def has_station_key() -> bool:
+    """True when this machine holds a station key, so the runs it seals are signed."""
+    return (key_dir() / KEY_NAME).is_file()
+
+
+def signature_requirement(flag: bool) -> str | None:
+    """What requires a signature (the ``--require-signature`` flag or the environment), or None.
+
+    A value of ``BENCH_REQUIRE_SIGNATURE`` that is neither true nor false is refused rather than
+    read as "off": a typo must not silently turn a policy off.
+    """
+    if flag:
+        return "--require-signature"
+    value = os.environ.get(REQUIRE_ENV, "").strip().lower()
+    if value in _TRUE:
+        return f"{REQUIRE_ENV}={os.environ[REQUIRE_ENV].strip()}"
+    if value in _FALSE:
+        return None
+    raise LoadError(f"{REQUIRE_ENV}={os.environ[REQUIRE_ENV]!r}: expected 1/true/yes or 0/false/no")
 
 
 def fingerprint(public_b64: str) -> str:

@@ -9,7 +9,8 @@ as a consequence of the first.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,6 +26,7 @@ from bench.record.manifest import (
 )
 
 _HEX = frozenset("0123456789abcdef")
+EVENTS_NAME = "events.jsonl"
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,44 @@ def _load_manifest(run_dir: Path, problems: list[Problem]) -> dict[str, Any] | N
     return manifest
 
 
+@dataclass
+class ChainWalk:
+    """What one walk along an event log found."""
+
+    problems: list[Problem] = field(default_factory=list)
+    lines: int = 0
+    """Complete lines (a torn last line of an unsealed log is not counted)."""
+    intact_lines: int = 0
+    """Length of the leading run of lines whose chain holds (the whole log when nothing is wrong)."""
+    last_intact: dict[str, Any] | None = None
+    """The last event of that leading run."""
+    torn_bytes: int = 0
+    """Size of a last line cut off without its newline (a write interrupted by a crash)."""
+
+
 def _check_events(run_dir: Path, name: str, expected: dict[str, Any] | None) -> list[Problem]:
     """Walk the chain; compare its length and end with the manifest's ``expected`` if known."""
-    problems: list[Problem] = []
-    path = run_dir / name
+    return walk_events(run_dir / name, name, expected).problems
+
+
+def walk_events(path: Path, name: str, expected: dict[str, Any] | None, *, sealed: bool = True) -> ChainWalk:
+    """Walk the chain of ``path`` (shown as ``name``); compare its end with ``expected`` if known.
+
+    ``sealed=False`` is for a log whose run never sealed it: a last line without its newline is
+    then the write the crash interrupted (the log writes each line with its newline in one call),
+    reported as torn and left out of the chain, not as an edit.
+    """
+    walk = ChainWalk()
+    problems = walk.problems
     if not path.is_file():
-        return [Problem(name, "missing")]
+        problems.append(Problem(name, "missing"))
+        return walk
+    first_bad: int | None = None
+
+    def flag(line: int, message: str) -> None:
+        nonlocal first_bad
+        problems.append(Problem(f"{name}:{line}", message))
+        first_bad = line if first_bad is None else min(first_bad, line)
 
     prev_hash = GENESIS
     prev_flagged = False  # the previous line already has a problem: don't blame it twice
@@ -105,13 +139,27 @@ def _check_events(run_dir: Path, name: str, expected: dict[str, Any] | None) -> 
     sealed_end: int | None = None
     if expected is not None and expected["lines"] == 0:
         sealed_end = 0
+    # The last few lines of the leading intact run, to name its last event once the walk is over
+    # (a broken link is blamed on the line before the one that shows it).
+    recent: deque[tuple[int, dict[str, Any] | None]] = deque(maxlen=3)
     with open(path, "rb") as f:
         for raw in f:
             lineno += 1
             where = f"{name}:{lineno}"
             flagged = False
             if not raw.endswith(b"\n"):
-                problems.append(Problem(where, "incomplete last line (no final newline: file truncated or edited)"))
+                if not sealed:
+                    problems.append(
+                        Problem(
+                            where,
+                            f"torn last line ({len(raw)} bytes without a newline: the write the process "
+                            "died in); not part of the chain",
+                        )
+                    )
+                    walk.torn_bytes = len(raw)
+                    lineno -= 1
+                    break
+                flag(lineno, "incomplete last line (no final newline: file truncated or edited)")
                 flagged = True
             line = raw[:-1] if raw.endswith(b"\n") else raw
             digest = line_hash(line)
@@ -122,21 +170,16 @@ def _check_events(run_dir: Path, name: str, expected: dict[str, Any] | None) -> 
                 try:
                     obj = json.loads(line.decode("utf-8"))
                 except (UnicodeDecodeError, ValueError):
-                    problems.append(Problem(where, "not valid JSON (line edited or damaged)"))
+                    flag(lineno, "not valid JSON (line edited or damaged)")
                     flagged = True
                 else:
                     if not isinstance(obj, dict):
-                        problems.append(Problem(where, "not a JSON object (line edited or damaged)"))
+                        flag(lineno, "not a JSON object (line edited or damaged)")
                         flagged = True
             if isinstance(obj, dict):
                 seq = obj.get("seq")
                 if type(seq) is not int or seq != expected_seq:
-                    problems.append(
-                        Problem(
-                            where,
-                            f"seq {seq!r}, expected {expected_seq} (line removed, inserted or reordered)",
-                        )
-                    )
+                    flag(lineno, f"seq {seq!r}, expected {expected_seq} (line removed, inserted or reordered)")
                     flagged = True
                 # Resynchronise on what the line says, so one removed line is one problem.
                 expected_seq = seq + 1 if type(seq) is int else expected_seq + 1
@@ -146,26 +189,29 @@ def _check_events(run_dir: Path, name: str, expected: dict[str, Any] | None) -> 
                     # this line was chained to (or this line's "prev" was edited; the two
                     # cannot be told apart). Blame the earlier line, where a reader should look.
                     if lineno == 1:
-                        problems.append(Problem(where, "does not start the chain (prev is not GENESIS)"))
+                        flag(lineno, "does not start the chain (prev is not GENESIS)")
                     else:
-                        problems.append(
-                            Problem(
-                                f"{name}:{lineno - 1}",
-                                f"hash chain broken between lines {lineno - 1} and {lineno} "
-                                "(line edited, removed or reordered)",
-                            )
+                        flag(
+                            lineno - 1,
+                            f"hash chain broken between lines {lineno - 1} and {lineno} "
+                            "(line edited, removed or reordered)",
                         )
                     flagged = True
             else:
                 expected_seq += 1
+            if first_bad is None or first_bad >= lineno - 1:
+                recent.append((lineno, obj if isinstance(obj, dict) else None))
             prev_hash = digest
             prev_flagged = flagged
 
+    walk.lines = lineno
+    walk.intact_lines = lineno if first_bad is None else first_bad - 1
+    walk.last_intact = next((o for n, o in recent if n == walk.intact_lines), None)
     if expected is None:
-        return problems
+        return walk
     want: int = expected["lines"]
     if lineno == want and prev_hash == expected["last_hash"]:
-        return problems
+        return walk
     if sealed_end is not None:
         # The sealed last line is still there: lines were added after it and/or the count of
         # lines before it changed (the latter is normally already reported as a seq problem).
@@ -196,19 +242,81 @@ def _check_events(run_dir: Path, name: str, expected: dict[str, Any] | None) -> 
     elif not prev_flagged:
         where = f"{name}:{lineno}" if lineno else name
         problems.append(Problem(where, "last line changed (hash differs from the manifest's last_hash)"))
-    return problems
+    return walk
 
 
-def signature_state(run_dir: Path) -> str:
-    """One line for people: who signed the record, or that it is unsigned."""
+@dataclass(frozen=True)
+class SignatureState:
+    signed: bool
+    text: str
+    """For a signed record, the algorithm and key; for an unsigned one, what it does not prove."""
+
+
+# What an unsigned record is worth, said wherever one is reported (docs/reports.md).
+UNSIGNED_MEANING = (
+    "consistent with itself only: anyone who can write to the folder can recompute the chain and the "
+    "manifest, so it proves neither authorship nor that the record was not rewritten"
+)
+
+
+def signature_state(run_dir: Path) -> SignatureState:
+    """Whether the (verified) record is signed, in words that cannot be mistaken for each other."""
     try:
         manifest = json.loads((Path(run_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return "no readable manifest"
+        return SignatureState(False, "no readable manifest")
     signer = manifest.get("signer") if isinstance(manifest, dict) else None
     if not signer:
-        return "UNSIGNED (no station key when the run was sealed; see `bench keys init`)"
-    return f"signed (Ed25519, station key {signer.get('fingerprint')})"
+        # Whether the station had no key or the signature was stripped cannot be told from here.
+        return SignatureState(False, UNSIGNED_MEANING)
+    return SignatureState(True, f"Ed25519, station key {signer.get('fingerprint')}")
+
+
+@dataclass(frozen=True)
+class Unsealed:
+    """A run folder without a manifest (the run was killed or crashed before sealing it)."""
+
+    walk: ChainWalk | None
+    """The walk along its event log; None when there is none."""
+    problems: list[Problem]
+    files: list[str]
+    """Other files of the folder: nothing pins their content."""
+
+    def summary(self) -> str:
+        """One line: ``unsealed: N events, chain intact up to line K, last event #S kind ...``."""
+        w = self.walk
+        if w is None:
+            return f"unsealed: no {EVENTS_NAME} (no manifest.json either: nothing can be checked)"
+        text = f"unsealed: {w.lines} events, chain intact up to line {w.intact_lines}"
+        last = w.last_intact
+        if last is not None:
+            # json.dumps quotes the name and escapes control characters a record could carry.
+            step = f" {json.dumps(last['step'], ensure_ascii=False)}" if isinstance(last.get("step"), str) else ""
+            text += f", last event #{last.get('seq')} {last.get('kind')}{step} at {last.get('t')} s"
+        if w.torn_bytes:
+            text += f", then a torn line of {w.torn_bytes} bytes"
+        return text + " (no manifest.json: the run never sealed its record)"
+
+
+def inspect_unsealed(run_dir: Path) -> Unsealed:
+    """What a folder without a manifest still proves: how far its hash chain holds, and its last event."""
+    run_dir = Path(run_dir)
+    problems: list[Problem] = []
+    if (run_dir / SIGNATURE_NAME).exists():
+        problems.append(
+            Problem(MANIFEST_NAME, f"missing, but {SIGNATURE_NAME} is there (the manifest was deleted after sealing)")
+        )
+    walk = None
+    if (run_dir / EVENTS_NAME).is_file():
+        walk = walk_events(run_dir / EVENTS_NAME, EVENTS_NAME, None, sealed=False)
+        problems.extend(walk.problems)
+    files = [rel for rel in list_run_files(run_dir) if rel != EVENTS_NAME]
+    return Unsealed(walk, problems, files)
+
+
+def is_sealed(run_dir: Path) -> bool:
+    """A run folder is sealed once it has a manifest (whether the manifest holds is ``verify_run``'s job)."""
+    return (Path(run_dir) / MANIFEST_NAME).exists()
 
 
 def _check_signature(run_dir: Path, manifest: dict[str, Any], trust: Path | None) -> list[Problem]:
@@ -250,7 +358,7 @@ def verify_run(run_dir: Path, trust: Path | None = None) -> list[Problem]:
 
     The first problem is the first bad place: the manifest, else the first bad line of the
     event log, else the first bad file, else the signature. An unsigned record is not a
-    problem here (``signature_state`` says so); a signed one must carry a valid signature by a
+    problem here (``signature_state`` says so, and the caller applies the signature policy); a signed one must carry a valid signature by a
     trusted key (``trust``: an extra file of trusted public keys).
     """
     run_dir = Path(run_dir)
@@ -260,9 +368,11 @@ def verify_run(run_dir: Path, trust: Path | None = None) -> list[Problem]:
     manifest = _load_manifest(run_dir, problems)
 
     if manifest is None:
-        # Without a usable manifest the chain can still be checked on its own.
-        if (run_dir / "events.jsonl").is_file():
-            problems.extend(_check_events(run_dir, "events.jsonl", None))
+        # Without a usable manifest the chain can still be checked on its own (``inspect_unsealed``
+        # says more about a folder that was never sealed).
+        if (run_dir / EVENTS_NAME).is_file():
+            sealed = is_sealed(run_dir)
+            problems.extend(walk_events(run_dir / EVENTS_NAME, EVENTS_NAME, None, sealed=sealed).problems)
         return problems
 
     events_name: str = manifest["events"]["file"]
