@@ -98,10 +98,14 @@ def amend(
     pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="also write report.pdf")] = True,
 ) -> None:
     """Issue an amended report with a new id that references and supersedes the original."""
+    from bench.record.verify import is_sealed
     from bench.report.amend import amend_report
 
     if not (run_dir / "result.json").is_file():
         raise LoadError(f"{run_dir}: not a run folder (no result.json)")
+    if not is_sealed(run_dir):
+        # Its result is pinned by nothing: an amended report would lend it a verdict it cannot prove.
+        raise LoadError(f"{run_dir}: unsealed run (no manifest.json) cannot be amended; `bench report render` shows it")
     out, report_id = amend_report(run_dir, reason=reason, by=by, pdf=pdf)
     typer.echo(f"amended report {report_id} in {out}")
 

@@ -168,3 +168,18 @@ def test_render_shows_a_sigkilled_run_as_incomplete(killed_run: Path, tmp_path: 
     assert "INCOMPLETE" in text and "TEST-REPORT-SHORT" in text and "hold" in text
     assert (out / "report.pdf").stat().st_size > 1000
     assert not (killed_run / "report.html").exists(), "the record itself is not changed"
+
+
+def test_an_unsealed_run_with_a_result_is_still_incomplete(tmp_path: Path) -> None:
+    # Killed between writing result.json and sealing: the result is not sealed by anything.
+    run = crafted(tmp_path)
+    (run / "result.json").write_text(json.dumps({"run_id": "0190a1b2-unsealed", "verdict": "PASS"}))
+    out = tmp_path / "rendered"
+    r = bench("report", "render", run, "-o", out, "--no-pdf")
+    assert r.rc == 0, r.out + r.err
+    text = plain_text((out / "report.html").read_text())
+    assert "INCOMPLETE" in text and "result.json present, but not sealed" in text
+    assert "PASS" not in text
+    amend = bench("report", "amend", run, "--reason", "typo", "--by", "A. Reviewer", "--no-pdf")
+    assert amend.rc == 2 and len(amend.err.strip().splitlines()) == 1, amend.out + amend.err
+    assert "unsealed" in amend.err and not (tmp_path / "0190a1b2-unsealed.A1").exists()
