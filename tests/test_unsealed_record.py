@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.record import EventLog
-from tests.conftest import ROOT, Completed, bench
+from tests.conftest import OVERCHARGE, ROOT, Completed, bench
 from tests.report_support import plain_text, short_sequence, station_copy
 
 N_EVENTS = 12
@@ -116,13 +116,33 @@ def test_render_shows_a_crafted_unsealed_run_as_incomplete(tmp_path: Path) -> No
 # --- the real thing: a `bench run` killed with SIGKILL in the middle of a step -------------------
 
 
-@pytest.fixture(scope="module")
-def killed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _started_hold(run: Path) -> bool:
+    return b'"kind":"step_started","step":"hold"' in (run / "events.jsonl").read_bytes()
+
+
+def _traffic_on_disk(run: Path) -> bool:
+    blf = run / "can.blf"
+    return blf.is_file() and blf.stat().st_size > 0
+
+
+# Two kills: in the middle of a 60 s wait on the wall clock (a quiet moment), and during the
+# overcharge sequence in virtual time, where snapshots and CAN frames are written as fast as the
+# machine can, once the first BLF container of traffic is on disk.
+KILLS = {
+    "mid-step": (["--realtime", "-p", "hold=60 s"], "short", _started_hold),
+    "mid-overcharge": ([], "overcharge", _traffic_on_disk),
+}
+
+
+@pytest.fixture(scope="module", params=list(KILLS))
+def killed_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("killed")
     reports = tmp / "reports"
+    extra, which, ready = KILLS[request.param]
+    sequence = short_sequence(tmp) if which == "short" else OVERCHARGE
     cmd = [
-        sys.executable, "-m", "bench.cli", "run", str(short_sequence(tmp)), "--station", str(station_copy(tmp)),
-        "--reports", str(reports), "-q", "--realtime", "-p", "hold=60 s",
+        sys.executable, "-m", "bench.cli", "run", str(sequence), "--station", str(station_copy(tmp)),
+        "--reports", str(reports), "-q", *extra,
     ]  # fmt: skip
     env = {**os.environ, "BENCH_KEY_DIR": str(tmp / "no-key"), "BENCH_REPORT_PDF": "0"}
     with (tmp / "controller.log").open("wb") as log:
@@ -130,12 +150,13 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            events = list(reports.glob("*/events.jsonl"))
-            if events and b'"kind":"step_started","step":"hold"' in events[0].read_bytes():
+            runs = [p for p in reports.glob("*") if (p / "events.jsonl").is_file()]
+            if runs and ready(runs[0]):
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         assert proc.poll() is None, (tmp / "controller.log").read_text()
-        time.sleep(1.0)  # in the middle of the 60 s hold: snapshots and CAN traffic keep coming
+        if which == "short":
+            time.sleep(1.0)  # in the middle of the 60 s hold
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=10) == -signal.SIGKILL
     finally:
@@ -165,7 +186,7 @@ def test_render_shows_a_sigkilled_run_as_incomplete(killed_run: Path, tmp_path: 
     r: Completed = bench("report", "render", killed_run, "-o", out)
     assert r.rc == 0, r.out + r.err
     text = plain_text((out / "report.html").read_text())
-    assert "INCOMPLETE" in text and "TEST-REPORT-SHORT" in text and "hold" in text
+    assert "INCOMPLETE" in text and "not finished" in text and "can.blf" in text
     assert (out / "report.pdf").stat().st_size > 1000
     assert not (killed_run / "report.html").exists(), "the record itself is not changed"
 
