@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.record import EventLog
+from bench.record.chain import encode_line, line_hash
 from tests.conftest import OVERCHARGE, ROOT, Completed, bench
 from tests.report_support import plain_text, short_sequence, station_copy
 
@@ -89,6 +90,18 @@ def test_a_signature_without_its_manifest_is_a_deleted_manifest(tmp_path: Path) 
     r = bench("verify", run)
     assert r.rc == 1
     assert "manifest.json: missing, but manifest.sig is there" in r.err, r.err
+
+
+def test_a_deleted_manifest_of_a_finished_run_is_named(tmp_path: Path) -> None:
+    run = crafted(tmp_path)
+    last_line = lines(run)[-1]
+    ended = {"seq": json.loads(last_line)["seq"] + 1, "t": 20.0, "kind": "run_ended", "verdict": "PASS"}
+    with (run / "events.jsonl").open("ab") as f:
+        f.write(encode_line({**ended, "prev": line_hash(last_line)}) + b"\n")
+    r = bench("verify", run)
+    assert r.rc == 1
+    assert f"unsealed: {N_EVENTS + 1} events, chain intact up to line {N_EVENTS + 1}, last event" in r.out, r.out
+    assert "manifest.json: missing although the log ends with run_ended" in r.err, r.err
 
 
 def test_a_folder_without_events_or_manifest(tmp_path: Path) -> None:

@@ -310,6 +310,14 @@ def inspect_unsealed(run_dir: Path) -> Unsealed:
     if (run_dir / EVENTS_NAME).is_file():
         walk = walk_events(run_dir / EVENTS_NAME, EVENTS_NAME, None, sealed=False)
         problems.extend(walk.problems)
+        if walk.last_intact is not None and walk.last_intact.get("kind") == "run_ended":
+            # run_ended is the last event before the seal: the run got as far as sealing.
+            problems.append(
+                Problem(
+                    MANIFEST_NAME,
+                    "missing although the log ends with run_ended (deleted after sealing, or the run died while sealing)",
+                )
+            )
     files = [rel for rel in list_run_files(run_dir) if rel != EVENTS_NAME]
     return Unsealed(walk, problems, files)
 
