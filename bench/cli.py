@@ -1,7 +1,8 @@
 """The ``bench`` command line.
 
 Exit codes: 0 PASS, 1 FAIL, 2 bad input (nothing was run), 3 ERROR, 4 ABORTED, 6 station interlock latched,
-5 unsafe end (a device's safe state was not confirmed after the run).
+5 unsafe end (a device's safe state was not confirmed after the run),
+8 report degraded (the verdict was PASS but the report could not be completely written; the record is complete).
 Every error is one line on stderr; set BENCH_DEBUG=1 to see tracebacks of internal errors.
 """
 
@@ -20,7 +21,7 @@ from typing import Annotated
 import typer
 import uuid6
 
-from bench.console import EXIT_CODES, EXIT_UNSAFE, RunView, print_summary, stderr_console
+from bench.console import EXIT_CODES, RunView, print_summary, run_exit_code, stderr_console
 from bench.errors import BenchError, LoadError
 from bench.interlock import Interlock
 from bench.plan import build_catalog, build_drivers, build_plan, load_sequence
@@ -130,7 +131,7 @@ def run(
     # The run is over and recorded: a late Ctrl-C has nothing left to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     print_summary(console, result, str(reports / run_id))
-    raise typer.Exit(EXIT_UNSAFE if result.unsafe_end else EXIT_CODES[result.verdict])
+    raise typer.Exit(run_exit_code(result))
 
 
 @app.command()

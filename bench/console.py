@@ -195,6 +195,25 @@ def print_summary(console: Console, result: RunResult, run_dir: str) -> None:
         f"simulated {hms(result.sim_duration_s)} ({result.sim_duration_s:.1f} s) in {result.wall_duration_s:.2f} s wall"
     )
     console.print(f"run folder: {run_dir}")
+    problem = run_problem(result, run_dir)
+    if problem is not None:
+        stderr_console().print(problem, markup=False, highlight=False, emoji=False)
+
+
+def run_problem(result: RunResult, run_dir: str) -> str | None:
+    """The one line for stderr when the record or the report could not be completely written."""
+    if result.record_error is not None:
+        states = ", ".join(f"{s.device} {'safe' if s.safe else 'NOT SAFE'}" for s in result.safe_state)
+        return (
+            f"error: record could not be written: {result.record_error}; "
+            f"the safe state was commanded regardless (read back: {states or 'no device connected'})"
+        )
+    if result.report_degraded is not None:
+        return (
+            f"warning: report degraded: {result.report_degraded}; the record is complete "
+            f"(bench report render {run_dir} -o DIR renders it again)"
+        )
+    return None
 
 
 def stderr_console() -> Console:
@@ -204,3 +223,14 @@ def stderr_console() -> Console:
 EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ERROR: 3, Verdict.ABORTED: 4}
 # The run ended but a device's safe state was not confirmed: someone must look at the rig.
 EXIT_UNSAFE = 5
+# The verdict was PASS but the report could not be completely written (the record is complete).
+EXIT_REPORT_DEGRADED = 8
+
+
+def run_exit_code(result: RunResult) -> int:
+    """The exit code of a finished run: an unsafe end outranks the verdict; a degraded PASS is 8."""
+    if result.unsafe_end:
+        return EXIT_UNSAFE
+    if result.verdict == Verdict.PASS and result.report_degraded is not None:
+        return EXIT_REPORT_DEGRADED
+    return EXIT_CODES[result.verdict]

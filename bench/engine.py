@@ -159,6 +159,10 @@ class Run:
                 return
         self.request_stop(Verdict.ABORTED, f"interrupted by operator ({name})")
 
+    def _record_failed(self, error: str) -> None:
+        """A run that can no longer be recorded is stopped, and brought to its safe state, at once."""
+        self.loop.call_soon_threadsafe(self.request_stop, Verdict.ERROR, f"record could not be written: {error}")
+
     def _spawn(self, device: str, coro: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = self.loop.create_task(coro, name=name)
 
@@ -258,6 +262,7 @@ class Run:
         run_dir = self.opt.reports_dir / self.opt.run_id
         self.rec = RunRecorder(run_dir, t0, self.opt.start_epoch)
         self.rec.listeners = self.listeners  # shared: listeners added later hear the rest of the run
+        self.rec.on_write_failure = self._record_failed
         inputs = {
             "sequence": self.rec.copy_input(plan.sequence_source.path),
             "station": self.rec.copy_input(plan.station.path),
@@ -764,7 +769,6 @@ class Run:
     # -- the end ----------------------------------------------------------------------------
     async def _cleanup(self) -> None:
         steps = [s for s in self.plan.cleanup if all(sv.signal.split(".")[0] in self._connected for sv in s.sets)]
-        self._event("cleanup_started", reason=self._stop[1] if self._stop else "steps completed")
 
         async def cleanup_steps() -> None:
             for step in steps:
@@ -772,20 +776,27 @@ class Run:
                 with contextlib.suppress(Exception):
                     await self._run_step(step, "cleanup")
 
-        if self._estop_task is None:
-            self._cleanup_task = self.loop.create_task(cleanup_steps(), name="cleanup")
-            await asyncio.wait([self._cleanup_task])
-        if self._estop_task is not None:
-            # An emergency stop replaced the cleanup steps with the safe state of every device.
-            await asyncio.wait([self._estop_task])
-        else:
-            await self._safe_state()
-        for name in reversed(self._connected):
-            with contextlib.suppress(Exception):
-                await self.plan.drivers[name].close()
-        for plant in reversed(self._plants):
-            with contextlib.suppress(Exception):
-                await plant.stop()
+        # The safe state depends on nothing before it succeeding (a record that cannot be
+        # written, a cleanup step that raises): it is commanded and read back in any case.
+        try:
+            self._event("cleanup_started", reason=self._stop[1] if self._stop else "steps completed")
+            if self._estop_task is None:
+                self._cleanup_task = self.loop.create_task(cleanup_steps(), name="cleanup")
+                await asyncio.wait([self._cleanup_task])
+        finally:
+            try:
+                if self._estop_task is not None:
+                    # An emergency stop replaced the cleanup steps with the safe state of every device.
+                    await asyncio.wait([self._estop_task])
+                else:
+                    await self._safe_state()
+            finally:
+                for name in reversed(self._connected):
+                    with contextlib.suppress(Exception):
+                        await self.plan.drivers[name].close()
+                for plant in reversed(self._plants):
+                    with contextlib.suppress(Exception):
+                        await plant.stop()
 
     async def _safe_state(self, tasks: list[asyncio.Task[None]] | None = None) -> None:
         await asyncio.gather(*(self._safe_state_tasks() if tasks is None else tasks))
@@ -836,6 +847,7 @@ class Run:
             reason += f"; UNSAFE END: safe state not confirmed for {', '.join(unsafe)}"
         end = self._now()
         self.rec.close_traffic()
+        verdict, reason = self._with_record_failure(verdict, reason)
         wall = self.opt.wall_clock() if self.opt.wall_clock else 0.0
         seq = plan.sequence
         result = RunResult(
@@ -874,6 +886,7 @@ class Run:
             devices=self._identities,
             safe_state=self._safe,
             unsafe_end=bool(unsafe),
+            record_error=self.rec.write_error,
             code_version=__version__,
             decision_rule=runtime.decision_rule(plan),
             deviations=self._deviations + self._skipped(),
@@ -881,23 +894,61 @@ class Run:
             equipment=runtime.equipment_record(plan, _date(self.opt.start_epoch)),
         )
         self.state.verdict, self.state.reason = verdict, reason
-        hashes = self.rec.write_outputs(result, full=self.opt.full_report)
-        problems = {"render_error": self.rec.render_error} if self.rec.render_error else {}
+        rec = self.rec
+        hashes: dict[str, str] = {}
+        try:
+            # A record that already failed gets no 17025 rendering: it would only fail again.
+            hashes = rec.write_outputs(result, full=self.opt.full_report and rec.write_error is None)
+        except OSError as exc:
+            rec.note_write_failure("result.json / junit.xml", exc)
+        self._mark_record_failure(result)
+        problems: dict[str, Any] = {}
+        if rec.render_error:
+            problems.update(render_error=rec.render_error, report_degraded=True)
+        if rec.write_error:
+            problems.update(record_error=rec.write_error, events_lost=rec.events_lost, frames_lost=rec.frames_lost)
         self._event(
-            "run_ended", verdict=verdict.value, reason=reason, frames=self.rec.frames, outputs=hashes, **problems
+            "run_ended",
+            verdict=result.verdict.value,
+            reason=result.reason,
+            frames=rec.frames,
+            outputs=hashes,
+            **problems,
         )
         self.state.phase = "done"
-        self.rec.seal(
-            {
-                "run_id": self.opt.run_id,
-                "sequence": {"id": seq.id, "version": seq.version, "sha256": plan.sequence_sha256},
-                "station": {"id": plan.station.model.id, "sha256": plan.station.source.sha256},
-                "dbc": {p.name: file_sha256(p) for p in plan.files()},
-                "code_version": __version__,
-                "verdict": verdict.value,
-            }
-        )
+        info: dict[str, Any] = {
+            "run_id": self.opt.run_id,
+            "sequence": {"id": seq.id, "version": seq.version, "sha256": plan.sequence_sha256},
+            "station": {"id": plan.station.model.id, "sha256": plan.station.source.sha256},
+            "dbc": {p.name: file_sha256(p) for p in plan.files()},
+            "code_version": __version__,
+            "verdict": result.verdict.value,
+        }
+        if rec.write_error:
+            # Sealed for what it holds, and saying plainly that it does not hold everything.
+            info["record_error"] = rec.write_error
+        try:
+            rec.seal(info)
+        except OSError as exc:
+            rec.note_write_failure("manifest.json", exc)
+        self._mark_record_failure(result)
         return result
+
+    def _with_record_failure(self, verdict: Verdict, reason: str) -> tuple[Verdict, str]:
+        """The verdict once the record could not be written: ERROR, naming the failed write."""
+        error = self.rec.write_error if self.rec is not None else None
+        if error is None or reason.startswith("record could not be written"):
+            return verdict, reason
+        text = f"record could not be written: {error}"
+        return Verdict.ERROR, text if verdict == Verdict.PASS else f"{text}; the run: {verdict.value}: {reason}"
+
+    def _mark_record_failure(self, result: RunResult) -> None:
+        """Carry a write failure found while writing the outputs into the result (in memory)."""
+        if self.rec is None or self.rec.write_error is None:
+            return
+        result.verdict, result.reason = self._with_record_failure(result.verdict, result.reason)
+        result.record_error = result.record_error or self.rec.write_error
+        self.state.verdict, self.state.reason = result.verdict, result.reason
 
 
 def _date(epoch: float) -> Any:

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # 1.1: measurements carry uncertainty (U, k = 2) and decision; runs carry deviations, decision
 # rule, environment and the equipment used (all additive, defaults keep 1.0 files readable).
-RESULT_SCHEMA_VERSION = "1.1"
+# 1.2: record_error and report_degraded (additive).
+RESULT_SCHEMA_VERSION = "1.2"
 
 
 class Verdict(StrEnum):
@@ -103,6 +104,14 @@ class RunResult(_Model):
     devices: list[DeviceIdentity]
     safe_state: list[SafeStateReadback]
     unsafe_end: bool = Field(False, description="a device's safe state could not be read back as safe")
+    record_error: str | None = Field(
+        default=None,
+        description="the record could not be completely written (e.g. a full disk): what failed; verdict ERROR",
+    )
+    report_degraded: str | None = Field(
+        default=None,
+        description="the report could not be completely rendered: what failed; the record itself is complete",
+    )
     code_version: str
     decision_rule: str = Field("simple", description="'simple' or 'guard_band' (ILAC-G8:09/2019)")
     deviations: list[str] = Field([], description="deviations from the method: overrides, skipped steps, out-of-cal")

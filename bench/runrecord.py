@@ -7,11 +7,13 @@ in calendar time without letting the wall clock into the engine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,19 @@ class RunRecorder:
         # Wall time of the post-run work (MF4, report, PDF), for benchmarks/report_archive.py.
         self.timings: dict[str, float] = {}
         self.render_error: str | None = None
+        # The first write that failed (a full disk, an I/O error). The run goes on to its safe
+        # state regardless; later events and frames are dropped and counted, and the engine
+        # turns the verdict into ERROR naming this failure.
+        self.write_error: str | None = None
+        self.events_lost = 0
+        self.frames_lost = 0
+        self.on_write_failure: Callable[[str], None] | None = None
+
+    def note_write_failure(self, what: str, exc: OSError) -> None:
+        if self.write_error is None:
+            self.write_error = f"{what}: {exc}"
+            if self.on_write_failure is not None:
+                self.on_write_failure(self.write_error)
 
     def copy_input(self, path: Path, name: str | None = None) -> str:
         target = self.dir / "inputs" / (name or path.name)
@@ -48,14 +63,29 @@ class RunRecorder:
         return target.relative_to(self.dir).as_posix()
 
     def event(self, kind: str, t: float, **fields: Any) -> None:
+        """Record one event; never raises for a failed write (the caller may be the safe state)."""
         rel = t - self.t0
-        self.log.append(kind, rel, **fields)
-        for listener in self.listeners:
-            listener(kind, rel, fields)
+        if self.events_lost:
+            self.events_lost += 1  # after a failed line the chain would have a hole: nothing more
+        else:
+            try:
+                self.log.append(kind, rel, **fields)
+            except OSError as exc:
+                self.note_write_failure("events.jsonl", exc)
+                self.events_lost += 1
+        for listener in list(self.listeners):
+            try:
+                listener(kind, rel, fields)
+            except OSError:
+                # A console that cannot be written to (a full disk behind a redirect, a closed
+                # pipe) must not stop the run: it stops hearing about it instead.
+                self.listeners.remove(listener)
 
     def frame(self, msg: can.Message, tx: bool) -> None:
         blf = self._blf
         if blf is None:
+            if self.write_error is not None and self.frames_lost:
+                self.frames_lost += 1
             return
         if tx == msg.is_rx:
             msg = can.Message(
@@ -68,7 +98,16 @@ class RunRecorder:
                 is_rx=not tx,
                 channel=msg.channel,
             )
-        blf.on_message_received(msg)
+        try:
+            blf.on_message_received(msg)
+        except OSError as exc:
+            # Called from the CAN link's receive path: a full disk must not look like a bus fault.
+            self.note_write_failure("can.blf", exc)
+            self.frames_lost += 1
+            self._blf = None
+            with contextlib.suppress(Exception):  # the buffered rest cannot be written either
+                blf.file.close()
+            return
         self.frames += 1
         self._last_frame_t = msg.timestamp
 
@@ -78,16 +117,55 @@ class RunRecorder:
             return
         blf.start_timestamp = self.start_epoch
         blf.stop_timestamp = self.start_epoch + (self._last_frame_t - self.t0)
-        blf.stop()
+        try:
+            blf.stop()
+        except OSError as exc:
+            self.note_write_failure("can.blf", exc)
 
     def write_outputs(self, result: RunResult, full: bool = True) -> dict[str, str]:
-        (self.dir / "result.json").write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        """Write the outputs of the run; the SHA-256 of each file written.
+
+        ``result.json`` and ``junit.xml`` are the record: an ``OSError`` writing them is raised.
+        The report (17025 HTML, PDF, the MF4 archive copy) is not: what fails there is kept in
+        ``render_error``, the plain report stands in for it, the result is marked
+        ``report_degraded``, and the run is still sealed.
+        """
+        self._write_result(result)
         write_junit(result, self.dir / "junit.xml")
         names = ["result.json", "junit.xml", "report.html", "can.blf"]
-        if not full:
+        if full:
+            names += self._render_full(result)
+        else:
             # The record stays complete (events, traffic, result); `bench report` can render it later.
+            self._plain_report(result)
+        if self.render_error is not None:
+            result.report_degraded = self.render_error
+            # Replaced whole or not at all: a disk too full for the mark keeps the first result.json.
+            with contextlib.suppress(OSError):
+                self._write_result(result)
+        return {name: file_sha256(self.dir / name) for name in names if (self.dir / name).is_file()}
+
+    def _write_result(self, result: RunResult) -> None:
+        target = self.dir / "result.json"
+        tmp = target.with_name(".result.json.tmp")
+        try:
+            tmp.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _report_failed(self, what: str) -> None:
+        self.render_error = "; ".join(filter(None, [self.render_error, what]))
+
+    def _plain_report(self, result: RunResult) -> None:
+        try:
             write_report_html(result, self.dir / "report.html")
-            return {name: file_sha256(self.dir / name) for name in names}
+        except OSError as exc:
+            self._report_failed(f"report.html: {exc}")
+
+    def _render_full(self, result: RunResult) -> list[str]:
+        """The 17025 report, its PDF and the MF4 archive copy; the names of the files written."""
+        names: list[str] = []
         timings = self.timings
         archive: threading.Thread | None = None
         mf4_error: list[str] = []
@@ -105,7 +183,8 @@ class RunRecorder:
                     mf4_error.append(f"mf4: {type(exc).__name__}: {exc}")
                 timings["mf4_s"] = time.perf_counter() - t0
 
-            archive = threading.Thread(target=convert, name="mf4-archive")
+            # A daemon: an emergency exit while the record is written must not wait for the archive.
+            archive = threading.Thread(target=convert, name="mf4-archive", daemon=True)
             archive.start()
         t = time.perf_counter()
         try:
@@ -114,29 +193,31 @@ class RunRecorder:
             text = build_html(self.dir)
             (self.dir / "report.html").write_text(text, encoding="utf-8")
         except Exception as exc:
-            # The record must be sealed whatever the renderer does: fall back to the plain report
-            # and say so in the event log (run_ended) rather than lose the run.
-            write_report_html(result, self.dir / "report.html")
-            self.render_error = f"report: {type(exc).__name__}: {exc}"
+            # The record must be sealed whatever the renderer does: fall back to the plain report,
+            # mark the report degraded and say what failed rather than lose the run.
+            self._report_failed(f"report: {type(exc).__name__}: {exc}")
+            self._plain_report(result)
             text = ""
         timings["html_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        if text and os.environ.get("BENCH_REPORT_PDF", "1") != "0":
+        if text and os.environ.get("BENCH_REPORT_PDF", "1") != "0" and _pdf_available():
             try:
                 from bench.report.render import write_pdf
 
                 write_pdf(text, self.dir / "report.pdf")
                 names.append("report.pdf")
-            except Exception as exc:  # e.g. no Pango on this machine: the HTML report stands
-                self.render_error = f"pdf: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # a PDF that was begun and failed (a full disk) is a degraded report
+                self._report_failed(f"pdf: {type(exc).__name__}: {exc}")
+                with contextlib.suppress(OSError):
+                    (self.dir / "report.pdf").unlink(missing_ok=True)
         timings["pdf_s"] = time.perf_counter() - t
         if archive is not None:
             archive.join()
             if mf4_error:
-                self.render_error = "; ".join(filter(None, [self.render_error, *mf4_error]))
+                self._report_failed("; ".join(mf4_error))
             elif (self.dir / "can.mf4").is_file():
                 names.append("can.mf4")
-        return {name: file_sha256(self.dir / name) for name in names}
+        return names
 
     def seal(self, info: dict[str, Any]) -> Path:
         from bench.record.signing import load_key, sign_file
@@ -155,6 +236,15 @@ class RunRecorder:
             self.close_traffic()
         finally:
             self.log.close()
+
+
+def _pdf_available() -> bool:
+    """Whether WeasyPrint and its Pango load here; without them the HTML report stands alone."""
+    try:
+        import weasyprint  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
 
 
 def dumps(obj: Any) -> str:

@@ -8,6 +8,7 @@ of the last line so that losing lines at the end is detected too (see ``verify.p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -76,6 +77,7 @@ class EventLog:
         self._file = open(fd, "wb", buffering=0)  # noqa: SIM115 - lives until close()
         self._last_hash = GENESIS
         self._count = 0
+        self._size = 0  # bytes of whole lines written (the file was truncated at open)
         self._closed = False
         # Appends normally come from the event-loop thread only; the lock is cheap insurance
         # against a driver thread logging directly, which would otherwise fork the chain.
@@ -120,11 +122,19 @@ class EventLog:
             # FileIO.write may in principle write less than asked; a short line would break the
             # chain for every later line, so finish it.
             view = memoryview(data)
-            while view:
-                written = self._file.write(view)
-                if written is None:  # only for non-blocking files, which this is not
-                    raise OSError(f"could not write to {self._path}")
-                view = view[written:]
+            try:
+                while view:
+                    written = self._file.write(view)
+                    if written is None:  # only for non-blocking files, which this is not
+                        raise OSError(f"could not write to {self._path}")
+                    view = view[written:]
+            except OSError:
+                # A full disk can leave part of the line behind; cut it off so that the file
+                # stays a whole, verifiable chain up to the last line that was written.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._file.fileno(), self._size)
+                raise
+            self._size += len(data)
             self._last_hash = digest
             self._count += 1
             return digest

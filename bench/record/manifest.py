@@ -105,10 +105,14 @@ def write_manifest(run_dir: Path, *, events: EventLog, info: dict[str, Any]) -> 
     target = run_dir / MANIFEST_NAME
     # Written under another name, then renamed, so that a crash never leaves a half-written
     # manifest that would look like tampering.
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no empty half-manifest behind
+        raise
     _fsync_dir(run_dir)
     return target
