@@ -183,40 +183,45 @@ def run_campaign(
     seed: int = 1,
     progress: Callable[[int, int, Cell], None] | None = None,
 ) -> Matrix:
-    columns = [NOMINAL, *faults]
-    todo = [(sid, f) for sid in sequences for f in columns]
-    out_dir.mkdir(parents=True, exist_ok=False)
-    matrix = Matrix(
-        campaign_id,
-        str(station),
-        {k: str(v) for k, v in sequences.items()},
-        list(faults),
-        dict(params),
-        [],
-        started_utc,
-    )
-    t0 = time.perf_counter()
-    workers = jobs or os.cpu_count() or 1
-    ctx = get_context("spawn")  # a fresh interpreter per worker: no threads or loops inherited
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {
-            pool.submit(run_cell, str(sequences[sid]), str(station), f, dict(params), str(out_dir), seed): (sid, f)
-            for sid, f in todo
-        }
-        try:
-            for fut in as_completed(futures):
-                sid, f = futures[fut]
-                try:
-                    cell = fut.result()
-                except Exception as exc:  # a worker that died is that cell's ERROR, not the campaign's end
-                    cell = Cell(sid, f, "ERROR", f"worker failed: {type(exc).__name__}: {exc}")
-                matrix.cells.append(cell)
-                if progress is not None:
-                    progress(len(matrix.cells), len(todo), cell)
-        except KeyboardInterrupt:
-            for fut in futures:
-                fut.cancel()
-            raise
+    from bench.runner import station_guard  # the engine's imports: only when a campaign starts
+
+    # The campaign holds the station (its lock and interlock, in the state folder) for all its
+    # cells; each cell then latches in a folder of its own (see the module's docstring).
+    with station_guard(load_station(station).model.id, campaign_id, f"campaign {campaign_id}"):
+        columns = [NOMINAL, *faults]
+        todo = [(sid, f) for sid in sequences for f in columns]
+        out_dir.mkdir(parents=True, exist_ok=False)
+        matrix = Matrix(
+            campaign_id,
+            str(station),
+            {k: str(v) for k, v in sequences.items()},
+            list(faults),
+            dict(params),
+            [],
+            started_utc,
+        )
+        t0 = time.perf_counter()
+        workers = jobs or os.cpu_count() or 1
+        ctx = get_context("spawn")  # a fresh interpreter per worker: no threads or loops inherited
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {
+                pool.submit(run_cell, str(sequences[sid]), str(station), f, dict(params), str(out_dir), seed): (sid, f)
+                for sid, f in todo
+            }
+            try:
+                for fut in as_completed(futures):
+                    sid, f = futures[fut]
+                    try:
+                        cell = fut.result()
+                    except Exception as exc:  # a worker that died is that cell's ERROR, not the campaign's end
+                        cell = Cell(sid, f, "ERROR", f"worker failed: {type(exc).__name__}: {exc}")
+                    matrix.cells.append(cell)
+                    if progress is not None:
+                        progress(len(matrix.cells), len(todo), cell)
+            except KeyboardInterrupt:
+                for fut in futures:
+                    fut.cancel()
+                raise
     order = {(sid, f): i for i, (sid, f) in enumerate(todo)}
     matrix.cells.sort(key=lambda c: order[(c.sequence, c.fault)])
     matrix.wall_s = time.perf_counter() - t0

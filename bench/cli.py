@@ -1,34 +1,34 @@
 """The ``bench`` command line.
 
 Exit codes: 0 PASS, 1 FAIL, 2 bad input (nothing was run), 3 ERROR, 4 ABORTED, 6 station interlock latched,
-5 unsafe end (a device's safe state was not confirmed after the run),
+or the state folder that holds it not writable (nothing was run), 7 station busy (another run holds
+it; nothing was run), 5 unsafe end (a device's safe state was not confirmed after the run),
 8 report degraded (the verdict was PASS but the report could not be completely written; the record is complete).
 Every error is one line on stderr; set BENCH_DEBUG=1 to see tracebacks of internal errors.
 """
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
+import contextlib
 import json
 import os
 import signal
 import sys
-import time
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import uuid6
 
 from bench.console import EXIT_CODES, RunView, print_summary, run_exit_code, stderr_console
 from bench.errors import BenchError, LoadError
 from bench.interlock import Interlock
 from bench.plan import build_catalog, build_drivers, build_plan, load_sequence
-from bench.prompts import Answers
-from bench.result import RunResult, Verdict
+from bench.result import Verdict
 from bench.station import load_station
-from bench.vtime import VirtualTimeLoop
+
+if TYPE_CHECKING:
+    from bench.engine import Run
 
 app = typer.Typer(
     add_completion=False,
@@ -76,58 +76,38 @@ def run(
     ] = None,
 ) -> None:
     """Run a sequence on a station and write its record under reports/<run-id>/."""
-    station_path = station or default_station()
-    plan = build_plan(sequence, station_path, _parse_params(param), fault or [])
-    virtual = plan.station.model.simulated and plan.station.model.virtual_time and not realtime
-    interlock = Interlock(plan.station.model.id)
-    interlock.check(f"run of {plan.sequence.id}")
-    # Nobody can be asked in virtual time or without a terminal: prompts need an answers file there.
-    prompt_answers = Answers(answers, interactive=not virtual and sys.stdin.isatty())
-    run_id = str(uuid6.uuid7())
-    wall0 = time.monotonic()
-    start_epoch = time.time()
-    from bench.cli_report import calibration_gate
-
-    deviations = calibration_gate(plan, start_epoch, allow_out_of_cal)
     from bench.console import Console
-    from bench.engine import Run, RunOptions
+    from bench.runner import new_run_id, run_plan
 
+    plan = build_plan(sequence, station or default_station(), _parse_params(param), fault or [])
+    run_id = new_run_id()
     console = Console(highlight=False, soft_wrap=True)
-    options = RunOptions(
-        reports_dir=reports,
-        run_id=run_id,
-        seed=seed,
-        virtual_time=virtual,
-        start_epoch=start_epoch,
-        started_utc=dt.datetime.fromtimestamp(start_epoch, dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z"),
-        wall_clock=lambda: time.monotonic() - wall0,
-        answers=prompt_answers,
-        interlock=interlock,
-        deviations=deviations,
-        allow_identity_mismatch=allow_identity_mismatch,
-    )
-    engine = Run(plan, options)
-    if not quiet:
-        clock = "virtual time" if virtual else "wall clock"
+
+    def view(engine: Run) -> AbstractContextManager[Any]:
+        # Entered once every guard has passed, right before the first device moves.
+        if quiet:
+            return contextlib.nullcontext()
+        clock = "virtual time" if engine.opt.virtual_time else "wall clock"
         console.print(
             f"[bold]{plan.sequence.id}[/] v{plan.sequence.version} on station "
             f"[bold]{plan.station.model.id}[/] ({clock}, seed {seed})"
             + (f", faults: {', '.join(plan.faults)}" if plan.faults else "")
         )
+        return RunView(engine, console)
 
-    async def main() -> RunResult:
-        loop = asyncio.get_running_loop()
-        for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
-            loop.add_signal_handler(sig, engine.on_signal, name)
-        if quiet:
-            return await engine.execute()
-        with RunView(engine, console):
-            return await engine.execute()
-
-    with asyncio.Runner(loop_factory=VirtualTimeLoop if virtual else asyncio.new_event_loop) as runner:
-        result = runner.run(main())
+    result = run_plan(
+        plan,
+        reports,
+        run_id=run_id,
+        seed=seed,
+        realtime=realtime,
+        answers=answers,
+        interactive=sys.stdin.isatty(),
+        allow_out_of_cal=allow_out_of_cal,
+        allow_identity_mismatch=allow_identity_mismatch,
+        view=view,
+        signals=True,
+    )
     # The run is over and recorded: a late Ctrl-C has nothing left to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     print_summary(console, result, str(reports / run_id))

@@ -2,7 +2,8 @@
 
 Exit codes: 0 when the matrix is convincing (and matches ``--expect`` if given), 1 when it is not
 (a nominal run that fails, an empty row or column, a cell that differs from the expectation),
-2 for bad input.
+2 for bad input, 6 when the station's interlock is latched (or its state folder not writable),
+7 when another run holds the station.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``bench report ...`` and ``bench keys ...``, and the calibration gate of ``bench run``.
+"""``bench report ...`` and ``bench keys ...`` (the calibration gate of every run is in bench/runner.py).
 
 Registered on the main app by ``bench/cli.py``. Heavy imports (WeasyPrint, matplotlib,
 asammdf, cryptography) happen inside the commands, so ``bench --help`` stays fast.
@@ -6,46 +6,15 @@ asammdf, cryptography) happen inside the commands, so ``bench --help`` stays fas
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from bench.errors import LoadError
 
-if TYPE_CHECKING:
-    from bench.plan import Plan
-
 report_app = typer.Typer(no_args_is_help=True, help="Render, amend and combine ISO/IEC 17025 reports.")
 keys_app = typer.Typer(no_args_is_help=True, help="The station signing key (Ed25519).")
-
-
-def calibration_gate(plan: Plan, start_epoch: float, allow: str | None) -> list[str]:
-    """Refuse a run on a physical station with an instrument past its calibration due date.
-
-    ``allow`` (``--allow-out-of-cal REASON``) lets it proceed; the report states it as a
-    deviation. On a simulated station the instruments are models, so an expired date is only
-    a warning (recorded as a deviation too, so that it is never silent).
-    """
-    from bench.console import stderr_console
-    from bench.report.runtime import out_of_calibration
-
-    today = dt.datetime.fromtimestamp(start_epoch, dt.UTC).date()
-    expired = out_of_calibration(plan, today)
-    if not expired:
-        return []
-    if plan.station.model.simulated:
-        for e in expired:
-            stderr_console().print(f"warning: {e} (simulated station: not refused)", markup=False)
-        return [f"out of calibration on a simulated station (not refused): {e}" for e in expired]
-    if allow is None:
-        raise LoadError(
-            f"station '{plan.station.model.id}': {expired[0]}"
-            + (f" (and {len(expired) - 1} more)" if len(expired) > 1 else "")
-            + "; the run is refused (--allow-out-of-cal REASON proceeds and reports it as a deviation)"
-        )
-    return [f"instrument used out of calibration: {e}; accepted because: {allow}" for e in expired]
 
 
 @report_app.command("render")

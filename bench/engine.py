@@ -197,7 +197,8 @@ class Run:
             # React to the very sample that violates the limit, before anything else runs.
             if self._estop_task is None and fn(env) is True:
                 values = self._values(lim.cond.signals)
-                reason = f"supervisor limit '{lim.name}' tripped: {lim.text} ({self._shown(values)}); interlock latched"
+                # Whether the interlock latched is said once it did (or could not): see _latch.
+                reason = f"supervisor limit '{lim.name}' tripped: {lim.text} ({self._shown(values)})"
                 self._event(
                     "supervisor_tripped",
                     limit=lim.name,
@@ -219,9 +220,15 @@ class Run:
         assert self.opt.interlock is not None
         try:
             self.opt.interlock.trip(reason, self.opt.run_id)
+            outcome, verdict = "interlock latched", None
         except OSError as exc:
+            # Fail closed: the next run finds the state folder unwritable and is refused (bench/runner.py).
             self._event("interlock_not_latched", reason=f"{type(exc).__name__}: {exc}")
-            self.request_stop(Verdict.ERROR, f"the interlock could not be latched: {exc}")
+            outcome = f"the interlock could NOT be latched ({exc.strerror or exc}); runs are refused until it can be"
+            verdict = Verdict.ERROR
+        self.tripped = f"{reason}; {outcome}"
+        if self._stop is not None and self._stop[1] == reason:
+            self._stop = (verdict or self._stop[0], self.tripped)
 
     def _on_fault(self, device: str, reason: str) -> None:
         self._event("device_fault", device=device, reason=reason)

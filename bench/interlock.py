@@ -4,6 +4,9 @@ The latch lives in a state folder outside the run folders (``BENCH_STATE_DIR``, 
 ``~/.local/state/hil-bench``), so it holds across processes: the next ``bench run`` on the
 tripped station is refused. Trips, refusals and resets are appended to a hash-chained log
 ``<station>.interlock.jsonl`` next to the latch.
+
+A latch that cannot be written must not let the next run start (fail closed): every run checks
+that the state folder takes a file before any device moves, and is refused while it does not.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +28,43 @@ class InterlockTripped(BenchError):
     exit_code = 6
 
 
+class StateFolderUnwritable(InterlockTripped):
+    """The state folder takes no file, so a trip could not latch: every run is refused until it does."""
+
+
+def unwritable_state(base: Path, exc: OSError) -> StateFolderUnwritable:
+    return StateFolderUnwritable(
+        f"state folder {base} is not writable ({exc.strerror or exc}): a supervisor trip could not latch "
+        "the station interlock, so no run starts; make it writable (BENCH_STATE_DIR), and read the last "
+        "run's record for an 'interlock_not_latched' event first"
+    )
+
+
 def state_dir() -> Path:
     env = os.environ.get("BENCH_STATE_DIR")
     base = Path(env) if env else Path.home() / ".local" / "state" / "hil-bench"
-    base.mkdir(parents=True, exist_ok=True)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unwritable_state(base, exc) from None
     return base
 
 
-def _now_utc() -> str:
+def check_writable(folder: Path) -> None:
+    """Refuse to start while ``folder`` cannot take a latch: create, write, sync and remove a file."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".writable-", dir=folder)
+        try:
+            os.write(fd, b"probe\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as exc:
+        raise unwritable_state(folder, exc) from None
+
+
+def now_utc() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -58,14 +91,14 @@ class Interlock:
             lines = self.log.read_bytes().splitlines()
             if lines:
                 prev = line_hash(lines[-1])
-        line = encode_line({"kind": kind, "t_utc": _now_utc(), "station": self.station_id, **fields, "prev": prev})
+        line = encode_line({"kind": kind, "t_utc": now_utc(), "station": self.station_id, **fields, "prev": prev})
         with open(self.log, "ab") as f:
             f.write(line + b"\n")
             f.flush()
             os.fsync(f.fileno())
 
     def trip(self, reason: str, run_id: str) -> None:
-        data = {"reason": reason, "t_utc": _now_utc(), "run_id": run_id}
+        data = {"reason": reason, "t_utc": now_utc(), "run_id": run_id}
         tmp = self.latch.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, self.latch)

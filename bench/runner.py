@@ -1,22 +1,31 @@
-"""Run a built plan to its end on its own event loop, outside the command line.
+"""The one way to run a plan: the guards every entry point passes, then the run on its own loop.
 
-``bench run`` keeps its own code (terminal view, signal handlers). This is the small piece a
-bench agent (bench/lab/agent.py) needs: run one plan in a worker thread on a fresh loop (the
-virtual-time loop on a simulated station), hand the live ``Run`` to the caller so it can stop it
-from another thread, and pass every record event to listeners.
+``bench run``, campaign cells (bench/campaign.py) and lab jobs (bench/lab/agent.py) all run here,
+so that none can skip a guard. Before any device moves, in this order:
 
-Why a separate loop and thread: the virtual-time loop jumps its clock whenever nothing is
-ready. A network client sharing that loop would see its keepalives and timeouts expire in
-microseconds of wall time. No signal handlers are installed here: they only work in the main
-thread, and the agent owns them.
+1. the state folder takes a file (else a supervisor trip could not latch: refused, exit 6);
+2. the station lock (bench/stationlock.py): one run at a time per station id (refused, exit 7);
+3. the station interlock is not latched (refused, exit 6);
+4. the reports folder takes a file (refused, exit 2);
+5. the calibration gate: no instrument past its due date on a physical station (refused, exit 2).
+
+The lock is held until the record is sealed. What differs between entry points comes in as
+options: the terminal view and the signal handlers of ``bench run``, the listeners and the
+``on_started`` hook of the lab agent (which runs plans in a worker thread, so that its network
+client never shares the virtual-time loop, whose clock jumps whenever nothing is ready).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import signal
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +33,17 @@ from typing import Any
 import uuid6
 
 from bench.engine import Run, RunOptions
-from bench.interlock import Interlock
+from bench.errors import LoadError
+from bench.interlock import Interlock, check_writable
 from bench.plan import Plan
 from bench.prompts import Answers
 from bench.result import RunResult
-from bench.vtime import VirtualTimeLoop
+from bench.stationlock import hold_station
+from bench.vtime import new_loop
 
 Listener = Callable[[str, float, dict[str, Any]], None]
+# Wraps the run inside its loop (``bench run``'s live view); entered right before the engine starts.
+View = Callable[[Run], AbstractContextManager[Any]]
 
 
 @dataclass
@@ -50,6 +63,60 @@ def utc(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def is_virtual_run(plan: Plan, realtime: bool) -> bool:
+    model = plan.station.model
+    return model.simulated and model.virtual_time and not realtime
+
+
+@contextlib.contextmanager
+def station_guard(station_id: str, run_id: str, what: str) -> Iterator[Interlock]:
+    """Guards 1-3 above, for a run or a whole campaign: held until the block ends."""
+    interlock = Interlock(station_id)
+    check_writable(interlock.folder)
+    with hold_station(station_id, run_id, what, interlock.folder):
+        interlock.check(what)
+        yield interlock
+
+
+def check_reports_folder(reports_dir: Path) -> None:
+    """A run whose record cannot be written must not start: found now, not at the first event."""
+    try:
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=reports_dir):
+            pass
+    except OSError as exc:
+        raise LoadError(
+            f"reports folder {reports_dir} is not writable ({exc.strerror or exc}); nothing was run"
+        ) from None
+
+
+def calibration_gate(plan: Plan, start_epoch: float, allow: str | None) -> list[str]:
+    """Refuse a run on a physical station with an instrument past its calibration due date.
+
+    ``allow`` (``--allow-out-of-cal REASON``) lets it proceed; the report states it as a
+    deviation. On a simulated station the instruments are models, so an expired date is only
+    a warning (recorded as a deviation too, so that it is never silent).
+    """
+    from bench.console import stderr_console
+    from bench.report.runtime import out_of_calibration
+
+    today = dt.datetime.fromtimestamp(start_epoch, dt.UTC).date()
+    expired = out_of_calibration(plan, today)
+    if not expired:
+        return []
+    if plan.station.model.simulated:
+        for e in expired:
+            stderr_console().print(f"warning: {e} (simulated station: not refused)", markup=False)
+        return [f"out of calibration on a simulated station (not refused): {e}" for e in expired]
+    if allow is None:
+        raise LoadError(
+            f"station '{plan.station.model.id}': {expired[0]}"
+            + (f" (and {len(expired) - 1} more)" if len(expired) > 1 else "")
+            + "; the run is refused (--allow-out-of-cal REASON proceeds and reports it as a deviation)"
+        )
+    return [f"instrument used out of calibration: {e}; accepted because: {allow}" for e in expired]
+
+
 def run_plan(
     plan: Plan,
     reports_dir: Path,
@@ -61,37 +128,56 @@ def run_plan(
     on_started: Callable[[Started], None] | None = None,
     deviations: list[str] | None = None,
     full_report: bool = True,
+    answers: Path | None = None,
+    interactive: bool = False,
+    allow_out_of_cal: str | None = None,
+    allow_identity_mismatch: str | None = None,
+    view: View | None = None,
+    signals: bool = False,
 ) -> RunResult:
     """Run ``plan`` to its end (blocking) and return its result; the record lands in reports_dir/<run id>.
 
-    Prompts cannot be answered by anyone here (no terminal), so a sequence with prompts fails
-    them. The station's interlock is checked by the caller before, and latched by the engine on a trip.
+    Refusals by the guards raise a BenchError (one line, its own exit code) before anything
+    moves. Prompts are asked on the terminal only if ``interactive`` and on the wall clock;
+    otherwise they take their answer from the ``answers`` file, or fail. ``signals`` installs
+    SIGINT/SIGTERM handlers that stop the run (main thread only).
     """
-    model = plan.station.model
-    virtual = model.simulated and model.virtual_time and not realtime
+    virtual = is_virtual_run(plan, realtime)
     rid = run_id or new_run_id()
-    wall0 = time.monotonic()
-    start_epoch = time.time()
-    options = RunOptions(
-        reports_dir=reports_dir,
-        run_id=rid,
-        seed=seed,
-        virtual_time=virtual,
-        start_epoch=start_epoch,
-        started_utc=utc(start_epoch),
-        wall_clock=lambda: time.monotonic() - wall0,
-        answers=Answers(None, interactive=False),
-        interlock=Interlock(model.id),
-        deviations=list(deviations or []),
-        full_report=full_report,
-    )
-    engine = Run(plan, options)
-    engine.listeners.extend(listeners or [])
+    if signals and threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("signal handlers can only be installed by a run in the main thread")
+    with station_guard(plan.station.model.id, rid, f"run of {plan.sequence.id}") as interlock:
+        check_reports_folder(reports_dir)
+        start_epoch = time.time()
+        accepted = [*(deviations or []), *calibration_gate(plan, start_epoch, allow_out_of_cal)]
+        wall0 = time.monotonic()
+        options = RunOptions(
+            reports_dir=reports_dir,
+            run_id=rid,
+            seed=seed,
+            virtual_time=virtual,
+            start_epoch=start_epoch,
+            started_utc=utc(start_epoch),
+            wall_clock=lambda: time.monotonic() - wall0,
+            # Nobody can be asked in virtual time: prompts need an answers file there.
+            answers=Answers(answers, interactive=interactive and not virtual),
+            interlock=interlock,
+            deviations=accepted,
+            allow_identity_mismatch=allow_identity_mismatch,
+            full_report=full_report,
+        )
+        engine = Run(plan, options)
+        engine.listeners.extend(listeners or [])
 
-    async def main() -> RunResult:
-        if on_started is not None:
-            on_started(Started(engine, asyncio.get_running_loop(), rid))
-        return await engine.execute()
+        async def main() -> RunResult:
+            loop = asyncio.get_running_loop()
+            if signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, engine.on_signal, sig.name)
+            if on_started is not None:
+                on_started(Started(engine, loop, rid))
+            with view(engine) if view is not None else contextlib.nullcontext():
+                return await engine.execute()
 
-    with asyncio.Runner(loop_factory=VirtualTimeLoop if virtual else asyncio.new_event_loop) as runner:
-        return runner.run(main())
+        with asyncio.Runner(loop_factory=lambda: new_loop(virtual)) as runner:
+            return runner.run(main())
