@@ -32,6 +32,14 @@ BrokerOpt = Annotated[
 UserOpt = Annotated[str | None, typer.Option("--user", help="broker user [env BENCH_MQTT_USER]")]
 PasswordOpt = Annotated[str | None, typer.Option("--password", help="broker password [env BENCH_MQTT_PASSWORD]")]
 PrefixOpt = Annotated[str, typer.Option("--prefix", help="root of the lab's topic tree")]
+LabKeysOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--lab-keys",
+        envvar="BENCH_LAB_KEYS",
+        help="file of '<bench id> <public key>' lines: count only results signed by that bench [env BENCH_LAB_KEYS]",
+    ),
+]
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
 
@@ -39,6 +47,12 @@ def _broker(url: str, user: str | None, password: str | None, prefix: str) -> Br
     from bench.lab.mqtt import parse_broker
 
     return parse_broker(url, user, password, prefix)
+
+
+def _keys(path: Path | None) -> dict[str, str] | None:
+    from bench.lab.trust import read_lab_keys
+
+    return None if path is None else read_lab_keys(path)
 
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
@@ -65,6 +79,7 @@ def agent(
     requeue_grace: Annotated[
         float, typer.Option(help="seconds a bench must stay offline before its job is taken again")
     ] = 3.0,
+    lab_keys: LabKeysOpt = None,
 ) -> None:
     """Put this bench online: take matching jobs from the lab's queue and stream their events."""
     from bench.lab.agent import Agent, run_agent
@@ -78,6 +93,7 @@ def agent(
         library=library,
         reports=reports,
         requeue_grace=requeue_grace,
+        lab_keys=_keys(lab_keys),
     )
     if not a.library:
         raise LoadError("no sequences to offer: set lab.library in the station file or give --library")
@@ -102,11 +118,13 @@ def submit(
     user: UserOpt = None,
     password: PasswordOpt = None,
     prefix: PrefixOpt = "lab",
+    lab_keys: LabKeysOpt = None,
 ) -> None:
     """Queue a job; an idle bench whose capabilities match takes it."""
     from bench.lab import client
 
     b = _broker(broker, user, password, prefix)
+    keys = _keys(lab_keys)
     ref = client.sequence_ref(sequence)
     params = _pairs(param, "-p")
     if Path(sequence).is_file():
@@ -124,7 +142,7 @@ def submit(
     for i in ids:
         typer.echo(i)
     if wait and len(ids) == 1:
-        _watch(b, ids[0], None)
+        _watch(b, ids[0], None, keys)
 
 
 @lab_app.command()
@@ -133,11 +151,12 @@ def status(
     user: UserOpt = None,
     password: PasswordOpt = None,
     prefix: PrefixOpt = "lab",
+    lab_keys: LabKeysOpt = None,
 ) -> None:
     """Benches (online, state, lease, progress) and jobs (queued, running, done)."""
     from bench.lab import client
 
-    snap = asyncio.run(client.snapshot(_broker(broker, user, password, prefix)))
+    snap = asyncio.run(client.snapshot(_broker(broker, user, password, prefix), keys=_keys(lab_keys)))
     typer.echo("BENCH            ONLINE  STATE     JOB                                   PROGRESS          LEASE")
     for name, bv in sorted(snap.benches.items()):
         online = "yes" if bv.status and bv.status.online else "no"
@@ -150,15 +169,17 @@ def status(
     typer.echo("")
     typer.echo("JOB                                   SEQUENCE                 STATE     BENCH            VERDICT")
     for jid, job in sorted(snap.jobs.items()):
-        res = snap.results.get(jid)
-        claims = snap.claims.get(jid, [])
-        last = max(claims, key=lambda c: c.attempt) if claims else None
-        state = "done" if res else ("taken" if last else "queued")
-        where = res.bench if res else (last.bench if last else "-")
+        # Only the claim holder's result counts (bench/lab/ledger.py); a job two benches claim is disputed.
+        rec = snap.record(jid)
+        res = rec.result()
+        won = rec.last_winner()
+        disputed = any(rec.disputed(a) for a in rec.claims)
+        state = "done" if res else ("disputed" if disputed else "taken" if won else "queued")
+        where = res.bench if res else (won[1] if won else "-")
         typer.echo(f"{jid:37s} {job.sequence.id[:24]:24s} {state:9s} {where:16s} {res.verdict if res else ''}")
 
 
-def _watch(b: Broker, job: str, timeout: float | None) -> None:
+def _watch(b: Broker, job: str, timeout: float | None, keys: dict[str, str] | None) -> None:
     from bench.lab import client
     from bench.lab.protocol import Claim, Event, Result, State
 
@@ -188,13 +209,15 @@ def _watch(b: Broker, job: str, timeout: float | None) -> None:
                     "run_ended": f"{f.get('verdict')} {f.get('reason', '')}",
                 }.get(obj.kind, str(f.get("reason", "")))
                 typer.echo(f"  #{obj.seq:<5d} {obj.t:10.3f} s  {obj.kind}: {detail}")
+        elif kind == "ignored" and isinstance(obj, Result):
+            typer.echo(f"ignored: the {obj.verdict} of bench {obj.bench} does not count: {obj.reason}")
         elif kind == "result" and isinstance(obj, Result):
             typer.echo(f"{obj.verdict} {obj.reason}")
             typer.echo(
                 f"bench {obj.bench}, run {obj.run_id}, report {obj.report}, manifest sha256 {obj.manifest_sha256}"
             )
 
-    res = asyncio.run(client.watch(b, job, show, give_up_after=timeout))
+    res = asyncio.run(client.watch(b, job, show, give_up_after=timeout, keys=keys))
     raise typer.Exit(res.exit_code if res.verdict != "REFUSED" else 2)
 
 
@@ -206,17 +229,41 @@ def watch(
     user: UserOpt = None,
     password: PasswordOpt = None,
     prefix: PrefixOpt = "lab",
+    lab_keys: LabKeysOpt = None,
 ) -> None:
     """Follow a job live: who took it, step progress, events, and its verdict (exit code as bench run)."""
-    _watch(_broker(broker, user, password, prefix), job, timeout)
+    _watch(_broker(broker, user, password, prefix), job, timeout, _keys(lab_keys))
 
 
-def _control(op: str, bench: str, holder: str | None, reason: str, ttl: float, b: Broker) -> None:
+def _control(
+    op: str,
+    bench: str,
+    holder: str | None,
+    reason: str,
+    ttl: float,
+    b: Broker,
+    job: str | None = None,
+    run_id: str | None = None,
+) -> None:
     from bench.lab import client
-    from bench.lab.protocol import Control
 
-    asyncio.run(client.control(b, bench, Control(op=op, holder=holder or client.who(), reason=reason, ttl_s=ttl)))  # type: ignore[arg-type]
-    typer.echo(f"{op} sent to {bench}")
+    ctl = client.make_control(op, holder or client.who(), reason=reason, ttl_s=ttl, job=job, run_id=run_id)
+    asyncio.run(client.control(b, bench, ctl))
+    target = f" for job {job}" if job else f" for run {run_id}" if run_id else ""
+    typer.echo(f"{op} sent to {bench}{target}")
+
+
+def _running_job(b: Broker, bench: str) -> str:
+    """The job a bench runs now, from its retained state: a stop names what it stops."""
+    from bench.lab import client
+
+    snap = asyncio.run(client.snapshot(b, quiet=0.2))
+    st = snap.benches.get(bench, None)
+    state = st.state if st is not None else None
+    if state is None or state.state != "running" or not state.job:
+        now = state.state if state is not None else "unknown (no such bench?)"
+        raise LoadError(f"bench {bench} runs no job (state: {now}); name one with --job")
+    return state.job
 
 
 @lab_app.command()
@@ -239,16 +286,15 @@ def lease(
     _control("acquire", bench, holder, "", ttl, b)
     if keep:
         from bench.lab import client
-        from bench.lab.protocol import Control
 
         async def keepalive() -> None:
             who = holder or client.who()
             try:
                 while True:
                     await asyncio.sleep(ttl / 3)
-                    await client.control(b, bench, Control(op="renew", holder=who, ttl_s=ttl))
+                    await client.control(b, bench, client.make_control("renew", who, ttl_s=ttl))
             finally:
-                await client.control(b, bench, Control(op="release", holder=who, ttl_s=ttl))
+                await client.control(b, bench, client.make_control("release", who, ttl_s=ttl))
 
         try:
             asyncio.run(keepalive())
@@ -261,12 +307,17 @@ def _stop_cmd(op: str):  # type: ignore[no-untyped-def]
         bench: Annotated[str, typer.Argument(help="bench id")],
         reason: Annotated[str, typer.Option(help="why (recorded in the run)")] = "",
         holder: Annotated[str | None, typer.Option(help="lease holder [default: $BENCH_OPERATOR or $USER]")] = None,
+        job: Annotated[str | None, typer.Option(help="the job to stop [default: the one the bench runs now]")] = None,
+        run: Annotated[str | None, typer.Option(help="the run to stop (instead of --job)")] = None,
         broker: BrokerOpt = DEFAULT_BROKER,
         user: UserOpt = None,
         password: PasswordOpt = None,
         prefix: PrefixOpt = "lab",
     ) -> None:
-        _control(op, bench, holder, reason, 30.0, _broker(broker, user, password, prefix))
+        b = _broker(broker, user, password, prefix)
+        if job is None and run is None:
+            job = _running_job(b, bench)
+        _control(op, bench, holder, reason, 30.0, b, job=job, run_id=run)
 
     return cmd
 

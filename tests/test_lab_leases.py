@@ -12,7 +12,7 @@ import pytest
 from bench.lab import client
 from bench.lab.leases import LeaseRefused, LeaseTable
 from bench.lab.mqtt import client as mqtt_client
-from bench.lab.protocol import Control, LeaseInfo, LogEntry, Result, decode
+from bench.lab.protocol import LeaseInfo, LogEntry, Result, decode
 from tests.conftest import bench
 from tests.labkit import SHORT, Lab, lab_fixture, mosquitto_fixture  # noqa: F401  (fixtures)
 
@@ -87,22 +87,34 @@ def test_abort_needs_the_lease_estop_does_not_and_a_lease_expires(lab: Lab) -> N
                             if step == 1:
                                 step = 2
                                 await client.control(
-                                    op, "bench-a", Control(op="abort", holder="bob", reason="no lease")
+                                    op,
+                                    "bench-a",
+                                    client.make_control("abort", "bob", reason="no lease", job=jobs[0].job),
                                 )
-                                await client.control(op, "bench-a", Control(op="acquire", holder="alice", ttl_s=60))
-                                await client.control(op, "bench-a", Control(op="abort", holder="bob", reason="alice's"))
+                                await client.control(op, "bench-a", client.make_control("acquire", "alice", ttl_s=60))
                                 await client.control(
-                                    op, "bench-a", Control(op="abort", holder="alice", reason="done here")
+                                    op,
+                                    "bench-a",
+                                    client.make_control("abort", "bob", reason="alice's", job=jobs[0].job),
+                                )
+                                await client.control(
+                                    op,
+                                    "bench-a",
+                                    client.make_control("abort", "alice", reason="done here", job=jobs[0].job),
                                 )
                             elif step == 3:
                                 step = 4
-                                await client.control(op, "bench-a", Control(op="estop", holder="carol", reason="smoke"))
+                                await client.control(
+                                    op,
+                                    "bench-a",
+                                    client.make_control("estop", "carol", reason="smoke", job=jobs[1].job),
+                                )
                     elif "/results/" in topic:
                         res = decode(Result, payload)
                         out[res.job] = res
                         if step == 2:
                             step = 3
-                            await client.control(op, "bench-a", Control(op="release", holder="alice"))
+                            await client.control(op, "bench-a", client.make_control("release", "alice"))
                             await client.submit(op, jobs[1:])
                         elif step == 4:
                             break

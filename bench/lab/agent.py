@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +46,9 @@ from bench.errors import BenchError, LoadError
 from bench.interlock import Interlock
 from bench.lab import mqtt
 from bench.lab.leases import LeaseRefused, LeaseTable
+from bench.lab.ledger import JobRecord
 from bench.lab.protocol import (
+    MAX_CONTROL_VALID_S,
     MAX_MESSAGE_BYTES,
     Caps,
     Claim,
@@ -61,7 +65,9 @@ from bench.lab.protocol import (
     decode,
     encode,
 )
+from bench.lab.trust import LabKeys, sign_result
 from bench.plan import build_plan, load_sequence
+from bench.record.signing import load_key
 from bench.result import Verdict
 from bench.runner import Started, new_run_id, run_plan, utc
 from bench.station import load_station
@@ -85,17 +91,22 @@ class LabSettings(BaseModel):
     capabilities: dict[str, str] = Field({}, description="further capabilities jobs can require")
     allow_sequence_text: bool = Field(False, description="accept sequence YAML sent in a job (default: library only)")
     max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=1024, le=16 * 1024 * 1024)
+    authenticated_holders: bool = Field(
+        False,
+        description="take a lease holder only from the control topic's last level, which per-operator "
+        "broker users and their ACL authenticate (examples/mosquitto/acl-per-operator)",
+    )
 
 
 @dataclass
-class JobView:
+class JobView(JobRecord):
     """What this bench knows of one job, from the retained records and the live claims."""
 
-    job: Job | None = None
     attempt: int = 1  # the open attempt; a new one opens when the winner of this one dies
-    winners: dict[int, str] = field(default_factory=dict)
-    result: Result | None = None
     refused: str | None = None  # why this bench will not take it (logged once)
+    # The lease holder who sent it to this bench (lab/control/<me>/submit); None: from the queue.
+    direct_by: str | None = None
+    ignored: set[str] = field(default_factory=set)  # benches whose result was refused (logged once)
 
 
 B = TypeVar("B", Status, Claim, Result)
@@ -133,6 +144,7 @@ class Agent:
         reports: Path = Path("reports"),
         requeue_grace: float = 3.0,
         claim_grace: float = 0.5,
+        lab_keys: LabKeys | None = None,
     ) -> None:
         self.station_path = station_path
         station = load_station(station_path)
@@ -145,6 +157,22 @@ class Agent:
             ) from None
         self.station = station
         self.bench = bench_id or station.model.id
+        # The station key signs this bench's results as it signs its records; a lab that lists
+        # its benches' keys (lab_keys) counts no result without it, so a bench missing from that
+        # list, or holding another key, is refused here rather than running jobs that never count.
+        self.key = load_key()
+        self.lab_keys = lab_keys
+        if lab_keys is not None:
+            listed = lab_keys.get(self.bench)
+            if self.key is None:
+                raise LoadError(
+                    f"the lab requires signed results but bench {self.bench} has no station key (bench keys init)"
+                )
+            if listed != self.key.public_b64:
+                raise LoadError(
+                    f"the lab's keys list {'another key' if listed else 'no key'} for bench {self.bench} "
+                    f"(its station key is {self.key.fingerprint})"
+                )
         self.broker = broker
         self.t = Topics(broker.prefix)
         self.reports = reports
@@ -168,6 +196,8 @@ class Agent:
         self._drained.set()
         self._stop = asyncio.Event()
         self._run_task: asyncio.Task[None] | None = None
+        # A stop that named the job while it was being prepared (no run to call yet).
+        self._pending_stop: Callable[[Started], None] | None = None
         # The events of the last runs as sent, by run id, for watchers that missed some (replay).
         self.sent: dict[str, list[bytes]] = {}
         self.connected = False
@@ -267,7 +297,7 @@ class Agent:
                 self.outbox.popleft()
 
     # -- incoming -----------------------------------------------------------------------------
-    def on_message(self, topic: str, payload: bytes) -> None:
+    def on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
         parts = self.t.parse(topic)
         limit = self.settings.max_message_bytes
         try:
@@ -283,20 +313,31 @@ class Agent:
                     self.on_status(_own(decode(Status, payload, limit), parts[1]))
             elif len(parts) == 4 and parts[0] == "benches" and parts[2] == "claims":
                 if payload:
-                    self.on_claim(_own(decode(Claim, payload, limit), parts[1]))
+                    self.on_claim(_own(decode(Claim, payload, limit), parts[1]), retained)
+                elif parts[3] in self.jobs:
+                    self.jobs[parts[3]].withdraw(parts[1])  # a lost claim, withdrawn
             elif len(parts) == 4 and parts[0] == "benches" and parts[2] == "results":
                 if payload:
-                    res = _own(decode(Result, payload, limit), parts[1])
-                    self.jobs.setdefault(res.job, JobView()).result = res
-            elif len(parts) == 3 and parts[0] == "control" and parts[1] == self.bench:
-                self.on_control(parts[2], payload, limit)
+                    self.on_result(_own(decode(Result, payload, limit), parts[1]))
+            elif len(parts) in (3, 4) and parts[0] == "control" and parts[1] == self.bench:
+                self.on_control(parts[2], parts[3] if len(parts) == 4 else None, payload, limit, retained, topic)
         except ProtocolError as exc:
             self.note("warning", f"refused message on {topic}: {exc}", topic)
 
-    def on_job(self, job: Job, via_queue: bool) -> None:
+    def on_job(self, job: Job, via_queue: bool, direct_by: str | None = None) -> None:
+        if job.bench is not None and direct_by is None:
+            # Only this bench sets `bench`, on a job its lease holder sent it; in the queue it would
+            # bypass the lease (docs/lab.md, Leases).
+            misrouted = f"a job for one bench is sent through {self.t.control(job.bench, 'submit')} under its lease"
+            jv = self.jobs.setdefault(job.job, JobView())
+            if jv.refused is None:
+                jv.refused = misrouted
+                self.note("warning", f"refused job {job.job}: {misrouted}", job=job.job)
+            return
         jv = self.jobs.setdefault(job.job, JobView())
         if jv.job is None:
             jv.job = job
+            jv.direct_by = direct_by
         if via_queue:
             # The broker chose this bench for the job: say at once why it will not take it.
             why = self.matches(job)
@@ -316,31 +357,92 @@ class Agent:
         if self.online.get(bench, False):
             return  # it came back in time (a broker restart, a short network cut)
         for name, jv in sorted(self.jobs.items()):
-            if jv.result is None and jv.winners.get(jv.attempt) == bench:
+            if jv.result() is None and jv.winner(jv.attempt) == bench:
                 jv.attempt += 1
                 log.info(
                     "%s: bench %s is offline; job %s is open again (attempt %d)", self.bench, bench, name, jv.attempt
                 )
         self.consider()
 
-    def on_claim(self, cl: Claim) -> None:
+    def on_claim(self, cl: Claim, retained: bool = False) -> None:
         jv = self.jobs.setdefault(cl.job, JobView())
-        if cl.attempt not in jv.winners:
-            jv.winners[cl.attempt] = cl.bench  # the first claim of an attempt wins, in broker order
+        jv.add_claim(cl, retained)  # the first counted claim of an attempt wins, in broker order
         if cl.attempt > jv.attempt:
             jv.attempt = cl.attempt  # a bench that came later learns the attempt from the claims
         if self.claiming != (cl.job, cl.attempt) or cl.bench != self.bench:
             return
         self.claiming = None
-        if jv.winners[cl.attempt] == self.bench and jv.result is None:
+        lease = self._lease_refuses(jv)
+        if jv.winner(cl.attempt) == self.bench and jv.result() is None and lease is None:
             self.running = cl.job
             self._run_task = asyncio.get_running_loop().create_task(self._run(cl.job, cl.attempt))
         else:
-            # Lost the race: withdraw the claim so the retained claims name only winners.
+            if lease is not None:
+                self.note("info", f"job {cl.job} not started: {lease}", job=cl.job)
+            # Lost the race (or the lease changed): withdraw the claim so the retained claims name only winners.
             self.send(self.t.claim(self.bench, cl.job), b"", retain=True)
             self.consider()
 
-    def on_control(self, op: str, payload: bytes, limit: int) -> None:
+    def on_result(self, res: Result) -> None:
+        jv = self.jobs.setdefault(res.job, JobView())
+        why = jv.add_result(res, self.lab_keys)
+        if why is not None and res.bench not in jv.ignored:
+            jv.ignored.add(res.bench)
+            self.note("warning", f"ignored result of job {res.job} from bench {res.bench}: {why}", job=res.job)
+
+    def _lease_refuses(self, jv: JobView) -> str | None:
+        """None when the lease lets this bench start the job now, else why not.
+
+        A leased bench runs only the jobs its holder sent it; queued jobs wait until the lease
+        is released or expires. A job sent under a lease runs only while its sender holds it.
+        """
+        cur = self.leases.current()
+        if jv.direct_by is not None:
+            if cur is None or cur.holder != jv.direct_by:
+                return f"it was sent by {jv.direct_by}, who no longer holds the lease"
+            return None
+        if cur is not None:
+            return f"the bench is leased by {cur.holder}; queued jobs wait"
+        return None
+
+    def _control_refused(self, ctl: Control, topic_op: str, topic_holder: str | None) -> str | None:
+        """Why a control message must not act (one line), or None. Checked before any op."""
+        if ctl.op != topic_op:
+            return f"op {ctl.op} in the payload does not match its topic ({topic_op})"
+        if topic_holder is not None and ctl.holder != topic_holder:
+            return f"holder {ctl.holder or '(none)'} in the payload does not match its topic ({topic_holder})"
+        if self.settings.authenticated_holders and topic_holder is None:
+            return "control without the holder in its topic is refused (lab.authenticated_holders)"
+        try:
+            expires = dt.datetime.fromisoformat(ctl.expires_utc.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return f"expires_utc {ctl.expires_utc!r} is not an ISO 8601 time"
+        now = time.time()
+        if expires <= now:
+            return f"expired at {ctl.expires_utc} ({now - expires:.0f} s ago; stale, or the clocks disagree)"
+        if expires - now > MAX_CONTROL_VALID_S:
+            return f"valid until {ctl.expires_utc}, more than {MAX_CONTROL_VALID_S:.0f} s ahead"
+        return None
+
+    def _target_refused(self, ctl: Control, started: Started | None) -> str | None:
+        """terminate/abort/estop act only on the job or run they name, and only while it runs."""
+        if ctl.job is None and ctl.run_id is None:
+            return "names no job or run (a stop must say what it stops)"
+        what = f"job {ctl.job}" if ctl.job is not None else f"run {ctl.run_id}"
+        if self.running is None:
+            return f"{what} is not running here (nothing is)"
+        if (ctl.job is not None and ctl.job != self.running) or (
+            ctl.run_id is not None and (started is None or ctl.run_id != self.state.run_id)
+        ):
+            return f"{what} is not running here (job {self.running}, run {self.state.run_id} is)"
+        return None
+
+    def on_control(self, op: str, holder: str | None, payload: bytes, limit: int, retained: bool, topic: str) -> None:
+        if retained:
+            # The broker keeps a retained message and hands it out on every (re)subscription: a stop
+            # pressed once would act again after any reconnect, on whatever runs then.
+            self.note("warning", f"retained control message on {topic} refused (control is never retained)", topic)
+            return
         if op == "replay":
             rp = decode(Replay, payload, limit)
             kept = self.sent.get(rp.run_id)
@@ -354,15 +456,29 @@ class Agent:
             return
         if op == "submit":
             job = decode(Job, payload, limit)
+            if holder is not None and job.submitter != holder:
+                self.note(
+                    "warning", f"refused job {job.job}: submitter does not match its topic ({holder})", job=job.job
+                )
+                return
+            if self.settings.authenticated_holders and holder is None:
+                self.note(
+                    "warning", f"refused job {job.job}: no holder in its topic (lab.authenticated_holders)", job=job.job
+                )
+                return
             try:
                 self.leases.check(job.submitter, f"submitting to bench {self.bench}")
             except LeaseRefused as exc:
                 self.note("warning", f"refused job {job.job}: {exc}", job=job.job)
                 return
             job = job.model_copy(update={"bench": self.bench})
-            self.on_job(job, via_queue=True)
+            self.on_job(job, via_queue=True, direct_by=job.submitter)
             return
         ctl = decode(Control, payload, limit)
+        why = self._control_refused(ctl, op, holder)
+        if why is not None:
+            self.note("warning", f"{ctl.op} by {ctl.holder or '?'} refused: {why}", topic)
+            return
         if ctl.op == "acquire" or ctl.op == "renew" or ctl.op == "release":
             try:
                 if ctl.op == "acquire":
@@ -374,30 +490,45 @@ class Agent:
             except LeaseRefused as exc:
                 self.note("warning", f"lease {ctl.op} by {ctl.holder or '?'} refused: {exc}")
             self.publish_lease()
+            if ctl.op == "release":
+                self.consider()  # queued jobs that waited for the lease
             return
         started = self.started
+        why = self._target_refused(ctl, started)
+        if why is not None:
+            self.note("warning", f"{ctl.op} by {ctl.holder or '?'} ignored: {why}", topic)
+            return
+        act: Callable[[Started], None]
         if ctl.op == "estop":
             # No lease: anyone the broker lets publish here (an authorised operator) may press it.
             self.note("warning", f"emergency stop by {ctl.holder or 'operator'}: {ctl.reason}")
-            if started is not None:
-                reason = f"emergency stop from the lab by {ctl.holder or 'operator'}" + (
-                    f": {ctl.reason}" if ctl.reason else ""
-                )
-                started.loop.call_soon_threadsafe(started.run.emergency_stop, reason)
-            return
-        try:
-            self.leases.check(ctl.holder, ctl.op)
-        except LeaseRefused as exc:
-            self.note("warning", f"{ctl.op} refused: {exc}")
-            return
-        if started is None:
-            self.note("info", f"{ctl.op}: nothing is running")
-        elif ctl.op == "terminate":
-            started.loop.call_soon_threadsafe(started.run.terminate, f"by {ctl.holder}: {ctl.reason}")
-        else:
-            started.loop.call_soon_threadsafe(
-                started.run.request_stop, Verdict.ABORTED, f"aborted from the lab by {ctl.holder}: {ctl.reason}"
+            reason = f"emergency stop from the lab by {ctl.holder or 'operator'}" + (
+                f": {ctl.reason}" if ctl.reason else ""
             )
+
+            def act(s: Started) -> None:
+                s.loop.call_soon_threadsafe(s.run.emergency_stop, reason)
+        else:
+            try:
+                self.leases.check(ctl.holder, ctl.op)
+            except LeaseRefused as exc:
+                self.note("warning", f"{ctl.op} refused: {exc}")
+                return
+            if ctl.op == "terminate":
+
+                def act(s: Started) -> None:
+                    s.loop.call_soon_threadsafe(s.run.terminate, f"by {ctl.holder}: {ctl.reason}")
+            else:
+
+                def act(s: Started) -> None:
+                    s.loop.call_soon_threadsafe(
+                        s.run.request_stop, Verdict.ABORTED, f"aborted from the lab by {ctl.holder}: {ctl.reason}"
+                    )
+
+        if started is None:
+            self._pending_stop = act  # the job is being prepared: the stop acts as soon as it starts
+        else:
+            act(started)
 
     # -- taking and running jobs --------------------------------------------------------------
     def consider(self) -> None:
@@ -414,9 +545,9 @@ class Agent:
             self.state = State(bench=self.bench, state="idle")
             self.publish_state()
         for name, jv in sorted(self.jobs.items()):
-            if jv.job is None or jv.result is not None or jv.attempt in jv.winners:
+            if jv.job is None or jv.result() is not None or jv.claimed(jv.attempt):
                 continue
-            if self.matches(jv.job) is not None:
+            if self.matches(jv.job) is not None or self._lease_refuses(jv) is not None:
                 continue
             self.claiming = (name, jv.attempt)
             self._claimed_at = time.monotonic()
@@ -483,7 +614,7 @@ class Agent:
             loop.call_soon_threadsafe(self._on_run_event, events_topic, payload, step, progress["done"], sent)
 
         def on_started(s: Started) -> None:
-            loop.call_soon_threadsafe(setattr, self, "started", s)
+            loop.call_soon_threadsafe(self._on_started, s)
 
         try:
             result = await asyncio.to_thread(
@@ -524,6 +655,13 @@ class Agent:
         )
         await self._finish(name, attempt, res)
 
+    def _on_started(self, s: Started) -> None:
+        self.started = s
+        pending, self._pending_stop = self._pending_stop, None
+        if pending is not None:
+            # A stop for this job came while it was being prepared: it acts now, at its first instant.
+            pending(s)
+
     def _on_run_event(self, topic: str, payload: bytes, step: str | None, done: int, sent: list[bytes]) -> None:
         sent.append(payload)
         self.send(topic, payload)
@@ -540,7 +678,10 @@ class Agent:
         return self.library[(job.sequence.id, job.sequence.sha256)]
 
     async def _finish(self, name: str, attempt: int, res: Result) -> None:
-        self.jobs[name].result = res
+        if self.key is not None:
+            res = sign_result(res, self.key)
+        self.jobs[name].results[self.bench] = res
+        self._pending_stop = None
         self.send(self.t.result(self.bench, name), encode(res), retain=True)
         log.info("%s: job %s ended: %s %s", self.bench, name, res.verdict, res.reason)
         self.running = None
@@ -584,7 +725,7 @@ class Agent:
             t.bench("+", "status"),
             t.bench("+", "claims/+"),
             t.bench("+", "results/+"),
-            t.control(self.bench, "+"),
+            f"{t.p}/control/{self.bench}/#",
             f"{t.p}/jobs/+",
             t.shared_queue(),
         ):
@@ -603,7 +744,7 @@ class Agent:
         async def reader() -> None:
             async for msg in c.messages:
                 payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else str(msg.payload or "").encode()
-                self.on_message(msg.topic.value, bytes(payload))
+                self.on_message(msg.topic.value, bytes(payload), retained=bool(msg.retain))
 
         async def ticker() -> None:
             while True:

@@ -17,6 +17,7 @@ from aiomqtt.exceptions import MqttConnectError
 
 from bench.errors import BenchError, LoadError
 from bench.lab import mqtt
+from bench.lab.ledger import JobRecord
 from bench.lab.protocol import (
     Caps,
     Claim,
@@ -34,6 +35,7 @@ from bench.lab.protocol import (
     decode,
     encode,
 )
+from bench.lab.trust import LabKeys
 from bench.plan import load_sequence
 from bench.runner import utc
 
@@ -47,15 +49,29 @@ class BenchView:
     lease: LeaseInfo | None = None
 
 
+# How long an operator's control message is valid: long enough for a slow link, short enough that
+# a message held back somewhere does not stop a later run (docs/lab.md, Control messages).
+CONTROL_VALID_S = 30.0
+
+
 @dataclass
 class Snapshot:
     benches: dict[str, BenchView] = field(default_factory=dict)
     jobs: dict[str, Job] = field(default_factory=dict)
-    claims: dict[str, list[Claim]] = field(default_factory=dict)
-    results: dict[str, Result] = field(default_factory=dict)
+    records: dict[str, JobRecord] = field(default_factory=dict)
+    keys: LabKeys | None = None  # the lab's bench keys: results then count only when signed
 
     def bench(self, name: str) -> BenchView:
         return self.benches.setdefault(name, BenchView(name))
+
+    def record(self, job: str) -> JobRecord:
+        return self.records.setdefault(job, JobRecord())
+
+    @property
+    def results(self) -> dict[str, Result]:
+        """The results that count (bench/lab/ledger.py): from the bench holding the job's claim."""
+        out = {jid: rec.result() for jid, rec in self.records.items()}
+        return {jid: res for jid, res in out.items() if res is not None}
 
     def online(self) -> list[BenchView]:
         return [b for b in self.benches.values() if b.status is not None and b.status.online]
@@ -66,7 +82,9 @@ class Snapshot:
             return
         try:
             if parts[0] == "jobs" and len(parts) == 2:
-                self.jobs[parts[1]] = decode(Job, payload)
+                job = decode(Job, payload)
+                if job.job == parts[1]:
+                    self.jobs[parts[1]] = self.record(parts[1]).job = job
             elif parts[0] == "benches" and len(parts) >= 3:
                 b, leaf = parts[1], parts[2]
                 if leaf == "status":
@@ -78,9 +96,13 @@ class Snapshot:
                 elif leaf == "lease":
                     self.bench(b).lease = decode(LeaseInfo, payload)
                 elif leaf == "claims" and len(parts) == 4:
-                    self.claims.setdefault(parts[3], []).append(decode(Claim, payload))
+                    claim = decode(Claim, payload)
+                    if claim.bench == b and claim.job == parts[3]:  # a bench speaks only for itself
+                        self.record(parts[3]).add_claim(claim, retained=True)
                 elif leaf == "results" and len(parts) == 4:
-                    self.results[parts[3]] = decode(Result, payload)
+                    res = decode(Result, payload)
+                    if res.bench == b and res.job == parts[3]:
+                        self.record(parts[3]).add_result(res, self.keys)
         except ProtocolError:
             pass  # somebody else's garbage is not ours to report here
 
@@ -106,10 +128,12 @@ async def connected(broker: mqtt.Broker, kind: str, **kw: object):  # type: igno
         raise mqtt.BrokerError(f"broker {broker.where}: {exc}") from None
 
 
-async def snapshot(broker: mqtt.Broker, quiet: float = 0.4, limit: float = 3.0) -> Snapshot:
+async def snapshot(
+    broker: mqtt.Broker, quiet: float = 0.4, limit: float = 3.0, keys: LabKeys | None = None
+) -> Snapshot:
     """The retained state of the lab: read until no message came for ``quiet`` seconds."""
     t = Topics(broker.prefix)
-    snap = Snapshot()
+    snap = Snapshot(keys=keys)
     async with connected(broker, "status") as c:
         await c.subscribe(f"{t.p}/benches/#", qos=1)
         await c.subscribe(f"{t.p}/jobs/+", qos=1)
@@ -206,17 +230,40 @@ async def submit(
     async with connected(broker, "submit") as c:
         for job in jobs:
             if bench is not None:
-                await c.publish(t.control(bench, "submit"), encode(job), qos=1)
+                await c.publish(t.control(bench, "submit", job.submitter or None), encode(job), qos=1)
             else:
                 await c.publish(t.job(job.job), encode(job), qos=1, retain=True)
                 await c.publish(t.queue(job.job), encode(job), qos=1)
     return [j.job for j in jobs]
 
 
+def make_control(
+    op: str,
+    holder: str,
+    *,
+    reason: str = "",
+    ttl_s: float = 30.0,
+    job: str | None = None,
+    run_id: str | None = None,
+    valid_for: float = CONTROL_VALID_S,
+) -> Control:
+    """A control message valid for ``valid_for`` seconds; a stop names the job or run it stops."""
+    return Control(
+        op=op,  # type: ignore[arg-type]
+        holder=holder,
+        reason=reason,
+        ttl_s=ttl_s,
+        job=job,
+        run_id=run_id,
+        expires_utc=utc(time.time() + valid_for),
+    )
+
+
 async def control(broker: mqtt.Broker, bench: str, ctl: Control) -> None:
+    """Publish a control message (never retained) on ``<prefix>/control/<bench>/<op>/<holder>``."""
     t = Topics(broker.prefix)
     async with connected(broker, "control") as c:
-        await c.publish(t.control(bench, ctl.op), encode(ctl), qos=1)
+        await c.publish(t.control(bench, ctl.op, ctl.holder or None), encode(ctl), qos=1)
 
 
 class _Stream:
@@ -247,6 +294,7 @@ async def watch(
     *,
     give_up_after: float | None = None,
     identifier: str | None = None,
+    keys: LabKeys | None = None,
 ) -> Result:
     """Follow one job to its result: claims, state (progress) and every event once, in order.
 
@@ -255,12 +303,17 @@ async def watch(
     (``lab/control/<bench>/replay``); repeats are dropped. The result says how many events the
     run had, so the watcher returns only once it has all of them. The session is also persistent
     (MQTT 5 session expiry), so a short cut of this watcher alone loses nothing at the broker.
+
+    Only the result of the bench that holds the job's claim counts, and with ``keys`` only when
+    signed by that bench (bench/lab/ledger.py); any other is shown as ignored and waited past.
     """
     t = Topics(broker.prefix)
     ident = identifier or _client_id("watch")
     streams: dict[str, _Stream] = {}
     where: dict[str, str] = {}  # run id -> bench
+    record = JobRecord()
     result: Result | None = None
+    shown_ignored: set[tuple[str, int]] = set()
     first = True
     deadline = None if give_up_after is None else time.monotonic() + give_up_after
 
@@ -268,6 +321,11 @@ async def watch(
         if run_id not in streams:
             streams[run_id] = _Stream(lambda ev: on_event("event", ev))
         return streams[run_id]
+
+    def missing(run_id: str) -> bool:
+        """Events of this run are known to be missing: a gap, or fewer than its result counts."""
+        st = stream(run_id)
+        return st.gap() or (result is not None and result.run_id == run_id and st.next < result.events)
 
     async def ask(c: aiomqtt.Client, run_id: str) -> None:
         st = stream(run_id)
@@ -277,6 +335,20 @@ async def watch(
             rp = Replay(run_id=run_id, from_seq=st.next)
             await c.publish(t.control(where[run_id], "replay"), encode(rp), qos=1)
 
+    async def settle(c: aiomqtt.Client) -> None:
+        """Take the result that counts, once there is one; say which results do not count."""
+        nonlocal result
+        for res in record.ignored_results():
+            if (res.bench, res.attempt) not in shown_ignored:
+                shown_ignored.add((res.bench, res.attempt))
+                on_event("ignored", res)
+        if result is None:
+            result = record.result()
+            if result is not None and result.run_id:
+                where[result.run_id] = result.bench
+                if missing(result.run_id):
+                    await ask(c, result.run_id)
+
     def complete() -> bool:
         return result is not None and (not result.run_id or stream(result.run_id).next >= result.events)
 
@@ -285,15 +357,18 @@ async def watch(
             async with connected(broker, "watch", identifier=ident, clean_start=first, session_expiry_s=600) as c:
                 # Subscribe on every connection: a broker restarted without our session would have none.
                 for topic in (
+                    f"{t.p}/jobs/{job}",
                     f"{t.p}/benches/+/claims/{job}",
                     f"{t.p}/benches/+/results/{job}",
                     f"{t.p}/benches/+/state",
                     f"{t.p}/benches/+/events",
                 ):
                     await c.subscribe(topic, qos=1)
+                if not first:
+                    for run_id in list(where):
+                        if result is None or missing(run_id):
+                            await ask(c, run_id)  # whatever was sent while we were away
                 first = False
-                for run_id in list(where):
-                    await ask(c, run_id)  # whatever was sent while we were away
                 while not complete():
                     if deadline is not None and time.monotonic() > deadline:
                         raise BenchError(f"job {job}: no result within {give_up_after:g} s")
@@ -301,18 +376,31 @@ async def watch(
                         async with asyncio.timeout(0.5):
                             msg = await anext(aiter(c.messages))
                     except TimeoutError:
-                        for run_id, st in streams.items():
-                            if st.gap() or (result is not None and result.run_id == run_id):
+                        for run_id in list(streams):
+                            if missing(run_id):
                                 await ask(c, run_id)
                         continue
                     parts = t.parse(msg.topic.value)
                     payload = _bytes(msg.payload)
-                    if not payload or len(parts) < 3:
+                    if len(parts) < 2:
                         continue
                     try:
+                        if parts[0] == "jobs":
+                            if payload:
+                                record.job = decode(Job, payload)
+                                await settle(c)
+                            continue
+                        if len(parts) < 3:
+                            continue
+                        sender = parts[1]  # the ACL lets a bench publish only under its own name
+                        if parts[2] == "claims" and not payload:
+                            record.withdraw(sender)
+                            continue
+                        if not payload:
+                            continue
                         if parts[2] == "events":
                             ev = decode(Event, payload)
-                            if ev.job != job:
+                            if ev.job != job or ev.bench != sender:
                                 continue
                             where[ev.run_id] = ev.bench
                             st = stream(ev.run_id)
@@ -320,18 +408,24 @@ async def watch(
                             if st.gap():
                                 await ask(c, ev.run_id)
                         elif parts[2] == "claims":
-                            on_event("claim", decode(Claim, payload))
+                            claim = decode(Claim, payload)
+                            if claim.bench == sender and claim.job == job:
+                                record.add_claim(claim, retained=bool(msg.retain))
+                                on_event("claim", claim)
+                                await settle(c)
                         elif parts[2] == "state":
                             state = decode(State, payload)
-                            if state.job == job:
+                            if state.job == job and state.bench == sender:
                                 if state.run_id:
                                     where[state.run_id] = state.bench
                                 on_event("state", state)
-                        elif parts[2] == "results" and result is None:
-                            result = decode(Result, payload)
-                            if result.run_id:
-                                where[result.run_id] = result.bench
-                                await ask(c, result.run_id)
+                        elif parts[2] == "results":
+                            res = decode(Result, payload)
+                            if res.bench == sender and res.job == job:
+                                why = record.add_result(res, keys)
+                                if why is not None:
+                                    on_event("ignored", res.model_copy(update={"reason": why}))
+                                await settle(c)
                     except ProtocolError:
                         continue
                 on_event("result", result)

@@ -22,6 +22,10 @@ PROTOCOL_VERSION = 1
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Short = Annotated[str, Field(max_length=256)]
+# An operator's name: it is also a topic level (lab/control/<bench>/<op>/<holder>), so no / + #.
+Holder = Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9_.@-]{0,63})?$")]
+# How long a control message is valid at most: a message cannot be made to act forever.
+MAX_CONTROL_VALID_S = 3600.0
 
 
 class _Msg(BaseModel):
@@ -69,6 +73,9 @@ class Result(_Msg):
     sim_duration_s: float = 0.0
     wall_duration_s: float = 0.0
     events: int = 0  # how many events the run streamed (seq 0 .. events-1): a watcher knows it has all
+    # Ed25519 over every other field, by the bench's station key (bench/lab/trust.py); empty when
+    # the bench has no key. A lab that lists its benches' keys counts only signed results.
+    signature: Annotated[str, Field(max_length=128)] = ""
 
 
 class Event(_Msg):
@@ -118,12 +125,20 @@ class LeaseInfo(_Msg):
 
 
 class Control(_Msg):
-    """Operator -> bench: lease acquire/renew/release, terminate, abort, estop, submit."""
+    """Operator -> bench: lease acquire/renew/release, terminate, abort, estop.
+
+    Never retained, and valid only until ``expires_utc``: a message the broker keeps or replays
+    later (a retained one after a restart) must not act on a later, unrelated run. terminate,
+    abort and estop name the job (or run) they stop; the bench ignores them for any other.
+    """
 
     op: Literal["acquire", "renew", "release", "terminate", "abort", "estop"]
-    holder: Short = ""
+    holder: Holder = ""
     ttl_s: float = Field(30.0, gt=0, le=3600)
     reason: Short = ""
+    job: Name | None = None
+    run_id: Annotated[str, Field(max_length=64)] | None = None
+    expires_utc: Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class Replay(_Msg):
@@ -194,8 +209,10 @@ class Topics:
     def shared_queue(self) -> str:
         return f"$share/{self.SHARE_GROUP}/{self.p}/queue/+"
 
-    def control(self, bench: str, op: str) -> str:
-        return f"{self.p}/control/{bench}/{op}"
+    def control(self, bench: str, op: str, holder: str | None = None) -> str:
+        """``<prefix>/control/<bench>/<op>[/<holder>]``: with per-operator broker users, the ACL lets
+        each operator publish only with their own name as the last level (docs/lab.md, Leases)."""
+        return f"{self.p}/control/{bench}/{op}" + (f"/{holder}" if holder else "")
 
     def parse(self, topic: str) -> list[str]:
         """Topic levels after the prefix, e.g. ['benches', 'a', 'claims', 'J']."""
