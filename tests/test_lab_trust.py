@@ -236,12 +236,19 @@ def test_control_must_name_the_running_job_be_fresh_and_agree_with_its_topic(lab
                     notes.append(decode(LogEntry, bytes(msg.payload)).message)  # type: ignore[arg-type]
                     if len(notes) >= 4:
                         break
-            await client.control(op, "bench-a", client.make_control("estop", "carol", reason="real", job=job.job))
+        # The command line aims the stop at the job the bench runs now, read from its state.
+        out = await asyncio.to_thread(
+            bench, "lab", "estop", "bench-a", "--holder", "carol", "--reason", "real", "--broker", lab.broker.url()
+        )
+        assert out.rc == 0 and f"for job {job.job}" in out.out, out
         return await watcher
 
     res = asyncio.run(scenario())
     text = "\n".join(notes)
     assert res.verdict == "ABORTED" and res.reason.endswith("by carol: real"), res.reason
+    # With nothing running there is nothing to aim at: one line, exit code 2.
+    idle = bench("lab", "estop", "bench-a", "--broker", lab.broker.url())
+    assert idle.rc == 2 and idle.err.strip() == "error: bench bench-a runs no job (state: idle); name one with --job"
     assert "some-other-job" in text and "expired" in text and "names no job" in text, text
     assert "does not match its topic" in text, text
 
