@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from bench.console import EXIT_CODES, RunView, print_summary, run_exit_code, stderr_console
+from bench.engine import RecordStageInterrupted
 from bench.errors import BenchError, LoadError
 from bench.interlock import Interlock
 from bench.plan import build_catalog, build_drivers, build_plan, load_sequence
@@ -298,6 +299,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
+        sys.exit(EXIT_CODES[Verdict.ABORTED])
+    except RecordStageInterrupted as exc:  # a second stop signal after the safe state (bench/engine.py)
+        err.print(str(exc), markup=False, highlight=False, emoji=False)
         sys.exit(EXIT_CODES[Verdict.ABORTED])
     except Exception as exc:  # click's usage errors and anything unexpected: one line, never a traceback
         # typer vendors click; its usage errors carry format_message() and exit code 2.

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import signal
 import statistics
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,15 @@ class RunOptions:
     full_report: bool = True
 
 
+class RecordStageInterrupted(BaseException):
+    """A second stop signal while the record was written: the process ends now (exit 4).
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way (the
+    report's fallbacks) can swallow it, but not a KeyboardInterrupt, which the command-line
+    framework would turn into a bare exit code without this message.
+    """
+
+
 class StepFailed(Exception):
     def __init__(self, outcome: Outcome, message: str) -> None:
         self.outcome = outcome
@@ -114,7 +125,7 @@ class Run:
         self.listeners: list[Callable[[str, float, dict[str, Any]], None]] = []
         self._terminate: str | None = None
         self.tripped: str | None = None
-        self._sigints = 0
+        self._stop_signals = 0  # SIGINT and SIGTERM received
         self._estop_task: asyncio.Task[None] | None = None
         self._cleanup_task: asyncio.Task[None] | None = None
         self._safe_done = False
@@ -149,15 +160,49 @@ class Run:
                 task.cancel()
 
     def on_signal(self, name: str) -> None:
-        """SIGINT once aborts, SIGINT twice is an emergency stop; SIGTERM aborts."""
-        if self.state.phase == "done":
-            return  # the record is sealed: nothing is left to stop
-        if name == "SIGINT":
-            self._sigints += 1
-            if self._sigints >= 2:
-                self.emergency_stop("emergency stop by operator (second SIGINT)")
-                return
+        """A first SIGINT or SIGTERM aborts, a second one is an emergency stop.
+
+        While the record is written a second one ends the process instead (see
+        ``_stop_signals_while_recording``): the safe state was commanded before that stage.
+        """
+        if self.state.phase in ("record", "done"):
+            return  # the safe state is behind us; _stop_signals_while_recording counts these
+        self._stop_signals += 1
+        if self._stop_signals >= 2:
+            self.emergency_stop(f"emergency stop by operator (second {name})")
+            return
         self.request_stop(Verdict.ABORTED, f"interrupted by operator ({name})")
+
+    @contextlib.contextmanager
+    def _stop_signals_while_recording(self) -> Iterator[None]:
+        """Let a second stop signal end the process while the record and report are written.
+
+        That stage is synchronous (a long PDF takes many seconds), out of reach of the event
+        loop's signal handlers. It starts after the safe state was commanded and read back, so
+        nothing is left to command: the process ends at once, with the record unsealed. Signal
+        handlers exist only in the main thread; elsewhere (a lab agent's worker) its owner
+        stops the process.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_signal(signum: int, frame: object) -> None:
+            self._stop_signals += 1
+            if self._stop_signals >= 2:
+                raise RecordStageInterrupted(
+                    f"emergency stop: {signal.Signals(signum).name} while the record was being written; "
+                    "ended at once, the safe state had been commanded before; the record is not sealed"
+                )
+
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, on_signal)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
     def _record_failed(self, error: str) -> None:
         """A run that can no longer be recorded is stopped, and brought to its safe state, at once."""
@@ -332,7 +377,9 @@ class Run:
             finally:
                 for sub in supervision:
                     sub.cancel()
-        return await self._finish()
+        self.state.phase = "record"
+        with self._stop_signals_while_recording():
+            return await self._finish()
 
     async def _start_plants(self) -> None:
         for i, sim in enumerate(self.plan.station.model.simulators):
@@ -362,6 +409,8 @@ class Run:
             wanted=self.plan.wanted,
         )
         for name, driver in self.plan.drivers.items():
+            if self._estop_task is not None:
+                break  # an emergency stop: connect no more; those connected get their safe state
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     await driver.connect(ctx)
