@@ -116,6 +116,7 @@ class Interlock:
         )
 
     def reset(self, reason: str, by: str) -> dict[str, Any] | None:
+        check_writable(self.folder)  # a reset that cannot be recorded is refused, in one line
         st = self.state()
         if st is not None:
             self.latch.unlink()

@@ -77,6 +77,12 @@ def test_unwritable_latch_is_reported_and_refuses_later_runs(tmp_path: Path, mon
         assert r.rc == LATCHED_EXIT, r.out + r.err
         assert len(r.err.strip().splitlines()) == 1 and f"state folder {state}" in r.err, r.err
         assert sorted(p.name for p in reports.iterdir()) == [result.run_id]
+        # Nor can the operator's reset be recorded while the folder is read-only: one line, not a traceback.
+        reset = bench(
+            "reset-interlock", "--station", station, "--reason", "checked", env={"BENCH_STATE_DIR": str(state)}
+        )
+        assert reset.rc == LATCHED_EXIT and len(reset.err.strip().splitlines()) == 1, reset.err
+        assert "not writable" in reset.err
 
 
 def test_console_says_the_latch_failed(tmp_path: Path) -> None:
