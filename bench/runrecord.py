@@ -42,18 +42,40 @@ class RunRecorder:
         self.timings: dict[str, float] = {}
         self.render_error: str | None = None
         # The first write that failed (a full disk, an I/O error). The run goes on to its safe
-        # state regardless; later events and frames are dropped and counted, and the engine
-        # turns the verdict into ERROR naming this failure.
+        # state regardless, and the engine turns the verdict into ERROR naming this failure.
         self.write_error: str | None = None
         self.events_lost = 0
         self.frames_lost = 0
         self.on_write_failure: Callable[[str], None] | None = None
+        self._last_rel = 0.0
+        self._reserve = _set_aside(self.dir / ".reserve")
 
     def note_write_failure(self, what: str, exc: OSError) -> None:
-        if self.write_error is None:
-            self.write_error = f"{what}: {exc}"
-            if self.on_write_failure is not None:
-                self.on_write_failure(self.write_error)
+        """The first failed write: free the space set aside for the end of the record and spend it
+        on what proves the end of the run (events other than snapshots, the result, the manifest);
+        raw CAN traffic and snapshots are dropped from here on and counted."""
+        if self.write_error is not None:
+            return
+        self.write_error = f"{what}: {exc}"
+        self._release_reserve()
+        blf, self._blf = self._blf, None
+        if blf is not None:
+            with contextlib.suppress(Exception):  # its buffered frames are given up with it
+                blf.file.close()
+        with contextlib.suppress(OSError):
+            self.log.append(
+                "record_write_failed",
+                self._last_rel,
+                error=self.write_error,
+                note="the run is stopped; CAN traffic and snapshots are no longer recorded",
+            )
+        if self.on_write_failure is not None:
+            self.on_write_failure(self.write_error)
+
+    def _release_reserve(self) -> None:
+        fd, self._reserve = self._reserve, None
+        if fd is not None:
+            os.close(fd)
 
     def copy_input(self, path: Path, name: str | None = None) -> str:
         target = self.dir / "inputs" / (name or path.name)
@@ -65,14 +87,11 @@ class RunRecorder:
     def event(self, kind: str, t: float, **fields: Any) -> None:
         """Record one event; never raises for a failed write (the caller may be the safe state)."""
         rel = t - self.t0
-        if self.events_lost:
-            self.events_lost += 1  # after a failed line the chain would have a hole: nothing more
+        self._last_rel = rel
+        if self.write_error is not None and kind == "snapshot":
+            self.events_lost += 1  # the space left is kept for the events that prove the end
         else:
-            try:
-                self.log.append(kind, rel, **fields)
-            except OSError as exc:
-                self.note_write_failure("events.jsonl", exc)
-                self.events_lost += 1
+            self._append(kind, rel, fields)
         for listener in list(self.listeners):
             try:
                 listener(kind, rel, fields)
@@ -81,10 +100,24 @@ class RunRecorder:
                 # pipe) must not stop the run: it stops hearing about it instead.
                 self.listeners.remove(listener)
 
+    def _append(self, kind: str, rel: float, fields: dict[str, Any]) -> None:
+        try:
+            self.log.append(kind, rel, **fields)
+            return
+        except OSError as exc:
+            first = self.write_error is None
+            self.note_write_failure("events.jsonl", exc)
+        if first:
+            # Once more, into the space that the first failure freed (a torn line was cut off).
+            with contextlib.suppress(OSError):
+                self.log.append(kind, rel, **fields)
+                return
+        self.events_lost += 1
+
     def frame(self, msg: can.Message, tx: bool) -> None:
         blf = self._blf
         if blf is None:
-            if self.write_error is not None and self.frames_lost:
+            if self.write_error is not None:
                 self.frames_lost += 1
             return
         if tx == msg.is_rx:
@@ -104,9 +137,6 @@ class RunRecorder:
             # Called from the CAN link's receive path: a full disk must not look like a bus fault.
             self.note_write_failure("can.blf", exc)
             self.frames_lost += 1
-            self._blf = None
-            with contextlib.suppress(Exception):  # the buffered rest cannot be written either
-                blf.file.close()
             return
         self.frames += 1
         self._last_frame_t = msg.timestamp
@@ -225,9 +255,12 @@ class RunRecorder:
         self.log.close()
         key = load_key()
         signer = {"algorithm": "Ed25519", "public_key": key.public_b64, "fingerprint": key.fingerprint} if key else None
-        path = write_manifest(self.dir, events=self.log, info={**info, "signer": signer})
-        if key is not None:
-            sign_file(path, key)
+        try:
+            path = write_manifest(self.dir, events=self.log, info={**info, "signer": signer})
+            if key is not None:
+                sign_file(path, key)
+        finally:
+            self._release_reserve()
         return path
 
     def abandon(self) -> None:
@@ -235,7 +268,29 @@ class RunRecorder:
         try:
             self.close_traffic()
         finally:
+            self._release_reserve()
             self.log.close()
+
+
+# Set aside at the start of a run, given back at the first failed write: room for the end of the
+# record (the safe-state events, result.json, the plain report, the manifest) on a full disk.
+RESERVE_BYTES = 256 * 1024
+
+
+def _set_aside(path: Path) -> int | None:
+    """An open, already unlinked file of RESERVE_BYTES: closing it frees the space, and a
+    process that dies frees it too, leaving nothing behind in the run folder."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return None
+    try:
+        os.unlink(path)
+        os.write(fd, bytes(RESERVE_BYTES))  # written, not sparse: the file system counts it now
+    except OSError:
+        os.close(fd)  # no room even for this: the run goes on without a reserve
+        return None
+    return fd
 
 
 def _pdf_available() -> bool:

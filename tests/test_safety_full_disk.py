@@ -9,6 +9,7 @@ process) and a real small file system as ``--reports``.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -97,13 +98,13 @@ def test_event_log_full_still_commands_and_reads_back_the_safe_state(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs: room for the inputs, not for an hour of snapshots."""
+    """A 1 MiB tmpfs: room for the inputs and the recorder's reserve, not for an hour of snapshots."""
     mount = tmp_path / "small-disk"
     mount.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command: cannot make a small file system")
     made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
     )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.strip()}")
@@ -132,7 +133,21 @@ def test_full_disk_as_reports_folder_ends_with_the_supply_off(small_disk: Path, 
     # The steps were stopped when the record failed, not an hour of holding later.
     assert "simulated 1:00:00" not in out, out
     assert "ERROR" in out and "record could not be written" in out
-    # What could be written is a valid prefix of the chain: no torn last line.
+    # The space the recorder set aside at the start holds the end of the record: the failure,
+    # the safe-state read-back, the result and the manifest, on a disk that is otherwise full.
     (run_dir,) = [p for p in small_disk.iterdir() if p.is_dir()]
     text = (run_dir / "events.jsonl").read_bytes()
-    assert text.endswith(b"\n")
+    assert text.endswith(b"\n"), "a torn last line"
+    events = [json.loads(line) for line in text.splitlines()]
+    kinds = [e["kind"] for e in events]
+    assert "record_write_failed" in kinds and "No space left" in events[kinds.index("record_write_failed")]["error"]
+    safe = {e["device"]: (e["safe"], e["values"]) for e in events if e["kind"] == "safe_state"}
+    assert safe["psu"][0] is True and safe["psu"][1]["psu.output"] == "OFF", safe
+    assert safe["bms"][0] is True, safe
+    ended = events[-1]
+    assert ended["kind"] == "run_ended" and ended["verdict"] == "ERROR" and ended["events_lost"] >= 0
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["verdict"] == "ERROR" and "No space left" in result["record_error"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert "No space left" in manifest["record_error"] and manifest["verdict"] == "ERROR"
+    assert not (run_dir / ".reserve").exists()
