@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bench.console import run_exit_code
 from bench.errors import BenchError, LoadError
 from bench.interlock import Interlock
 from bench.lab import mqtt
@@ -74,7 +75,6 @@ from bench.station import load_station
 
 log = logging.getLogger("bench.lab.agent")
 
-EXIT_OF = {"PASS": 0, "FAIL": 1, "ERROR": 3, "ABORTED": 4}
 OUTBOX_WINDOW = 64  # QoS 1 publishes in flight at once; order on the wire is the call order
 CLAIM_LOST_S = 10.0  # a claim sent and acknowledged comes back within milliseconds; after this it is lost
 KEEP_RUNS = 8  # runs whose events a watcher can ask for again (they are also in each run's events.jsonl)
@@ -648,7 +648,7 @@ class Agent:
             run_id=run_id,
             report=str(run_dir.resolve()),
             manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else "",
-            exit_code=5 if result.unsafe_end else EXIT_OF.get(result.verdict.value, 3),
+            exit_code=run_exit_code(result),
             sim_duration_s=result.sim_duration_s,
             wall_duration_s=result.wall_duration_s,
             events=len(sent),
