@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -17,10 +18,12 @@ from rich.console import Console, Group
 
 __all__ = ["Console", "RunView", "print_summary", "stderr_console"]
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from bench.engine import Run, _fmt_value
+from bench.plan import Plan
 from bench.result import RunResult, Verdict
 from bench.units import format_value
 
@@ -37,7 +40,7 @@ class RunView:
 
     def __init__(self, run: Run, console: Console | None = None, live: bool | None = None) -> None:
         self.run = run
-        self.console = console or Console(stderr=False, highlight=False)
+        self.console = console or Console(stderr=False, highlight=False, emoji=False)
         self.live_mode = self.console.is_terminal if live is None else live
         self._live: Live | None = None
         self._wall0 = time.monotonic()
@@ -94,31 +97,33 @@ class RunView:
     def on_event(self, kind: str, t: float, fields: dict[str, Any]) -> None:
         if self._live is not None:
             if kind in ("monitor_tripped", "device_fault"):
-                self._live.console.print(f"[yellow]{hms(t)} {kind}: {fields.get('monitor') or fields.get('reason')}")
+                self._live.console.print(
+                    f"[yellow]{hms(t)} {kind}: {_m(fields.get('monitor') or fields.get('reason'))}"
+                )
             return
         out = self.console.print
         if kind == "step_started":
-            out(f"{hms(t)}  [{fields['phase']}] {fields['step']}: {fields['text']}")
+            out(f"{hms(t)}  \\[{fields['phase']}] {_m(fields['step'])}: {_m(fields['text'])}")
         elif (kind == "step_ended" and fields["outcome"] != "PASS") or (kind == "step_ended" and fields["message"]):
             colour = _COLOURS.get(fields["outcome"], "white")
-            out(f"{hms(t)}    [{colour}]{fields['outcome']}[/] {fields['message']}")
+            out(f"{hms(t)}    [{colour}]{fields['outcome']}[/] {_m(fields['message'])}")
         elif kind == "monitor_tripped":
-            out(f"{hms(t)}  [yellow]monitor tripped:[/] {fields['monitor']}")
+            out(f"{hms(t)}  [yellow]monitor tripped:[/] {_m(fields['monitor'])}")
         elif kind == "safe_state":
             colour = "green" if fields["safe"] else "red"
             out(
-                f"{hms(t)}  safe state {fields['device']}: [{colour}]{'safe' if fields['safe'] else 'NOT SAFE'}[/]"
-                f" - {fields['detail']}"
+                f"{hms(t)}  safe state {_m(fields['device'])}: [{colour}]{'safe' if fields['safe'] else 'NOT SAFE'}[/]"
+                f" - {_m(fields['detail'])}"
             )
         elif kind == "device_fault":
-            out(f"{hms(t)}  [magenta]device fault:[/] {fields['reason']}")
+            out(f"{hms(t)}  [magenta]device fault:[/] {_m(fields['reason'])}")
         elif kind in ("supervisor_tripped", "emergency_stop", "terminate_requested"):
-            out(f"{hms(t)}  [bold red]{kind.replace('_', ' ')}:[/] {fields.get('reason') or fields.get('limit')}")
+            out(f"{hms(t)}  [bold red]{kind.replace('_', ' ')}:[/] {_m(fields.get('reason') or fields.get('limit'))}")
         elif kind == "prompt_answered":
-            out(f"{hms(t)}  prompt '{fields['prompt']}': {fields['answer']} ({fields['source']})")
+            out(f"{hms(t)}  prompt '{_m(fields['prompt'])}': {_m(fields['answer'])} ({_m(fields['source'])})")
         if t >= self._next_status and self.run.state.phase == "steps":
             self._next_status = (t // 600 + 1) * 600
-            out(f"{hms(t)}    ... {self._signals_line()}")
+            out(f"{hms(t)}    ... {_m(self._signals_line())}")
 
     def _signals_line(self) -> str:
         bus = self.run.bus
@@ -134,13 +139,13 @@ class RunView:
         now = st.now() - st.t0 if st.phase != "load" else 0.0
         wall = time.monotonic() - self._wall0
         seq = self.run.plan.sequence
-        head = Text.assemble((f"{seq.id} ", "bold"), f"v{seq.version}  {seq.title}")
+        head = Text.assemble((f"{seq.id} ", "bold"), shown(f"v{seq.version}  {seq.title}"))
         info = Table.grid(padding=(0, 2))
         info.add_row("phase", st.phase)
         step = st.step
         if step is not None:
             total = len(self.run.plan.steps if step.phase == "steps" else self.run.plan.cleanup)
-            info.add_row("step", f"{step.index + 1}/{total} {step.name}: {step.text}")
+            info.add_row("step", _m(f"{step.index + 1}/{total} {step.name}: {step.text}"))
             elapsed = now - (st.step_started - st.t0)
             if step.kind in ("wait", "wait_until") and (step.timeout or step.duration):
                 limit = step.duration or step.timeout
@@ -151,7 +156,9 @@ class RunView:
         tripped = self.run.tripped
         info.add_row(
             "interlock",
-            f"[bold red]TRIPPED: {tripped}[/]" if tripped else f"armed ({len(self.run.plan.limits)} station limits)",
+            f"[bold red]TRIPPED: {_m(tripped)}[/]"
+            if tripped
+            else f"armed ({len(self.run.plan.limits)} station limits)",
         )
         sig = Table(box=None, show_header=True, header_style="bold")
         sig.add_column("signal")
@@ -160,17 +167,26 @@ class RunView:
         guards = [*self.run.plan.monitors, *self.run.plan.limits]
         for name in self.run.plan.display:
             lims = "; ".join(g.text for g in guards if name in g.cond.signals)
-            sig.add_row(name, _fmt_value(self.run, name, self.run.bus.values.get(name)), lims)
+            sig.add_row(_m(name), _m(_fmt_value(self.run, name, self.run.bus.values.get(name))), _m(lims))
         mons = Table(box=None, show_header=True, header_style="bold")
         mons.add_column("monitor / station limit")
         mons.add_column("condition")
         for m in guards:
-            mons.add_row(m.name, m.text)
+            mons.add_row(_m(m.name), _m(m.text))
         keys = Text(
             "keys: t terminate (finish step, clean up) · a abort · e emergency stop · Ctrl-C abort, twice e-stop",
             style="dim",
         )
         return Group(head, info, sig, mons, keys)
+
+
+def print_parameters(console: Console, plan: Plan) -> None:
+    """The parameter values the run uses, as resolved: a `-p soc=65` read as 0.65 % would show here."""
+    if plan.params:
+        values = ", ".join(
+            f"{p.name} = {p.value}" + (" (set with -p)" if p.overridden else "") for p in plan.params.values()
+        )
+        console.print(f"parameters: {_m(values)}")
 
 
 def print_summary(console: Console, result: RunResult, run_dir: str) -> None:
@@ -184,17 +200,19 @@ def print_summary(console: Console, result: RunResult, run_dir: str) -> None:
             lims.append(f">= {format_value(m.low, m.unit)}")
         if m.high is not None:
             lims.append(f"<= {format_value(m.high, m.unit)}")
-        console.print(f"  {mark} {m.name} = {format_value(m.value, m.unit)}  ({', '.join(lims) or 'no limits'})")
+        console.print(
+            f"  {mark} {_m(m.name)} = {_m(format_value(m.value, m.unit))}  ({_m(', '.join(lims) or 'no limits')})"
+        )
     if result.safe_state:
         states = ", ".join(
-            f"{s.device} {'[green]safe[/]' if s.safe else '[red]NOT SAFE[/]'}" for s in result.safe_state
+            f"{_m(s.device)} {'[green]safe[/]' if s.safe else '[red]NOT SAFE[/]'}" for s in result.safe_state
         )
         console.print(f"  safe state read back: {states}")
-    console.print(f"[bold {colour}]{result.verdict.value}[/] {result.reason}")
+    console.print(f"[bold {colour}]{result.verdict.value}[/] {_m(result.reason)}")
     console.print(
         f"simulated {hms(result.sim_duration_s)} ({result.sim_duration_s:.1f} s) in {result.wall_duration_s:.2f} s wall"
     )
-    console.print(f"run folder: {run_dir}")
+    console.print(f"run folder: {_m(run_dir)}")
     problem = run_problem(result, run_dir)
     if problem is not None:
         stderr_console().print(problem, markup=False, highlight=False, emoji=False)
@@ -217,7 +235,37 @@ def run_problem(result: RunResult, run_dir: str) -> str | None:
 
 
 def stderr_console() -> Console:
-    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    """Where errors go: every string is shown as it is (no markup, no emoji codes, no control characters)."""
+    return PlainConsole(file=sys.stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+class PlainConsole(Console):
+    """A console for messages that quote files, devices and the network: they are shown, never interpreted.
+
+    ``file.yaml:100:`` stays a line number (rich would make ``:100:`` an emoji), ``[red]`` stays
+    text, and an escape sequence in a DBC's name cannot reach the terminal.
+    """
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        kwargs.update(markup=False, emoji=False, highlight=False)
+        super().print(*(shown(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+# C0 and C1 control characters except tab and newline, DEL, and the bidirectional overrides
+# that make a terminal show text in another order than it is.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: object) -> str:
+    """``text`` safe to put on a terminal: each control character becomes a visible ``\\xNN``."""
+    return _CONTROL.sub(
+        lambda c: f"\\x{ord(c.group()):02x}" if ord(c.group()) < 0x100 else f"\\u{ord(c.group()):04x}", str(text)
+    )
+
+
+def _m(text: object) -> str:
+    """``text`` (from a file, a device, an operator) to put inside rich markup: shown as it is."""
+    return escape(shown(text))
 
 
 EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ERROR: 3, Verdict.ABORTED: 4}
