@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import __version__
 from bench.device import DeviceContext, load_plant_builder, plant_faults
-from bench.errors import BenchError, DeviceError, ExpressionError
+from bench.errors import BenchError, DeviceError, ExpressionError, LoadError
 from bench.expr import Compiled
 from bench.interlock import Interlock
 from bench.plan import MeasurePlan, Plan, PlanMonitor, PlanStep, SetValue
@@ -312,14 +312,23 @@ class Run:
         self.state.now = loop.time
         plan = self.plan
         run_dir = self.opt.reports_dir / self.opt.run_id
-        self.rec = RunRecorder(run_dir, t0, self.opt.start_epoch)
+        try:
+            self.rec = RunRecorder(run_dir, t0, self.opt.start_epoch)
+            inputs = {
+                "sequence": self.rec.copy_input(plan.sequence_source.path),
+                "station": self.rec.copy_input(plan.station.path),
+            }
+            dbcs = [self.rec.copy_input(p) for p in plan.files()]
+        except OSError as failed:
+            # Nothing has moved yet: a record that cannot even be begun refuses the run.
+            if self.rec is not None:
+                with contextlib.suppress(OSError):
+                    self.rec.abandon()
+            raise LoadError(
+                f"{run_dir}: the record of the run cannot be written ({failed.strerror or failed}); nothing was run"
+            ) from None
         self.rec.listeners = self.listeners  # shared: listeners added later hear the rest of the run
         self.rec.on_write_failure = self._record_failed
-        inputs = {
-            "sequence": self.rec.copy_input(plan.sequence_source.path),
-            "station": self.rec.copy_input(plan.station.path),
-        }
-        dbcs = [self.rec.copy_input(p) for p in plan.files()]
         seq = plan.sequence
         self._event(
             "run_started",

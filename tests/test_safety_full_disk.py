@@ -151,3 +151,28 @@ def test_full_disk_as_reports_folder_ends_with_the_supply_off(small_disk: Path, 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert "No space left" in manifest["record_error"] and manifest["verdict"] == "ERROR"
     assert not (run_dir / ".reserve").exists()
+
+
+def test_disk_too_full_to_begin_the_record_refuses_the_run(tmp_path: Path) -> None:
+    mount = tmp_path / "tiny-disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.strip()}")
+    try:
+        supply_on = ROOT / "tests" / "sequences" / "supply_on.yaml"
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.cli", "run", str(supply_on), "--reports", str(mount), "-q"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and "internal error" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "nothing was run" in lines[0], proc.stderr
