@@ -992,6 +992,8 @@ class Run:
         if rec.write_error:
             # Sealed for what it holds, and saying plainly that it does not hold everything.
             info["record_error"] = rec.write_error
+        if rec.render_error:
+            info["report_degraded"] = rec.render_error
         try:
             rec.seal(info)
         except OSError as exc:

@@ -53,6 +53,7 @@ def test_pdf_that_fails_marks_the_report_degraded(tmp_path: Path, monkeypatch: p
     ended = [e for e in events(run) if e["kind"] == "run_ended"]
     assert ended[0]["report_degraded"] is True and "pdf" in ended[0]["render_error"]
     assert not (run / "report.pdf").exists(), "a half-written PDF must not be left looking like a report"
+    assert json.loads((run / "manifest.json").read_text())["report_degraded"] == result.report_degraded
     assert (run / "report.html").is_file()
 
 
