@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bench.console import EXIT_CODES, RunView, print_summary, run_exit_code, stderr_console
+from bench.console import EXIT_CODES, RunView, print_parameters, print_summary, run_exit_code, stderr_console
 from bench.engine import RecordStageInterrupted
 from bench.errors import BenchError, LoadError
 from bench.interlock import Interlock
-from bench.plan import build_catalog, build_drivers, build_plan, load_sequence
+from bench.plan import build_plan, check_station, load_sequence
 from bench.result import Verdict
 from bench.station import load_station
 
@@ -82,7 +82,7 @@ def run(
 
     plan = build_plan(sequence, station or default_station(), _parse_params(param), fault or [])
     run_id = new_run_id()
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, emoji=False)
 
     def view(engine: Run) -> AbstractContextManager[Any]:
         # Entered once every guard has passed, right before the first device moves.
@@ -94,6 +94,7 @@ def run(
             f"[bold]{plan.station.model.id}[/] ({clock}, seed {seed})"
             + (f", faults: {', '.join(plan.faults)}" if plan.faults else "")
         )
+        print_parameters(console, plan)
         return RunView(engine, console)
 
     result = run_plan(
@@ -124,24 +125,28 @@ def validate(
     for path in files:
         kind = _kind(path)
         if kind == "station":
-            st = load_station(path)
-            drivers = build_drivers(st)
-            build_catalog(drivers)
-            from bench.plan import _safe_states, station_faults
-
-            station_faults(st, [])
-            _safe_states(st, build_catalog(drivers), list(st.model.devices))
+            # The same checks `bench run` makes of a station before any device moves.
+            check_station(load_station(path))
         else:
             build_plan(path, station or default_station())
         typer.echo(f"{path}: ok ({kind})")
 
 
 def _kind(path: Path) -> str:
+    """'station' or 'sequence', from the file's top-level keys (a station has devices, a sequence steps)."""
+    from bench.sequence import Sequence
+    from bench.station import Station
+    from bench.yamlsource import load_yaml
+
     try:
-        head = path.read_text(encoding="utf-8")
-    except OSError:
-        return "sequence"
-    return "station" if any(line.startswith("devices:") for line in head.splitlines()) else "sequence"
+        keys = set(load_yaml(path, "sequence").root)
+    except LoadError:
+        return "sequence"  # unreadable: loading it as a sequence reports why, with its line
+    station_only = set(Station.model_fields) - set(Sequence.model_fields)
+    sequence_only = set(Sequence.model_fields) - set(Station.model_fields)
+    if "devices" in keys or (keys & station_only and not keys & sequence_only):
+        return "station"
+    return "sequence"
 
 
 @app.command()

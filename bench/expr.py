@@ -16,6 +16,7 @@ a bare NAME a state of the signal on the other side of ``==`` / ``!=``.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,18 @@ from lark import Lark, Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from bench.errors import ExpressionError
-from bench.units import DIMENSIONLESS, TIME, Dim, Quantity, Unit, dimension_name, parse_quantity
+from bench.units import (
+    DIMENSIONLESS,
+    TIME,
+    Dim,
+    Quantity,
+    Unit,
+    check_digits,
+    dimension_name,
+    format_value,
+    has_unit,
+    parse_quantity,
+)
 
 _GRAMMAR = r"""
 ?start: expr
@@ -51,7 +63,7 @@ COMPOP: "==" | "!=" | "<=" | ">=" | "<" | ">"
 ADDOP: "+" | "-"
 MULOP: "*" | "/"
 FUNC.2: /(abs)(?=\s*\()/
-QUANTITY: /(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(\s*(?!(?:and|or|not)\b)(%vol|%|°C|Ω|µ?[A-Za-z][A-Za-z]*)([*\/](°C|Ω|µ?[A-Za-z][A-Za-z]*)(\^-?\d+)?)*)?/
+QUANTITY: /([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?(\s*(?!(?:and|or|not)\b)(%vol|%|°C|Ω|µ?[A-Za-z][A-Za-z]*)([*\/](°C|Ω|µ?[A-Za-z][A-Za-z]*)(\^-?[0-9]+)?)*)?/
 SIGNAL: /[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*/
 PARAM: /\$[A-Za-z_][A-Za-z0-9_]*/
 MARK: /@[A-Za-z_][A-Za-z0-9_]*/
@@ -68,8 +80,19 @@ def _parser() -> Lark:
     return Lark(_GRAMMAR, parser="lalr", maybe_placeholders=False)
 
 
+# A condition is one line of a sequence; these bounds keep a hostile one from exhausting the
+# parser or the (recursive) compiler.
+MAX_EXPRESSION_CHARS = 1000
+MAX_EXPRESSION_DEPTH = 50
+
+
 @lru_cache(maxsize=4096)
 def parse(text: str) -> Tree[Token] | Token:
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError(f"the expression is too long ({len(text)} characters, at most {MAX_EXPRESSION_CHARS})")
+    check_digits(text)
+    if _paren_depth(text) > MAX_EXPRESSION_DEPTH:
+        raise ExpressionError(f"the expression is nested too deeply (more than {MAX_EXPRESSION_DEPTH} parentheses)")
     try:
         return _parser().parse(text)
     except UnexpectedCharacters as exc:
@@ -86,6 +109,15 @@ def parse(text: str) -> Tree[Token] | Token:
         raise ExpressionError(f"cannot read '{text}'{where}") from None
     except LarkError as exc:
         raise ExpressionError(f"cannot read '{text}': {exc}") from None
+
+
+def _paren_depth(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")"
+        deepest = max(deepest, depth)
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -110,13 +142,18 @@ class SignalInfo:
 
 
 class Env:
-    """What expressions read at run time: latest signal values and recorded instants."""
+    """What expressions read at run time: latest signal values and recorded instants.
 
-    __slots__ = ("marks", "values")
+    ``why_unknown`` says why the last evaluation that came out unknown (None) did, when it was
+    not a missing sample (a division by zero).
+    """
+
+    __slots__ = ("marks", "values", "why_unknown")
 
     def __init__(self, values: dict[str, float], marks: dict[str, float]) -> None:
         self.values = values
         self.marks = marks
+        self.why_unknown: str | None = None
 
 
 Value = float | bool | None
@@ -170,6 +207,8 @@ def constant(text: str, scope: Scope) -> Quantity:
     if not c.constant:
         raise ExpressionError(f"'{text}' must be a constant (no signals or @marks)")
     value = c.fn(Env({}, {}))
+    if value is None or not math.isfinite(value):
+        raise ExpressionError(f"'{text}' is not a finite number")
     unit = c.display_unit or _base_unit(c.dim)
     return Quantity(float(value), c.dim, unit)
 
@@ -206,7 +245,7 @@ def _compile(node: Tree[Token] | Token, scope: Scope) -> Compiled:
     if data == "quantity":
         q = parse_quantity(_tok(kids[0]))
         base = q.base
-        return Compiled(NUM, lambda env: base, q.dim, constant=True, display_unit=q.unit)
+        return Compiled(NUM, lambda env: base, q.dim, constant=True, display_unit=q.unit, extra={"text": _tok(kids[0])})
     if data == "signal":
         return _signal(_tok(kids[0]), scope)
     if data == "param":
@@ -365,6 +404,10 @@ def _arith(kids: list[Any], scope: Scope) -> Compiled:
             dim = tuple(a + sign * b for a, b in zip(acc.dim, rhs.dim, strict=True))  # type: ignore[assignment]
             rhs_fn = rhs.fn
             py = operator.mul if op == "*" else operator.truediv
+            if op == "/" and rhs.constant and rhs.fn(Env({}, {})) == 0:
+                raise ExpressionError("division by zero")
+        if op in "+-":
+            _refuse_bare_number(acc, rhs)
         lf, rf = acc.fn, rhs_fn
 
         def fn(env: Env, lf: Fn = lf, rf: Fn = rf, py: Callable[[Any, Any], Any] = py) -> Value:
@@ -377,6 +420,9 @@ def _arith(kids: list[Any], scope: Scope) -> Compiled:
             try:
                 return float(py(a, b))
             except ZeroDivisionError:
+                # Unknown, like a missing sample, so a monitor neither trips nor crashes on it;
+                # the reason is kept for the message of a step that cannot be evaluated.
+                env.why_unknown = "division by zero"
                 return None
 
         unit = acc.display_unit if (op in "+-" or rhs.dim == DIMENSIONLESS) else None
@@ -415,6 +461,7 @@ def _comparison(kids: list[Any], scope: Scope) -> Compiled:
             f"unit mismatch: cannot compare a {dimension_name(lhs.dim)} "
             f"({_unit_text(lhs)}) with a {dimension_name(rhs.dim)} ({_unit_text(rhs)})"
         )
+    _refuse_bare_number(lhs, rhs)
     lf, rf, cmp = lhs.fn, rhs.fn, _CMP[op]
 
     def fn(env: Env) -> Value:
@@ -427,6 +474,23 @@ def _comparison(kids: list[Any], scope: Scope) -> Compiled:
         return bool(cmp(a, b))
 
     return _derive(lhs, fn, DIMENSIONLESS, [lhs, rhs], BOOL)
+
+
+def _refuse_bare_number(a: Compiled, b: Compiled) -> None:
+    """A bare number next to a quantity in % (or ppm, %vol) is a fraction: ``bms.soc < 60`` is always true."""
+    for bare, other in ((a, b), (b, a)):
+        if _is_bare(bare) and other.display_unit is not None and has_unit(other.display_unit):
+            number = bare.extra.get("text") or format_value(bare.fn(Env({}, {})))
+            info = other.extra.get("signal")
+            name = info.name if isinstance(info, SignalInfo) else "the other side"
+            unit = other.display_unit.text
+            raise ExpressionError(f"'{number}' has no unit, but {name} is in {unit}: write '{number} {unit}'")
+
+
+def _is_bare(c: Compiled) -> bool:
+    return (
+        c.kind == NUM and c.constant and c.dim == DIMENSIONLESS and (c.display_unit is None or not c.display_unit.text)
+    )
 
 
 def _unit_text(c: Compiled) -> str:

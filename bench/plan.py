@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bench.device import ConfigError, Driver, fault_catalogue, load_driver
+from bench.device import ConfigError, Driver, fault_catalogue, load_driver, load_plant_builder
 from bench.errors import ExpressionError, LoadError
 from bench.expr import (
     BOOL,
@@ -47,6 +47,7 @@ from bench.units import (
     Unit,
     format_duration,
     format_value,
+    has_unit,
     parse_quantity,
     parse_unit,
 )
@@ -280,7 +281,7 @@ class _Compiler:
         except ExpressionError as exc:
             raise self.fail(loc, exc) from None
 
-    def duration(self, text: str, loc: Loc) -> float:
+    def duration(self, text: str, loc: Loc, minimum: float = 0.0, what: str = "a duration") -> float:
         try:
             q = constant(text, self.scope())
             expect_dim(q, TIME, "a duration")
@@ -288,6 +289,10 @@ class _Compiler:
             raise self.fail(loc, exc) from None
         if q.base < 0:
             raise self.fail(loc, "a duration cannot be negative")
+        if q.base > MAX_DURATION_S:
+            raise self.fail(loc, f"a duration must be at most 30 days (got {format_duration(q.base)})")
+        if q.base < minimum:
+            raise self.fail(loc, f"{what} must be at least {format_duration(minimum)} (got {q})")
         return q.base
 
     def set_value(self, signal: str, text: str, loc: Loc) -> SetValue:
@@ -309,6 +314,7 @@ class _Compiler:
         try:
             q = constant(text, self.scope())
             expect_dim(q, info.unit.dim, f"the value of {signal} ({info.unit.text or 'no unit'})")
+            refuse_bare(q, info.unit, signal, text)
         except ExpressionError as exc:
             raise self.fail(loc, exc) from None
         value = info.unit.from_base(q.base)
@@ -319,6 +325,21 @@ class _Compiler:
                 loc, f"{q} is out of range for {signal} ({info.minimum} .. {info.maximum} {info.unit.text})"
             )
         return SetValue(signal, value, str(q))
+
+
+# Bounds of time in a sequence (docs/sequences.md, "Limits"): no step waits longer than a month,
+# and nothing is sampled so often that the record, rather than the test, fills the bench's disk.
+MAX_DURATION_S = 30 * 86400.0
+MIN_RECORD_INTERVAL_S = 0.1
+MIN_RAMP_INTERVAL_S = 0.01
+
+
+def refuse_bare(q: Quantity, unit: Unit, name: str, text: str) -> None:
+    """A bare number for a value in % (or ppm, %vol) would be read as a fraction: ``65`` is 6500 %."""
+    if q.dim == DIMENSIONLESS and not q.unit.text and has_unit(unit):
+        raise ExpressionError(
+            f"'{text.strip()}' has no unit, but {name} is in {unit.text}: write '{text.strip()} {unit.text}'"
+        )
 
 
 def _param_values(src: YamlSource, model: SequenceModel, overrides: Mapping[str, str]) -> dict[str, ParamValue]:
@@ -341,7 +362,7 @@ def _param_values(src: YamlSource, model: SequenceModel, overrides: Mapping[str,
                 value = parse_quantity(overrides[name]) if overrides[name].strip() else default
             except ExpressionError as exc:
                 raise LoadError(f"-p {name}={overrides[name]}: {exc}") from None
-            if value.dim != default.dim:
+            if value.dim != default.dim or (has_unit(default.unit) and not value.unit.text):
                 expected = default.unit.text or "a plain number"
                 raise LoadError(
                     f"-p {name}={overrides[name]}: wrong unit, expected {expected} like the default {default}"
@@ -353,6 +374,7 @@ def _param_values(src: YamlSource, model: SequenceModel, overrides: Mapping[str,
             try:
                 b = constant(text, Scope({}, defaults))
                 expect_dim(b, default.dim, f"{bound} of {name}")
+                refuse_bare(b, default.unit, f"the default {default}", text)
             except ExpressionError as exc:
                 raise src.error(["parameters", name, bound], str(exc)) from None
             if (bound == "min" and value.base < b.base) or (bound == "max" and value.base > b.base):
@@ -459,9 +481,7 @@ def _ramp(c: _Compiler, step: RampStep, loc: list[str | int]) -> RampPlan:
     rate = q.base / unit.factor
     if rate <= 0:
         raise c.fail([*loc, "rate"], "the rate must be above zero (the direction comes from 'from' and 'to')")
-    interval = c.duration(str(r.interval), [*loc, "interval"])
-    if interval <= 0:
-        raise c.fail([*loc, "interval"], "the interval must be above zero")
+    interval = c.duration(str(r.interval), [*loc, "interval"], MIN_RAMP_INTERVAL_S, "the interval")
     return RampPlan(list(r.signals), values[0], values[1], rate, interval, unit.text)
 
 
@@ -573,6 +593,16 @@ def _measure(
         limits.append(unit.from_base(q.base))
     if limits[0] is not None and limits[1] is not None and limits[0] > limits[1]:
         raise c.fail([*loc, "min"], "min is above max")
+    if m.uncertainty is not None:
+        try:
+            u = constant(str(m.uncertainty), c.scope())
+            expect_dim(u, dim, "the uncertainty")
+            refuse_bare(u, unit, m.name, str(m.uncertainty))
+        except ExpressionError as exc:
+            raise c.fail([*loc, "uncertainty"], exc) from None
+        # The run reads the stated U from the sequence: store it resolved, so that a parameter
+        # (`uncertainty: $u_dmm`) counts like a number written there.
+        m.uncertainty = str(u)
     return MeasurePlan(
         m.name,
         m.signal,
@@ -649,10 +679,42 @@ def _supervision(
     return limits, estop
 
 
+@dataclass
+class StationChecks:
+    """Everything of a station that is checked before any device moves, for all of its devices."""
+
+    drivers: dict[str, Driver]
+    catalog: dict[str, SignalInfo]
+    faults: list[str]
+    limits: list[PlanMonitor]
+    estop: Compiled | None
+    safe_states: dict[str, SafeStatePlan]
+
+
+def check_station(station: LoadedStation, faults: Sequence[str] = ()) -> StationChecks:
+    """Build a station's drivers, plants, faults, limits, e-stop and safe states without connecting.
+
+    ``bench run`` (through :func:`build_plan`) and ``bench validate STATION`` both come here, so
+    validate finds everything a run would refuse before any device moves.
+    """
+    drivers = build_drivers(station)
+    catalog = build_catalog(drivers)
+    for i, sim in enumerate(station.model.simulators):
+        try:
+            load_plant_builder(sim.kind)
+        except LoadError as exc:
+            raise station.source.error(["simulators", i, "kind"], exc.message) from None
+    found_faults = station_faults(station, faults)
+    limits, estop = _supervision(station, catalog)
+    safe = _safe_states(station, catalog, list(station.model.devices))
+    return StationChecks(drivers, catalog, found_faults, limits, estop, safe)
+
+
 def build_plan(
     sequence_path: Path, station_path: Path, overrides: Mapping[str, str] | None = None, faults: Sequence[str] = ()
 ) -> Plan:
     station = load_station(station_path)
+    checked = check_station(station, faults)
     src, model = load_sequence(sequence_path)
     for i, dev in enumerate(model.requires):
         if dev not in station.model.devices:
@@ -660,8 +722,8 @@ def build_plan(
                 ["requires", i],
                 f"device '{dev}' is not on station '{station.model.id}' (devices: {', '.join(station.model.devices)})",
             )
-    drivers = build_drivers(station)
-    catalog_all = build_catalog(drivers)
+    drivers = checked.drivers
+    catalog_all = checked.catalog
     # A sequence sees only the devices it declares.
     catalog = {k: v for k, v in catalog_all.items() if k.split(".", 1)[0] in model.requires}
     params = _param_values(src, model, overrides or {})
@@ -683,16 +745,15 @@ def build_plan(
     history: set[str] = set()
     steps = _compile_steps(c, model, "steps", marks, names, history)
     cleanup = _compile_steps(c, model, "cleanup", marks, names, history)
-    record_interval = c.duration(model.record_interval, ["record_interval"])
-    found_faults = station_faults(station, faults)
-    limits, estop = _supervision(station, catalog_all)
+    record_interval = c.duration(model.record_interval, ["record_interval"], MIN_RECORD_INTERVAL_S, "the interval")
+    found_faults, limits, estop = checked.faults, checked.limits, checked.estop
     # A run connects what its sequence uses and what the supervisor watches; the station's other
     # devices are left alone (on a simulated station their plants do not even start).
     watched = {s.split(".", 1)[0] for lim in limits for s in lim.cond.signals}
     watched |= {s.split(".", 1)[0] for s in (estop.signals if estop else ())}
     used = [d for d in station.model.devices if d in model.requires or d in watched]
     drivers = {d: drivers[d] for d in used}
-    safe = _safe_states(station, catalog_all, used)
+    safe = {d: plan for d, plan in checked.safe_states.items() if d in used}
     plan = Plan(
         model,
         src,

@@ -166,16 +166,43 @@ def parse_unit(text: str) -> Unit:
     return unit
 
 
-_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
+# Every number a person writes (sequences, stations, -p, lab job parameters, prompt answers) is
+# read by parse_quantity, so these bounds hold everywhere (docs/sequences.md, "Limits").
+MAX_NUMBER_CHARS = 30
+MAX_MAGNITUDE = 1e12  # the messages say 1e12
+_QUANTITY = re.compile(r"^\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*(.*?)\s*$")
 
 
 def parse_quantity(text: str) -> Quantity:
     """Parse ``'4.25 V'``, ``'250 ms'``, ``'3 %'``, ``'12'`` into a quantity."""
+    check_digits(text)
     match = _QUANTITY.match(text)
     if not match:
         raise ExpressionError(f"'{text}' is not a number with a unit")
     unit = parse_unit(match.group(2))
-    return Quantity(unit.to_base(float(match.group(1))), unit.dim, unit)
+    return Quantity(unit.to_base(parse_number(match.group(1))), unit.dim, unit)
+
+
+def parse_number(text: str) -> float:
+    """A written number, finite and within ``MAX_MAGNITUDE``: 1e308 seconds is a mistake, never a plan."""
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ExpressionError(f"the number '{text[:12]}...' is too long (at most {MAX_NUMBER_CHARS} characters)")
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > MAX_MAGNITUDE:
+        raise ExpressionError(f"{text} is out of range (a number may be at most 1e12 in size)")
+    return value
+
+
+def check_digits(text: str) -> None:
+    """Refuse digits other than 0-9: Python would read Arabic-Indic or full-width digits as numbers."""
+    for ch in text:
+        if ch.isdigit() and ch not in "0123456789":
+            raise ExpressionError(f"'{text}': write numbers with the digits 0-9 (found '{ch}')")
+
+
+def has_unit(unit: Unit) -> bool:
+    """Whether a value in ``unit`` means something else when written as a bare number (``60`` is not ``60 %``)."""
+    return unit.text not in ("", "1", "-")
 
 
 def quantity(value: float, unit_text: str) -> Quantity:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from bench.errors import LoadError
@@ -90,17 +91,23 @@ def _pydantic_message(err: Any) -> str:
     return msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
 
 
+# Bounds on what a file may make the loader do (docs/sequences.md, "Limits"). A sequence or a
+# station is a few kilobytes; these are far above any real one and far below what hurts a bench.
+MAX_FILE_BYTES = 1_000_000
+MAX_DEPTH = 64
+MAX_ALIAS_EXPANSIONS = 1000
+
+
 def load_yaml(path: Path, what: str) -> YamlSource:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LoadError(f"{what} file not found", path, 1) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LoadError(f"cannot read {what} file: {exc}", path, 1) from None
+    text = _read_text(path, what)
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.max_depth = MAX_DEPTH  # ruamel composes recursively: without a bound, deep nesting crashes it
     try:
         root = yaml.load(text)
+    except MaxDepthExceededError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 1
+        raise LoadError(f"invalid YAML: nested deeper than {MAX_DEPTH} levels", path, line) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -110,11 +117,62 @@ def load_yaml(path: Path, what: str) -> YamlSource:
         raise LoadError(f"invalid YAML: {str(exc).splitlines()[0]}", path, 1) from None
     if not isinstance(root, CommentedMap):
         raise LoadError(f"a {what} file must be a YAML mapping", path, 1)
+    _check_alias_expansion(root, path)
     return YamlSource(path, text, root)
 
 
+def _read_text(path: Path, what: str) -> str:
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise LoadError(f"{what} file not found", path, 1) from None
+    except OSError as exc:
+        raise LoadError(f"cannot read {what} file: {exc}", path, 1) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise LoadError(f"{what} file is larger than {MAX_FILE_BYTES // 1_000_000} MB", path, 1)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise LoadError(f"{what} file is UTF-16 text; save it as UTF-8", path, 1) from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise LoadError(
+            f"{what} file is not UTF-8 text (byte 0x{raw[exc.start]:02x} cannot be read); save it as UTF-8", path, line
+        ) from None
+
+
+def _check_alias_expansion(root: Any, path: Path) -> None:
+    """Refuse aliases that expand past a small budget ("billion laughs") before anything expands them.
+
+    ruamel shares one node among its aliases; :func:`plain` and pydantic copy it once per use,
+    so nine nested lists of nine aliases become a billion nodes. Each visit of a container that
+    was seen before is one expansion.
+    """
+    seen: set[int] = set()
+    expansions = 0
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, CommentedMap | CommentedSeq):
+            continue
+        if id(node) in seen:
+            expansions += 1
+            if expansions > MAX_ALIAS_EXPANSIONS:
+                raise LoadError(
+                    f"aliases expand to more than {MAX_ALIAS_EXPANSIONS} copies of their anchors",
+                    path,
+                    node.lc.line + 1,
+                )
+        seen.add(id(node))
+        stack.extend(node.values() if isinstance(node, CommentedMap) else node)
+
+
 def plain(node: Any) -> Any:
-    """ruamel's round-trip containers as plain dicts and lists (pydantic wants those)."""
+    """ruamel's round-trip containers as plain dicts and lists (pydantic wants those).
+
+    Bounded because :func:`load_yaml` refused deep nesting and alias bombs.
+    """
     if isinstance(node, CommentedMap):
         return {str(k): plain(v) for k, v in node.items()}
     if isinstance(node, CommentedSeq):

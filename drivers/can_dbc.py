@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -93,6 +94,7 @@ class CanDbcDriver(Driver):
         can_cfg = self.config.get("can")
         if not isinstance(can_cfg, dict) or "interface" not in can_cfg:
             raise ConfigError("'can' must give at least 'interface' (and usually 'channel')", "can")
+        _check_interface(can_cfg)
         self.can_cfg = dict(can_cfg)
         self.tx_msgs = [m for m in db.messages if self.node in m.senders]
         self.rx_msgs = {m.frame_id: m for m in db.messages if self.node not in m.senders}
@@ -494,6 +496,24 @@ class CanDbcDriver(Driver):
             with contextlib.suppress(Exception):
                 self._bus.shutdown()
             self._bus = None
+
+
+def _check_interface(cfg: Mapping[str, Any]) -> None:
+    """Refuse, when the station is loaded, an interface python-can does not know or a missing SocketCAN device.
+
+    Both would otherwise be found only when the bus opens, after other devices may have moved.
+    """
+    interface = str(cfg["interface"])
+    if interface not in can.VALID_INTERFACES:
+        raise ConfigError(
+            f"unknown CAN interface '{interface}' (known: {', '.join(sorted(can.VALID_INTERFACES))})", "can"
+        )
+    if interface == "socketcan":
+        channel = str(cfg.get("channel", ""))
+        try:
+            socket.if_nametoindex(channel)
+        except OSError:
+            raise ConfigError(f"CAN interface '{channel}' does not exist on this host", "can") from None
 
 
 async def _open_off_loop(device: str, cfg: Mapping[str, Any]) -> can.BusABC:
