@@ -8,6 +8,7 @@ ten simulated minutes, so logs stay short but show progress.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import sys
@@ -98,10 +99,11 @@ class RunView:
         if self._live is not None:
             if kind in ("monitor_tripped", "device_fault"):
                 self._live.console.print(
-                    f"[yellow]{hms(t)} {kind}: {_m(fields.get('monitor') or fields.get('reason'))}"
+                    f"[yellow]{hms(t)} {kind}: {_m(fields.get('monitor') or fields.get('reason'))}",
+                    emoji=False,
                 )
             return
-        out = self.console.print
+        out = functools.partial(self.console.print, emoji=False)  # whatever console it was given
         if kind == "step_started":
             out(f"{hms(t)}  \\[{fields['phase']}] {_m(fields['step'])}: {_m(fields['text'])}")
         elif (kind == "step_ended" and fields["outcome"] != "PASS") or (kind == "step_ended" and fields["message"]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -143,3 +144,25 @@ def test_uncertainty_from_a_parameter_counts_and_parameters_are_shown(tmp_path: 
     assert m["uncertainty"] == pytest.approx(0.012), m
     assert "stated in the sequence: U = 12 mV" in m["uncertainty_budget"][0]
     assert "parameters: u_v = 12 mV, voltage = 101 V (set with -p)" in r.out, r.out
+
+
+def test_errors_and_run_lines_are_shown_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
+    """An error's ``file:100:`` stays a line number, ``[red]`` stays text, and no escape sequence passes."""
+    from types import SimpleNamespace
+
+    from bench.console import Console, RunView, stderr_console
+
+    stderr_console().print("error: seq.yaml:100: step '[red]x' :fire: \x1b[2J\x1b]0;owned\x07 \u202eevil")
+    err = capsys.readouterr().err
+    assert err.startswith("error: seq.yaml:100: step '[red]x' :fire: \\x1b[2J\\x1b]0;owned\\x07 \\u202eevil"), err
+    assert not CONTROL.search(err) and "\u202e" not in err
+
+    out = io.StringIO()
+    run = SimpleNamespace(listeners=[], state=SimpleNamespace(phase="load"))
+    view = RunView(run, Console(file=out, highlight=False, width=200), live=False)  # type: ignore[arg-type]
+    view.on_event("step_started", 0.0, {"phase": "steps", "step": ":100: [bold]x", "text": "set bms.\x1b[31mcmd = ON"})
+    view.on_event("device_fault", 1.0, {"reason": "BMS_\x1b]0;owned\x07Status: [/] lost"})
+    text = out.getvalue()
+    assert "0:00:00  [steps] :100: [bold]x: set bms.\\x1b[31mcmd = ON" in text, text
+    assert "device fault: BMS_\\x1b]0;owned\\x07Status: [/] lost" in text, text
+    assert not CONTROL.search(text)
