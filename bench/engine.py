@@ -148,8 +148,8 @@ class Run:
 
     def emergency_stop(self, reason: str, verdict: Verdict = Verdict.ABORTED) -> None:
         """Every device's safe state at once, concurrently, and nothing else (no cleanup steps)."""
-        if self._estop_task is not None or self.state.phase == "done":
-            return
+        if self._estop_task is not None or self.state.phase in ("record", "done"):
+            return  # already stopping, or the safe state was commanded and read back before the record
         # The safe-state tasks are queued before the steps are cancelled, so that they run first,
         # ahead of the unwinding of the steps and of anything the caller queues next.
         self._estop_task = self.loop.create_task(self._safe_state(self._safe_state_tasks()), name="emergency-stop")
@@ -272,8 +272,14 @@ class Run:
             outcome = f"the interlock could NOT be latched ({exc.strerror or exc}); runs are refused until it can be"
             verdict = Verdict.ERROR
         self.tripped = f"{reason}; {outcome}"
-        if self._stop is not None and self._stop[1] == reason:
-            self._stop = (verdict or self._stop[0], self.tripped)
+        if self._stop is None:
+            return
+        stop_verdict, stop_reason = self._stop
+        if stop_reason == reason:
+            stop_reason = self.tripped
+        elif verdict is not None:  # an earlier stop gave the reason: a failed latch is never left out
+            stop_reason = f"{stop_reason}; {outcome}"
+        self._stop = (verdict or stop_verdict, stop_reason)
 
     def _on_fault(self, device: str, reason: str) -> None:
         self._event("device_fault", device=device, reason=reason)
