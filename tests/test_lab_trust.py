@@ -29,10 +29,10 @@ def _job_line(out: str, job: str) -> str:
     return next(line for line in out.splitlines() if line.startswith(job))
 
 
-async def _forge(broker: object, job: str, bench: str = "bench-a", verdict: str = "PASS") -> None:
+async def _forge(broker: object, job: str, bench: str = "bench-a", verdict: str = "PASS", attempt: int = 1) -> None:
     """What a hostile or broken bench can do under its own topic: claim a job and publish a result."""
-    claim = Claim(job=job, attempt=1, bench=bench)
-    forged = Result(job=job, bench=bench, attempt=1, verdict=verdict, run_id="forged", events=0)
+    claim = Claim(job=job, attempt=attempt, bench=bench)
+    forged = Result(job=job, bench=bench, attempt=attempt, verdict=verdict, run_id="forged", events=0)
     async with mqtt_client(broker, f"forger-{time.monotonic_ns()}") as c:  # type: ignore[arg-type]
         await c.publish(f"lab/benches/{bench}/claims/{job}", encode(claim), qos=1, retain=True)
         await c.publish(f"lab/benches/{bench}/results/{job}", encode(forged), qos=1, retain=True)
@@ -96,6 +96,68 @@ def test_a_result_from_a_bench_that_lost_the_claim_does_not_count(lab: Lab) -> N
     assert not any(line.startswith("PASS") for line in watched.out.splitlines()), watched.out
     line = _job_line(bench("lab", "status", "--broker", lab.broker.url()).out, job.job)
     assert "disputed" in line and "PASS" not in line, line
+
+
+def test_a_later_attempt_cannot_take_over_a_job_its_winner_still_runs(lab: Lab) -> None:
+    lab.start_agent("bench-b", realtime=True)
+    lab.wait_online(["bench-b"])
+    op = lab.broker.broker()
+    job = client.make_job(client.sequence_ref(str(SHORT)), {"hold": "3 s", "voltage": "50 V"}, {})
+    seen: dict[str, str] = {}
+
+    async def scenario() -> Result:
+        claimed = asyncio.Event()
+
+        def on(kind: str, obj: object) -> None:
+            if isinstance(obj, Claim) and obj.bench == "bench-b":
+                claimed.set()
+
+        watcher = asyncio.create_task(client.watch(op, job.job, on, give_up_after=60))
+        await asyncio.sleep(0.5)
+        await client.submit(op, [job])
+        await asyncio.wait_for(claimed.wait(), 30)
+        # Attempt 2 opens only when bench-b is gone without a result; bench-a claims it anyway.
+        await _forge(lab.broker.broker("bench-a"), job.job, attempt=2)
+        out = await asyncio.to_thread(bench, "lab", "status", "--broker", lab.broker.url())
+        seen["status"] = _job_line(out.out, job.job)
+        return await watcher
+
+    res = asyncio.run(scenario())
+    assert " done " not in seen["status"] and "PASS" not in seen["status"], seen["status"]
+    assert res.bench == "bench-b" and res.verdict == "FAIL" and res.attempt == 1, res
+    line = _job_line(bench("lab", "status", "--broker", lab.broker.url()).out, job.job)
+    assert " done " in line and "bench-b" in line and "FAIL" in line, line
+
+
+def test_a_bench_restarted_mid_job_reports_the_run_lost_and_the_job_runs_again(lab: Lab) -> None:
+    b = lab.start_agent("bench-b", realtime=True, grace=60)
+    lab.wait_online(["bench-b"])
+    op = lab.broker.broker()
+    job = client.make_job(client.sequence_ref(str(SHORT)), {"hold": "4 s"}, {})
+    shown: list[str] = []
+
+    async def scenario() -> Result:
+        hold = asyncio.Event()
+
+        def on(kind: str, obj: object) -> None:
+            if isinstance(obj, State) and obj.step == "hold":
+                hold.set()
+            if kind == "ignored" and isinstance(obj, Result):
+                shown.append(obj.reason)
+
+        watcher = asyncio.create_task(client.watch(op, job.job, on, give_up_after=90))
+        await asyncio.sleep(0.5)
+        await client.submit(op, [job])
+        await asyncio.wait_for(hold.wait(), 30)
+        b.proc.kill()
+        await asyncio.to_thread(b.proc.wait)
+        lab.start_agent("bench-b", realtime=True, grace=60)  # the same bench, a new agent
+        return await watcher
+
+    res = asyncio.run(scenario())
+    assert res.bench == "bench-b" and res.attempt == 2 and res.verdict == "PASS", res
+    assert any("attempt 1 was lost" in r for r in shown), shown
+    assert "attempt 1 was lost" in lab.agents["bench-b"].text()
 
 
 def test_with_lab_keys_a_result_counts_only_when_signed_by_that_bench(lab: Lab, tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ from bench.errors import BenchError, LoadError
 from bench.interlock import Interlock
 from bench.lab import mqtt
 from bench.lab.leases import LeaseRefused, LeaseTable
-from bench.lab.ledger import JobRecord
+from bench.lab.ledger import LOST, JobRecord
 from bench.lab.protocol import (
     MAX_CONTROL_VALID_S,
     MAX_MESSAGE_BYTES,
@@ -203,6 +203,14 @@ class Agent:
         self.connected = False
         self._text_dir = Path(tempfile.mkdtemp(prefix=f"bench-lab-{self.bench}-"))
 
+    def _view(self, job: str) -> JobView:
+        if job not in self.jobs:
+            self.jobs[job] = JobView(online=self._is_online)
+        return self.jobs[job]
+
+    def _is_online(self, bench: str) -> bool:
+        return bench == self.bench or self.online.get(bench, False)
+
     # -- what this bench offers ---------------------------------------------------------------
     def caps(self) -> Caps:
         seqs: dict[str, list[str]] = {}
@@ -329,12 +337,12 @@ class Agent:
             # Only this bench sets `bench`, on a job its lease holder sent it; in the queue it would
             # bypass the lease (docs/lab.md, Leases).
             misrouted = f"a job for one bench is sent through {self.t.control(job.bench, 'submit')} under its lease"
-            jv = self.jobs.setdefault(job.job, JobView())
+            jv = self._view(job.job)
             if jv.refused is None:
                 jv.refused = misrouted
                 self.note("warning", f"refused job {job.job}: {misrouted}", job=job.job)
             return
-        jv = self.jobs.setdefault(job.job, JobView())
+        jv = self._view(job.job)
         if jv.job is None:
             jv.job = job
             jv.direct_by = direct_by
@@ -365,7 +373,7 @@ class Agent:
         self.consider()
 
     def on_claim(self, cl: Claim, retained: bool = False) -> None:
-        jv = self.jobs.setdefault(cl.job, JobView())
+        jv = self._view(cl.job)
         jv.add_claim(cl, retained)  # the first counted claim of an attempt wins, in broker order
         if cl.attempt > jv.attempt:
             jv.attempt = cl.attempt  # a bench that came later learns the attempt from the claims
@@ -384,11 +392,41 @@ class Agent:
             self.consider()
 
     def on_result(self, res: Result) -> None:
-        jv = self.jobs.setdefault(res.job, JobView())
+        jv = self._view(res.job)
         why = jv.add_result(res, self.lab_keys)
         if why is not None and res.bench not in jv.ignored:
             jv.ignored.add(res.bench)
             self.note("warning", f"ignored result of job {res.job} from bench {res.bench}: {why}", job=res.job)
+        if why is None and res.verdict == LOST and res.attempt == jv.attempt and jv.winner(res.attempt) == res.bench:
+            jv.attempt += 1  # its bench lost the run: the job is open again
+            log.info("%s: job %s was lost on %s; open again (attempt %d)", self.bench, res.job, res.bench, jv.attempt)
+            self.consider()
+
+    def _report_lost_runs(self) -> None:
+        """Jobs this bench won but no longer runs and has no result for: its agent restarted during
+        the run. Say so with a LOST result, so that the job is open again instead of waiting forever."""
+        for name, jv in sorted(self.jobs.items()):
+            if name == self.running:
+                continue
+            done = [a for b, a in jv.results if b == self.bench]
+            won = [a for a in jv.claims if jv.winner(a) == self.bench and (not done or max(done) < a)]
+            if not won:
+                continue
+            attempt = max(won)
+            reason = "the bench's agent restarted during the run; its record on the bench is unsealed"
+            self.note("warning", f"job {name} attempt {attempt} was lost: {reason}", job=name)
+            lost = Result(job=name, bench=self.bench, attempt=attempt, verdict=LOST, reason=reason, exit_code=3)
+            if self.key is not None:
+                lost = sign_result(lost, self.key)
+            jv.results[(self.bench, attempt)] = lost
+            self.send(self.t.result(self.bench, name), encode(lost), retain=True)
+            if attempt == jv.attempt:
+                jv.attempt += 1
+
+    def _after_connect(self) -> None:
+        # The retained claims and results are in by now (they follow each SUBACK).
+        self._report_lost_runs()
+        self.consider()
 
     def _lease_refuses(self, jv: JobView) -> str | None:
         """None when the lease lets this bench start the job now, else why not.
@@ -680,7 +718,7 @@ class Agent:
     async def _finish(self, name: str, attempt: int, res: Result) -> None:
         if self.key is not None:
             res = sign_result(res, self.key)
-        self.jobs[name].results[self.bench] = res
+        self.jobs[name].results[(self.bench, res.attempt)] = res
         self._pending_stop = None
         self.send(self.t.result(self.bench, name), encode(res), retain=True)
         log.info("%s: job %s ended: %s %s", self.bench, name, res.verdict, res.reason)
@@ -739,7 +777,7 @@ class Agent:
         if self._lease_published is None:
             self.publish_lease()
         log.info("%s: online at %s (%d sequences in the library)", self.bench, self.broker.where, len(self.library))
-        asyncio.get_running_loop().call_later(self.claim_grace, self.consider)
+        asyncio.get_running_loop().call_later(self.claim_grace, self._after_connect)
 
         async def reader() -> None:
             async for msg in c.messages:

@@ -65,7 +65,13 @@ class Snapshot:
         return self.benches.setdefault(name, BenchView(name))
 
     def record(self, job: str) -> JobRecord:
-        return self.records.setdefault(job, JobRecord())
+        if job not in self.records:
+            self.records[job] = JobRecord(online=self.is_online)
+        return self.records[job]
+
+    def is_online(self, bench: str) -> bool:
+        bv = self.benches.get(bench)
+        return bool(bv is not None and bv.status is not None and bv.status.online)
 
     @property
     def results(self) -> dict[str, Result]:
@@ -311,7 +317,8 @@ async def watch(
     ident = identifier or _client_id("watch")
     streams: dict[str, _Stream] = {}
     where: dict[str, str] = {}  # run id -> bench
-    record = JobRecord()
+    online: dict[str, bool] = {}
+    record = JobRecord(online=lambda b: online.get(b, False))
     result: Result | None = None
     shown_ignored: set[tuple[str, int]] = set()
     first = True
@@ -358,6 +365,7 @@ async def watch(
                 # Subscribe on every connection: a broker restarted without our session would have none.
                 for topic in (
                     f"{t.p}/jobs/{job}",
+                    f"{t.p}/benches/+/status",
                     f"{t.p}/benches/+/claims/{job}",
                     f"{t.p}/benches/+/results/{job}",
                     f"{t.p}/benches/+/state",
@@ -398,7 +406,11 @@ async def watch(
                             continue
                         if not payload:
                             continue
-                        if parts[2] == "events":
+                        if parts[2] == "status":
+                            st_msg = decode(Status, payload)
+                            online[sender] = st_msg.bench == sender and st_msg.online
+                            await settle(c)
+                        elif parts[2] == "events":
                             ev = decode(Event, payload)
                             if ev.job != job or ev.bench != sender:
                                 continue

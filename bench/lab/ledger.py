@@ -8,17 +8,30 @@ status`` and ``bench lab watch``.
   different benches leave the attempt *disputed* — an honest bench withdraws a lost claim at
   once, so two that stay mean one bench claims what it did not win, and no result of that
   attempt counts. Claims that arrive live come after all retained ones.
+* Attempt n > 1 is open only when the winner of attempt n-1 is offline without a result, or
+  reported its run ``LOST`` (its agent restarted during the run). A claim of an attempt that is
+  not open wins nothing: a bench cannot take over a job its winner is still running.
 * A result counts only from the bench that won the claim of its attempt, and, when the lab
   requires signatures, only with that bench's valid signature (bench/lab/trust.py). A result
-  under any other bench's topic is somebody else's word and is ignored.
+  under any other bench's topic is somebody else's word and is ignored. A ``LOST`` result ends
+  an attempt, not the job.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.lab.protocol import Claim, Job, Result
 from bench.lab.trust import LabKeys, check_result
+
+# The verdict of a run its bench lost (the agent restarted while it ran): the attempt is over and
+# the job open again; it is never the job's result.
+LOST = "LOST"
+
+
+def _nobody_online(bench: str) -> bool:
+    return False
 
 
 def bench_refused(job: Job | None, bench: str) -> str | None:
@@ -40,9 +53,13 @@ class JobRecord:
     job: Job | None = None
     # attempt -> [(bench, retained)] in arrival order
     claims: dict[int, list[tuple[str, bool]]] = field(default_factory=dict)
-    results: dict[str, Result] = field(default_factory=dict)  # bench -> its result (signature checked)
+    # (bench, attempt) -> its result (signature checked)
+    results: dict[tuple[str, int], Result] = field(default_factory=dict)
+    online: Callable[[str], bool] = _nobody_online  # whether a bench is online now (its status)
 
     def add_claim(self, claim: Claim, retained: bool) -> None:
+        if not retained and not self.opened(claim.attempt):
+            return  # claimed before its attempt opened: it would win that attempt the moment it opens
         entries = self.claims.setdefault(claim.attempt, [])
         if all(b != claim.bench for b, _ in entries):
             entries.append((claim.bench, retained))
@@ -58,7 +75,7 @@ class JobRecord:
         """Keep the result if its signature is good (when required); else say why it is ignored."""
         why = check_result(res, keys)
         if why is None:
-            self.results[res.bench] = res
+            self.results[(res.bench, res.attempt)] = res
         return why
 
     def _counted(self, attempt: int) -> list[tuple[str, bool]]:
@@ -70,7 +87,25 @@ class JobRecord:
     def disputed(self, attempt: int) -> bool:
         return len({b for b, retained in self._counted(attempt) if retained}) > 1
 
+    def opened(self, attempt: int) -> bool:
+        """Attempt 1 is open; a later one once the previous winner is gone without a result, or lost its run."""
+        if attempt <= 1:
+            return True
+        prev = self.winner(attempt - 1)
+        if prev is None:
+            # No earlier claim is known at all: its bench overwrote it (a bench's retained claim is
+            # its latest) when it took this attempt itself. Any known earlier claim must win first.
+            return not any(self._counted(a) for a in self.claims if a < attempt)
+        res = self.results.get((prev, attempt - 1))
+        if res is not None:
+            return res.verdict == LOST
+        if any(b == prev and a >= attempt for b, a in self.results):
+            return True  # the previous winner itself went on to a later attempt: it lost this one
+        return not self.online(prev)
+
     def winner(self, attempt: int) -> str | None:
+        if not self.opened(attempt):
+            return None
         counted = self._counted(attempt)
         retained = [b for b, r in counted if r]
         if len(retained) > 1:
@@ -88,19 +123,23 @@ class JobRecord:
         return None
 
     def result(self) -> Result | None:
-        """The result that counts: from the winner of its attempt (the latest such attempt)."""
-        counted = [r for r in self.results.values() if self.winner(r.attempt) == r.bench]
-        return max(counted, key=lambda r: r.attempt) if counted else None
+        """The result that counts: from the winner of its attempt, not lost (the earliest such attempt)."""
+        counted = [r for r in self.results.values() if r.verdict != LOST and self.winner(r.attempt) == r.bench]
+        return min(counted, key=lambda r: r.attempt) if counted else None
 
     def ignored_results(self) -> list[Result]:
         """Results that do not count, each with why not as its reason."""
         return [
             r.model_copy(update={"reason": self.why_not(r)})
             for r in self.results.values()
-            if self.winner(r.attempt) != r.bench
+            if self.winner(r.attempt) != r.bench or r.verdict == LOST
         ]
 
     def why_not(self, res: Result) -> str:
+        if res.verdict == LOST and self.winner(res.attempt) == res.bench:
+            return f"attempt {res.attempt} was lost ({res.reason}); the job is open again"
+        if not self.opened(res.attempt):
+            return f"attempt {res.attempt} is not open (the bench of attempt {res.attempt - 1} is online or finished)"
         if self.disputed(res.attempt):
             benches = sorted({b for b, retained in self._counted(res.attempt) if retained})
             return f"attempt {res.attempt} is disputed: {', '.join(benches)} all hold a claim"
