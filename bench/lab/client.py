@@ -14,6 +14,7 @@ from pathlib import Path
 import aiomqtt
 import uuid6
 from aiomqtt.exceptions import MqttConnectError
+from pydantic import ValidationError
 
 from bench.errors import BenchError, LoadError
 from bench.lab import mqtt
@@ -254,15 +255,21 @@ def make_control(
     valid_for: float = CONTROL_VALID_S,
 ) -> Control:
     """A control message valid for ``valid_for`` seconds; a stop names the job or run it stops."""
-    return Control(
-        op=op,  # type: ignore[arg-type]
-        holder=holder,
-        reason=reason,
-        ttl_s=ttl_s,
-        job=job,
-        run_id=run_id,
-        expires_utc=utc(time.time() + valid_for),
-    )
+    try:
+        return Control(
+            op=op,  # type: ignore[arg-type]
+            holder=holder,
+            reason=reason,
+            ttl_s=ttl_s,
+            job=job,
+            run_id=run_id,
+            expires_utc=utc(time.time() + valid_for),
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        value = {"holder": holder, "job": job, "run_id": run_id, "ttl_s": ttl_s}.get(where, "")
+        raise LoadError(f"{op}: {where} {value!r}: {err['msg']}") from None
 
 
 async def control(broker: mqtt.Broker, bench: str, ctl: Control) -> None:
