@@ -97,7 +97,7 @@ class RunView:
     # Plain progress lines -------------------------------------------------------------------
     def on_event(self, kind: str, t: float, fields: dict[str, Any]) -> None:
         if self._live is not None:
-            if kind in ("monitor_tripped", "device_fault"):
+            if kind in ("monitor_tripped", "device_fault", "interlock_not_latched"):
                 self._live.console.print(
                     f"[yellow]{hms(t)} {kind}: {_m(fields.get('monitor') or fields.get('reason'))}",
                     emoji=False,
@@ -119,6 +119,8 @@ class RunView:
             )
         elif kind == "device_fault":
             out(f"{hms(t)}  [magenta]device fault:[/] {_m(fields['reason'])}")
+        elif kind == "interlock_not_latched":
+            out(f"{hms(t)}  [bold red]interlock could NOT be latched:[/] {_m(fields['reason'])}")
         elif kind in ("supervisor_tripped", "emergency_stop", "terminate_requested"):
             out(f"{hms(t)}  [bold red]{kind.replace('_', ' ')}:[/] {_m(fields.get('reason') or fields.get('limit'))}")
         elif kind == "prompt_answered":

@@ -106,3 +106,5 @@ def test_console_says_the_latch_failed(tmp_path: Path) -> None:
     assert proc.returncode == 3, out + err
     assert "interlock latched" not in out, out
     assert "interlock could NOT be latched" in out, out
+    # As it happens (the progress line of the event), not only in the summary at the end.
+    assert any(line.split("  ", 1)[-1].startswith("interlock could NOT be latched: ") for line in out.splitlines()), out
