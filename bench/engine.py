@@ -577,11 +577,13 @@ class Run:
             return await self._wait_until(step)
         if step.kind == "check":
             assert step.cond is not None
+            self.bus.env.why_unknown = None
             result = step.cond.fn(self.bus.env)
             values = self._values(step.cond.signals)
             shown = self._shown(values)
             if result is None:
-                raise StepFailed(Outcome.ERROR, f"cannot evaluate '{step.cond_text}': no sample yet ({shown})")
+                why = self.bus.env.why_unknown or "no sample yet"
+                raise StepFailed(Outcome.ERROR, f"cannot evaluate '{step.cond_text}': {why} ({shown})")
             if not result:
                 text = step.message or f"check failed: {step.cond_text}"
                 raise StepFailed(Outcome.FAIL, f"{text} ({shown})" if shown else text)
@@ -763,11 +765,13 @@ class Run:
     async def _measure(self, step: PlanStep, m: MeasurePlan) -> str:
         value: float | None
         if m.expr is not None:
+            self.bus.env.why_unknown = None
             base = m.expr.fn(self.bus.env)
             if base is None:
                 missing = [f"@{k}" for k in m.expr.marks if k not in self.bus.marks]
                 missing += [k for k in m.expr.signals if k not in self.bus.values]
-                raise StepFailed(Outcome.ERROR, f"cannot evaluate {m.expr_text}: no value for {', '.join(missing)}")
+                why = f"no value for {', '.join(missing)}" if missing else self.bus.env.why_unknown or "no value"
+                raise StepFailed(Outcome.ERROR, f"cannot evaluate {m.expr_text}: {why}")
             value = m.unit.from_base(base)
             how = m.expr_text
         else:
