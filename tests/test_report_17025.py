@@ -135,7 +135,7 @@ def test_record_is_signed_and_lists_new_files(run: Completed, keydir: Path) -> N
     assert (d / "manifest.sig").is_file()
     r = bench("verify", d, env={"BENCH_KEY_DIR": str(keydir)})
     assert r.rc == 0, r.err
-    assert "signed (Ed25519" in r.out
+    assert "intact and signed (" in r.out and "Ed25519, station key" in r.out
 
 
 def test_amendment_supersedes_and_keeps_the_original(run: Completed, keydir: Path) -> None:
