@@ -152,3 +152,26 @@ def connect_error(broker: Broker, exc: BaseException) -> BrokerError:
     if broker.tls:
         hint = " (TLS: is BENCH_MQTT_CA the lab's CA? does the broker require a client certificate: BENCH_MQTT_CERT, BENCH_MQTT_KEY?)"
     return BrokerError(f"cannot connect to broker {broker.where}: {text}{hint}")
+
+
+def sync_topic(prefix: str, identifier: str) -> str:
+    """The client's own barrier topic (the ACL lets each client use only its own: ``%c``)."""
+    return f"{prefix}/sync/{identifier}"
+
+
+async def start_barrier(c: aiomqtt.Client, prefix: str) -> bytes:
+    """Ask for a marker that arrives after every retained message of the earlier subscriptions.
+
+    A subscriber cannot count retained messages, and a quiet period proves nothing when a long
+    history is still being sent. mosquitto queues a subscription's retained messages when it
+    handles the SUBSCRIBE, and everything a client sends is handled in order; so a message this
+    client publishes to its own topic after its SUBACKs comes back behind all of them. Call after
+    the other subscriptions; the returned token arrives on ``sync_topic(prefix, identifier)``.
+    A marker that never comes (the broker dropped messages from a full queue) means the read is
+    incomplete, and the caller must say so rather than answer from part of the state.
+    """
+    topic = sync_topic(prefix, c.identifier)
+    token = os.urandom(8).hex().encode()
+    await c.subscribe(topic, qos=1)
+    await c.publish(topic, token, qos=1)
+    return token
