@@ -49,7 +49,7 @@ def test_another_client_cannot_use_my_barrier_topic(mosquitto: Mosquitto) -> Non
             token = await mqtt.start_barrier(c, broker.prefix)
             async with asyncio.timeout(10):
                 async for msg in c.messages:
-                    got.append(bytes(msg.payload))  # type: ignore[arg-type]
+                    got.append(msg.payload if isinstance(msg.payload, bytes) else b"")
                     if msg.payload == token:
                         return got
         return got
