@@ -7,7 +7,7 @@ and P follow the plant and the integrator (``WP``, watt-hours) counts in loop ti
 
 The subset (Yokogawa command syntax: upper-case letters are the short form)::
 
-    *IDN?  *RST  *CLS  *OPC?
+    *IDN?  *RST  *CLS  *OPC?  and the other IEEE 488.2 common commands (simulators/scpi_device.py)
     :COMMunicate:REMote ON|OFF      :COMMunicate:HEADer OFF|ON   :COMMunicate:VERBose OFF|ON
     :NUMeric:FORMat ASCii           :NUMeric:NORMal:NUMber <n>   :NUMeric:NORMal:ITEM<x> <fn>,<el>
     :NUMeric:NORMal:VALue?          -> "<NR3>,<NR3>,..." one value per item, in item order
@@ -23,23 +23,23 @@ from __future__ import annotations
 
 import random
 import re
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from simulators.scpi_device import (
+    ERR_CONFLICT,
+    ERR_ILLEGAL,
+    ERR_MISSING,
+    ERR_RANGE,
+    ERR_SYNTAX,
+    ERR_UNDEFINED,
+    ScpiDevice,
+    ScpiError,
+)
 
 MAKER = "YOKOGAWA"
 MODEL = "WT5000"
 FIRMWARE = "F1.02 (simulated)"
-_ERROR_QUEUE_LEN = 20
-
-ERR_NONE = (0, "No error")
-ERR_SYNTAX = (102, "Syntax error")
-ERR_MISSING = (109, "Missing parameter")
-ERR_UNDEFINED = (113, "Undefined header")
-ERR_CONFLICT = (221, "Settings conflict")
-ERR_RANGE = (222, "Data out of range")
-ERR_ILLEGAL = (224, "Illegal parameter value")
-ERR_OVERFLOW = (350, "Queue overflow")
 
 # Every header node we understand, by its long form; the short form is its upper-case prefix.
 _NODES = {
@@ -55,12 +55,7 @@ _ON_OFF = {"ON": True, "1": True, "OFF": False, "0": False}
 _MAX_ITEMS = 255
 
 RESET, START, STOP = "RES", "STAR", "STOP"
-
-
-class ScpiError(Exception):
-    def __init__(self, error: tuple[int, str]) -> None:
-        super().__init__(error[1])
-        self.error = error
+_DEFAULT_ITEMS = (("U", 1), ("I", 1), ("P", 1))
 
 
 @dataclass(frozen=True)
@@ -75,10 +70,15 @@ def _nr3(value: float) -> str:
     return f"{value:.5E}"
 
 
-class PowerAnalyzer:
+class PowerAnalyzer(ScpiDevice):
     """Element inputs, integrator and SCPI parser."""
 
+    error_query = ":STAT:ERR?"
+    error_headers = frozenset()  # :STATus:ERRor? is in the :STATus tree below, in any long/short mix
+    positive_error_codes = True
+
     def __init__(self, spec: AnalyzerSpec, rng: random.Random) -> None:
+        super().__init__()
         self.spec = spec
         self._rng = rng
         self.u = [0.0] * spec.elements
@@ -87,8 +87,7 @@ class PowerAnalyzer:
         self.integ_time_s = 0.0
         self.integ_state = RESET
         self.remote = False
-        self.items: list[tuple[str, int]] = [("U", 1), ("I", 1), ("P", 1)]
-        self.errors: deque[tuple[int, str]] = deque()
+        self.items: list[tuple[str, int]] = list(_DEFAULT_ITEMS)
 
     # -- plant side -------------------------------------------------------------------------
 
@@ -105,33 +104,21 @@ class PowerAnalyzer:
 
     # -- SCPI -------------------------------------------------------------------------------
 
-    def scpi(self, line: str) -> str | None:
-        """Process one line (commands separated by ';'); reply to its queries, or None."""
-        replies: list[str] = []
-        for raw in line.split(";"):
-            command = raw.strip()
-            if not command:
-                continue
-            try:
-                reply = self._execute(command)
-            except ScpiError as exc:
-                self._push_error(exc.error)
-                continue
-            if reply is not None:
-                replies.append(reply)
-        return ";".join(replies) if replies else None
+    def identity(self) -> str:
+        return f"{MAKER},{MODEL},{self.spec.serial},{FIRMWARE}"
 
-    def _execute(self, command: str) -> str | None:
-        header, _, arg = command.partition(" ")
-        arg = arg.strip()
-        query = header.endswith("?")
-        if query:
-            header = header[:-1]
-        if header.startswith("*"):
-            return self._common(header.upper(), query, arg)
+    def reset(self) -> None:
+        # *RST: the integrator stopped and cleared, the numeric items back to U, I, P of element
+        # 1. Communication settings (remote, header, verbose) are not device settings: they stay.
+        self.integ_state = RESET
+        self.energy_wh = [0.0] * self.spec.elements
+        self.integ_time_s = 0.0
+        self.items = list(_DEFAULT_ITEMS)
+
+    def device_command(self, header: str, query: bool, arg: str) -> str | None:
         nodes: list[str] = []
         item: int | None = None
-        for node in header.lstrip(":").upper().split(":"):
+        for node in header.split(":"):
             m = _ITEM_NODE.match(node)
             if m:
                 nodes.append("ITEM")
@@ -162,22 +149,6 @@ class PowerAnalyzer:
             ("INTEG", "STAT"): self._integ_state,
             ("STAT", "ERR"): self._error_query,
         }
-
-    def _common(self, header: str, query: bool, arg: str) -> str | None:
-        if header == "*IDN" and query:
-            return f"{MAKER},{MODEL},{self.spec.serial},{FIRMWARE}"
-        if header == "*RST" and not query:
-            self.integ_state = RESET
-            self.energy_wh = [0.0] * self.spec.elements
-            self.integ_time_s = 0.0
-            self.items = [("U", 1), ("I", 1), ("P", 1)]
-            return None
-        if header == "*CLS" and not query:
-            self.errors.clear()
-            return None
-        if header == "*OPC" and query:
-            return "1"
-        raise ScpiError(ERR_UNDEFINED)
 
     def _remote(self, query: bool, arg: str, _: int | None) -> str | None:
         if query:
@@ -270,14 +241,7 @@ class PowerAnalyzer:
     def _error_query(self, query: bool, arg: str, _: int | None) -> str | None:
         if not query:
             raise ScpiError(ERR_UNDEFINED)
-        code, text = self.errors.popleft() if self.errors else ERR_NONE
-        return f'{code},"{text}"'
-
-    def _push_error(self, error: tuple[int, str]) -> None:
-        if len(self.errors) >= _ERROR_QUEUE_LEN:
-            self.errors[-1] = ERR_OVERFLOW
-        else:
-            self.errors.append(error)
+        return self.pop_error()
 
 
 def _on_off(arg: str) -> bool:

@@ -1,8 +1,9 @@
 """Bidirectional DC supply (source + sink) in the style of an EA Elektro-Automatik PSB 10000.
 
 Only the SCPI text is the interface: :meth:`Supply.scpi` takes one line and returns the reply
-line (or None), exactly what a TCP socket server would exchange. The plant reads the
-setpoints and writes back what the output terminals see.
+line (or None), exactly what a TCP socket server would exchange. The IEEE 488.2 common
+commands, status registers and error queue are :class:`simulators.scpi_device.ScpiDevice`'s.
+The plant reads the setpoints and writes back what the output terminals see.
 """
 
 from __future__ import annotations
@@ -11,13 +12,21 @@ import asyncio
 import contextlib
 import random
 import re
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from simulators.scpi_device import (
+    ERR_ILLEGAL,
+    ERR_MISSING,
+    ERR_PROTECTED,
+    ERR_RANGE,
+    ERR_UNDEFINED,
+    ScpiDevice,
+    ScpiError,
+)
+
 MODEL = "PSB 11000-80 4U"
 FIRMWARE = "V3.02 (simulated)"
-_ERROR_QUEUE_LEN = 20
 
 # (long form, short form) of every header node we understand.
 _NODES = (
@@ -29,20 +38,6 @@ _NODES = (
 _NODE = {form: short for long, short in _NODES for form in (long, short)}
 _NUMBER = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)$")
 _ON_OFF = {"ON": True, "1": True, "OFF": False, "0": False}
-
-ERR_NONE = (0, "No error")
-ERR_MISSING = (-109, "Missing parameter")
-ERR_UNDEFINED = (-113, "Undefined header")
-ERR_PROTECTED = (-203, "Command protected")
-ERR_RANGE = (-222, "Data out of range")
-ERR_ILLEGAL = (-224, "Illegal parameter value")
-ERR_OVERFLOW = (-350, "Queue overflow")
-
-
-class ScpiError(Exception):
-    def __init__(self, error: tuple[int, str]) -> None:
-        super().__init__(error[1])
-        self.error = error
 
 
 @dataclass(frozen=True)
@@ -62,10 +57,11 @@ def _fmt(value: float, unit: str) -> str:
     return f"{text} {unit}"
 
 
-class Supply:
+class Supply(ScpiDevice):
     """Front-panel state plus SCPI parser. Current sign: positive = sourcing into the load."""
 
     def __init__(self, ratings: SupplyRatings, rng: random.Random) -> None:
+        super().__init__()
         self.ratings = ratings
         self._rng = rng
         self.locked = False
@@ -77,7 +73,8 @@ class Supply:
         self.sink_power_set = ratings.power_max_w
         self.meas_voltage = 0.0
         self.meas_current = 0.0
-        self.errors: deque[tuple[int, str]] = deque()
+        # The header path of the previous command on the line being parsed (IEEE 488.2 7.6.1).
+        self._path: tuple[str, ...] = ()
         # Interface watchdog: output off when the controller has been silent this long (0 = off).
         self.watchdog_s = 0.0
         self.watchdog_tripped = False
@@ -95,8 +92,8 @@ class Supply:
             ("MEAS", "VOLT"): lambda: _fmt(self.meas_voltage, "V"),
             ("MEAS", "CURR"): lambda: _fmt(self.meas_current, "A"),
             ("MEAS", "POW"): lambda: _fmt(self.meas_voltage * self.meas_current, "W"),
-            ("SYST", "ERR"): self._pop_error,
-            ("SYST", "ERR", "NEXT"): self._pop_error,
+            ("SYST", "ERR"): self.pop_error,
+            ("SYST", "ERR", "NEXT"): self.pop_error,
         }
 
     # -- plant side -------------------------------------------------------------------------
@@ -115,6 +112,8 @@ class Supply:
             self.watchdog_tripped = True
 
     def reset(self) -> None:
+        # *RST: the power-on settings. The remote lock and the interface watchdog stay: they
+        # belong to the controller's session, not to the output's settings.
         self.output = False
         self.voltage_set = 0.0
         self.source_current_set = 0.0
@@ -126,42 +125,23 @@ class Supply:
 
     # -- SCPI -------------------------------------------------------------------------------
 
+    def identity(self) -> str:
+        return f"EA Elektro-Automatik,{MODEL},{self.ratings.serial},{FIRMWARE}"
+
     def scpi(self, line: str) -> str | None:
         """Process one line (commands separated by ';'); reply to its queries, or None."""
         with contextlib.suppress(RuntimeError):  # parsed outside a loop (unit tests): no watchdog clock
             self._last_rx = asyncio.get_running_loop().time()
-        replies: list[str] = []
-        path: tuple[str, ...] = ()
-        for raw in line.split(";"):
-            command = raw.strip()
-            if not command:
-                continue
-            try:
-                reply, path = self._execute(command, path)
-            except ScpiError as exc:
-                self._push_error(exc.error)
-                continue
-            if reply is not None:
-                replies.append(reply)
-        return ";".join(replies) if replies else None
+        self._path = ()
+        return super().scpi(line)
 
-    def _execute(self, command: str, path: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
-        header, _, arg = command.partition(" ")
-        arg = arg.strip()
-        if "\t" in header:
-            header, _, rest = header.partition("\t")
-            arg = (rest + " " + arg).strip()
-        query = header.endswith("?")
+    def program_header(self, header: str, query: bool, arg: str) -> str | None:
+        key = self._resolve(header, self._path)
+        self._path = key[:-1]
         if query:
-            header = header[:-1]
-        if header.startswith("*"):
-            return self._common(header.upper(), query), ()
-        key = self._resolve(header, path)
-        new_path = key[:-1]
-        if query:
-            return self._query(key), new_path
+            return self._query(key)
         self._set(key, arg)
-        return None, new_path
+        return None
 
     def _resolve(self, header: str, path: tuple[str, ...]) -> tuple[str, ...]:
         absolute = header.startswith(":")
@@ -180,19 +160,6 @@ class Supply:
                 key = ("SOUR", *key)  # SOURce is the optional node of the family
             if key in self._setpoints or key in self._queries or key in (("OUTP",), ("SYST", "LOCK")):
                 return key
-        raise ScpiError(ERR_UNDEFINED)
-
-    def _common(self, header: str, query: bool) -> str | None:
-        if header == "*IDN" and query:
-            return f"EA Elektro-Automatik,{MODEL},{self.ratings.serial},{FIRMWARE}"
-        if header == "*RST" and not query:
-            self.reset()
-            return None
-        if header == "*CLS" and not query:
-            self.errors.clear()
-            return None
-        if header == "*OPC" and query:
-            return "1"
         raise ScpiError(ERR_UNDEFINED)
 
     def _query(self, key: tuple[str, ...]) -> str:
@@ -220,16 +187,6 @@ class Supply:
             return
         attr, unit, maximum = self._setpoints[key]
         setattr(self, attr, _number(arg, unit, maximum))
-
-    def _push_error(self, error: tuple[int, str]) -> None:
-        if len(self.errors) >= _ERROR_QUEUE_LEN:
-            self.errors[-1] = ERR_OVERFLOW
-        else:
-            self.errors.append(error)
-
-    def _pop_error(self) -> str:
-        code, text = self.errors.popleft() if self.errors else ERR_NONE
-        return f'{code},"{text}"'
 
 
 def _on_off(arg: str) -> bool:
