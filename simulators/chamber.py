@@ -4,8 +4,9 @@ The command layout is ours, modelled on the remote interfaces of common environm
 chambers (a temperature setpoint, a gradient in K/min, the measured air temperature, an
 auxiliary output switched ON/OFF): ``TEMP <degC>`` / ``TEMP:SET?``, ``TEMP?`` (air),
 ``RAMP <K/min>`` / ``RAMP?`` (0 = as fast as the chamber can), ``COOL ON|OFF`` / ``COOL?``
-(the coolant loop of the item under test), ``*IDN?``, ``*RST``, ``*CLS``, ``*OPC?``,
-``SYST:ERR?``. Numeric replies are plain numbers with two decimals.
+(the coolant loop of the item under test), ``SYST:ERR?`` and the IEEE 488.2 common commands
+of :class:`simulators.scpi_device.ScpiDevice` (``*RST``: setpoint to ambient, ramp 0, cooling
+ON). Numeric replies are plain numbers with two decimals.
 
 Only the SCPI text is the interface (:meth:`Chamber.scpi`, the contract of
 :meth:`simulators.supply.Supply.scpi`); the plant calls :meth:`Chamber.step` every tick and

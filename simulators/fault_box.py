@@ -7,7 +7,8 @@ callables read and write the plant's own state, so the box knows nothing about b
 fuel cells.
 
 Only the SCPI text is the interface: :meth:`FaultBox.scpi` takes one line and returns the reply
-line (or None), the same contract as :meth:`simulators.supply.Supply.scpi`.
+line (or None), the same contract as :meth:`simulators.supply.Supply.scpi`. The IEEE 488.2
+common commands and the error queue are :class:`simulators.scpi_device.ScpiDevice`'s.
 """
 
 from __future__ import annotations
