@@ -3,7 +3,8 @@
 The instruments are whatever the simulators of stations/sim.yaml register with a ``scpi(line)``
 handler, so a new one is covered (and must say what its ``*RST`` restores, in ``RESETS``). The
 same test runs in-process (the drivers' ``inproc`` transport) and against ``bench sim serve``
-over real TCP sockets (pyvisa-py ``TCPIP::...::SOCKET``, the drivers' ``visa`` transport).
+over real TCP sockets (pyvisa-py ``TCPIP::...::SOCKET``, the drivers' ``visa`` transport). And
+each station driver leaves its instrument's status clear after connecting (``*CLS`` clears PON).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from bench.device import load_plant_builder
+from bench.plan import build_drivers
 from bench.station import load_station
 from drivers.scpi import InProcTransport, ScpiTransport, VisaTransport
 from simulators.scpi_device import (
@@ -33,6 +35,7 @@ from simulators.scpi_device import (
     event_bit,
 )
 from simulators.serve import is_scpi
+from tests.expected_protocol import Harness, connected, run_virtual, settle
 from tests.served import SIM_STATION, Served, Stations, sim_serve, write_stations
 
 
@@ -224,3 +227,24 @@ def test_error_classes_set_their_event_bits() -> None:
 
 def test_served_station_serves_every_simulated_scpi_instrument(stations: Stations) -> None:
     assert sorted(stations.scpi) == ENDPOINTS
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_the_driver_clears_the_power_on_status_at_connect(endpoint: str) -> None:
+    # The station's driver for this instrument, connected to it in-process: its *CLS at connect
+    # clears PON, and nothing it sends while connecting and polling raises an event or queues one.
+    station = load_station(SIM_STATION)
+    device = next(n for n, d in station.model.devices.items() if d.config.get("transport") == {"inproc": endpoint})
+    driver = build_drivers(station, [device])[device]
+    instruments = simulated_instruments()
+    handler = instruments[endpoint]
+    harness = Harness()
+
+    async def main() -> None:
+        async with connected(driver, harness, instruments):
+            await settle(2.0)  # a few polls
+            assert handler.scpi("*ESR?;*STB?") == f"0;{STB_MAV}"
+            assert handler.scpi(handler.error_query) == Instrument(endpoint, handler).error(0, "No error")
+
+    run_virtual(main)
+    assert not harness.faults
