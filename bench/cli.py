@@ -126,10 +126,12 @@ def validate(
         kind = _kind(path)
         if kind == "station":
             # The same checks `bench run` makes of a station before any device moves.
-            check_station(load_station(path))
+            notes = check_station(load_station(path)).notes
         else:
-            build_plan(path, station or default_station())
+            notes = build_plan(path, station or default_station()).notes
         typer.echo(f"{path}: ok ({kind})")
+        for note in notes:
+            typer.echo(f"  note: {note}")
 
 
 def _kind(path: Path) -> str:

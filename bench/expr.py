@@ -10,8 +10,9 @@ a tree of closures over plain floats in base units, cheap enough to run on every
     @t_interrupt - @t_overvoltage
     abs(psu.current) < 0.5 A
 
-``dev.signal`` is a signal, ``$name`` a parameter, ``@name`` an instant recorded with ``as:``,
-a bare NAME a state of the signal on the other side of ``==`` / ``!=``.
+``dev.signal`` is a signal (``dev.Message.signal`` its message-qualified name), ``$name`` a
+parameter, ``@name`` an instant recorded with ``as:``, a bare NAME or a quoted string
+(``"No Error"``) a state of the signal on the other side of ``==`` / ``!=``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 
 from bench.errors import ExpressionError
 from bench.units import (
+    CURRENT,
     DIMENSIONLESS,
+    TEMPERATURE,
     TIME,
+    VOLTAGE,
     Dim,
     Quantity,
     Unit,
@@ -37,6 +41,8 @@ from bench.units import (
     dimension_name,
     format_value,
     has_unit,
+    is_plain,
+    mixing_error,
     parse_quantity,
 )
 
@@ -58,13 +64,15 @@ _GRAMMAR = r"""
      | MARK -> mark
      | FUNC "(" expr ")" -> call
      | NAME -> name
+     | STRING -> string
      | "(" expr ")"
 COMPOP: "==" | "!=" | "<=" | ">=" | "<" | ">"
 ADDOP: "+" | "-"
 MULOP: "*" | "/"
 FUNC.2: /(abs)(?=\s*\()/
 QUANTITY: /([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?(\s*(?!(?:and|or|not)\b)(%vol|%|°C|Ω|µ?[A-Za-z][A-Za-z]*)([*\/](°C|Ω|µ?[A-Za-z][A-Za-z]*)(\^-?[0-9]+)?)*)?/
-SIGNAL: /[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*/
+SIGNAL: /[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,2}/
+STRING: /"[^"\n]*"|'[^'\n]*'/
 PARAM: /\$[A-Za-z_][A-Za-z0-9_]*/
 MARK: /@[A-Za-z_][A-Za-z0-9_]*/
 NAME: /[A-Za-z_][A-Za-z0-9_]*/
@@ -131,6 +139,9 @@ class SignalInfo:
     minimum: float | None = None
     maximum: float | None = None
     doc: str = ""
+    # Other names of the same signal: ``dev.Message.signal`` of a signal whose short name is
+    # its name. A catalog holds each alias as a key too, with this same info as its value.
+    aliases: tuple[str, ...] = ()
 
     def state_name(self, value: float) -> str | None:
         if not self.choices:
@@ -181,11 +192,51 @@ class Scope:
     """Names an expression may use: the signal catalog, parameters and marks."""
 
     def __init__(
-        self, signals: Mapping[str, SignalInfo], params: Mapping[str, Quantity], marks: frozenset[str] = frozenset()
+        self,
+        signals: Mapping[str, SignalInfo],
+        params: Mapping[str, Quantity],
+        marks: frozenset[str] = frozenset(),
+        opaque: frozenset[str] | None = None,
     ) -> None:
         self.signals = signals
         self.params = params
         self.marks = marks
+        # Unit strings that may be written after a number: the opaque units of the signals.
+        self.opaque = opaque_units(signals) if opaque is None else opaque
+
+
+def opaque_units(signals: Mapping[str, SignalInfo]) -> frozenset[str]:
+    return frozenset(info.unit.text for info in signals.values() if info.unit.opaque)
+
+
+def resolve_signal(name: str, signals: Mapping[str, SignalInfo]) -> SignalInfo:
+    """The signal ``name`` (short or message-qualified) refers to, or an error that says why none.
+
+    A short name that several messages share is an error listing the qualified candidates: a
+    supplier's DBC often has the same signal name in more than one message, and picking one
+    silently would let a wait be satisfied by the wrong frame.
+    """
+    info = signals.get(name)
+    if info is not None:
+        return info
+    parts = name.split(".")
+    device = parts[0]
+    known = sorted({s.split(".", 1)[0] for s in signals})
+    if device not in known:
+        raise ExpressionError(f"unknown device '{device}' in '{name}' (devices: {', '.join(known)})")
+    if len(parts) == 2:
+        candidates = sorted(
+            {
+                n
+                for n, i in signals.items()
+                if n == i.name and n.startswith(device + ".") and n.count(".") == 2 and n.endswith("." + parts[1])
+            }
+        )
+        if candidates:
+            raise ExpressionError(
+                f"'{name}' is ambiguous: {parts[1]} is in {len(candidates)} messages; write {' or '.join(candidates)}"
+            )
+    raise ExpressionError(f"unknown signal '{name}'")
 
 
 def compile_expr(text: str, scope: Scope) -> Compiled:
@@ -219,7 +270,7 @@ def expect_dim(q: Quantity | Compiled, dim: Dim, what: str) -> None:
 
 
 def _base_unit(dim: Dim) -> Unit:
-    names = {TIME: "s", (0, 1, 0, 0, 0): "A", (0, 0, 1, 0, 0): "V", (0, 0, 0, 1, 0): "K"}
+    names = {TIME: "s", CURRENT: "A", VOLTAGE: "V", TEMPERATURE: "K"}
     return Unit(names.get(dim, ""), dim, 1.0)
 
 
@@ -243,7 +294,7 @@ def _compile(node: Tree[Token] | Token, scope: Scope) -> Compiled:
     data = node.data
     kids = node.children
     if data == "quantity":
-        q = parse_quantity(_tok(kids[0]))
+        q = parse_quantity(_tok(kids[0]), scope.opaque)
         base = q.base
         return Compiled(NUM, lambda env: base, q.dim, constant=True, display_unit=q.unit, extra={"text": _tok(kids[0])})
     if data == "signal":
@@ -270,6 +321,8 @@ def _compile(node: Tree[Token] | Token, scope: Scope) -> Compiled:
             b = name.lower() == "true"
             return Compiled(BOOL, lambda env: b, constant=True)
         return Compiled(STATE, lambda env: None, state=name, constant=True)
+    if data == "string":
+        return Compiled(STATE, lambda env: None, state=_tok(kids[0])[1:-1], constant=True)
     if data == "neg":
         c = _num(_compile(kids[0], scope), "-")
         f = c.fn
@@ -302,14 +355,9 @@ def _compile(node: Tree[Token] | Token, scope: Scope) -> Compiled:
     raise ExpressionError(f"unsupported expression '{data}'")  # pragma: no cover
 
 
-def _signal(name: str, scope: Scope) -> Compiled:
-    info = scope.signals.get(name)
-    if info is None:
-        device = name.split(".", 1)[0]
-        known = sorted({s.split(".", 1)[0] for s in scope.signals})
-        if device not in known:
-            raise ExpressionError(f"unknown device '{device}' in '{name}' (devices: {', '.join(known)})")
-        raise ExpressionError(f"unknown signal '{name}'")
+def _signal(written: str, scope: Scope) -> Compiled:
+    info = resolve_signal(written, scope.signals)
+    name = info.name  # what the driver publishes, whichever name was written
     factor, offset = info.unit.factor, info.unit.offset
 
     def read(env: Env) -> Value:
@@ -381,6 +429,7 @@ def _arith(kids: list[Any], scope: Scope) -> Compiled:
     while i < len(kids):
         op = str(kids[i])
         rhs = _num(_compile(kids[i + 1], scope), op)
+        opaque_involved, opaque_unit = _opaque_arith(acc, op, rhs)
         if op in "+-":
             if acc.dim != rhs.dim:
                 raise ExpressionError(
@@ -430,10 +479,43 @@ def _arith(kids: list[Any], scope: Scope) -> Compiled:
             unit = rhs.display_unit
         if unit is not None and unit.offset and op in "*/":
             unit = None
+        if opaque_involved:
+            unit = opaque_unit
         acc = _derive(acc, fn, dim, [acc, rhs])
         acc.display_unit = unit
         i += 2
     return acc
+
+
+def _opaque_arith(a: Compiled, op: str, b: Compiled) -> tuple[bool, Unit | None]:
+    """Whether an opaque unit takes part in ``a op b``, and then the unit of the result (None: a plain number).
+
+    An opaque unit is added to, subtracted from and compared with only itself or a plain number;
+    it is scaled by a plain number; a ratio of two values in the same opaque unit is a plain number.
+    """
+    ua, ub = a.display_unit, b.display_unit
+    if not ((ua is not None and ua.opaque) or (ub is not None and ub.opaque)):
+        return False, None
+    verb = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}[op]
+    if op in "+-":
+        err = mixing_error(ua, ub, verb)
+        if err:
+            raise ExpressionError(err)
+        return True, ua if ua is not None and ua.opaque else ub
+    if op == "/" and ub is not None and ub.opaque:
+        if ua is not None and ua.opaque and ua.text == ub.text:
+            return True, None
+        raise ExpressionError(
+            f"cannot divide a value in {_unit_text(a)} by a value in {ub.text} ({ub.text} is the DBC's own unit)"
+        )
+    opaque, other = (a, b) if ua is not None and ua.opaque else (b, a)
+    if not is_plain(other.display_unit):
+        assert opaque.display_unit is not None
+        raise ExpressionError(
+            f"cannot {verb} a value in {opaque.display_unit.text} with a value in {_unit_text(other)}"
+            f" ({opaque.display_unit.text} is the DBC's own unit)"
+        )
+    return True, opaque.display_unit
 
 
 def _comparison(kids: list[Any], scope: Scope) -> Compiled:
@@ -456,6 +538,9 @@ def _comparison(kids: list[Any], scope: Scope) -> Compiled:
         return _derive(lhs, state_fn, DIMENSIONLESS, [lhs], BOOL)
     if lhs.kind != NUM or rhs.kind != NUM:
         raise ExpressionError(f"'{op}' compares two quantities")
+    err = mixing_error(lhs.display_unit, rhs.display_unit)
+    if err:
+        raise ExpressionError(err)
     if lhs.dim != rhs.dim:
         raise ExpressionError(
             f"unit mismatch: cannot compare a {dimension_name(lhs.dim)} "
@@ -503,13 +588,25 @@ def _choice(choices: Mapping[str, int], state: str, sig: Compiled) -> int:
             return v
     info = sig.extra.get("signal")
     label = info.name if isinstance(info, SignalInfo) else "the signal"
-    raise ExpressionError(f"{label} has no state '{state}' (states: {', '.join(choices)})")
+    raise ExpressionError(f"{label} has no state '{state}' (states: {state_list(choices)})")
+
+
+def quote_state(name: str) -> str:
+    """A state name as it can be written in a condition: bare when it is a word, else in quotes."""
+    return name if name.isidentifier() and name not in _KEYWORDS else f'"{name}"'
+
+
+def state_list(choices: Mapping[str, int]) -> str:
+    return ", ".join(quote_state(k) for k in choices)
 
 
 def state_value(info: SignalInfo, text: str) -> int | None:
-    """The code of a state name of ``info``, case-insensitively, or None."""
+    """The code of a state name of ``info`` (bare or in quotes), case-insensitively, or None."""
     if not info.choices:
         return None
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
     for k, v in info.choices.items():
         if k.lower() == text.lower():
             return v

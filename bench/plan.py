@@ -26,6 +26,9 @@ from bench.expr import (
     compile_expr,
     constant,
     expect_dim,
+    opaque_units,
+    resolve_signal,
+    state_list,
     state_value,
 )
 from bench.sequence import (
@@ -48,6 +51,7 @@ from bench.units import (
     format_duration,
     format_value,
     has_unit,
+    mixing_error,
     parse_quantity,
     parse_unit,
 )
@@ -169,6 +173,7 @@ class Plan:
     estop: Compiled | None = None
     estop_text: str = ""
     wanted: frozenset[str] | None = None  # every signal the run refers to; None: all
+    notes: list[str] = field(default_factory=list)  # worth knowing, not wrong (opaque units)
 
     def referenced_signals(self) -> frozenset[str]:
         """Signals any step, monitor, limit, display or safe state of this run refers to."""
@@ -232,11 +237,30 @@ def build_drivers(station: LoadedStation, names: Sequence[str] | None = None) ->
 
 
 def build_catalog(drivers: Mapping[str, Driver]) -> dict[str, SignalInfo]:
+    """Every signal by its name, and by each of its aliases (``dev.Message.signal``) too."""
     catalog: dict[str, SignalInfo] = {}
     for d in drivers.values():
         for s in d.signals():
             catalog[s.name] = s
+            for alias in s.aliases:
+                catalog[alias] = s
     return catalog
+
+
+def unit_notes(catalog: Mapping[str, SignalInfo]) -> list[str]:
+    """One note per device and opaque unit: the bench compares such values only with plain numbers."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for name, info in catalog.items():
+        if name == info.name and info.unit.opaque:
+            found.setdefault((name.split(".", 1)[0], info.unit.text), []).append(name)
+    notes = []
+    for (device, unit), names in sorted(found.items()):
+        example = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+        notes.append(
+            f"{device}: unit '{unit}' is not in the unit table ({example}); it compares only with plain numbers"
+            f" and with '{unit}' (map it in the device's config: units: {{\"{unit}\": ...}})"
+        )
+    return notes
 
 
 def station_faults(station: LoadedStation, requested: Sequence[str]) -> list[str]:
@@ -268,9 +292,10 @@ class _Compiler:
         self.src = src
         self.catalog = catalog
         self.params = params
+        self.opaque = opaque_units(catalog)
 
     def scope(self, marks: frozenset[str] = frozenset()) -> Scope:
-        return Scope(self.catalog, self.params, marks)
+        return Scope(self.catalog, self.params, marks, self.opaque)
 
     def fail(self, loc: Loc, exc: Exception | str) -> LoadError:
         return self.src.error(loc, str(exc))
@@ -295,24 +320,27 @@ class _Compiler:
             raise self.fail(loc, f"{what} must be at least {format_duration(minimum)} (got {q})")
         return q.base
 
+    def resolve(self, signal: str, loc: Loc) -> SignalInfo:
+        """The signal a short or qualified name refers to; the error names the candidates of an ambiguous one."""
+        try:
+            return resolve_signal(str(signal), self.catalog)
+        except ExpressionError as exc:
+            raise self.fail(loc, exc) from None
+
     def set_value(self, signal: str, text: str, loc: Loc) -> SetValue:
-        info = self.catalog.get(signal)
-        if info is None:
-            try:
-                compile_expr(signal, self.scope())
-            except ExpressionError as exc:
-                raise self.fail(loc, exc) from None
-            raise self.fail(loc, f"'{signal}' is not a signal")  # pragma: no cover
+        info = self.resolve(signal, loc)
+        signal = info.name
         if not info.writable:
             raise self.fail(loc, f"signal '{signal}' cannot be set (it is measured, not commanded)")
         text = str(text)
         if info.choices:
             code = state_value(info, text)
             if code is None:
-                raise self.fail(loc, f"{signal} has no state '{text}' (states: {', '.join(info.choices)})")
+                raise self.fail(loc, f"{signal} has no state '{text}' (states: {state_list(info.choices)})")
             return SetValue(signal, float(code), text.upper())
         try:
             q = constant(text, self.scope())
+            refuse_mixing(q.unit, info.unit, f"{signal} is in {info.unit.text}; got {text}")
             expect_dim(q, info.unit.dim, f"the value of {signal} ({info.unit.text or 'no unit'})")
             refuse_bare(q, info.unit, signal, text)
         except ExpressionError as exc:
@@ -334,6 +362,12 @@ MIN_RECORD_INTERVAL_S = 0.1
 MIN_RAMP_INTERVAL_S = 0.01
 
 
+def refuse_mixing(a: Unit, b: Unit, context: str) -> None:
+    """A value in a DBC's own (opaque) unit meets only a plain number or the same unit."""
+    if mixing_error(a, b) is not None:
+        raise ExpressionError(f"unit mismatch: {context}")
+
+
 def refuse_bare(q: Quantity, unit: Unit, name: str, text: str) -> None:
     """A bare number for a value in % (or ppm, %vol) would be read as a fraction: ``65`` is 6500 %."""
     if q.dim == DIMENSIONLESS and not q.unit.text and has_unit(unit):
@@ -342,12 +376,14 @@ def refuse_bare(q: Quantity, unit: Unit, name: str, text: str) -> None:
         )
 
 
-def _param_values(src: YamlSource, model: SequenceModel, overrides: Mapping[str, str]) -> dict[str, ParamValue]:
+def _param_values(
+    src: YamlSource, model: SequenceModel, overrides: Mapping[str, str], opaque: frozenset[str] = frozenset()
+) -> dict[str, ParamValue]:
     out: dict[str, ParamValue] = {}
     defaults: dict[str, Quantity] = {}
     for name, p in model.parameters.items():
         try:
-            defaults[name] = constant(p.default, Scope({}, defaults))
+            defaults[name] = constant(p.default, Scope({}, defaults, opaque=opaque))
         except ExpressionError as exc:
             raise src.error(["parameters", name, "default"], str(exc)) from None
     for name in overrides:
@@ -359,10 +395,14 @@ def _param_values(src: YamlSource, model: SequenceModel, overrides: Mapping[str,
         value = default
         if name in overrides:
             try:
-                value = parse_quantity(overrides[name]) if overrides[name].strip() else default
+                value = parse_quantity(overrides[name], opaque) if overrides[name].strip() else default
             except ExpressionError as exc:
                 raise LoadError(f"-p {name}={overrides[name]}: {exc}") from None
-            if value.dim != default.dim or (has_unit(default.unit) and not value.unit.text):
+            if (
+                value.dim != default.dim
+                or (has_unit(default.unit) and not value.unit.text)
+                or mixing_error(value.unit, default.unit) is not None
+            ):
                 expected = default.unit.text or "a plain number"
                 raise LoadError(
                     f"-p {name}={overrides[name]}: wrong unit, expected {expected} like the default {default}"
@@ -372,7 +412,7 @@ def _param_values(src: YamlSource, model: SequenceModel, overrides: Mapping[str,
             if text is None:
                 continue
             try:
-                b = constant(text, Scope({}, defaults))
+                b = constant(text, Scope({}, defaults, opaque=opaque))
                 expect_dim(b, default.dim, f"{bound} of {name}")
                 refuse_bare(b, default.unit, f"the default {default}", text)
             except ExpressionError as exc:
@@ -452,11 +492,11 @@ def _ramp(c: _Compiler, step: RampStep, loc: list[str | int]) -> RampPlan:
     r = step.ramp
     infos = []
     for i, sig in enumerate(r.signals):
-        info = c.catalog.get(sig)
-        if info is None or not info.writable or info.choices:
-            what = "is not a signal" if info is None else "cannot be ramped (not a commanded quantity)"
-            raise c.fail([*loc, "signals", i], f"'{sig}' {what}")
+        info = c.resolve(sig, [*loc, "signals", i])
+        if not info.writable or info.choices:
+            raise c.fail([*loc, "signals", i], f"'{sig}' cannot be ramped (not a commanded quantity)")
         infos.append(info)
+    r.signals = [info.name for info in infos]
     unit = infos[0].unit
     for i, info in enumerate(infos[1:], 1):
         if info.unit.dim != unit.dim or info.unit.factor != unit.factor:
@@ -527,13 +567,8 @@ def _measure(
         raise c.fail([*loc, "window"], "use either 'window' or 'since', not both")
     compiled: Compiled | None = None
     if m.signal is not None:
-        info = c.catalog.get(m.signal)
-        if info is None:
-            try:
-                compile_expr(m.signal, c.scope())
-            except ExpressionError as exc:
-                raise c.fail([*loc, "signal"], exc) from None
-            raise c.fail([*loc, "signal"], f"'{m.signal}' is not a signal")
+        info = c.resolve(m.signal, [*loc, "signal"])
+        m.signal = info.name  # the run reads and records the signal by the name its driver publishes
         dim, unit = info.unit.dim, info.unit
         if info.choices and m.stat != "value":
             raise c.fail([*loc, "stat"], f"{m.signal} is a state signal; only 'value' can be measured")
@@ -550,10 +585,10 @@ def _measure(
         unit = compiled.display_unit or Unit("", dim, 1.0)
     if m.unit is not None:
         try:
-            wanted = parse_unit(m.unit)
+            wanted = parse_unit(m.unit, c.scope().opaque)
         except ExpressionError as exc:
             raise c.fail([*loc, "unit"], exc) from None
-        if wanted.dim != dim:
+        if wanted.dim != dim or mixing_error(wanted, unit) is not None:
             raise c.fail([*loc, "unit"], f"unit mismatch: '{m.unit}' is not a unit of the measured quantity")
         unit = wanted
     elif dim == TIME:
@@ -587,6 +622,9 @@ def _measure(
             continue
         try:
             q = constant(str(text), c.scope())
+            refuse_mixing(
+                q.unit, unit, f"the '{bound}' limit is in {q.unit.text or 'no unit'}, the value in {unit.text}"
+            )
             expect_dim(q, dim, f"the '{bound}' limit")
         except ExpressionError as exc:
             raise c.fail([*loc, bound], exc) from None
@@ -596,6 +634,7 @@ def _measure(
     if m.uncertainty is not None:
         try:
             u = constant(str(m.uncertainty), c.scope())
+            refuse_mixing(u.unit, unit, f"the uncertainty is in {u.unit.text or 'no unit'}, the value in {unit.text}")
             expect_dim(u, dim, "the uncertainty")
             refuse_bare(u, unit, m.name, str(m.uncertainty))
         except ExpressionError as exc:
@@ -689,6 +728,7 @@ class StationChecks:
     limits: list[PlanMonitor]
     estop: Compiled | None
     safe_states: dict[str, SafeStatePlan]
+    notes: list[str] = field(default_factory=list)  # worth knowing, not wrong (opaque units)
 
 
 def check_station(station: LoadedStation, faults: Sequence[str] = ()) -> StationChecks:
@@ -707,7 +747,7 @@ def check_station(station: LoadedStation, faults: Sequence[str] = ()) -> Station
     found_faults = station_faults(station, faults)
     limits, estop = _supervision(station, catalog)
     safe = _safe_states(station, catalog, list(station.model.devices))
-    return StationChecks(drivers, catalog, found_faults, limits, estop, safe)
+    return StationChecks(drivers, catalog, found_faults, limits, estop, safe, unit_notes(catalog))
 
 
 def build_plan(
@@ -726,20 +766,15 @@ def build_plan(
     catalog_all = checked.catalog
     # A sequence sees only the devices it declares.
     catalog = {k: v for k, v in catalog_all.items() if k.split(".", 1)[0] in model.requires}
-    params = _param_values(src, model, overrides or {})
+    params = _param_values(src, model, overrides or {}, opaque_units(catalog))
     c = _Compiler(src, catalog, {k: p.value for k, p in params.items()})
     monitors: list[PlanMonitor] = []
     for i, mon in enumerate(model.monitors):
         cond = c.condition(mon.when, ["monitors", i, "when"])
         name = mon.name or mon.when
         monitors.append(PlanMonitor(name, cond, mon.when, mon.then, mon.message or "", src.line(["monitors", i])))
-    for i, sig in enumerate(model.display):
-        if sig not in catalog:
-            try:
-                compile_expr(sig, c.scope())
-            except ExpressionError as exc:
-                raise c.fail(["display", i], exc) from None
-            raise c.fail(["display", i], f"'{sig}' is not a signal")
+    # Displayed, recorded and reported by the name the driver publishes.
+    model.display = [c.resolve(sig, ["display", i]).name for i, sig in enumerate(model.display)]
     marks: set[str] = set()
     names: set[str] = set()
     history: set[str] = set()
@@ -774,6 +809,7 @@ def build_plan(
         station.model.estop or "",
     )
     plan.wanted = plan.referenced_signals()
+    plan.notes = unit_notes({k: v for k, v in catalog_all.items() if k.split(".", 1)[0] in used})
     return plan
 
 

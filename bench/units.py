@@ -1,8 +1,13 @@
 """Physical units for sequences, stations and signals.
 
-A closed table of the unit names that DBC files and the regulations use, with SI prefixes and
-products/quotients (``ohm/V``, ``degC/h``, ``A*h``). Values are carried in coherent base units
-(s, A, V, K, Pa) so comparisons are plain float operations at run time.
+A closed table of the unit names that DBC files and the regulations use, with SI prefixes,
+products/quotients (``ohm/V``, ``degC/h``, ``A*h``) and the spellings other tools write
+(``Volt``, ``Ampere``, ``rpm``, ``deg C``). Values are carried in coherent base units
+(s, A, V, K, Pa, m) so comparisons are plain float operations at run time.
+
+A unit a supplier's DBC spells in a way that is not in the table (``Count``, ``Calls``) is
+*opaque* (:func:`signal_unit`): its values are numbers in that unit, comparable with a plain
+number or with a value in the same unit string, and with nothing else.
 
 Temperature is the one unit with an offset. A lone temperature (a limit, a setpoint, a signal)
 is absolute; a temperature inside a compound unit (``degC/h``) or on the right of ``+``/``-``
@@ -15,32 +20,47 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from bench.errors import ExpressionError
 
-# Exponents over (time, current, voltage, temperature, pressure).
-Dim = tuple[int, int, int, int, int]
-DIMENSIONLESS: Dim = (0, 0, 0, 0, 0)
-TIME: Dim = (1, 0, 0, 0, 0)
-TEMPERATURE: Dim = (0, 0, 0, 1, 0)
+# Exponents over (time, current, voltage, temperature, pressure, length).
+Dim = tuple[int, int, int, int, int, int]
+DIMENSIONLESS: Dim = (0, 0, 0, 0, 0, 0)
+TIME: Dim = (1, 0, 0, 0, 0, 0)
+CURRENT: Dim = (0, 1, 0, 0, 0, 0)
+VOLTAGE: Dim = (0, 0, 1, 0, 0, 0)
+TEMPERATURE: Dim = (0, 0, 0, 1, 0, 0)
+PRESSURE: Dim = (0, 0, 0, 0, 1, 0)
+LENGTH: Dim = (0, 0, 0, 0, 0, 1)
+POWER: Dim = (0, 1, 1, 0, 0, 0)
+ENERGY: Dim = (1, 1, 1, 0, 0, 0)  # also torque: N*m is J
+CHARGE: Dim = (1, 1, 0, 0, 0, 0)
+RESISTANCE: Dim = (0, -1, 1, 0, 0, 0)
+FREQUENCY: Dim = (-1, 0, 0, 0, 0, 0)
+VOLUME: Dim = (0, 0, 0, 0, 0, 3)
 
 _DIM_NAMES = {
     DIMENSIONLESS: "dimensionless",
     TIME: "time",
-    (0, 1, 0, 0, 0): "current",
-    (0, 0, 1, 0, 0): "voltage",
+    CURRENT: "current",
+    VOLTAGE: "voltage",
     TEMPERATURE: "temperature",
-    (0, 0, 0, 0, 1): "pressure",
-    (0, 1, 1, 0, 0): "power",
-    (1, 1, 1, 0, 0): "energy",
-    (1, 1, 0, 0, 0): "charge",
-    (0, -1, 1, 0, 0): "resistance",
-    (0, -1, 0, 0, 0): "resistance per volt",
-    (-1, 0, 0, 0, 0): "frequency",
-    (-1, 0, 0, 1, 0): "temperature rate",
-    (-1, 0, 1, 0, 0): "voltage rate",
-    (-1, 1, 0, 0, 0): "current rate",
+    PRESSURE: "pressure",
+    LENGTH: "length",
+    POWER: "power",
+    ENERGY: "energy",
+    CHARGE: "charge",
+    RESISTANCE: "resistance",
+    (0, -1, 0, 0, 0, 0): "resistance per volt",
+    FREQUENCY: "frequency",
+    (-1, 0, 0, 1, 0, 0): "temperature rate",
+    (-1, 0, 1, 0, 0, 0): "voltage rate",
+    (-1, 1, 0, 0, 0, 0): "current rate",
+    (-1, 0, 0, 0, 0, 1): "speed",
+    VOLUME: "volume",
+    (-1, 0, 0, 0, 0, 3): "volume flow",
 }
 
 # symbol -> (dimension, factor to base); prefixes are applied to the ones marked prefixable.
@@ -48,19 +68,27 @@ _BASE: dict[str, tuple[Dim, float, bool]] = {
     "s": (TIME, 1.0, True),
     "min": (TIME, 60.0, False),
     "h": (TIME, 3600.0, False),
-    "A": ((0, 1, 0, 0, 0), 1.0, True),
-    "V": ((0, 0, 1, 0, 0), 1.0, True),
-    "W": ((0, 1, 1, 0, 0), 1.0, True),
-    "Wh": ((1, 1, 1, 0, 0), 3600.0, True),
-    "J": ((1, 1, 1, 0, 0), 1.0, True),
-    "Ah": ((1, 1, 0, 0, 0), 3600.0, True),
-    "C": ((1, 1, 0, 0, 0), 1.0, False),
-    "ohm": ((0, -1, 1, 0, 0), 1.0, True),
-    "Ohm": ((0, -1, 1, 0, 0), 1.0, True),
-    "Ω": ((0, -1, 1, 0, 0), 1.0, True),
-    "Pa": ((0, 0, 0, 0, 1), 1.0, True),
-    "bar": ((0, 0, 0, 0, 1), 1e5, True),
-    "Hz": ((-1, 0, 0, 0, 0), 1.0, True),
+    "A": (CURRENT, 1.0, True),
+    "V": (VOLTAGE, 1.0, True),
+    "W": (POWER, 1.0, True),
+    "VA": (POWER, 1.0, True),
+    "Wh": (ENERGY, 3600.0, True),
+    "J": (ENERGY, 1.0, True),
+    "Nm": (ENERGY, 1.0, False),
+    "Ah": (CHARGE, 3600.0, True),
+    "As": (CHARGE, 1.0, True),
+    "C": (CHARGE, 1.0, False),
+    "ohm": (RESISTANCE, 1.0, True),
+    "Ohm": (RESISTANCE, 1.0, True),
+    "Ω": (RESISTANCE, 1.0, True),
+    "Pa": (PRESSURE, 1.0, True),
+    "bar": (PRESSURE, 1e5, True),
+    "psi": (PRESSURE, 6894.757293168, False),
+    "Hz": (FREQUENCY, 1.0, True),
+    "rpm": (FREQUENCY, 1 / 60, False),
+    "m": (LENGTH, 1.0, True),
+    "l": (VOLUME, 1e-3, True),
+    "L": (VOLUME, 1e-3, True),
     "K": (TEMPERATURE, 1.0, False),
     "degC": (TEMPERATURE, 1.0, False),
     "°C": (TEMPERATURE, 1.0, False),
@@ -68,6 +96,36 @@ _BASE: dict[str, tuple[Dim, float, bool]] = {
     "%vol": (DIMENSIONLESS, 0.01, False),
     "ppm": (DIMENSIONLESS, 1e-6, False),
     "1": (DIMENSIONLESS, 1.0, False),
+}
+# Spellings other tools write for units of the table (spaces are ignored, so ``deg C`` is ``degC``).
+_SPELLINGS = {
+    "Volt": "V",
+    "volt": "V",
+    "Volts": "V",
+    "volts": "V",
+    "Ampere": "A",
+    "ampere": "A",
+    "Amp": "A",
+    "amp": "A",
+    "Amps": "A",
+    "amps": "A",
+    "Watt": "W",
+    "watt": "W",
+    "Ohms": "ohm",
+    "ohms": "ohm",
+    "sec": "s",
+    "Sec": "s",
+    "RPM": "rpm",
+    "Rpm": "rpm",
+    "DegC": "degC",
+    "degreeC": "degC",
+    "℃": "degC",
+    "percent": "%",
+    "vol%": "%vol",
+    "%Vol": "%vol",
+    "N.m": "Nm",
+    "N*m": "Nm",
+    "kph": "km/h",
 }
 _PREFIX = {"p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
 _CELSIUS_OFFSET = 273.15
@@ -81,6 +139,7 @@ class Unit:
     dim: Dim
     factor: float
     offset: float = 0.0
+    opaque: bool = False  # a DBC's own unit the table does not know: only itself or a plain number
 
     @property
     def dimension_name(self) -> str:
@@ -112,7 +171,7 @@ class Quantity:
 def dimension_name(dim: Dim) -> str:
     if dim in _DIM_NAMES:
         return _DIM_NAMES[dim]
-    names = ("s", "A", "V", "K", "Pa")
+    names = ("s", "A", "V", "K", "Pa", "m")
     return "*".join(f"{n}^{e}" for n, e in zip(names, dim, strict=True) if e) or "dimensionless"
 
 
@@ -130,16 +189,23 @@ _UNIT_TOKEN = re.compile(r"([*/]?)([^*/^]+)(?:\^(-?\d+))?")
 _UNIT_CACHE: dict[str, Unit] = {}
 
 
-def parse_unit(text: str) -> Unit:
-    """Parse ``V``, ``mV``, ``degC``, ``ohm/V``, ``A*h``, ``degC/h``, ``%``; ``''`` is dimensionless."""
+def parse_unit(text: str, opaque: Collection[str] = ()) -> Unit:
+    """Parse ``V``, ``mV``, ``degC``, ``ohm/V``, ``A*h``, ``degC/h``, ``%``; ``''`` is dimensionless.
+
+    A unit in ``opaque`` (the opaque units of the signals in scope) is that opaque unit.
+    """
     key = text.strip()
+    if key in opaque:
+        return opaque_unit(key)
+    compact = key.replace(" ", "")
+    key = _SPELLINGS.get(compact, compact if compact in _BASE else key)
     cached = _UNIT_CACHE.get(key)
     if cached is not None:
         return cached
     if key in ("", "-"):
         unit = Unit(key, DIMENSIONLESS, 1.0)
     else:
-        dims = [0, 0, 0, 0, 0]
+        dims = [0, 0, 0, 0, 0, 0]
         factor = 1.0
         pos = 0
         parts = 0
@@ -152,18 +218,55 @@ def parse_unit(text: str) -> Unit:
                 raise ExpressionError(f"cannot read unit '{text}'")
             sign = -1 if op == "/" else 1
             d, f, _ = _symbol(sym)
-            for i in range(5):
+            for i in range(len(dims)):
                 dims[i] += sign * exp * d[i]
             factor *= f ** (sign * exp)
             parts += 1
         if pos != len(key.replace(" ", "")):
             raise ExpressionError(f"cannot read unit '{text}'")
-        dim: Dim = (dims[0], dims[1], dims[2], dims[3], dims[4])
+        dim: Dim = (dims[0], dims[1], dims[2], dims[3], dims[4], dims[5])
         # Only a lone Celsius temperature is absolute; see the module docstring.
         offset = _CELSIUS_OFFSET if parts == 1 and key in ("degC", "°C") else 0.0
         unit = Unit(key, dim, factor, offset)
     _UNIT_CACHE[key] = unit
     return unit
+
+
+def opaque_unit(text: str) -> Unit:
+    return Unit(text.strip(), DIMENSIONLESS, 1.0, opaque=True)
+
+
+def signal_unit(text: str, mapping: Mapping[str, str] | None = None) -> Unit:
+    """The unit of a signal as a DBC spells it: mapped by the station, known to the table, or opaque.
+
+    ``mapping`` is a device's ``units:`` (the DBC's spelling -> ours); a mapping to a unit the
+    table does not know is an error, an unmapped unknown spelling becomes an opaque unit.
+    """
+    key = text.strip()
+    if mapping and key in mapping:
+        return parse_unit(str(mapping[key]))
+    try:
+        return parse_unit(key)
+    except ExpressionError:
+        return opaque_unit(key)
+
+
+def is_plain(unit: Unit | None) -> bool:
+    """A plain number: no unit at all (``12``, a signal without a unit)."""
+    return unit is None or (not unit.opaque and unit.text in ("", "1", "-"))
+
+
+def mixing_error(a: Unit | None, b: Unit | None, what: str = "compare") -> str | None:
+    """Why ``a`` and ``b`` cannot meet when one of them is opaque, or None when they can.
+
+    An opaque unit meets a plain number or the same unit string; the dimension checks cover
+    everything else, and an opaque unit has no dimension to check.
+    """
+    for x, y in ((a, b), (b, a)):
+        if x is not None and x.opaque and not is_plain(y) and not (y is not None and y.opaque and y.text == x.text):
+            assert y is not None
+            return f"cannot {what} a value in {x.text} with a value in {y.text or 'no unit'} ({x.text} is the DBC's own unit)"
+    return None
 
 
 # Every number a person writes (sequences, stations, -p, lab job parameters, prompt answers) is
@@ -173,13 +276,13 @@ MAX_MAGNITUDE = 1e12  # the messages say 1e12
 _QUANTITY = re.compile(r"^\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*(.*?)\s*$")
 
 
-def parse_quantity(text: str) -> Quantity:
-    """Parse ``'4.25 V'``, ``'250 ms'``, ``'3 %'``, ``'12'`` into a quantity."""
+def parse_quantity(text: str, opaque: Collection[str] = ()) -> Quantity:
+    """Parse ``'4.25 V'``, ``'250 ms'``, ``'3 %'``, ``'12'`` into a quantity (``opaque``: see :func:`parse_unit`)."""
     check_digits(text)
     match = _QUANTITY.match(text)
     if not match:
         raise ExpressionError(f"'{text}' is not a number with a unit")
-    unit = parse_unit(match.group(2))
+    unit = parse_unit(match.group(2), opaque)
     return Quantity(unit.to_base(parse_number(match.group(1))), unit.dim, unit)
 
 
@@ -201,8 +304,11 @@ def check_digits(text: str) -> None:
 
 
 def has_unit(unit: Unit) -> bool:
-    """Whether a value in ``unit`` means something else when written as a bare number (``60`` is not ``60 %``)."""
-    return unit.text not in ("", "1", "-")
+    """Whether a value in ``unit`` means something else when written as a bare number (``60`` is not ``60 %``).
+
+    Not an opaque unit: nothing is known of it but its name, so ``12`` is 12 in that unit.
+    """
+    return not unit.opaque and unit.text not in ("", "1", "-")
 
 
 def quantity(value: float, unit_text: str) -> Quantity:

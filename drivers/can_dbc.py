@@ -1,16 +1,28 @@
 """A CAN device described by a DBC file.
 
-Received frames become signals ``<device>.<signal>`` (decoded by cantools). Messages the
-bench's node sends are held as current signal values and transmitted at their DBC cycle time
-(``GenMsgCycleTime``); a ``set`` re-encodes them. Works on any python-can interface the station
-names; on the in-process link (``inproc``) frames are delivered on the event loop itself.
+Received frames become signals (decoded by cantools). Every signal has a message-qualified
+name ``<device>.<Message>.<signal>``; the short name ``<device>.<signal>`` names it too where
+no other message has a signal of that name, and is then the name it is published under. A
+signal name that several messages share is published under its qualified names only.
+Messages the bench sends are held as current signal values and transmitted at their cycle
+time (``GenMsgCycleTime``, or the station's ``cycle_times``); a ``set`` re-encodes them. Works
+on any python-can interface the station names; on the in-process link (``inproc``) frames are
+delivered on the event loop itself.
 
 Station config::
 
     dbc: ../dbc/bms.dbc          # relative to the station file
-    node: BENCH                  # the DBC node the bench plays
+    node: BENCH                  # optional: the DBC node the bench plays (sends its messages)
+    send: [BENCH_Command]        # optional: the only messages the bench sends
+    cycle_times: {BMS_Event: 500 ms}   # optional: for messages the DBC gives no cycle time
+    units: {Count: "1"}          # optional: the DBC's unit spellings -> the bench's units
     can: {interface: inproc, channel: bench0}   # passed to can.Bus
     initial: {cmd_contactors: OPEN}             # start values of transmitted signals
+
+Without ``node`` and ``send`` the device only listens. A DBC is refused when it is loaded
+(one line, no output of cantools) for a defect that would make its frames mean something
+else: no messages, two messages with one frame id, overlapping signals, a signal name twice
+in a message, a frame longer than its bus carries.
     uds:                                        # optional: identify the DUT over UDS (drivers/uds.py)
       tx_id: 0x7E0                              # physical request id (default 0x7E0)
       rx_id: 0x7E8                              # response id (default 0x7E8)
@@ -33,9 +45,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
+import logging
 import os
+import re
 import socket
 import threading
+import warnings
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -47,7 +64,7 @@ from cantools.database.can import Database, Message
 from bench.device import ConfigError, DeviceContext, Driver
 from bench.errors import DeviceError, ExpressionError
 from bench.expr import SignalInfo
-from bench.units import parse_unit
+from bench.units import TIME, parse_quantity, parse_unit, signal_unit
 from drivers.cyclic_tx import CyclicSender
 from drivers.e2e import crc8_j1850
 from drivers.uds import IDENTITY_DIDS, UdsClient, UdsError
@@ -56,7 +73,11 @@ E2E_STATES = {"OK": 0, "ALIVE_ERROR": 1, "CRC_ERROR": 2}
 INJECTIONS = {"NONE": 0, "LOST": 1, "ALIVE_FROZEN": 2, "CRC_CORRUPTED": 3, "STUCK": 4, "IMPLAUSIBLE": 5}
 _LOST, _ALIVE_FROZEN, _CRC_CORRUPTED, _STUCK, _IMPLAUSIBLE = 1, 2, 3, 4, 5
 INJECT_PREFIX = "inject_"
-_KEYS = {"dbc", "node", "can", "initial", "uds"}
+_KEYS = {"dbc", "node", "send", "cycle_times", "units", "can", "initial", "uds"}
+_MAX_FRAME = {False: 8, True: 64}
+_OVERLAP = re.compile(
+    r"The signals (\w+) and (\w+) are overlapping in message (\w+)"
+)  # payload bytes of a classic and of an FD frame
 _UDS_KEYS = {"tx_id", "rx_id", "expect", "timeout"}
 
 
@@ -78,43 +99,53 @@ class CanDbcDriver(Driver):
         if "dbc" not in self.config:
             raise ConfigError("a CAN device needs 'dbc'")
         self.dbc_path = (base_dir / str(self.config["dbc"])).resolve()
-        try:
-            db = cantools.database.load_file(str(self.dbc_path), strict=True)
-        except FileNotFoundError:
-            raise ConfigError(f"DBC file not found: {self.config['dbc']}", "dbc") from None
-        except Exception as exc:  # cantools raises many types for a broken file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"cannot load DBC {self.config['dbc']}: {first}", "dbc") from None
-        if not isinstance(db, Database):
-            raise ConfigError(f"{self.config['dbc']} is not a CAN database", "dbc")
-        self.db = db
-        self.node = str(self.config.get("node", "BENCH"))
-        if self.node not in {n.name for n in db.nodes}:
-            raise ConfigError(f"node '{self.node}' is not in {self.config['dbc']}", "node")
+        self.db = db = _load_dbc(self.dbc_path, str(self.config["dbc"]))
+        node = self.config.get("node")
+        self.node: str | None = None if node is None else str(node)
+        nodes = [n.name for n in db.nodes]
+        if self.node is not None and self.node not in nodes:
+            listed = f"nodes: {', '.join(nodes)}" if nodes else "it names no nodes"
+            raise ConfigError(
+                f"node '{self.node}' is not in {self.config['dbc']} ({listed}); without 'node' the device"
+                " listens, and 'send' names the messages the bench sends",
+                "node",
+            )
         can_cfg = self.config.get("can")
         if not isinstance(can_cfg, dict) or "interface" not in can_cfg:
             raise ConfigError("'can' must give at least 'interface' (and usually 'channel')", "can")
         _check_interface(can_cfg)
         self.can_cfg = dict(can_cfg)
-        self.tx_msgs = [m for m in db.messages if self.node in m.senders]
-        self.rx_msgs = {m.frame_id: m for m in db.messages if self.node not in m.senders}
+        self.tx_msgs = self._sent_messages(self.config.get("send"))
+        sent = {m.frame_id for m in self.tx_msgs}
+        self.rx_msgs = {m.frame_id: m for m in db.messages if m.frame_id not in sent}
+        self._cycle = self._cycle_times(self.config.get("cycle_times"))
+        self._units = self._unit_map(self.config.get("units"))
+        # Each signal's name on this device: "signal" where the name is unique in the file, else
+        # "Message.signal" (the device name goes in front). Frames are decoded and published by it.
+        counts = Counter(s.name for m in db.messages for s in m.signals)
+        self._local: dict[int, dict[str, str]] = {
+            m.frame_id: {s.name: s.name if counts[s.name] == 1 else f"{m.name}.{s.name}" for s in m.signals}
+            for m in db.messages
+        }
         self._protection = {m.frame_id: self._find_protection(m) for m in db.messages}
         self._tx_values: dict[str, dict[str, float]] = {}
-        self._signal_msg: dict[str, Message] = {}
+        # Local name (and the qualified "Message.signal" of a unique one) -> message and signal.
+        self._tx_signal: dict[str, tuple[Message, str]] = {}
         for m in self.tx_msgs:
             self._tx_values[m.name] = {s.name: self._default(s) for s in m.signals}
             for s in m.signals:
-                self._signal_msg[s.name] = m
+                self._tx_signal[self._local[m.frame_id][s.name]] = (m, s.name)
+                self._tx_signal[f"{m.name}.{s.name}"] = (m, s.name)
         for key, value in dict(self.config.get("initial") or {}).items():
-            if key not in self._signal_msg:
+            if key not in self._tx_signal:
                 raise ConfigError(f"initial: '{key}' is not a signal the bench sends", "initial")
-            sig = self._signal_msg[key].get_signal_by_name(key)
-            code = _choice_code(sig, value)
-            self._tx_values[self._signal_msg[key].name][key] = code if code is not None else float(value)
+            m, sig_name = self._tx_signal[key]
+            code = _choice_code(m.get_signal_by_name(sig_name), value)
+            self._tx_values[m.name][sig_name] = code if code is not None else float(value)
         # Injected fault per transmitted message (INJECTIONS code) and the payload a STUCK one keeps.
         self._inject: dict[str, int] = {}
         self._stuck: dict[str, dict[str, float]] = {}
-        self._inject_msg = {INJECT_PREFIX + m.name.lower(): m for m in self.tx_msgs if m.cycle_time}
+        self._inject_msg = {INJECT_PREFIX + m.name.lower(): m for m in self.tx_msgs if self._cycle[m.frame_id]}
         self._signals = self._build_signals()
         self._uds_cfg = self._check_uds(self.config.get("uds"))
         self._uds: UdsClient | None = None
@@ -129,6 +160,61 @@ class CanDbcDriver(Driver):
         self._sender: CyclicSender | None = None
         self._all_seen: asyncio.Future[None] | None = None
         self._decoded: set[int] = set()
+
+    def _sent_messages(self, send: Any) -> list[Message]:
+        """What the bench sends: the ``send`` list when given, else its node's messages, else nothing."""
+        if send is None:
+            return [m for m in self.db.messages if self.node is not None and self.node in m.senders]
+        if not isinstance(send, list) or not all(isinstance(n, str) for n in send):
+            raise ConfigError("'send' must be a list of message names", "send")
+        by_name = {m.name: m for m in self.db.messages}
+        out = []
+        for name in send:
+            m = by_name.get(name)
+            if m is None:
+                raise ConfigError(f"send: '{name}' is not a message of {self.config['dbc']}", "send")
+            if self.node is not None and m.senders and self.node not in m.senders:
+                # Another node sends it: sending it too would put two writers on one frame id.
+                raise ConfigError(f"send: {name} is sent by {', '.join(m.senders)}, not by {self.node}", "send")
+            out.append(m)
+        return out
+
+    def _cycle_times(self, cfg: Any) -> dict[int, float | None]:
+        """Cycle time per frame id in seconds: the DBC's, or the station's for a message it gives none."""
+        cycle = {m.frame_id: (m.cycle_time / 1000.0 if m.cycle_time else None) for m in self.db.messages}
+        if cfg is None:
+            return cycle
+        if not isinstance(cfg, dict):
+            raise ConfigError(
+                "'cycle_times' must map message names to durations, e.g. {BMS_Event: 500 ms}", "cycle_times"
+            )
+        by_name = {m.name: m for m in self.db.messages}
+        for name, text in cfg.items():
+            if name not in by_name:
+                raise ConfigError(f"cycle_times: '{name}' is not a message of {self.config['dbc']}", "cycle_times")
+            try:
+                q = parse_quantity(str(text))
+            except ExpressionError as exc:
+                raise ConfigError(f"cycle_times: {name}: {exc}", "cycle_times") from None
+            if q.dim != TIME or not 0.001 <= q.base <= 3600:
+                raise ConfigError(f"cycle_times: {name} must be a time from 1 ms to 1 h, got '{text}'", "cycle_times")
+            cycle[by_name[name].frame_id] = q.base
+        return cycle
+
+    def _unit_map(self, cfg: Any) -> dict[str, str]:
+        """The station's spelling of units the DBC writes its own way (``units: {Count: "1"}``)."""
+        if cfg is None:
+            return {}
+        if not isinstance(cfg, dict):
+            raise ConfigError("'units' must map the DBC's unit spellings to units, e.g. {Count: \"1\"}", "units")
+        for spelling, unit in cfg.items():
+            try:
+                parse_unit(str(unit))
+            except ExpressionError:
+                raise ConfigError(
+                    f"units: '{spelling}' maps to '{unit}', which is not a unit the bench knows", "units"
+                ) from None
+        return {str(k): str(v) for k, v in cfg.items()}
 
     @staticmethod
     def _check_uds(cfg: Any) -> dict[str, Any] | None:
@@ -173,25 +259,25 @@ class CanDbcDriver(Driver):
 
     def _build_signals(self) -> list[SignalInfo]:
         out: list[SignalInfo] = []
+        sent = {m.frame_id for m in self.tx_msgs}
         for m in self.db.messages:
-            writable = self.node in m.senders
+            writable = m.frame_id in sent
             for s in m.signals:
-                try:
-                    unit = parse_unit(s.unit or "")
-                except ExpressionError:
-                    raise ConfigError(
-                        f"{self.config['dbc']}: signal {s.name} has unit '{s.unit}' that is not known", "dbc"
-                    ) from None
+                unit = signal_unit(s.unit or "", self._units)
                 choices = {str(v): int(k) for k, v in s.choices.items()} if s.choices else None
+                local = self._local[m.frame_id][s.name]
+                qualified = f"{self.name}.{m.name}.{s.name}"
+                name = f"{self.name}.{local}"
                 out.append(
                     SignalInfo(
-                        f"{self.name}.{s.name}",
+                        name,
                         unit,
                         choices,
                         writable and not s.is_multiplexer,
                         s.minimum,
                         s.maximum,
                         s.comment or "",
+                        aliases=() if name == qualified else (qualified,),
                     )
                 )
             prot = self._protection[m.frame_id]
@@ -242,7 +328,11 @@ class CanDbcDriver(Driver):
             # Interfaces stamp frames on their own clock; the first frame maps it onto the loop's.
             self._ts_offset = None
             self._notifier = can.Notifier(bus, [self._on_frame], loop=ctx.loop)
-        self._unseen = {m.frame_id for m in self.rx_msgs.values() if m.cycle_time}
+        # Connected once every cyclic message another node sends has been seen (a message of the
+        # bench's own node that the bench does not send has nobody else to send it).
+        self._unseen = {
+            i for i, m in self.rx_msgs.items() if self._cycle[i] and (self.node is None or self.node not in m.senders)
+        }
         if ctx.wanted is not None:
             # Decoding is most of the cost of a frame; a message nobody refers to is only recorded.
             prefix = self.name + "."
@@ -250,7 +340,7 @@ class CanDbcDriver(Driver):
             self._decoded = {
                 m.frame_id
                 for m in self.rx_msgs.values()
-                if any(prefix + s.name in wanted for s in m.signals)
+                if any(prefix + local in wanted for local in self._local[m.frame_id].values())
                 or ((prot := self._protection[m.frame_id]) is not None and f"{prefix}{prot.prefix}_e2e" in wanted)
             }
         else:
@@ -260,8 +350,9 @@ class CanDbcDriver(Driver):
             self._all_seen.set_result(None)
         cycles: dict[float, list[Message]] = {}
         for m in self.tx_msgs:
-            if m.cycle_time:
-                cycles.setdefault(m.cycle_time / 1000.0, []).append(m)
+            period = self._cycle[m.frame_id]
+            if period:
+                cycles.setdefault(period, []).append(m)
         if callable(add_listener):
             # The in-process link runs on the loop's clock, which may be virtual: loop tasks.
             for period, msgs in sorted(cycles.items()):
@@ -282,7 +373,7 @@ class CanDbcDriver(Driver):
                     self._sender.add(period, functools.partial(self._encode, m))
             self._sender.start()
         # The device counts as connected once every cyclic message it sends has been seen.
-        slowest = max((m.cycle_time for m in self.rx_msgs.values() if m.cycle_time), default=0) / 1000.0
+        slowest = max((self._cycle[i] or 0.0 for i in self._unseen), default=0.0)
         wait = max(1.0, 2.5 * slowest)
         try:
             async with asyncio.timeout(wait):
@@ -422,8 +513,9 @@ class CanDbcDriver(Driver):
         t = msg.timestamp + self._ts_offset
         publish = ctx.publish
         prefix = self.name + "."
+        local = self._local[m.frame_id]
         for sig, value in decoded.items():
-            publish(prefix + sig, float(value), t)
+            publish(prefix + local[sig], float(value), t)
         prot = self._protection[m.frame_id]
         if prot is not None:
             publish(prefix + prot.prefix + "_e2e", float(self._check(prot, msg.data, decoded)), t)
@@ -441,7 +533,8 @@ class CanDbcDriver(Driver):
     async def set(self, values: Mapping[str, float]) -> dict[str, float]:
         assert self._ctx is not None
         readback: dict[str, float] = {}
-        touched: list[Message] = []
+        touched: dict[str, list[tuple[str, str]]] = {}  # message -> (local name, signal name)
+        by_name: dict[str, Message] = {}
         t = self._ctx.loop.time()
         for short, value in values.items():
             if short in self._inject_msg:
@@ -449,20 +542,21 @@ class CanDbcDriver(Driver):
                 readback[short] = float(self._inject.get(self._inject_msg[short].name, 0))
                 self._ctx.publish(f"{self.name}.{short}", readback[short], t)
                 continue
-            m = self._signal_msg.get(short)
-            if m is None:
+            target = self._tx_signal.get(short)
+            if target is None:
                 raise DeviceError(self.name, f"'{short}' is not a signal the bench sends")
-            self._tx_values[m.name][short] = float(value)
-            if m not in touched:
-                touched.append(m)
-        for m in touched:
+            m, sig_name = target
+            self._tx_values[m.name][sig_name] = float(value)
+            by_name[m.name] = m
+            touched.setdefault(m.name, []).append((self._local[m.frame_id][sig_name], sig_name))
+        for name, sigs in touched.items():
+            m = by_name[name]
             # Read back what the frame will actually carry (scaling and resolution of the DBC).
             frame = m.encode(self._tx_values[m.name], strict=False)
             decoded = cast(dict[str, float], m.decode(frame, decode_choices=False))
-            for short in values:
-                if short in decoded:
-                    readback[short] = float(decoded[short])
-                    self._ctx.publish(f"{self.name}.{short}", readback[short], t)
+            for local, sig_name in sigs:
+                readback[local] = float(decoded[sig_name])
+                self._ctx.publish(f"{self.name}.{local}", readback[local], t)
             # Send now as well as on the cycle: a safe-state command must not wait a cycle.
             self._transmit(m)
         return readback
@@ -496,6 +590,64 @@ class CanDbcDriver(Driver):
             with contextlib.suppress(Exception):
                 self._bus.shutdown()
             self._bus = None
+
+
+def _load_dbc(path: Path, label: str) -> Database:
+    """Load a DBC quietly and refuse the defects that would make its frames mean something else.
+
+    cantools logs a warning for a frame id defined twice (and keeps the last) and may print; at
+    load time the bench says what is wrong in one line of its own instead.
+    """
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"DBC file not found: {label}", "dbc") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read DBC {label}: {exc.strerror or exc}", "dbc") from None
+    if not text.strip():
+        raise ConfigError(f"{label} has no messages (the file is empty)", "dbc")
+    logger = logging.getLogger("cantools")
+    sink = io.StringIO()
+    handler = logging.StreamHandler(sink)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            db = cantools.database.load_file(str(path), strict=True)
+    except Exception as exc:  # cantools raises many types for a broken file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        overlap = _OVERLAP.search(first)
+        if overlap:
+            a, b, m = overlap.groups()
+            raise ConfigError(f"{label}: signals {a} and {b} overlap in message {m}", "dbc") from None
+        raise ConfigError(f"cannot load DBC {label}: {first}", "dbc") from None
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    if not isinstance(db, Database):
+        raise ConfigError(f"{label} is not a CAN database", "dbc")
+    if not db.messages:
+        raise ConfigError(f"{label} has no messages", "dbc")
+    seen: dict[tuple[int, bool], Message] = {}
+    for m in db.messages:
+        key = (m.frame_id, bool(m.is_extended_frame))
+        if key in seen:
+            raise ConfigError(
+                f"{label}: messages {seen[key].name} and {m.name} have the same frame id 0x{m.frame_id:X}", "dbc"
+            )
+        seen[key] = m
+        limit = _MAX_FRAME[bool(m.is_fd)]
+        if m.length > limit:
+            kind = "a CAN FD frame" if m.is_fd else "a classic CAN frame"
+            raise ConfigError(
+                f"{label}: message {m.name} is {m.length} bytes long; {kind} carries at most {limit}", "dbc"
+            )
+        twice = [n for n, c in Counter(s.name for s in m.signals).items() if c > 1]
+        if twice:
+            raise ConfigError(f"{label}: signal {twice[0]} is defined twice in message {m.name}", "dbc")
+    return db
 
 
 def _check_interface(cfg: Mapping[str, Any]) -> None:
