@@ -8,6 +8,7 @@ always kills it. Without mosquitto the lab tests skip locally but FAIL in CI (CI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -93,6 +94,8 @@ class Mosquitto:
                     f"acl_file {self.acl}",
                     "persistence true",
                     f"persistence_location {self.dir / 'data'}/",
+                    # As examples/mosquitto/mosquitto.conf: a SIGKILL loses at most the last second.
+                    "autosave_interval 1",
                     "max_queued_messages 100000",
                     f"log_dest file {self.log}",
                     "log_type all",
@@ -128,6 +131,13 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """A broker crash (SIGKILL): no save on the way out, only what autosave wrote survives."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
         self.proc = None
 
     def url(self, user: str = "operator") -> str:
@@ -198,6 +208,7 @@ class Lab:
         grace: float = 1.5,
         lab_extra: str = "",
         env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> AgentProc:
         station = station_file(self.folder, bench, realtime=realtime, allow_text=allow_text, lab_extra=lab_extra)
         log = self.folder / f"{bench}.log"
@@ -210,7 +221,7 @@ class Lab:
             **(env or {}),
         )
         cmd = [sys.executable, "-m", "bench.cli", "agent", "--station", str(station)]
-        cmd += ["--broker", f"mqtt://127.0.0.1:{self.broker.port}", "--reports", str(self.reports)]
+        cmd += ["--broker", f"mqtt://127.0.0.1:{port or self.broker.port}", "--reports", str(self.reports)]
         cmd += ["--requeue-grace", str(grace)]
         with open(log, "wb") as f:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -234,7 +245,7 @@ class Lab:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            snap = asyncio.run(snapshot(self.broker.broker(), quiet=0.2))
+            snap = asyncio.run(snapshot(self.broker.broker()))
             up = {b.name for b in snap.online() if b.caps is not None}
             if set(benches) <= up:
                 return
@@ -281,3 +292,94 @@ async def collect(
                 if until(got):
                     break
     return got
+
+
+async def retained(broker: Any, topics: list[str]) -> dict[str, bytes]:
+    """The retained messages under ``topics`` now, complete: read up to the barrier marker."""
+    from bench.lab.mqtt import client, start_barrier, sync_topic
+
+    ident = f"test-retained-{os.getpid()}-{time.monotonic_ns()}"
+    got: dict[str, bytes] = {}
+    async with client(broker, ident) as c:
+        for t in topics:
+            await c.subscribe(t, qos=1)
+        token = await start_barrier(c, broker.prefix)
+        async with asyncio.timeout(60):
+            async for msg in c.messages:
+                payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
+                if msg.topic.value == sync_topic(broker.prefix, ident) and payload == token:
+                    return got
+                if msg.retain:
+                    got[msg.topic.value] = bytes(payload)
+    return got
+
+
+def add_users(m: Mosquitto, users: dict[str, str]) -> None:
+    """More broker users (benches of a large lab); the broker reloads its password file on SIGHUP."""
+    for user, pw in users.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(m.dir / "passwd"), user, pw], check=True, capture_output=True)
+    PASSWORDS.update(users)
+    if m.proc is not None:
+        m.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+
+
+class Cutter:
+    """A TCP relay between agents and the broker whose link can be cut for a while: every
+    connection through it is closed at once and new ones are refused until the cut ends (a cable
+    pulled and plugged back)."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target = target_port
+        self.port = free_port()
+        self._down_until = 0.0
+        self._socks: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            if time.monotonic() < self._down_until:
+                conn.close()
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                conn.close()
+                continue
+            with self._lock:
+                self._socks |= {conn, up}
+            threading.Thread(target=self._pump, args=(conn, up), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, conn), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self, seconds: float) -> None:
+        self._down_until = time.monotonic() + seconds
+        with self._lock:
+            socks, self._socks = self._socks, set()
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self._server.close()
+        self.cut(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.errors import LoadError
-from bench.lab.ledger import LOST, JobRecord
+from bench.lab.ledger import ABANDONED, JobRecord
 from bench.lab.protocol import Claim, Job, Result, SequenceRef
 from bench.lab.trust import check_result, read_lab_keys, sign_result
 from bench.record.signing import init_key, load_key
@@ -59,7 +59,7 @@ def test_a_later_attempt_opens_only_when_the_winner_is_gone_or_lost_its_run() ->
     assert rec.result() == res("c", 2)
     online["b"] = True  # back, still running attempt 1: the later attempt no longer counts
     assert rec.result() is None
-    rec.add_result(res("b", 1, LOST), None)  # ... or it lost that run: the later attempt counts
+    rec.add_result(res("b", 1, ABANDONED), None)  # ... or it abandoned that run: the later attempt counts
     assert rec.result() == res("c", 2)
 
 

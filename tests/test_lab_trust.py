@@ -156,8 +156,8 @@ def test_a_bench_restarted_mid_job_reports_the_run_lost_and_the_job_runs_again(l
 
     res = asyncio.run(scenario())
     assert res.bench == "bench-b" and res.attempt == 2 and res.verdict == "PASS", res
-    assert any("attempt 1 was lost" in r for r in shown), shown
-    assert "attempt 1 was lost" in lab.agents["bench-b"].text()
+    assert any("attempt 1 was abandoned" in r for r in shown), shown
+    assert "attempt 1 was abandoned" in lab.agents["bench-b"].text()
 
 
 def test_with_lab_keys_a_result_counts_only_when_signed_by_that_bench(lab: Lab, tmp_path: Path) -> None:

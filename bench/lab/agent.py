@@ -10,11 +10,20 @@ How a job is taken exactly once, without a coordinator (docs/lab.md has the full
   forwards all publishes in one order to every subscriber, so every bench sees the same FIRST
   claim of an attempt; that bench wins and runs, the others drop their claim. The claim is the
   acknowledgement the submitter and ``bench lab watch`` see.
-* A bench that dies leaves its will: ``lab/benches/<it>/status`` = offline (retained). When it
-  stays offline for ``requeue_grace`` s, its unfinished job's next attempt is open and any idle
-  matching bench claims it the same way.
-* Jobs nobody took through the shared subscription (the receiver was busy or did not match) are
-  picked from the retained records when a bench becomes idle: oldest job first.
+* The bench that got the wake-up claims at once; every other bench claims a job only when it is
+  still unclaimed after ``claim_grace`` s plus its turn (``STAGGER_S`` apart, in an order drawn
+  from the job id), so a busy or unmatching receiver does not strand the job and claims stay
+  about one per job however many benches there are.
+* A bench that dies leaves its will: ``lab/benches/<it>/status`` = offline (retained), delayed by
+  the grace (MQTT 5 will delay: a bench back within it never looks dead). When it stays offline
+  for ``requeue_grace`` s *while this bench is connected*, its unfinished job's next attempt is
+  open and the benches claim it the same way. A broker that stops sends every will at once: each
+  bench counts the grace again from its own reconnection.
+* A bench that restarted finds its own open claims once the history is read, marks each
+  interrupted run ABANDONED (naming its unsealed run folder), which opens the job's next attempt.
+* The retained history (job records, claims, results) is read on a second connection up to a
+  barrier marker (bench/lab/mqtt.py start_barrier), while the main one takes new jobs at once; the
+  open jobs are kept in an index, so no message costs a scan of the whole history.
 
 Runs happen in a worker thread on their own (virtual-time) loop (bench/runner.py); record events
 come back with ``call_soon_threadsafe`` and go out through an in-order outbox that keeps every
@@ -29,6 +38,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import signal
 import tempfile
 import threading
@@ -40,6 +50,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.console import run_exit_code
@@ -47,7 +60,7 @@ from bench.errors import BenchError, LoadError
 from bench.interlock import Interlock
 from bench.lab import mqtt
 from bench.lab.leases import LeaseRefused, LeaseTable
-from bench.lab.ledger import LOST, JobRecord
+from bench.lab.ledger import ABANDONED, JobRecord
 from bench.lab.protocol import (
     MAX_CONTROL_VALID_S,
     MAX_MESSAGE_BYTES,
@@ -78,6 +91,13 @@ log = logging.getLogger("bench.lab.agent")
 OUTBOX_WINDOW = 64  # QoS 1 publishes in flight at once; order on the wire is the call order
 CLAIM_LOST_S = 10.0  # a claim sent and acknowledged comes back within milliseconds; after this it is lost
 KEEP_RUNS = 8  # runs whose events a watcher can ask for again (they are also in each run's events.jsonl)
+# Between two benches' turns to claim a job nobody claimed yet: longer than a claim takes to go
+# round the broker, so the first bench's claim is seen before the next bench's turn.
+STAGGER_S = 0.2
+RECONNECT_S = 0.5  # short: after a broker restart every bench must be back well within the grace
+# An attempt to connect made while the network is cut would otherwise hang for 10 s (well beyond
+# the grace) even when the cut lasts 2 s; a short one fails, and the next attempt gets through.
+CONNECT_S = 2.0
 
 
 class LabSettings(BaseModel):
@@ -107,6 +127,11 @@ class JobView(JobRecord):
     # The lease holder who sent it to this bench (lab/control/<me>/submit); None: from the queue.
     direct_by: str | None = None
     ignored: set[str] = field(default_factory=set)  # benches whose result was refused (logged once)
+    # Everything about the job is known: its record came live (so did all its claims), or the
+    # history has been read. Only then may this bench claim it.
+    complete: bool = False
+    eligible_at: float = math.inf  # this bench's turn to claim it (monotonic time)
+    seen: int = 0  # the connection in which its record was last seen; gone since: archived
 
 
 B = TypeVar("B", Status, Claim, Result)
@@ -180,9 +205,21 @@ class Agent:
         self.claim_grace = claim_grace
         paths = [(station.base_dir / p) for p in self.settings.library] + list(library or [])
         self.library = scan_library(paths)
+        self._caps = self._build_caps()
         self.interlock = Interlock(station.model.id)
         self.jobs: dict[str, JobView] = {}
+        self.open: set[str] = set()  # jobs with a record and no result that counts: the claim scan
         self.online: dict[str, bool] = {}
+        # Benches seen offline while this bench was connected, since when (monotonic): the grace
+        # counts only while we can see them come back.
+        self.offline_since: dict[str, float] = {}
+        self.synced = False  # the retained history of this connection has been read
+        self._conn = 0  # connections so far
+        self._live_topics: set[str] = set()  # topics that came live while the history was read
+        self._connect_t = 0.0
+        # The run in progress, on disk: a restarted agent names the unsealed folder of the run it abandoned.
+        self.journal = reports / ".lab" / f"{self.bench}.json"
+        self.interrupted = self._read_journal()
         self.claiming: tuple[str, int] | None = None
         self._claimed_at = 0.0
         self.running: str | None = None
@@ -213,6 +250,9 @@ class Agent:
 
     # -- what this bench offers ---------------------------------------------------------------
     def caps(self) -> Caps:
+        return self._caps
+
+    def _build_caps(self) -> Caps:
         seqs: dict[str, list[str]] = {}
         for sid, sha in sorted(self.library):
             seqs.setdefault(sid, []).append(sha)
@@ -305,34 +345,47 @@ class Agent:
                 self.outbox.popleft()
 
     # -- incoming -----------------------------------------------------------------------------
-    def on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
+    def on_message(self, topic: str, payload: bytes, retained: bool = False, history: bool = False) -> None:
+        """One message. ``history``: a retained one from the history read (bench/lab/mqtt.py
+        start_barrier), which is older than anything that came live on the same topic meanwhile."""
         parts = self.t.parse(topic)
         limit = self.settings.max_message_bytes
+        if len(parts) >= 2 and (
+            parts[0] == "jobs" or (parts[0] == "benches" and parts[2:3] in (["claims"], ["results"]))
+        ):
+            if history:
+                if topic in self._live_topics:
+                    return
+            elif not self.synced:
+                self._live_topics.add(topic)
         try:
             if len(parts) == 2 and parts[0] in ("jobs", "queue"):
                 if not payload:
-                    return  # a cleared retained record
+                    if parts[0] == "jobs" and not retained:
+                        self._forget(parts[1], "its record was cleared (archived)")
+                    return
                 job = decode(Job, payload, limit)
                 if job.job != parts[1]:
                     raise ProtocolError(f"job id {job.job} does not match its topic")
-                self.on_job(job, via_queue=parts[0] == "queue")
+                self.on_job(job, via_queue=parts[0] == "queue", history=history)
             elif len(parts) == 3 and parts[0] == "benches" and parts[2] == "status":
                 if payload:
                     self.on_status(_own(decode(Status, payload, limit), parts[1]))
             elif len(parts) == 4 and parts[0] == "benches" and parts[2] == "claims":
                 if payload:
-                    self.on_claim(_own(decode(Claim, payload, limit), parts[1]), retained)
+                    self.on_claim(_own(decode(Claim, payload, limit), parts[1]), retained, history)
                 elif parts[3] in self.jobs:
                     self.jobs[parts[3]].withdraw(parts[1])  # a lost claim, withdrawn
+                    self._reindex(parts[3])
             elif len(parts) == 4 and parts[0] == "benches" and parts[2] == "results":
                 if payload:
-                    self.on_result(_own(decode(Result, payload, limit), parts[1]))
+                    self.on_result(_own(decode(Result, payload, limit), parts[1]), history)
             elif len(parts) in (3, 4) and parts[0] == "control" and parts[1] == self.bench:
                 self.on_control(parts[2], parts[3] if len(parts) == 4 else None, payload, limit, retained, topic)
         except ProtocolError as exc:
             self.note("warning", f"refused message on {topic}: {exc}", topic)
 
-    def on_job(self, job: Job, via_queue: bool, direct_by: str | None = None) -> None:
+    def on_job(self, job: Job, via_queue: bool, direct_by: str | None = None, history: bool = False) -> None:
         if job.bench is not None and direct_by is None:
             # Only this bench sets `bench`, on a job its lease holder sent it; in the queue it would
             # bypass the lease (docs/lab.md, Leases).
@@ -346,37 +399,82 @@ class Agent:
         if jv.job is None:
             jv.job = job
             jv.direct_by = direct_by
+        if not via_queue:
+            jv.seen = self._conn
+        if history:
+            return  # the open jobs are indexed once the whole history is in (_on_synced)
+        now = time.monotonic()
+        if direct_by is not None or (not via_queue and not jv.claims and not jv.results):
+            jv.complete = True  # new: every claim of it comes after this, live
         if via_queue:
-            # The broker chose this bench for the job: say at once why it will not take it.
+            # The broker chose this bench for the job: its turn is now. Say at once why it will not take it.
             why = self.matches(job)
             if why is not None and jv.refused is None:
                 jv.refused = why
                 self.note("warning", f"refused job {job.job}: {why}", self.t.queue(job.job), job.job)
-            self.consider()
+            jv.eligible_at = now
         else:
-            asyncio.get_running_loop().call_later(self.claim_grace, self.consider)
+            self._give_turn(job.job, self.claim_grace)  # the bench that got the wake-up goes first
+        self._reindex(job.job)
+        self.consider()
+
+    def _turn(self, job: str) -> float:
+        """How long after a job became free this bench waits before claiming it: benches take turns
+        in an order drawn from the job id, so one claims and the others see it claimed."""
+        benches = {b for b, on in self.online.items() if on} | {self.bench}
+        order = sorted(benches, key=lambda b: hashlib.sha256(f"{job}/{b}".encode()).digest())
+        return order.index(self.bench) * STAGGER_S
+
+    def _give_turn(self, job: str, after: float = 0.0) -> None:
+        jv = self.jobs[job]
+        delay = after + self._turn(job)
+        jv.eligible_at = min(jv.eligible_at, time.monotonic() + delay)
+        asyncio.get_running_loop().call_later(delay + 0.01, self.consider)
+
+    def _reindex(self, job: str) -> None:
+        """Keep the index of open jobs (a record, no result that counts) up to date for one job."""
+        jv = self.jobs.get(job)
+        if jv is not None and jv.job is not None and jv.result() is None:
+            self.open.add(job)
+        else:
+            self.open.discard(job)
 
     def on_status(self, st: Status) -> None:
         self.online[st.bench] = st.online
-        if not st.online and st.bench != self.bench:
-            asyncio.get_running_loop().call_later(self.requeue_grace, self._requeue_from, st.bench)
+        if st.bench == self.bench:
+            return
+        if st.online:
+            self.offline_since.pop(st.bench, None)
+        elif self.connected and st.bench not in self.offline_since:
+            since = time.monotonic()
+            self.offline_since[st.bench] = since
+            asyncio.get_running_loop().call_later(self.requeue_grace, self._requeue_from, st.bench, since)
 
-    def _requeue_from(self, bench: str) -> None:
-        if self.online.get(bench, False):
-            return  # it came back in time (a broker restart, a short network cut)
-        for name, jv in sorted(self.jobs.items()):
+    def _requeue_from(self, bench: str, since: float) -> None:
+        if self.offline_since.get(bench) != since:
+            return  # it came back in time, or this bench lost the broker itself and counts anew
+        if not self.synced:
+            asyncio.get_running_loop().call_later(0.25, self._requeue_from, bench, since)
+            return
+        del self.offline_since[bench]
+        for name in sorted(self.open):
+            jv = self.jobs[name]
             if jv.result() is None and jv.winner(jv.attempt) == bench:
                 jv.attempt += 1
+                self._give_turn(name)
                 log.info(
                     "%s: bench %s is offline; job %s is open again (attempt %d)", self.bench, bench, name, jv.attempt
                 )
         self.consider()
 
-    def on_claim(self, cl: Claim, retained: bool = False) -> None:
+    def on_claim(self, cl: Claim, retained: bool = False, history: bool = False) -> None:
         jv = self._view(cl.job)
         jv.add_claim(cl, retained)  # the first counted claim of an attempt wins, in broker order
         if cl.attempt > jv.attempt:
             jv.attempt = cl.attempt  # a bench that came later learns the attempt from the claims
+        if history:
+            return
+        self._reindex(cl.job)
         if self.claiming != (cl.job, cl.attempt) or cl.bench != self.bench:
             return
         self.claiming = None
@@ -391,41 +489,140 @@ class Agent:
             self.send(self.t.claim(self.bench, cl.job), b"", retain=True)
             self.consider()
 
-    def on_result(self, res: Result) -> None:
+    def on_result(self, res: Result, history: bool = False) -> None:
         jv = self._view(res.job)
         why = jv.add_result(res, self.lab_keys)
         if why is not None and res.bench not in jv.ignored:
             jv.ignored.add(res.bench)
             self.note("warning", f"ignored result of job {res.job} from bench {res.bench}: {why}", job=res.job)
-        if why is None and res.verdict == LOST and res.attempt == jv.attempt and jv.winner(res.attempt) == res.bench:
-            jv.attempt += 1  # its bench lost the run: the job is open again
-            log.info("%s: job %s was lost on %s; open again (attempt %d)", self.bench, res.job, res.bench, jv.attempt)
-            self.consider()
+        if history:
+            return
+        if res.bench == self.bench and self.interrupted is not None and self.interrupted.get("job") == res.job:
+            self._clear_journal()  # the broker has this bench's word on that run: nothing left to tell
+        if why is None and res.verdict == ABANDONED and self._advance(res.job):
+            log.info(
+                "%s: job %s was abandoned on %s; open again (attempt %d)", self.bench, res.job, res.bench, jv.attempt
+            )
+            self._give_turn(res.job)
+        self._reindex(res.job)
+        self.consider()
 
-    def _report_lost_runs(self) -> None:
-        """Jobs this bench won but no longer runs and has no result for: its agent restarted during
-        the run. Say so with a LOST result, so that the job is open again instead of waiting forever."""
+    def _advance(self, job: str) -> bool:
+        """Open the next attempt of a job whose current one its winner abandoned; True if it did."""
+        jv = self.jobs[job]
+        before = jv.attempt
+        while (w := jv.winner(jv.attempt)) is not None and (r := jv.results.get((w, jv.attempt))) is not None:
+            if r.verdict != ABANDONED:
+                break
+            jv.attempt += 1
+        return jv.attempt != before
+
+    # -- what a restart leaves behind ------------------------------------------------------------
+    def _read_journal(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.journal.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write_journal(self, entry: dict[str, Any]) -> None:
+        self.interrupted = entry
+        try:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            self.journal.write_text(json.dumps(entry), encoding="utf-8")
+        except OSError as exc:
+            log.warning(
+                "%s: cannot write %s (%s); an interrupted run could not be named", self.bench, self.journal, exc
+            )
+
+    def _clear_journal(self) -> None:
+        self.interrupted = None
+        self.journal.unlink(missing_ok=True)
+
+    def _report_abandoned_runs(self) -> None:
+        """Jobs this bench won but does not run and has no result for: its agent restarted during
+        the run. Each such run is ABANDONED, with its unsealed folder named, so that the job's next
+        attempt opens at once instead of the job staying taken."""
         for name, jv in sorted(self.jobs.items()):
-            if name == self.running:
+            if name == self.running or (self.claiming is not None and self.claiming[0] == name):
                 continue
             done = [a for b, a in jv.results if b == self.bench]
             won = [a for a in jv.claims if jv.winner(a) == self.bench and (not done or max(done) < a)]
             if not won:
                 continue
             attempt = max(won)
-            reason = "the bench's agent restarted during the run; its record on the bench is unsealed"
-            self.note("warning", f"job {name} attempt {attempt} was lost: {reason}", job=name)
-            lost = Result(job=name, bench=self.bench, attempt=attempt, verdict=LOST, reason=reason, exit_code=3)
+            entry = self.interrupted
+            run_id = report = ""
+            if entry is not None and entry.get("job") == name and entry.get("attempt") == attempt:
+                run_id, report = str(entry.get("run_id", "")), str(entry.get("report", ""))
+                sealed = (Path(report) / "manifest.json").is_file()
+                reason = f"the bench's agent restarted during the run; its record {report} is " + (
+                    "sealed but its result was never sent" if sealed else "unsealed"
+                )
+            else:
+                reason = "the bench's agent restarted before the run began; it left no record"
+            self.note("warning", f"job {name} attempt {attempt} was abandoned: {reason}", job=name)
+            res = Result(
+                job=name,
+                bench=self.bench,
+                attempt=attempt,
+                verdict=ABANDONED,
+                reason=reason,
+                run_id=run_id,
+                report=report,
+                exit_code=3,
+            )
             if self.key is not None:
-                lost = sign_result(lost, self.key)
-            jv.results[(self.bench, attempt)] = lost
-            self.send(self.t.result(self.bench, name), encode(lost), retain=True)
+                res = sign_result(res, self.key)
+            jv.results[(self.bench, attempt)] = res
+            self.send(self.t.result(self.bench, name), encode(res), retain=True)
             if attempt == jv.attempt:
                 jv.attempt += 1
 
-    def _after_connect(self) -> None:
-        # The retained claims and results are in by now (they follow each SUBACK).
-        self._report_lost_runs()
+    def _forget(self, job: str, why: str) -> None:
+        """A job whose record is gone (archived): never claimed or run; this bench clears its own
+        retained claim and result of it, so that the broker's retained set stays bounded."""
+        if job == self.running:
+            return  # records are archived only when finished; this one ends as it is
+        jv = self.jobs.pop(job, None)
+        self.open.discard(job)
+        if jv is None:
+            return
+        mine = any(b == self.bench for entries in jv.claims.values() for b, _ in entries)
+        mine = mine or any(b == self.bench for b, _ in jv.results)
+        if self.claiming is not None and self.claiming[0] == job:
+            self.claiming = None
+            mine = True
+        if mine:
+            log.info("%s: job %s: %s; its claim and result here are cleared", self.bench, job, why)
+            self.send(self.t.claim(self.bench, job), b"", retain=True)
+            self.send(self.t.result(self.bench, job), b"", retain=True)
+
+    def _on_synced(self, jobs_read: int) -> None:
+        """The retained history of this connection is all in (its barrier marker came back)."""
+        self.synced = True
+        self._live_topics.clear()
+        for name, jv in list(self.jobs.items()):
+            if jv.direct_by is None and (jv.job is None or jv.seen != self._conn):
+                self._forget(name, "it has no record on the broker (archived)")
+        self._report_abandoned_runs()
+        self.open = set()
+        for name in self.jobs:
+            self._reindex(name)
+        for name in self.open:
+            jv = self.jobs[name]
+            jv.complete = True
+            self._advance(name)  # abandoned while this bench was away, or before its history was in
+            if not jv.claimed(jv.attempt):
+                self._give_turn(name)
+        log.info(
+            "%s: history of %d messages read %.2f s after connecting; %d jobs known, %d open",
+            self.bench,
+            jobs_read,
+            time.monotonic() - self._connect_t,
+            len(self.jobs),
+            len(self.open),
+        )
         self.consider()
 
     def _lease_refuses(self, jv: JobView) -> str | None:
@@ -570,7 +767,7 @@ class Agent:
 
     # -- taking and running jobs --------------------------------------------------------------
     def consider(self) -> None:
-        """If idle, claim the oldest open job this bench can run."""
+        """If idle, claim the oldest open job this bench can run and whose turn has come."""
         if not self.connected or self.claiming or self.running or self._stop.is_set():
             return
         if self.interlock.state() is not None:
@@ -582,7 +779,11 @@ class Agent:
             # Somebody ran `bench reset-interlock` (with a recorded reason): the bench takes jobs again.
             self.state = State(bench=self.bench, state="idle")
             self.publish_state()
-        for name, jv in sorted(self.jobs.items()):
+        now = time.monotonic()
+        for name in sorted(self.open):  # job ids are UUIDv7: in the order they were made
+            jv = self.jobs[name]
+            if not (jv.complete or self.synced) or jv.eligible_at > now:
+                continue
             if jv.job is None or jv.result() is not None or jv.claimed(jv.attempt):
                 continue
             if self.matches(jv.job) is not None or self._lease_refuses(jv) is not None:
@@ -617,6 +818,8 @@ class Agent:
             )
             return
         total = len(plan.steps)
+        report_dir = (self.reports / run_id).resolve()
+        self._write_journal({"job": name, "attempt": attempt, "run_id": run_id, "report": str(report_dir)})
         self.state = State(bench=self.bench, state="running", job=name, run_id=run_id, steps_total=total)
         self.publish_state()
         events_topic = self.t.bench(self.bench, "events")
@@ -719,6 +922,7 @@ class Agent:
         if self.key is not None:
             res = sign_result(res, self.key)
         self.jobs[name].results[(self.bench, res.attempt)] = res
+        self._reindex(name)
         self._pending_stop = None
         self.send(self.t.result(self.bench, name), encode(res), retain=True)
         log.info("%s: job %s ended: %s %s", self.bench, name, res.verdict, res.reason)
@@ -736,10 +940,26 @@ class Agent:
         first = True
         status_topic = self.t.bench(self.bench, "status")
         offline = encode(Status(bench=self.bench, online=False))
-        will = aiomqtt.Will(status_topic, offline, qos=1, retain=True)
+        # MQTT 5 will delay: the broker publishes the will only when this bench stayed away for the
+        # grace, so a short cut makes no bench look dead. It needs a session that outlives the cut
+        # (session expiry, and no clean start on a reconnection).
+        grace_s = max(1, math.ceil(self.requeue_grace))
+        will_props = Properties(PacketTypes.WILLMESSAGE)
+        will_props.WillDelayInterval = grace_s
+        will = aiomqtt.Will(status_topic, offline, qos=1, retain=True, properties=will_props)
         while not self._stop.is_set():
             try:
-                async with mqtt.client(self.broker, f"bench-agent-{self.bench}", will=will, keepalive=5) as c:
+                self._connect_t = time.monotonic()
+                # A new process starts clean: the will of a previous one (it died) is published at once.
+                async with mqtt.client(
+                    self.broker,
+                    f"bench-agent-{self.bench}",
+                    will=will,
+                    keepalive=5,
+                    clean_start=first,
+                    session_expiry_s=grace_s,
+                    connect_timeout=CONNECT_S,
+                ) as c:
                     first = False
                     await self._session(c)
             except aiomqtt.MqttError as exc:
@@ -752,32 +972,43 @@ class Agent:
                     "%s: broker connection lost (%s); %d messages kept; retrying", self.bench, exc, len(self.outbox)
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), 1.0)
+                    await asyncio.wait_for(self._stop.wait(), RECONNECT_S)
         if self._run_task is not None:
             await asyncio.gather(self._run_task, return_exceptions=True)
 
     async def _session(self, c: aiomqtt.Client) -> None:
         t = self.t
-        # Claims, results and statuses first, so that jobs arriving next are seen as taken or done.
-        for topic in (
-            t.bench("+", "status"),
-            t.bench("+", "claims/+"),
-            t.bench("+", "results/+"),
-            f"{t.p}/control/{self.bench}/#",
-            f"{t.p}/jobs/+",
-            t.shared_queue(),
-        ):
-            await c.subscribe(topic, qos=1)
+        self._conn += 1
+        self.synced = False
+        self._live_topics.clear()
+        self.offline_since.clear()  # the grace counts only while connected: anew from now on
+        self.connected = True
+        # Live only: the history of jobs, claims and results (retained) is read on a second
+        # connection (_history), so that new jobs are not queued behind it.
+        live = SubscribeOptions(qos=1, retainHandling=2)
+        await c.subscribe(t.bench("+", "status"), qos=1)
+        for topic in (t.bench("+", "claims/+"), t.bench("+", "results/+"), f"{t.p}/jobs/+"):
+            await c.subscribe(topic, options=live)
+        await c.subscribe(f"{t.p}/control/{self.bench}/#", qos=1)
+        await c.subscribe(t.shared_queue(), qos=1)
         online = Status(bench=self.bench, online=True, since_utc=utc(time.time()))
         # Status, capabilities and state jump the queue: the outbox may hold a backlog of events.
         await c.publish(t.bench(self.bench, "status"), encode(online), qos=1, retain=True)
         await c.publish(t.bench(self.bench, "caps"), encode(self.caps()), qos=1, retain=True)
         await c.publish(t.bench(self.bench, "state"), encode(self.state), qos=1, retain=True)
-        self.connected = True
         if self._lease_published is None:
             self.publish_lease()
-        log.info("%s: online at %s (%d sequences in the library)", self.bench, self.broker.where, len(self.library))
-        asyncio.get_running_loop().call_later(self.claim_grace, self._after_connect)
+        log.info(
+            "%s: online at %s, ready for new jobs %.2f s after connecting (%d sequences in the library)",
+            self.bench,
+            self.broker.where,
+            time.monotonic() - self._connect_t,
+            len(self.library),
+        )
+
+        async def history() -> None:
+            await self._history()
+            await asyncio.Event().wait()  # done; the session goes on
 
         async def reader() -> None:
             async for msg in c.messages:
@@ -809,12 +1040,16 @@ class Agent:
                 t.bench(self.bench, "status"), encode(Status(bench=self.bench, online=False)), qos=1, retain=True
             )
 
-        tasks = [asyncio.create_task(f()) for f in (reader, ticker, stopper)]
+        tasks = [asyncio.create_task(f()) for f in (reader, ticker, stopper, history)]
         tasks.append(asyncio.create_task(self._publisher(c)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # Disconnected: nothing is decided from here until the history is read again, and no
+            # bench's grace runs out while this one cannot see it come back.
             self.connected = False
+            self.synced = False
+            self.offline_since.clear()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -822,6 +1057,29 @@ class Agent:
             exc = task.exception()
             if exc is not None:
                 raise exc
+
+    async def _history(self) -> None:
+        """Read the retained jobs, claims and results up to the barrier marker, on a connection of
+        its own; then find this bench's abandoned runs and the open jobs (_on_synced)."""
+        ident = f"bench-agent-{self.bench}-history"
+        t = self.t
+        count = 0
+        async with mqtt.client(self.broker, ident, keepalive=5, connect_timeout=CONNECT_S) as h:
+            # QoS 0: the history is retained, and read again whole if this connection breaks.
+            for topic in (f"{t.p}/jobs/+", t.bench("+", "claims/+"), t.bench("+", "results/+")):
+                await h.subscribe(topic, qos=0)
+            token = await mqtt.start_barrier(h, t.p)
+            marker = mqtt.sync_topic(t.p, ident)
+            async for msg in h.messages:
+                payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else str(msg.payload or "").encode()
+                if msg.topic.value == marker:
+                    if payload == token:
+                        break
+                    continue
+                if msg.retain:  # live ones come on the main connection
+                    count += 1
+                    self.on_message(msg.topic.value, bytes(payload), retained=True, history=True)
+        self._on_synced(count)
 
     def stop(self, reason: str) -> None:
         """Abort a running job (cleanup and safe state still run), then go offline."""

@@ -9,12 +9,12 @@ status`` and ``bench lab watch``.
   once, so two that stay mean one bench claims what it did not win, and no result of that
   attempt counts. Claims that arrive live come after all retained ones.
 * Attempt n > 1 is open only when the winner of attempt n-1 is offline without a result, or
-  reported its run ``LOST`` (its agent restarted during the run). A claim of an attempt that is
+  reported its run ``ABANDONED`` (its agent restarted during the run). A claim of an attempt that is
   not open wins nothing: a bench cannot take over a job its winner is still running.
 * A result counts only from the bench that won the claim of its attempt, and, when the lab
   requires signatures, only with that bench's valid signature (bench/lab/trust.py). A result
-  under any other bench's topic is somebody else's word and is ignored. A ``LOST`` result ends
-  an attempt, not the job.
+  under any other bench's topic is somebody else's word and is ignored. An ``ABANDONED`` result
+  ends an attempt, not the job.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from bench.lab.protocol import Claim, Job, Result
 from bench.lab.trust import LabKeys, check_result
 
-# The verdict of a run its bench lost (the agent restarted while it ran): the attempt is over and
-# the job open again; it is never the job's result.
-LOST = "LOST"
+# The verdict of a run its bench abandoned (the agent restarted while it ran; the run's folder on
+# the bench stays unsealed): the attempt is over and the job open again; never the job's result.
+ABANDONED = "ABANDONED"
 
 
 def _nobody_online(bench: str) -> bool:
@@ -88,7 +88,7 @@ class JobRecord:
         return len({b for b, retained in self._counted(attempt) if retained}) > 1
 
     def opened(self, attempt: int) -> bool:
-        """Attempt 1 is open; a later one once the previous winner is gone without a result, or lost its run."""
+        """Attempt 1 is open; a later one once the previous winner is gone without a result, or abandoned its run."""
         if attempt <= 1:
             return True
         prev = self.winner(attempt - 1)
@@ -98,7 +98,7 @@ class JobRecord:
             return not any(self._counted(a) for a in self.claims if a < attempt)
         res = self.results.get((prev, attempt - 1))
         if res is not None:
-            return res.verdict == LOST
+            return res.verdict == ABANDONED
         if any(b == prev and a >= attempt for b, a in self.results):
             return True  # the previous winner itself went on to a later attempt: it lost this one
         return not self.online(prev)
@@ -123,8 +123,8 @@ class JobRecord:
         return None
 
     def result(self) -> Result | None:
-        """The result that counts: from the winner of its attempt, not lost (the earliest such attempt)."""
-        counted = [r for r in self.results.values() if r.verdict != LOST and self.winner(r.attempt) == r.bench]
+        """The result that counts: from the winner of its attempt, not abandoned (the earliest such attempt)."""
+        counted = [r for r in self.results.values() if r.verdict != ABANDONED and self.winner(r.attempt) == r.bench]
         return min(counted, key=lambda r: r.attempt) if counted else None
 
     def ignored_results(self) -> list[Result]:
@@ -132,12 +132,12 @@ class JobRecord:
         return [
             r.model_copy(update={"reason": self.why_not(r)})
             for r in self.results.values()
-            if self.winner(r.attempt) != r.bench or r.verdict == LOST
+            if self.winner(r.attempt) != r.bench or r.verdict == ABANDONED
         ]
 
     def why_not(self, res: Result) -> str:
-        if res.verdict == LOST and self.winner(res.attempt) == res.bench:
-            return f"attempt {res.attempt} was lost ({res.reason}); the job is open again"
+        if res.verdict == ABANDONED and self.winner(res.attempt) == res.bench:
+            return f"attempt {res.attempt} was abandoned ({res.reason}); the job is open again"
         if not self.opened(res.attempt):
             return f"attempt {res.attempt} is not open (the bench of attempt {res.attempt - 1} is online or finished)"
         if self.disputed(res.attempt):

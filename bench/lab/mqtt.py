@@ -116,11 +116,15 @@ def client(
     session_expiry_s: int = 0,
     keepalive: int = 10,
     timeout: float = 10.0,
+    connect_timeout: float | None = None,
 ) -> aiomqtt.Client:
+    """An MQTT 5 client. ``connect_timeout`` bounds the TCP connect and the wait for CONNACK (else
+    ``timeout``): an attempt made while the network is cut then fails soon and the next one is made,
+    rather than one attempt hanging on."""
     kwargs: dict[str, Any] = {}
     if broker.tls:
         kwargs["tls_context"] = tls_context(broker)
-    c = aiomqtt.Client(
+    c = _Client(
         broker.host,
         broker.port,
         username=broker.username,
@@ -130,16 +134,30 @@ def client(
         will=will,
         clean_start=clean_start,
         keepalive=keepalive,
-        timeout=timeout,
+        timeout=timeout if connect_timeout is None else connect_timeout,
         # paho allows 20 QoS 1 messages in flight by default and queues the rest; the agent's
         # outbox sends a window of 64 (bench/lab/agent.py OUTBOX_WINDOW).
         max_inflight_messages=100,
         properties=session_properties(session_expiry_s) if session_expiry_s else None,
         **kwargs,
     )
+    c.operation_timeout = timeout
     # We pipeline QoS 1 publishes; aiomqtt would log a warning per call beyond 10 (libraries.md §3).
     c.pending_calls_threshold = 10_000
+    if connect_timeout is not None:
+        c._client.connect_timeout = connect_timeout  # paho's TCP connect (else 5 s)
     return c
+
+
+class _Client(aiomqtt.Client):
+    """Connects within ``connect_timeout``, then waits ``operation_timeout`` for everything else."""
+
+    operation_timeout = 10.0
+
+    async def __aenter__(self) -> _Client:
+        await super().__aenter__()
+        self.timeout = self.operation_timeout
+        return self
 
 
 def connect_error(broker: Broker, exc: BaseException) -> BrokerError:
