@@ -1,0 +1,131 @@
+"""Corpus DBCs in a run against `bench sim serve`, with frames from a stock python-can client.
+
+The frames are encoded with cantools and sent by python-can's own ``socketcand`` interface to
+a served channel with no plant behind it, as any socketcand client of a lab would send them.
+The bench reaches the channel as a physical bench reaches its bus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import can
+import cantools
+import pytest
+
+from tests.conftest import bench
+from tests.served import free_ports, sim_serve
+
+CORPUS = Path(__file__).parent / "dbc"
+DUPLICATE_NAMES = CORPUS / "duplicate_names.dbc"
+NO_CYCLE_TIMES = CORPUS / "no_cycle_times.dbc"
+CHANNEL = "dut0"
+
+
+def _station(tmp_path: Path, dbc: Path, port: int, extra: str = "") -> Path:
+    path = tmp_path / "station.yaml"
+    path.write_text(
+        "id: corpus-served\n"
+        "devices:\n"
+        "  dut:\n"
+        "    driver: can_dbc\n"
+        "    config:\n"
+        f"      dbc: {dbc}\n"
+        f"      can: {{interface: socketcand, host: 127.0.0.1, port: {port}, channel: {CHANNEL}}}\n"
+        + "".join(f"      {line}\n" for line in extra.splitlines() if line)
+        + f"serve:\n  simulators: []\n  can: {{port: {port}, channels: [{CHANNEL}]}}\n"
+    )
+    return path
+
+
+@contextlib.contextmanager
+def sending(port: int, frames: list[can.Message], period: float = 0.05) -> Iterator[None]:
+    """A stock python-can socketcand client that sends ``frames`` every ``period`` until the block ends."""
+    bus = can.Bus(interface="socketcand", host="127.0.0.1", port=port, channel=CHANNEL)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            for frame in frames:
+                bus.send(frame)
+            stop.wait(period)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        bus.shutdown()
+
+
+def _frame(dbc: Path, message: str, values: dict[str, Any]) -> can.Message:
+    db = cantools.database.load_file(str(dbc))
+    m = db.get_message_by_name(message)
+    return can.Message(arbitration_id=m.frame_id, is_extended_id=False, data=m.encode(values))
+
+
+SEQUENCE = """\
+id: CORPUS-DUPLICATE-NAMES
+title: The qualified name selects its own message
+version: 1.0.0
+basis: {standard: test, clause: "0"}
+requires: [dut]
+steps:
+  - name: pack maximum above 4.1 V
+    wait_until: dut.Pack_Summary.MaxCellVoltage > 4.1 V
+    timeout: 5 s
+  - measure: {name: pack_max, signal: dut.Pack_Summary.MaxCellVoltage, min: 4.15 V, max: 4.25 V}
+  - measure: {name: string_max, signal: dut.String_Summary.MaxCellVoltage, min: 3.85 V, max: 3.95 V}
+"""
+
+
+@pytest.mark.parametrize(("pack_v", "string_v", "rc", "verdict"), [(4.2, 3.9, 0, "PASS"), (3.9, 4.2, 1, "FAIL")])
+def test_the_qualified_name_selects_its_message_in_a_run(
+    tmp_path: Path, reports: Path, pack_v: float, string_v: float, rc: int, verdict: str
+) -> None:
+    """Both messages carry MaxCellVoltage; only the pack's may satisfy the wait (it used to be the last one seen)."""
+    (port,) = free_ports(1)
+    station = _station(tmp_path, DUPLICATE_NAMES, port, "node: VCU")
+    seq = tmp_path / "seq.yaml"
+    seq.write_text(SEQUENCE)
+    frames = [
+        _frame(DUPLICATE_NAMES, "Pack_Summary", {"MaxCellVoltage": pack_v, "MinCellVoltage": 3.5, "PackSoc": 50}),
+        _frame(DUPLICATE_NAMES, "String_Summary", {"StringId": 0, "MaxCellVoltage": string_v, "MinCellVoltage": 3.5}),
+        _frame(DUPLICATE_NAMES, "String_Summary", {"StringId": 1, "StringCurrent": 12.5}),
+    ]
+    with sim_serve(station), sending(port, frames):
+        r = bench("run", seq, "--station", station, "--reports", reports, timeout=90)
+    assert r.rc == rc, r.out + r.err
+    result = r.result()
+    assert result["verdict"] == verdict
+    if verdict == "PASS":
+        meas = {m["name"]: m["value"] for m in result["measurements"]}
+        assert meas == {"pack_max": pytest.approx(4.2), "string_max": pytest.approx(3.9)}
+
+
+def test_a_message_given_a_cycle_time_by_the_station_is_missed_at_connect(tmp_path: Path, reports: Path) -> None:
+    """The DBC gives DCDC_Event no cycle time; the station does, so its absence is noticed and named."""
+    (port,) = free_ports(1)
+    station = _station(
+        tmp_path, NO_CYCLE_TIMES, port, "node: BENCH\ncycle_times: {DCDC_Status: 100 ms, DCDC_Event: 500 ms}"
+    )
+    seq = tmp_path / "seq.yaml"
+    seq.write_text(
+        SEQUENCE.replace("dut.Pack_Summary.MaxCellVoltage > 4.1 V", "dut.OutputVoltage > 13 V").split("  - measure")[0]
+    )
+    status = _frame(NO_CYCLE_TIMES, "DCDC_Status", {"OutputVoltage": 14.0, "OutputCurrent": 20.0})
+    with sim_serve(station), sending(port, [status]):
+        r = bench("run", seq, "--station", station, "--reports", reports, timeout=90)
+    assert r.rc != 0, r.out + r.err
+    assert "no frames of DCDC_Event within 1.25 s" in r.out + r.err
+    # Sent too, the run connects and passes.
+    event = _frame(NO_CYCLE_TIMES, "DCDC_Event", {"EventCode": 0})
+    with sim_serve(station), sending(port, [status, event]):
+        r = bench("run", seq, "--station", station, "--reports", reports, timeout=90)
+    assert r.rc == 0, r.out + r.err
