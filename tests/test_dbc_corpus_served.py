@@ -66,6 +66,7 @@ def sending(port: int, frames: list[can.Message], period: float = 0.05) -> Itera
 
 def _frame(dbc: Path, message: str, values: dict[str, Any]) -> can.Message:
     db = cantools.database.load_file(str(dbc))
+    assert isinstance(db, cantools.database.can.Database)
     m = db.get_message_by_name(message)
     return can.Message(arbitration_id=m.frame_id, is_extended_id=False, data=m.encode(values))
 
