@@ -9,7 +9,7 @@ headers (:meth:`ScpiDevice.identity`, :meth:`ScpiDevice.reset`,
 Common commands: ``*CLS``, ``*ESE``, ``*ESE?``, ``*ESR?``, ``*IDN?``, ``*OPC``, ``*OPC?``,
 ``*RST``, ``*SRE``, ``*SRE?``, ``*STB?``, ``*TST?``, ``*WAI``.
 
-Status model (IEEE 488.2 section 11, SCPI 1999 volume 1 chapter 9):
+Status model (IEEE 488.2 section 11, SCPI 1999 status reporting):
 
 * Standard Event Status Register (``*ESR?`` reads and clears it): bit 0 OPC (set by ``*OPC``),
   bit 2 QYE, bit 3 DDE, bit 4 EXE, bit 5 CME (set by every queued error of that class, by its
@@ -52,7 +52,7 @@ ERR_OVERFLOW = (-350, "Queue overflow")
 
 ERROR_QUERY_HEADERS = frozenset({"SYST:ERR", "SYSTEM:ERROR", "SYST:ERR:NEXT", "SYSTEM:ERROR:NEXT"})
 
-# Standard Event Status Register bits (IEEE 488.2 11.5.1.1).
+# Standard Event Status Register bits (IEEE 488.2 section 11).
 ESR_OPC = 1 << 0
 ESR_QYE = 1 << 2
 ESR_DDE = 1 << 3
@@ -60,13 +60,13 @@ ESR_EXE = 1 << 4
 ESR_CME = 1 << 5
 ESR_PON = 1 << 7
 
-# Status Byte bits (IEEE 488.2 11.2.1; bit 2 as SCPI 1999 volume 1 9.1 assigns it).
+# Status Byte bits (IEEE 488.2 section 11; bit 2 as SCPI 1999 assigns it).
 STB_EAV = 1 << 2
 STB_MAV = 1 << 4
 STB_ESB = 1 << 5
 STB_MSS = 1 << 6
 
-# The ESR bit an error sets, by its SCPI class (hundreds of the code, SCPI 1999 volume 2 21.8):
+# The ESR bit an error sets, by its SCPI class (the hundreds of the code, SCPI 1999 SYSTem:ERRor):
 # -1xx command, -2xx execution, -3xx device-dependent, -4xx query, -5xx power on, -8xx
 # operation complete. A device that numbers its errors positively (Yokogawa) keeps the classes.
 _ESR_BIT_OF_CLASS = {1: ESR_CME, 2: ESR_EXE, 3: ESR_DDE, 4: ESR_QYE, 5: ESR_PON, 8: ESR_OPC}
@@ -162,7 +162,7 @@ class ScpiDevice(abc.ABC):
             if header == "*ESE":
                 self.ese = mask
             else:
-                self.sre = mask & ~STB_MSS  # IEEE 488.2 11.3.2.3: bit 6 of the mask is ignored
+                self.sre = mask & ~STB_MSS  # IEEE 488.2: bit 6 of the SRE mask is ignored
             return None
         action = self._common_actions().get((header, query))
         if action is None:
@@ -218,7 +218,7 @@ class ScpiDevice(abc.ABC):
             code = abs(code)
         self.esr |= event_bit(code)
         if len(self.errors) >= _ERROR_QUEUE_LEN:
-            # SCPI 1999 21.8.10: the newest entry becomes "Queue overflow"; it is an event too.
+            # SCPI 1999: the newest entry becomes "Queue overflow"; the overflow is an event too.
             overflow = (abs(ERR_OVERFLOW[0]), ERR_OVERFLOW[1]) if self.positive_error_codes else ERR_OVERFLOW
             self.errors[-1] = overflow
             self.esr |= event_bit(overflow[0])
@@ -231,7 +231,7 @@ class ScpiDevice(abc.ABC):
 
 
 def _register_value(arg: str) -> int:
-    """A register mask: decimal numeric data, rounded to an integer (IEEE 488.2 7.7.2), 0..255."""
+    """A register mask: decimal numeric data, rounded to an integer (IEEE 488.2), 0..255."""
     if not arg:
         raise ScpiError(ERR_MISSING)
     try:

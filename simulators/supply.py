@@ -73,7 +73,7 @@ class Supply(ScpiDevice):
         self.sink_power_set = ratings.power_max_w
         self.meas_voltage = 0.0
         self.meas_current = 0.0
-        # The header path of the previous command on the line being parsed (IEEE 488.2 7.6.1).
+        # The header path of the previous command on the line being parsed (IEEE 488.2).
         self._path: tuple[str, ...] = ()
         # Interface watchdog: output off when the controller has been silent this long (0 = off).
         self.watchdog_s = 0.0
