@@ -63,7 +63,7 @@ from cantools.database.can import Database, Message
 
 from bench.device import ConfigError, DeviceContext, Driver
 from bench.errors import DeviceError, ExpressionError
-from bench.expr import SignalInfo
+from bench.expr import SignalInfo, state_list, state_value
 from bench.units import TIME, parse_quantity, parse_unit, signal_unit
 from drivers.cyclic_tx import CyclicSender
 from drivers.e2e import crc8_j1850
@@ -720,10 +720,11 @@ async def _open_off_loop(device: str, cfg: Mapping[str, Any]) -> can.BusABC:
 def _choice_code(sig: Any, value: Any) -> float | None:
     if not sig.choices or not isinstance(value, str):
         return None
-    for k, v in sig.choices.items():
-        if str(v).lower() == value.lower():
-            return float(k)
-    raise ConfigError(f"initial: {sig.name} has no state '{value}'", "initial")
+    choices = {str(v): int(k) for k, v in sig.choices.items()}
+    code = state_value(SignalInfo(sig.name, parse_unit(""), choices), value)
+    if code is not None:
+        return float(code)
+    raise ConfigError(f"initial: {sig.name} has no state '{value}' (states: {state_list(choices)})", "initial")
 
 
 def _error_class(msg: can.Message) -> str:

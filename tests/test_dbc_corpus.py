@@ -159,6 +159,15 @@ def test_value_table_names_with_spaces_are_written_in_quotes(tmp_path: Path) -> 
     )
     r = bench("validate", seq, "--station", station)
     assert r.rc == 0, r.err
+    good = _station(tmp_path, "value_tables_spaces.dbc", "node: TESTER\ninitial: {ModeRequest: Wake up}", "good.yaml")
+    assert bench("validate", good).rc == 0
+    bad = _station(tmp_path, "value_tables_spaces.dbc", "node: TESTER\ninitial: {ModeRequest: Wakeup}", "bad.yaml")
+    assert_one_line(
+        bench("validate", bad),
+        "bad.yaml",
+        9,
+        """initial: ModeRequest has no state 'Wakeup' (states: "Go to sleep", "Wake up", "HV on")""",
+    )
 
 
 # --- units ---------------------------------------------------------------------------------
