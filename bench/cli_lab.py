@@ -114,6 +114,9 @@ def submit(
     bench: Annotated[str | None, typer.Option(help="send to this bench directly (needs your lease on it)")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the job to its verdict; exit with its code")] = False,
     check: Annotated[bool, typer.Option("--check/--no-check", help="refuse a job no online bench can take")] = True,
+    connect_timeout: Annotated[
+        float, typer.Option(help="while the broker cannot be reached, keep trying this many seconds")
+    ] = 30.0,
     broker: BrokerOpt = DEFAULT_BROKER,
     user: UserOpt = None,
     password: PasswordOpt = None,
@@ -138,7 +141,9 @@ def submit(
                     f"-p {name}: {ref.id} has no parameter '{name}' (it has: {', '.join(declared) or 'none'})"
                 )
     jobs = [client.make_job(ref, params, _pairs(require, "--require"), seed) for _ in range(count)]
-    ids = asyncio.run(client.submit(b, jobs, check=check, bench=bench))
+    ids = asyncio.run(
+        client.submit(b, jobs, check=check, bench=bench, connect_timeout=connect_timeout, on_retry=_progress)
+    )
     for i in ids:
         typer.echo(i)
     if wait and len(ids) == 1:
@@ -147,50 +152,93 @@ def submit(
 
 @lab_app.command()
 def status(
+    last: Annotated[int, typer.Option(help="show the last N finished jobs (every open job is shown)")] = 20,
+    show_all: Annotated[bool, typer.Option("--all", help="show every job, finished or not")] = False,
+    archive: Annotated[
+        Path | None, typer.Option(help="also show the finished jobs of this archive file (bench lab archive)")
+    ] = None,
+    connect_timeout: Annotated[
+        float, typer.Option(help="while the broker cannot be reached, keep trying this many seconds")
+    ] = 0.0,
     broker: BrokerOpt = DEFAULT_BROKER,
     user: UserOpt = None,
     password: PasswordOpt = None,
     prefix: PrefixOpt = "lab",
     lab_keys: LabKeysOpt = None,
 ) -> None:
-    """Benches (online, state, lease, progress) and jobs (queued, running, done)."""
-    from bench.lab import client
+    """Benches (online, state, lease, progress) and jobs: every open one, the last finished ones."""
+    from bench.lab import client, overview
+    from bench.lab.archive import read_archive
 
-    snap = asyncio.run(client.snapshot(_broker(broker, user, password, prefix), keys=_keys(lab_keys)))
-    typer.echo("BENCH            ONLINE  STATE     JOB                                   PROGRESS          LEASE")
-    for name, bv in sorted(snap.benches.items()):
-        online = "yes" if bv.status and bv.status.online else "no"
-        st = bv.state
-        progress = f"{st.steps_done}/{st.steps_total} {st.step or ''}" if st and st.state == "running" else ""
-        lease = f"{bv.lease.holder} until {bv.lease.expires_utc}" if bv.lease and bv.lease.holder else "-"
-        typer.echo(
-            f"{name:16s} {online:7s} {st.state if st else '?':9s} {(st.job or '-') if st else '-':37s} {progress[:17]:17s} {lease}"
-        )
+    archived = read_archive(archive) if archive is not None else None
+    b = _broker(broker, user, password, prefix)
+    snap = asyncio.run(client.snapshot(b, keys=_keys(lab_keys), connect_timeout=connect_timeout, on_retry=_progress))
+    for line in overview.bench_lines(snap):
+        typer.echo(line)
     typer.echo("")
-    typer.echo("JOB                                   SEQUENCE                 STATE     BENCH            VERDICT")
-    for jid, job in sorted(snap.jobs.items()):
-        # Only the claim holder's result counts (bench/lab/ledger.py); a job two benches claim is disputed.
-        rec = snap.record(jid)
-        res = rec.result()
-        won = rec.last_winner()
-        disputed = any(rec.disputed(a) for a in rec.claims)
-        state = "done" if res else ("disputed" if disputed else "taken" if won else "queued")
-        where = res.bench if res else (won[1] if won else "-")
-        typer.echo(f"{jid:37s} {job.sequence.id[:24]:24s} {state:9s} {where:16s} {res.verdict if res else ''}")
+    for line in overview.job_table(snap, archived.jobs if archived else None, last=last, show_all=show_all):
+        typer.echo(line)
+    if archived is not None and archived.damaged:
+        lines = ", ".join(map(str, archived.damaged[:5]))
+        typer.echo(f"warning: {archive}: {len(archived.damaged)} damaged lines skipped (line {lines})", err=True)
+
+
+@lab_app.command("archive")
+def archive_cmd(
+    to: Annotated[Path, typer.Option("--to", help="the archive file (JSON lines, appended)")],
+    older_than: Annotated[
+        str | None, typer.Option(help="only jobs submitted longer ago than this: 90s, 30m, 12h, 7d, 2w")
+    ] = None,
+    broker: BrokerOpt = DEFAULT_BROKER,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    prefix: PrefixOpt = "lab",
+    lab_keys: LabKeysOpt = None,
+) -> None:
+    """Move finished jobs out of the broker: append them to a file (fsync), then clear their records."""
+    from bench.lab.archive import archive, parse_duration
+
+    age = parse_duration(older_than) if older_than is not None else None
+    b = _broker(broker, user, password, prefix)
+    done = asyncio.run(archive(b, to, older_than_s=age, keys=_keys(lab_keys)))
+    typer.echo(
+        f"archived {done.archived} finished jobs to {to}; on the broker: {done.kept_recent} finished "
+        f"{'newer than ' + older_than if older_than else 'jobs'}, {done.open} open"
+    )
+
+
+def _progress(message: str) -> None:
+    typer.echo(f"waiting: {message}", err=True)
+
+
+def _quiet_transport() -> None:
+    """The broker going away is the watcher's to tell (it waits and reconnects); paho's and asyncio's
+    own words about the dead socket would only interleave with the run's lines."""
+    for name in ("mqtt", "asyncio", "paho"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
+        logging.getLogger(name).propagate = False
 
 
 def _watch(b: Broker, job: str, timeout: float | None, keys: dict[str, str] | None) -> None:
     from bench.lab import client
     from bench.lab.protocol import Claim, Event, Result, State
 
-    shown: list[str | None] = [None]
+    shown: list[tuple[str | None, str] | None] = [None]
+    runs: dict[str, str] = {}  # run id -> its label: a job that runs twice shows two runs
+
+    def label(run_id: str, bench: str) -> str:
+        if run_id not in runs:
+            runs[run_id] = f"run {len(runs) + 1}"
+            typer.echo(f"{runs[run_id]}: {run_id} on bench {bench}")
+        return runs[run_id]
 
     def show(kind: str, obj: Any) -> None:
         if kind == "claim" and isinstance(obj, Claim):
             typer.echo(f"taken by {obj.bench} (attempt {obj.attempt})")
-        elif kind == "state" and isinstance(obj, State) and obj.step and obj.step != shown[0]:
-            shown[0] = obj.step  # progress: one line per step of the method
-            typer.echo(f"  [{obj.steps_done + 1}/{obj.steps_total}] {obj.step}")
+        elif kind == "state" and isinstance(obj, State) and obj.step and (obj.run_id, obj.step) != shown[0]:
+            shown[0] = (obj.run_id, obj.step)  # progress: one line per step of the method
+            run = label(obj.run_id, obj.bench) if obj.run_id else "run ?"
+            typer.echo(f"  {run} [{obj.steps_done + 1}/{obj.steps_total}] {obj.step}")
         elif kind == "event" and isinstance(obj, Event):
             if obj.kind in (
                 "step_ended",
@@ -208,7 +256,7 @@ def _watch(b: Broker, job: str, timeout: float | None, keys: dict[str, str] | No
                     "run_started": f"run {obj.run_id}",
                     "run_ended": f"{f.get('verdict')} {f.get('reason', '')}",
                 }.get(obj.kind, str(f.get("reason", "")))
-                typer.echo(f"  #{obj.seq:<5d} {obj.t:10.3f} s  {obj.kind}: {detail}")
+                typer.echo(f"  {label(obj.run_id, obj.bench)} #{obj.seq:<5d} {obj.t:10.3f} s  {obj.kind}: {detail}")
         elif kind == "ignored" and isinstance(obj, Result):
             typer.echo(f"ignored: the {obj.verdict} of bench {obj.bench} does not count: {obj.reason}")
         elif kind == "result" and isinstance(obj, Result):
@@ -217,6 +265,7 @@ def _watch(b: Broker, job: str, timeout: float | None, keys: dict[str, str] | No
                 f"bench {obj.bench}, run {obj.run_id}, report {obj.report}, manifest sha256 {obj.manifest_sha256}"
             )
 
+    _quiet_transport()
     res = asyncio.run(client.watch(b, job, show, give_up_after=timeout, keys=keys))
     raise typer.Exit(res.exit_code if res.verdict != "REFUSED" else 2)
 
@@ -257,7 +306,7 @@ def _running_job(b: Broker, bench: str) -> str:
     """The job a bench runs now, from its retained state: a stop names what it stops."""
     from bench.lab import client
 
-    snap = asyncio.run(client.snapshot(b, quiet=0.2))
+    snap = asyncio.run(client.snapshot(b, history=False))
     st = snap.benches.get(bench, None)
     state = st.state if st is not None else None
     if state is None or state.state != "running" or not state.job:

@@ -188,7 +188,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         for _ in range(200):
-            snap = asyncio.run(client.snapshot(broker, quiet=0.2))
+            snap = asyncio.run(client.snapshot(broker))
             if snap.online():
                 break
             time.sleep(0.1)

@@ -383,3 +383,45 @@ class Cutter:
     def close(self) -> None:
         self._server.close()
         self.cut(0)
+
+
+async def finished_history(m: Mosquitto, n: int, bench_id: str = "bench-a", window: int = 1000) -> list[str]:
+    """``n`` finished jobs as the lab keeps them: the job record, the bench's claim and PASS result
+    (published as that bench: its broker user may write only under its own topic)."""
+    from bench.lab.client import make_job, sequence_ref
+    from bench.lab.mqtt import client
+    from bench.lab.protocol import Claim, Result, encode
+
+    ref = sequence_ref(str(SHORT))
+    jobs = [make_job(ref, {"hold": "1 s"}, {}) for _ in range(n)]
+    async with client(m.broker("operator"), f"history-op-{time.monotonic_ns()}") as op:
+        for i in range(0, n, window):
+            await asyncio.gather(
+                *(op.publish(f"lab/jobs/{j.job}", encode(j), qos=1, retain=True) for j in jobs[i : i + window])
+            )
+    async with client(m.broker(bench_id), f"history-{bench_id}-{time.monotonic_ns()}") as b:
+        for i in range(0, n, window):
+            chunk = jobs[i : i + window]
+            await asyncio.gather(
+                *(
+                    b.publish(
+                        f"lab/benches/{bench_id}/claims/{j.job}",
+                        encode(Claim(job=j.job, attempt=1, bench=bench_id)),
+                        qos=1,
+                        retain=True,
+                    )
+                    for j in chunk
+                )
+            )
+            await asyncio.gather(
+                *(
+                    b.publish(
+                        f"lab/benches/{bench_id}/results/{j.job}",
+                        encode(Result(job=j.job, bench=bench_id, attempt=1, verdict="PASS", run_id=f"run-{j.job}")),
+                        qos=1,
+                        retain=True,
+                    )
+                    for j in chunk
+                )
+            )
+    return [j.job for j in jobs]

@@ -61,6 +61,7 @@ class Snapshot:
     jobs: dict[str, Job] = field(default_factory=dict)
     records: dict[str, JobRecord] = field(default_factory=dict)
     keys: LabKeys | None = None  # the lab's bench keys: results then count only when signed
+    retained: int = 0  # how many retained messages the read took
 
     def bench(self, name: str) -> BenchView:
         return self.benches.setdefault(name, BenchView(name))
@@ -119,7 +120,7 @@ def _client_id(kind: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def connected(broker: mqtt.Broker, kind: str, **kw: object):  # type: ignore[no-untyped-def]
+async def _connected_once(broker: mqtt.Broker, kind: str, **kw: object):  # type: ignore[no-untyped-def]
     entered = False
     try:
         async with mqtt.client(broker, kw.pop("identifier", None) or _client_id(kind), **kw) as c:  # type: ignore[arg-type]
@@ -130,26 +131,145 @@ async def connected(broker: mqtt.Broker, kind: str, **kw: object):  # type: igno
     except aiomqtt.MqttError as exc:
         # Failing before the session was up (a TLS handshake the broker rejected times out) is a
         # failure to connect, whatever paho's words for it.
-        if not entered or any(w in str(exc).lower() for w in ("connect", "refused", "errno")):
+        if not entered:
+            raise _Unreachable(mqtt.connect_error(broker, exc)) from None
+        if any(w in str(exc).lower() for w in ("connect", "refused", "errno")):
             raise mqtt.connect_error(broker, exc) from None
         raise mqtt.BrokerError(f"broker {broker.where}: {exc}") from None
 
 
+class _Unreachable(Exception):
+    """No session came up (no broker listening, no route, a timeout): worth trying again."""
+
+    def __init__(self, error: mqtt.BrokerError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+# Waits between connection attempts while the broker is away (a restart, an outage).
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+
+
+@contextlib.asynccontextmanager
+async def connected(  # type: ignore[no-untyped-def]
+    broker: mqtt.Broker,
+    kind: str,
+    *,
+    retry_for: float = 0.0,
+    on_retry: Callable[[str], None] | None = None,
+    **kw: object,
+):
+    """A client session; while the broker cannot be reached, try again for ``retry_for`` seconds.
+
+    A broker that answers and refuses (credentials, ACL, certificate) is not tried again: one line
+    at once. Each retry is told through ``on_retry``; giving up is one line (exit code 3).
+    """
+    give_up = time.monotonic() + retry_for
+    tries = 0
+    while True:
+        stack = contextlib.AsyncExitStack()
+        try:
+            c = await stack.enter_async_context(_connected_once(broker, kind, **dict(kw)))
+            break
+        except _Unreachable as exc:
+            delay = RETRY_DELAYS_S[min(tries, len(RETRY_DELAYS_S) - 1)]
+            left = give_up - time.monotonic()
+            if left < delay:
+                if retry_for > 0:
+                    raise mqtt.BrokerError(f"{exc.error} (gave up after {retry_for:g} s)") from None
+                raise exc.error from None
+            tries += 1
+            if on_retry is not None:
+                on_retry(f"{exc.error}; trying again for {left:.0f} s")
+            await asyncio.sleep(delay)
+    async with stack:
+        yield c
+
+
+class IncompleteRead(BenchError):
+    """The lab's retained state could not be read completely: nothing is answered from part of it."""
+
+    exit_code = 3
+
+
+# How long a read of the lab's retained state may take before it is given up as incomplete. A
+# history of 10,000 jobs is read in a few seconds (docs/lab.md, "Capacity").
+READ_LIMIT_S = 60.0
+# mosquitto queues at most max_inflight_messages + max_queued_messages messages per client and
+# drops the rest silently, the retained messages sent on a subscription included; the barrier's
+# marker, published later, still arrives. A read that reaches this many retained messages may have
+# lost some, so it is refused. It is the max_queued_messages of examples/mosquitto/mosquitto.conf;
+# BENCH_BROKER_MAX_QUEUED tells the value of another broker.
+DEFAULT_BROKER_MAX_QUEUED = 100_000
+
+
+def broker_max_queued() -> int:
+    raw = os.environ.get("BENCH_BROKER_MAX_QUEUED", "")
+    try:
+        return int(raw) if raw else DEFAULT_BROKER_MAX_QUEUED
+    except ValueError:
+        raise LoadError(
+            f"BENCH_BROKER_MAX_QUEUED={raw}: expected the broker's max_queued_messages (a number)"
+        ) from None
+
+
 async def snapshot(
-    broker: mqtt.Broker, quiet: float = 0.4, limit: float = 3.0, keys: LabKeys | None = None
+    broker: mqtt.Broker,
+    limit: float = READ_LIMIT_S,
+    keys: LabKeys | None = None,
+    *,
+    connect_timeout: float = 0.0,
+    on_retry: Callable[[str], None] | None = None,
+    max_queued: int | None = None,
+    history: bool = True,
 ) -> Snapshot:
-    """The retained state of the lab: read until no message came for ``quiet`` seconds."""
+    """The complete retained state of the lab, or ``IncompleteRead``.
+
+    The read ends at the barrier's marker (bench/lab/mqtt.py ``start_barrier``), which the broker
+    sends behind every retained message of the subscriptions; a quiet period would prove nothing
+    while a long history is still coming. No marker within ``limit`` seconds, or so many messages
+    that the broker's queue may have dropped some, is an incomplete read. Without ``history`` only
+    the benches are read (status, capabilities, state, lease): what a submit checks, at a cost
+    that does not grow with the number of jobs.
+    """
     t = Topics(broker.prefix)
     snap = Snapshot(keys=keys)
-    async with connected(broker, "status") as c:
-        await c.subscribe(f"{t.p}/benches/#", qos=1)
-        await c.subscribe(f"{t.p}/jobs/+", qos=1)
-        end = time.monotonic() + limit
-        with contextlib.suppress(TimeoutError):
-            while time.monotonic() < end:
-                async with asyncio.timeout(quiet):
-                    msg = await anext(aiter(c.messages))
-                snap.apply(t, msg.topic.value, _bytes(msg.payload))
+    cap = broker_max_queued() if max_queued is None else max_queued
+    retained = 0
+    # Only the retained topics (a bench's events and log would be read for nothing), in one
+    # SUBSCRIBE. QoS 0: the retained messages then stream without waiting for an acknowledgement
+    # every 20 messages (mosquitto's max_inflight_messages), in the same order, the marker last.
+    leaves = ["status", "caps", "state", "lease"] + (["claims/+", "results/+"] if history else [])
+    topics = [(t.bench("+", leaf), 0) for leaf in leaves] + ([(f"{t.p}/jobs/+", 0)] if history else [])
+    # The barrier's own publish is acknowledged only behind the retained messages: the client's
+    # timeout for one operation must not end the read before ``limit`` does.
+    async with connected(
+        broker, "status", retry_for=connect_timeout, on_retry=on_retry, timeout=limit + 10, connect_timeout=10.0
+    ) as c:
+        try:
+            async with asyncio.timeout(limit):
+                await c.subscribe(topics)
+                token = await mqtt.start_barrier(c, t.p)
+                marker = mqtt.sync_topic(t.p, c.identifier)
+                async for msg in c.messages:
+                    if msg.topic.value == marker:
+                        if _bytes(msg.payload) == token:
+                            break
+                        continue
+                    retained += bool(msg.retain)
+                    snap.apply(t, msg.topic.value, _bytes(msg.payload))
+        except TimeoutError:
+            raise IncompleteRead(
+                f"the lab's state at {broker.where} was not read completely within {limit:g} s "
+                f"({retained} retained messages so far); nothing is shown from part of it"
+            ) from None
+    if retained >= cap:
+        raise IncompleteRead(
+            f"the lab's state at {broker.where} has {retained} retained messages, as many as the broker "
+            f"queues for one client (max_queued_messages {cap}): some may have been dropped. Archive "
+            "finished jobs (bench lab archive) or raise max_queued_messages and BENCH_BROKER_MAX_QUEUED"
+        )
+    snap.retained = retained
     return snap
 
 
@@ -227,14 +347,19 @@ async def submit(
     *,
     check: bool = True,
     bench: str | None = None,
+    connect_timeout: float = 0.0,
+    on_retry: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """Queue jobs (retained record + shared-subscription wake-up), or send them to one leased bench."""
+    """Queue jobs (retained record + shared-subscription wake-up), or send them to one leased bench.
+
+    While the broker cannot be reached, connecting is tried again for ``connect_timeout`` seconds.
+    """
     t = Topics(broker.prefix)
     if check:
-        snap = await snapshot(broker)
+        snap = await snapshot(broker, connect_timeout=connect_timeout, on_retry=on_retry, history=False)
         for job in jobs:
             check_runnable(snap, job)
-    async with connected(broker, "submit") as c:
+    async with connected(broker, "submit", retry_for=connect_timeout, on_retry=on_retry) as c:
         for job in jobs:
             if bench is not None:
                 await c.publish(t.control(bench, "submit", job.submitter or None), encode(job), qos=1)
