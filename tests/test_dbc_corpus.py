@@ -292,3 +292,39 @@ def test_no_control_characters_in_notes(tmp_path: Path) -> None:
     r = bench("validate", _station(tmp_path, "odd_units.dbc"))
     assert not CONTROL.search(r.out)
     assert re.search(r"note: dut: unit 'Count' is not in the unit table \(dut\.ResetCount, dut\.WakeupCount\)", r.out)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "reference", "scale"),
+    [
+        ("Volt", "V", 1),
+        ("volt", "V", 1),
+        ("Ampere", "A", 1),
+        ("As", "A*s", 1),
+        ("mAh", "A*h", 1e-3),
+        ("rpm", "1/min", 1),
+        ("RPM", "1/min", 1),
+        ("Nm", "J", 1),
+        ("km/h", "m/s", 1 / 3.6),
+        ("Ohm", "ohm", 1),
+        ("kOhm", "ohm", 1e3),
+        ("Ω", "ohm", 1),
+        ("°C", "degC", 1),
+        ("deg C", "degC", 1),
+        ("DegC", "degC", 1),
+        ("%vol", "%", 1),
+        ("ppm", "%", 1e-4),
+        ("kPa", "Pa", 1e3),
+        ("MPa", "bar", 10),
+        ("kW", "W", 1e3),
+        ("mV", "V", 1e-3),
+        ("mA", "A", 1e-3),
+    ],
+)
+def test_a_spelling_means_its_unit(spelling: str, reference: str, scale: float) -> None:
+    from bench.units import parse_unit
+
+    unit, ref = parse_unit(spelling), parse_unit(reference)
+    assert unit.dim == ref.dim and not unit.opaque
+    # 20 of the spelling is 20 * scale of the reference, offsets included (a lone Celsius is absolute).
+    assert unit.to_base(20) == pytest.approx(ref.to_base(20 * scale))
