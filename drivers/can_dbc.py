@@ -141,6 +141,8 @@ class CanDbcDriver(Driver):
                 raise ConfigError(f"initial: '{key}' is not a signal the bench sends", "initial")
             m, sig_name = self._tx_signal[key]
             code = _choice_code(m.get_signal_by_name(sig_name), value)
+            if code is None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ConfigError(f"initial: {key} takes a plain number in the DBC's unit, got {value!r}", "initial")
             self._tx_values[m.name][sig_name] = code if code is not None else float(value)
         # Injected fault per transmitted message (INJECTIONS code) and the payload a STUCK one keeps.
         self._inject: dict[str, int] = {}
