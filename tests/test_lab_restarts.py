@@ -27,9 +27,9 @@ def wait_running(lab: Lab, jobs: list[Job], step: str = "hold", within: float = 
     while time.monotonic() < deadline:
         got = asyncio.run(retained(lab.broker.broker(), ["lab/benches/+/state"]))
         states = [decode(State, p) for p in got.values() if p]
-        running = {s.job: s.bench for s in states if s.job in ids and s.step == step}
+        running = {s.job: s.bench for s in states if s.job is not None and s.job in ids and s.step == step}
         if set(running) == ids:
-            return running  # type: ignore[return-value]
+            return running
         time.sleep(0.3)
     raise AssertionError("jobs not all running:\n" + "\n".join(a.text()[-3000:] for a in lab.agents.values()))
 
