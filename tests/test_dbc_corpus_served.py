@@ -130,3 +130,94 @@ def test_a_message_given_a_cycle_time_by_the_station_is_missed_at_connect(tmp_pa
     with sim_serve(station), sending(port, [status, event]):
         r = bench("run", seq, "--station", station, "--reports", reports, timeout=90)
     assert r.rc == 0, r.out + r.err
+
+
+# Per loadable corpus file: the station's extra config, the condition a run waits for, and the
+# frames (message -> values) that make it true and false. duplicate_names.dbc has its own test.
+RUNS: dict[str, tuple[str, str, dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]] = {
+    "vector_xxx_only.dbc": (
+        "send: [HVIL_Control]",
+        "dut.hvil_closed == Closed and dut.HVIL_Status.hvil_current > 10 mA",
+        {"HVIL_Status": [{"hvil_closed": 1, "hvil_current": 20}]},
+        {"HVIL_Status": [{"hvil_closed": 0, "hvil_current": 20}]},
+    ),
+    "odd_units.dbc": (
+        "node: BENCH",
+        "dut.MotorSpeed > 1000 rpm and dut.VehicleSpeed < 90 km/h and dut.CoolantTemp < 60 degC"
+        " and dut.AmbientTemp > 0 degC and dut.WakeupCount < 5 and dut.IsoResistance > 1 MOhm",
+        {
+            "Drive_Values": [{"LinkVoltage": 650, "LinkCurrent": -20, "MotorSpeed": 1500, "MotorTorque": 120}],
+            "Vehicle_Values": [{"VehicleSpeed": 80, "CoolantTemp": 45, "AmbientTemp": 21, "ChargeThroughput": 7200}],
+            "Diag_Counters": [{"WakeupCount": 3, "ApiCalls": 100, "ResetCount": 1, "H2Concentration": 0}],
+            "Insulation": [{"IsoResistance": 2000, "TankPressure": 350, "CabinPressure": 101.3, "DcdcPower": 2.5}],
+        },
+        {
+            "Drive_Values": [{"LinkVoltage": 650, "LinkCurrent": -20, "MotorSpeed": 1500, "MotorTorque": 120}],
+            "Vehicle_Values": [{"VehicleSpeed": 80, "CoolantTemp": 45, "AmbientTemp": 21, "ChargeThroughput": 7200}],
+            "Diag_Counters": [{"WakeupCount": 9, "ApiCalls": 100, "ResetCount": 1, "H2Concentration": 0}],
+            "Insulation": [{"IsoResistance": 2000, "TankPressure": 350, "CabinPressure": 101.3, "DcdcPower": 2.5}],
+        },
+    ),
+    "mux_cell_voltages.dbc": (
+        "",
+        "dut.Cell01 > 3.5 V and dut.Cell_Voltages.Cell12 > 3.5 V",
+        {"Cell_Voltages": [{"CellBlock": b, **{f"Cell{3 * b + i:02d}": 3.6 for i in (1, 2, 3)}} for b in range(4)]},
+        {
+            "Cell_Voltages": [
+                {"CellBlock": b, **{f"Cell{3 * b + i:02d}": 3.6 if 3 * b + i != 12 else 3.2 for i in (1, 2, 3)}}
+                for b in range(4)
+            ]
+        },
+    ),
+    "big_endian.dbc": (
+        "node: BENCH",
+        "dut.DcLinkVoltage > 700 V and dut.DcCurrent < -100 A and dut.MotorTemp > 80 degC and dut.ErrorCode == 1234",
+        {"Inverter_Status": [{"DcLinkVoltage": 750.5, "DcCurrent": -150.5, "MotorTemp": 95, "ErrorCode": 1234}]},
+        {"Inverter_Status": [{"DcLinkVoltage": 750.5, "DcCurrent": 150.5, "MotorTemp": 95, "ErrorCode": 1234}]},
+    ),
+    "value_tables_spaces.dbc": (
+        "node: TESTER",
+        "dut.ErrorState == \"Over Voltage\" and dut.OperatingMode == 'Drive - HV on'",
+        {"BMS_State": [{"ErrorState": 1, "OperatingMode": 2}]},
+        {"BMS_State": [{"ErrorState": 0, "OperatingMode": 2}]},
+    ),
+    "no_cycle_times.dbc": (
+        "node: BENCH\ncycle_times: {DCDC_Status: 100 ms}",
+        "dut.OutputVoltage > 13 V",
+        {"DCDC_Status": [{"OutputVoltage": 14.0, "OutputCurrent": 20.0}]},
+        {"DCDC_Status": [{"OutputVoltage": 12.0, "OutputCurrent": 20.0}]},
+    ),
+}
+
+WAIT = """\
+id: CORPUS-WAIT
+title: A corpus file's signals in a run
+version: 1.0.0
+basis: {standard: test, clause: "0"}
+requires: [dut]
+steps:
+  - wait_until: CONDITION
+    timeout: 3 s
+"""
+
+
+def test_every_loadable_corpus_file_runs() -> None:
+    from tests.test_dbc_corpus import LOADS
+
+    assert set(RUNS) | {DUPLICATE_NAMES.name} == set(LOADS)
+
+
+@pytest.mark.parametrize("dbc", sorted(RUNS))
+def test_a_corpus_file_drives_a_sequence_to_pass_and_fail(tmp_path: Path, reports: Path, dbc: str) -> None:
+    extra, condition, right, wrong = RUNS[dbc]
+    (port,) = free_ports(1)
+    station = _station(tmp_path, CORPUS / dbc, port, extra)
+    seq = tmp_path / "seq.yaml"
+    seq.write_text(WAIT.replace("CONDITION", condition))
+    with sim_serve(station):
+        for frames, rc, verdict in ((right, 0, "PASS"), (wrong, 1, "FAIL")):
+            sent = [_frame(CORPUS / dbc, name, values) for name, pages in frames.items() for values in pages]
+            with sending(port, sent, period=0.02):
+                r = bench("run", seq, "--station", station, "--reports", reports, timeout=90)
+            assert r.rc == rc, r.out + r.err
+            assert r.result()["verdict"] == verdict
