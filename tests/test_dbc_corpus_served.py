@@ -123,8 +123,9 @@ def test_a_message_given_a_cycle_time_by_the_station_is_missed_at_connect(tmp_pa
     status = _frame(NO_CYCLE_TIMES, "DCDC_Status", {"OutputVoltage": 14.0, "OutputCurrent": 20.0})
     with sim_serve(station), sending(port, [status]):
         r = bench("run", seq, "--station", station, "--reports", reports, timeout=90)
-    assert r.rc != 0, r.out + r.err
-    assert "no frames of DCDC_Event within 1.25 s" in r.out + r.err
+    assert r.rc == 3, r.out + r.err
+    assert r.result()["verdict"] == "ERROR"
+    assert "no frames of DCDC_Event within 1.25 s" in r.out
     # Sent too, the run connects and passes.
     event = _frame(NO_CYCLE_TIMES, "DCDC_Event", {"EventCode": 0})
     with sim_serve(station), sending(port, [status, event]):
