@@ -6,6 +6,7 @@ claim (docs/lab.md, Jobs)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from pathlib import Path
@@ -176,10 +177,9 @@ class QuickAgent(Agent):
     would share its in-process buses; what is measured here is how benches take jobs, over the
     real broker, and that does not depend on what a run does."""
 
-    run_s = 1.0
-
     async def _run(self, name: str, attempt: int) -> None:
-        await asyncio.sleep(self.run_s)
+        # 0.5 .. 1.5 s, drawn from the job id: runs differ in length, as real ones do.
+        await asyncio.sleep(0.5 + int(hashlib.sha256(name.encode()).hexdigest()[:4], 16) / 0xFFFF)
         await self._finish(name, attempt, Result(job=name, bench=self.bench, attempt=attempt, verdict="PASS"))
 
 

@@ -546,6 +546,8 @@ class Agent:
         for name, jv in sorted(self.jobs.items()):
             if name == self.running or (self.claiming is not None and self.claiming[0] == name):
                 continue
+            if not any(b == self.bench for entries in jv.claims.values() for b, _ in entries):
+                continue  # most of the history: jobs other benches ran
             done = [a for b, a in jv.results if b == self.bench]
             won = [a for a in jv.claims if jv.winner(a) == self.bench and (not done or max(done) < a)]
             if not won:
@@ -982,6 +984,10 @@ class Agent:
         self.synced = False
         self._live_topics.clear()
         self.offline_since.clear()  # the grace counts only while connected: anew from now on
+        for jv in self.jobs.values():
+            # Claims made while this bench was away are known only from the history: until it is
+            # read, only jobs that come live from now on (and those sent to this bench) are complete.
+            jv.complete = jv.direct_by is not None
         self.connected = True
         # Live only: the history of jobs, claims and results (retained) is read on a second
         # connection (_history), so that new jobs are not queued behind it.

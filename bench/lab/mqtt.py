@@ -150,7 +150,14 @@ def client(
 
 
 class _Client(aiomqtt.Client):
-    """Connects within ``connect_timeout``, then waits ``operation_timeout`` for everything else."""
+    """Connects within ``connect_timeout``, then waits ``operation_timeout`` for everything else.
+
+    It also registers its socket with the event loop only while the socket is still open: aiomqtt
+    schedules ``add_writer(fd)`` for later, and when the connection broke in between, that was
+    either an ``add_writer ... Bad file descriptor`` traceback or, once a reconnection reused the
+    number, another socket's writer replaced by this dead client's (its messages then wait until
+    the broker drops it for a missed keepalive).
+    """
 
     operation_timeout = 10.0
 
@@ -158,6 +165,20 @@ class _Client(aiomqtt.Client):
         await super().__aenter__()
         self.timeout = self.operation_timeout
         return self
+
+    def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        def write() -> None:
+            try:
+                client.loop_write()
+            except Exception as exc:  # a broken connection: end this client as aiomqtt does
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def register() -> None:
+            if client.socket() is sock:  # not closed since it asked
+                self._loop.add_writer(sock.fileno(), write)
+
+        self._loop.call_soon_threadsafe(register)
 
 
 def connect_error(broker: Broker, exc: BaseException) -> BrokerError:
