@@ -161,8 +161,9 @@ async def connected(  # type: ignore[no-untyped-def]
 ):
     """A client session; while the broker cannot be reached, try again for ``retry_for`` seconds.
 
-    A broker that answers and refuses (credentials, ACL, certificate) is not tried again: one line
-    at once. Each retry is told through ``on_retry``; giving up is one line (exit code 3).
+    A broker that answers and refuses the credentials is not tried again: one line at once (a
+    rejected TLS handshake looks like an absent broker and is tried again). Each retry is told
+    through ``on_retry``; giving up is one line (exit code 3).
     """
     give_up = time.monotonic() + retry_for
     tries = 0
@@ -193,7 +194,8 @@ class IncompleteRead(BenchError):
 
 
 # How long a read of the lab's retained state may take before it is given up as incomplete. A
-# history of 10,000 jobs is read in a few seconds (docs/lab.md, "Capacity").
+# history of 10,000 jobs (30,000 messages) took 5-15 s on a loaded 2-core machine (docs/lab.md,
+# "Capacity").
 READ_LIMIT_S = 60.0
 # mosquitto queues at most max_inflight_messages + max_queued_messages messages per client and
 # drops the rest silently, the retained messages sent on a subscription included; the barrier's
