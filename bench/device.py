@@ -19,10 +19,14 @@ from typing import Any
 import can
 
 from bench.errors import ExpressionError, LoadError
-from bench.expr import SignalInfo
+from bench.expr import SignalInfo as SignalInfo  # re-exported: drivers take it from their contract
 from bench.units import TIME, parse_quantity, parse_unit
 
 Publish = Callable[[str, float, float], None]
+
+# How long the engine gives a device's connect() unless its driver says otherwise
+# (``Driver.connect_timeout``): enough to open a transport and read a first answer.
+DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 class ConfigError(ValueError):
@@ -97,6 +101,16 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def connect(self, ctx: DeviceContext) -> None:
         """Open the transport and start publishing samples."""
+
+    @property
+    def connect_timeout(self) -> float:
+        """The longest ``connect()`` may take, in seconds, the driver's own waits included.
+
+        The engine gives up on the device after this long. A driver whose own wait may be longer
+        (a CAN device waiting for a slow cyclic message) returns more, so that its own error,
+        which names what is missing, comes before the engine's.
+        """
+        return DEFAULT_CONNECT_TIMEOUT
 
     async def identify(self) -> dict[str, str]:
         """Identity of the instrument or DUT (maker, model, serial, firmware ...)."""

@@ -16,8 +16,14 @@ Station config::
     send: [BENCH_Command]        # optional: the only messages the bench sends
     cycle_times: {BMS_Event: 500 ms}   # optional: for messages the DBC gives no cycle time
     units: {Count: "1"}          # optional: the DBC's unit spellings -> the bench's units
+    connect_timeout: 5 s         # optional: how long connect waits for the awaited messages
     can: {interface: inproc, channel: bench0}   # passed to can.Bus
     initial: {cmd_contactors: OPEN}             # start values of transmitted signals
+
+Connected once every awaited message has been seen: a received message with a cycle time that
+the run refers to (a signal of it in the sequence, a limit, the e-stop or a safe state), within
+2.5 times the slowest awaited cycle (at least 1 s) or ``connect_timeout``. A missing one is named
+with its frame id and cycle.
 
 Without ``node`` and ``send`` the device only listens. A DBC is refused when it is loaded
 (one line, no output of cantools) for a defect that would make its frames mean something
@@ -61,10 +67,10 @@ import can
 import cantools
 from cantools.database.can import Database, Message
 
-from bench.device import ConfigError, DeviceContext, Driver
+from bench.device import DEFAULT_CONNECT_TIMEOUT, ConfigError, DeviceContext, Driver, SignalInfo
 from bench.errors import DeviceError, ExpressionError
-from bench.expr import SignalInfo, state_list, state_value
-from bench.units import TIME, parse_quantity, parse_unit, signal_unit
+from bench.expr import state_list, state_value
+from bench.units import TIME, format_duration, parse_quantity, parse_unit, signal_unit
 from drivers.cyclic_tx import CyclicSender
 from drivers.e2e import crc8_j1850
 from drivers.uds import IDENTITY_DIDS, UdsClient, UdsError
@@ -73,7 +79,11 @@ E2E_STATES = {"OK": 0, "ALIVE_ERROR": 1, "CRC_ERROR": 2}
 INJECTIONS = {"NONE": 0, "LOST": 1, "ALIVE_FROZEN": 2, "CRC_CORRUPTED": 3, "STUCK": 4, "IMPLAUSIBLE": 5}
 _LOST, _ALIVE_FROZEN, _CRC_CORRUPTED, _STUCK, _IMPLAUSIBLE = 1, 2, 3, 4, 5
 INJECT_PREFIX = "inject_"
-_KEYS = {"dbc", "node", "send", "cycle_times", "units", "can", "initial", "uds"}
+_KEYS = {"dbc", "node", "send", "cycle_times", "units", "can", "initial", "uds", "connect_timeout"}
+# The awaited messages must be seen within this many of their cycles (one lost frame is
+# forgiven), and never less than the floor: a first frame may take a moment to arrive.
+_CYCLES_AWAITED = 2.5
+_MIN_WAIT = 1.0
 _MAX_FRAME = {False: 8, True: 64}
 _OVERLAP = re.compile(
     r"The signals (\w+) and (\w+) are overlapping in message (\w+)"
@@ -119,6 +129,8 @@ class CanDbcDriver(Driver):
         sent = {m.frame_id for m in self.tx_msgs}
         self.rx_msgs = {m.frame_id: m for m in db.messages if m.frame_id not in sent}
         self._cycle = self._cycle_times(self.config.get("cycle_times"))
+        wait = self.config.get("connect_timeout")
+        self._wait_override = None if wait is None else _duration(str(wait), "connect_timeout", "connect_timeout")
         self._units = self._unit_map(self.config.get("units"))
         # Each signal's name on this device: "signal" where the name is unique in the file, else
         # "Message.signal" (the device name goes in front). Frames are decoded and published by it.
@@ -194,14 +206,49 @@ class CanDbcDriver(Driver):
         for name, text in cfg.items():
             if name not in by_name:
                 raise ConfigError(f"cycle_times: '{name}' is not a message of {self.config['dbc']}", "cycle_times")
-            try:
-                q = parse_quantity(str(text))
-            except ExpressionError as exc:
-                raise ConfigError(f"cycle_times: {name}: {exc}", "cycle_times") from None
-            if q.dim != TIME or not 0.001 <= q.base <= 3600:
-                raise ConfigError(f"cycle_times: {name} must be a time from 1 ms to 1 h, got '{text}'", "cycle_times")
-            cycle[by_name[name].frame_id] = q.base
+            cycle[by_name[name].frame_id] = _duration(str(text), f"cycle_times: {name}", "cycle_times")
         return cycle
+
+    def _awaited(self, wanted: Any) -> set[int]:
+        """Frame ids connect waits for: received, cyclic, sent by another node, and referred to by the run.
+
+        A message of the bench's own node that the bench does not send has nobody else to send
+        it; a message nobody refers to is recorded whenever it comes but is not waited for.
+        """
+        referenced = self._referenced(wanted)
+        return {
+            i
+            for i, m in self.rx_msgs.items()
+            if self._cycle[i] and (self.node is None or self.node not in m.senders) and i in referenced
+        }
+
+    def _referenced(self, wanted: Any) -> set[int]:
+        """Received frame ids a signal of which the run refers to (``wanted`` None: all)."""
+        if wanted is None:
+            return set(self.rx_msgs)
+        prefix = self.name + "."
+        return {
+            m.frame_id
+            for m in self.rx_msgs.values()
+            if any(prefix + local in wanted for local in self._local[m.frame_id].values())
+            or ((prot := self._protection[m.frame_id]) is not None and f"{prefix}{prot.prefix}_e2e" in wanted)
+        }
+
+    def _wait_for(self, awaited: set[int]) -> float:
+        """How long connect waits for ``awaited``: the station's connect_timeout, else from the cycles."""
+        if self._wait_override is not None:
+            return self._wait_override
+        slowest = max((self._cycle[i] or 0.0 for i in awaited), default=0.0)
+        return max(_MIN_WAIT, _CYCLES_AWAITED * slowest)
+
+    @property
+    def connect_timeout(self) -> float:
+        """Opening the bus, the longest wait for awaited messages any run can have, and UDS identification."""
+        uds = 0.0
+        if self._uds_cfg is not None:
+            # One request per identity DID, each answered within its timeout (a pending reply may extend it).
+            uds = len(IDENTITY_DIDS) * (2 * self._uds_cfg["timeout"])
+        return DEFAULT_CONNECT_TIMEOUT + self._wait_for(self._awaited(None)) + uds
 
     def _unit_map(self, cfg: Any) -> dict[str, str]:
         """The station's spelling of units the DBC writes its own way (``units: {Count: "1"}``)."""
@@ -330,23 +377,10 @@ class CanDbcDriver(Driver):
             # Interfaces stamp frames on their own clock; the first frame maps it onto the loop's.
             self._ts_offset = None
             self._notifier = can.Notifier(bus, [self._on_frame], loop=ctx.loop)
-        # Connected once every cyclic message another node sends has been seen (a message of the
-        # bench's own node that the bench does not send has nobody else to send it).
-        self._unseen = {
-            i for i, m in self.rx_msgs.items() if self._cycle[i] and (self.node is None or self.node not in m.senders)
-        }
-        if ctx.wanted is not None:
-            # Decoding is most of the cost of a frame; a message nobody refers to is only recorded.
-            prefix = self.name + "."
-            wanted = ctx.wanted
-            self._decoded = {
-                m.frame_id
-                for m in self.rx_msgs.values()
-                if any(prefix + local in wanted for local in self._local[m.frame_id].values())
-                or ((prot := self._protection[m.frame_id]) is not None and f"{prefix}{prot.prefix}_e2e" in wanted)
-            }
-        else:
-            self._decoded = set(self.rx_msgs)
+        # Connected once every awaited message has been seen. Decoding is most of the cost of a
+        # frame; a message nobody refers to is only recorded.
+        self._unseen = self._awaited(ctx.wanted)
+        self._decoded = self._referenced(ctx.wanted)
         self._all_seen = ctx.loop.create_future()
         if not self._unseen:
             self._all_seen.set_result(None)
@@ -374,17 +408,16 @@ class CanDbcDriver(Driver):
                 for m in msgs:
                     self._sender.add(period, functools.partial(self._encode, m))
             self._sender.start()
-        # The device counts as connected once every cyclic message it sends has been seen.
-        slowest = max((self._cycle[i] or 0.0 for i in self._unseen), default=0.0)
-        wait = max(1.0, 2.5 * slowest)
+        wait = self._wait_for(self._unseen)
         try:
             async with asyncio.timeout(wait):
                 await self._all_seen
         except TimeoutError:
-            names = ", ".join(sorted(self.db.get_message_by_frame_id(i).name for i in self._unseen))
+            missing = ", ".join(sorted(self._described(self.rx_msgs[i]) for i in self._unseen))
             await self.close()  # not connected, so the engine will not close the bus: do it here
             raise DeviceError(
-                self.name, f"no frames of {names} within {wait:g} s (is the device powered and on this bus?)"
+                self.name,
+                f"no frames of {missing} within {format_duration(wait)} (is the device powered and on this bus?)",
             ) from None
         if self._uds_cfg is not None:
             try:
@@ -392,6 +425,11 @@ class CanDbcDriver(Driver):
             except BaseException:
                 await self.close()
                 raise
+
+    def _described(self, m: Message) -> str:
+        """``BMS_Status (0x123, every 100 ms)``: what an operator looks for on a bus trace."""
+        frame_id = f"0x{m.frame_id:08X}" if m.is_extended_frame else f"0x{m.frame_id:03X}"
+        return f"{m.name} ({frame_id}, every {_cycle_text(self._cycle[m.frame_id] or 0.0)})"
 
     async def _identify_uds(self, cfg: Mapping[str, Any]) -> None:
         assert self._ctx is not None
@@ -727,6 +765,22 @@ def _choice_code(sig: Any, value: Any) -> float | None:
     if code is not None:
         return float(code)
     raise ConfigError(f"initial: {sig.name} has no state '{value}' (states: {state_list(choices)})", "initial")
+
+
+def _duration(text: str, what: str, key: str) -> float:
+    """A time of the config from 1 ms to 1 h, in seconds (``what`` names it in the error)."""
+    try:
+        q = parse_quantity(text)
+    except ExpressionError as exc:
+        raise ConfigError(f"{what}: {exc}", key) from None
+    if q.dim != TIME or not 0.001 <= q.base <= 3600:
+        raise ConfigError(f"{what} must be a time from 1 ms to 1 h, got '{text}'", key)
+    return q.base
+
+
+def _cycle_text(seconds: float) -> str:
+    """A cycle time as a DBC writes it: ``100 ms`` below a second, ``5.4 s`` from one."""
+    return f"{seconds * 1000:g} ms" if seconds < 1 else format_duration(seconds)
 
 
 def _error_class(msg: can.Message) -> str:

@@ -16,12 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.device import ConfigError, DeviceContext
+from bench.device import ConfigError, DeviceContext, SignalInfo
 from bench.errors import DeviceError
-from bench.expr import SignalInfo
 from bench.units import parse_unit
-from drivers.scpi import ScpiInstrument, parse_number
-from drivers.scpi_polled import PolledScpiDriver
+from drivers.scpi import ScpiInstrument, parse_number, parse_on_off
+from drivers.scpi_driver import ScpiDriver
 
 _KEYS = {"transport", "poll_interval", "model", "temp_min", "temp_max", "ramp_max"}
 ON_OFF = {"OFF": 0, "ON": 1}
@@ -30,7 +29,7 @@ _SETPOINTS = {"temp_set": ("TEMP", "TEMP:SET?"), "ramp": ("RAMP", "RAMP?")}
 _READBACK_TOLERANCE = 0.006
 
 
-class ChamberDriver(PolledScpiDriver):
+class ChamberDriver(ScpiDriver):
     def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:
         super().__init__(name, config, base_dir, keys=_KEYS, kind="a climate chamber", poll_interval="1 s")
         self.temp_min = self.config_quantity("temp_min", "-40 degC", "degC")
@@ -64,7 +63,7 @@ class ChamberDriver(PolledScpiDriver):
         t = ctx.loop.time
         for sig, (_, query) in _SETPOINTS.items():
             ctx.publish(f"{self.name}.{sig}", parse_number(await instr.query(query)), t())
-        ctx.publish(f"{self.name}.cooling", float(_on_off(await instr.query("COOL?"))), t())
+        ctx.publish(f"{self.name}.cooling", float(parse_on_off(await instr.query("COOL?"))), t())
 
     async def poll_once(self, instr: ScpiInstrument) -> dict[str, float]:
         return {"temp": parse_number(await instr.query("TEMP?"))}
@@ -76,7 +75,7 @@ class ChamberDriver(PolledScpiDriver):
             want = float(value)
             if short == "cooling":
                 await self._instr.write(f"COOL {'ON' if want else 'OFF'}")
-                got = float(_on_off(await self._instr.query("COOL?")))
+                got = float(parse_on_off(await self._instr.query("COOL?")))
                 want = float(bool(want))
             elif short in _SETPOINTS:
                 cmd, query = _SETPOINTS[short]
@@ -90,12 +89,3 @@ class ChamberDriver(PolledScpiDriver):
             readback[short] = got
             self._ctx.publish(f"{self.name}.{short}", got, self._ctx.loop.time())
         return readback
-
-
-def _on_off(reply: str) -> int:
-    text = reply.strip().upper()
-    if text in ("ON", "1"):
-        return 1
-    if text in ("OFF", "0"):
-        return 0
-    raise ValueError(f"not ON/OFF: '{reply}'")

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.device import ConfigError, DeviceContext
+from bench.device import ConfigError, DeviceContext, SignalInfo
 from bench.errors import DeviceError, ExpressionError
-from bench.expr import SignalInfo
 from bench.units import Unit, parse_unit
 from drivers.scpi import ScpiInstrument, parse_number
-from drivers.scpi_polled import PolledScpiDriver
+from drivers.scpi_driver import ScpiDriver
 
 _KEYS = {"transport", "poll_interval", "channels", "model"}
 _CHANNEL_KEYS = {"scpi", "unit", "doc", "min", "max", "states", "read_only"}
@@ -49,7 +48,7 @@ class ChannelSpec:
     read_only: bool
 
 
-class FaultBoxDriver(PolledScpiDriver):
+class FaultBoxDriver(ScpiDriver):
     poll_what = "readings"
 
     def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:

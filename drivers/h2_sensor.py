@@ -28,9 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.device import ConfigError, DeviceContext, Driver
+from bench.device import ConfigError, DeviceContext, Driver, SignalInfo
 from bench.errors import DeviceError
-from bench.expr import SignalInfo
 from bench.units import parse_unit
 from drivers.serial_link import SerialLink, check_config, describe, open_link
 

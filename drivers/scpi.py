@@ -538,3 +538,13 @@ def parse_number(reply: str) -> float:
         return float(text)
     except ValueError:
         raise ValueError(f"not a number: '{reply}'") from None
+
+
+def parse_on_off(reply: str) -> int:
+    """``'ON'`` / ``'1'`` -> 1, ``'OFF'`` / ``'0'`` -> 0."""
+    text = reply.strip().upper()
+    if text in ("ON", "1"):
+        return 1
+    if text in ("OFF", "0"):
+        return 0
+    raise ValueError(f"not ON/OFF: '{reply}'")

@@ -27,18 +27,16 @@ Station config::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.device import ConfigError, DeviceContext, Driver
+from bench.device import ConfigError, DeviceContext, SignalInfo
 from bench.errors import DeviceError
-from bench.expr import SignalInfo
 from bench.units import parse_unit
-from drivers.scpi import ScpiInstrument, check_transport, open_transport
+from drivers.scpi import ScpiInstrument
+from drivers.scpi_driver import ScpiDriver
 
 _KEYS = {"transport", "elements", "poll_interval"}
 # (function on the instrument, signal prefix, unit)
@@ -53,13 +51,15 @@ _COMMAND = {"RESET": ":INTEG:RES", "START": ":INTEG:STAR", "STOP": ":INTEG:STOP"
 _NO_DATA = 9.9e37  # Yokogawa sends 9.91E+37 for "no data" and larger codes for errors
 
 
-class WtAnalyzerDriver(Driver):
+class WtAnalyzerDriver(ScpiDriver):
+    error_query = ":STAT:ERR?"
+    setup_what = "setting up the numeric items"
+    release_command = ":COMM:REM OFF"
+    # The first reading at connect is a whole poll: the next one is due a poll interval later.
+    polled_at_connect = True
+
     def __init__(self, name: str, config: Mapping[str, Any], base_dir: Path) -> None:
-        super().__init__(name, config, base_dir)
-        self.check_keys(_KEYS)
-        if not isinstance(self.config.get("transport"), dict):
-            raise ConfigError("a power analyzer needs 'transport'", "transport")
-        check_transport(self.config["transport"])
+        super().__init__(name, config, base_dir, keys=_KEYS, kind="a power analyzer", poll_interval="200 ms")
         elements = self.config.get("elements", [1])
         if (
             not isinstance(elements, list)
@@ -72,11 +72,6 @@ class WtAnalyzerDriver(Driver):
             )
         self.elements: list[int] = list(elements)
         self.items = [(fn, sig, unit, e) for e in self.elements for fn, sig, unit in _FUNCTIONS]
-        self.poll_interval = self.config_quantity("poll_interval", "200 ms", "s")
-        self._instr: ScpiInstrument | None = None
-        self._identity: dict[str, str] = {}
-        self._ctx: DeviceContext | None = None
-        self._poll: asyncio.Task[None] | None = None
 
     def signals(self) -> list[SignalInfo]:
         n = self.name
@@ -95,69 +90,41 @@ class WtAnalyzerDriver(Driver):
         )
         return out
 
-    async def connect(self, ctx: DeviceContext) -> None:
-        self._ctx = ctx
-        transport = open_transport(self.name, self.config["transport"], ctx.inproc)
-        self._instr = instr = ScpiInstrument(self.name, transport, error_query=":STAT:ERR?")
+    def identity_problem(self, identity: Mapping[str, str]) -> str | None:
+        if not identity["model"].upper().startswith("WT"):
+            return "not a Yokogawa WT power analyzer"
+        return None
+
+    async def setup(self, instr: ScpiInstrument) -> None:
+        await instr.write(":COMM:REM ON")
+        # Bare values without headers, short-form words: what the parsers below expect.
+        await instr.write(":COMM:HEAD OFF")
+        await instr.write(":COMM:VERB OFF")
+        await instr.write(":NUM:FORM ASC")
+        await instr.write(f":NUM:NORM:NUMB {len(self.items)}")
+        for k, (fn, _, _, e) in enumerate(self.items, start=1):
+            await instr.write(f":NUM:NORM:ITEM{k} {fn},{e}")
+
+    async def read_state(self, instr: ScpiInstrument, ctx: DeviceContext) -> None:
         try:
-            # *IDN? first: the instrument answers, and it is a WT before anything is written to it.
-            self._identity = await instr.identify()
-            if not self._identity["model"].upper().startswith("WT"):
-                idn = ",".join(v for v in self._identity.values() if v)
-                raise DeviceError(self.name, f"*IDN? answered '{idn}': not a Yokogawa WT power analyzer")
-            await instr.write("*CLS")
-            await instr.write(":COMM:REM ON")
-            # Bare values without headers, short-form words: what the parsers below expect.
-            await instr.write(":COMM:HEAD OFF")
-            await instr.write(":COMM:VERB OFF")
-            await instr.write(":NUM:FORM ASC")
-            await instr.write(f":NUM:NORM:NUMB {len(self.items)}")
-            for k, (fn, _, _, e) in enumerate(self.items, start=1):
-                await instr.write(f":NUM:NORM:ITEM{k} {fn},{e}")
-            await instr.check_errors("setting up the numeric items")
-            try:
-                await self._read()
-            except (ValueError, KeyError) as exc:
-                raise DeviceError(self.name, f"first reading: {exc}") from None
-        except BaseException:
-            # Not connected, so the engine will not close it: release the socket or port here.
-            with contextlib.suppress(Exception):
-                await transport.close()
-            self._instr = None
-            raise
-        self._poll = ctx.start_task(self.name, self._poll_loop(), f"{self.name}-poll")
+            self.publish(await self.poll_once(instr))
+        except ValueError as exc:
+            raise DeviceError(self.name, f"first reading: {exc}") from None
 
-    async def identify(self) -> dict[str, str]:
-        return dict(self._identity)
-
-    async def _read(self) -> None:
-        """One query for every value and the integrator state; publish them with one timestamp."""
-        assert self._instr is not None and self._ctx is not None
-        reply = await self._instr.query(":NUM:NORM:VAL?;:INTEG:STAT?")
+    async def poll_once(self, instr: ScpiInstrument) -> dict[str, float]:
+        """One query for every value and the integrator state; "no data" values are left out."""
+        reply = await instr.query(":NUM:NORM:VAL?;:INTEG:STAT?")
         values_text, sep, state_text = reply.rpartition(";")
         values = values_text.split(",") if sep else []
         if len(values) != len(self.items):
             raise ValueError(f"expected {len(self.items)} values and the integrator state, got '{reply}'")
-        t = self._ctx.loop.time()
-        publish = self._ctx.publish
+        out: dict[str, float] = {}
         for (_, sig, _, e), text in zip(self.items, values, strict=True):
             value = _number(text)
             if value is not None:
-                publish(f"{self.name}.{sig}_{e}", value, t)
-        publish(f"{self.name}.integrate", float(INTEGRATE_STATES[_state(state_text)]), t)
-
-    async def _poll_loop(self) -> None:
-        assert self._ctx is not None
-        loop = self._ctx.loop
-        deadline = loop.time()
-        while True:
-            deadline += self.poll_interval
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
-            try:
-                await self._read()
-            except (DeviceError, ValueError, KeyError) as exc:
-                self._ctx.fault(self.name, f"measurement failed: {exc}")
-                return
+                out[f"{sig}_{e}"] = value
+        out["integrate"] = float(INTEGRATE_STATES[_state(state_text)])
+        return out
 
     async def set(self, values: Mapping[str, float]) -> dict[str, float]:
         assert self._instr is not None and self._ctx is not None
@@ -172,26 +139,16 @@ class WtAnalyzerDriver(Driver):
             await self._instr.check_errors(f"integrate {want}")
             try:
                 got = _state(await self._instr.query(":INTEG:STAT?"))
-            except KeyError as exc:
-                raise DeviceError(self.name, f"unexpected integrator state {exc}") from None
+            except ValueError as exc:
+                raise DeviceError(self.name, str(exc)) from None
             if got != want:
                 raise DeviceError(self.name, f"integrate read back {got}, expected {want}")
             readback[short] = float(INTEGRATE_STATES[got])
             try:
-                await self._read()
+                self.publish(await self.poll_once(self._instr))
             except ValueError as exc:
                 raise DeviceError(self.name, f"reading values after integrate {want}: {exc}") from None
         return readback
-
-    async def close(self) -> None:
-        if self._poll is not None:
-            self._poll.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._poll
-            self._poll = None
-        if self._instr is not None:
-            await self._instr.release(":COMM:REM OFF")
-            self._instr = None
 
 
 def _number(text: str) -> float | None:
@@ -209,4 +166,7 @@ def _number(text: str) -> float | None:
 
 
 def _state(reply: str) -> str:
-    return _STATE_REPLY[reply.strip().upper()]
+    state = _STATE_REPLY.get(reply.strip().upper())
+    if state is None:
+        raise ValueError(f"unexpected integrator state '{reply}'")
+    return state

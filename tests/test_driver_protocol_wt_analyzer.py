@@ -173,10 +173,15 @@ def test_setup_error_and_wrong_instrument_refuse_connect() -> None:
         script.assert_done()
 
 
-def test_short_reply_during_polling_is_a_device_fault() -> None:
-    h = _run(ScpiScript([*CONNECT, (READ, "8.0E+02,1.0E+01;STAR"), *CLOSE]), lambda d: settle(1.5))
+def test_repeatedly_short_replies_during_polling_are_a_device_fault() -> None:
+    short = (READ, "8.0E+02,1.0E+01;STAR")
+    h = _run(ScpiScript([*CONNECT, short, short, short, *CLOSE]), lambda d: settle(3.5))
     assert h.faults == [
-        ("pa", "measurement failed: expected 4 values and the integrator state, got '8.0E+02,1.0E+01;STAR'")
+        (
+            "pa",
+            "3 measurements in a row failed, last: "
+            "expected 4 values and the integrator state, got '8.0E+02,1.0E+01;STAR'",
+        )
     ]
 
 
