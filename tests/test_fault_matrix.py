@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from bench.campaign import CAUGHT, NOMINAL, collect_sequences, load_expected, station_fault_names
+from bench.campaign import collect_sequences, load_expected, station_fault_names
+from bench.matrix import CAUGHT, NOMINAL
 from tests.conftest import ROOT, SIM_STATION, bench
 
 EXPECTED = ROOT / "tests" / "fault_matrix_expected.yaml"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from bench.campaign import Matrix
+from bench.matrix import NOMINAL, Matrix
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:1.5em;
@@ -28,8 +26,6 @@ def _e(text: object) -> str:
 
 
 def render_matrix_html(m: Matrix) -> str:
-    from bench.campaign import NOMINAL
-
     columns = [NOMINAL, *m.faults]
     head = "".join(f'<th class="f{" nominal" if c == NOMINAL else ""}">{_e(c)}</th>' for c in columns)
     rows = []
