@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bench.cli_args import default_station, parse_pairs
 from bench.console import EXIT_CODES, RunView, print_parameters, print_summary, run_exit_code, stderr_console
 from bench.engine import RecordStageInterrupted
 from bench.errors import BenchError, LoadError
@@ -37,23 +38,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Hardware-in-the-loop safety test bench controller.",
 )
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_station() -> Path:
-    local = Path("stations/sim.yaml")
-    return local if local.exists() else REPO_ROOT / "stations" / "sim.yaml"
-
-
-def _parse_params(items: list[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise LoadError(f"-p {item}: expected name=value")
-        out[name.strip()] = value.strip()
-    return out
 
 
 @app.command()
@@ -80,7 +64,7 @@ def run(
     from bench.console import Console
     from bench.runner import new_run_id, run_plan
 
-    plan = build_plan(sequence, station or default_station(), _parse_params(param), fault or [])
+    plan = build_plan(sequence, station or default_station(), parse_pairs(param, "-p"), fault or [])
     run_id = new_run_id()
     console = Console(highlight=False, soft_wrap=True, emoji=False)
 

@@ -49,10 +49,10 @@ def campaign(
         station_fault_names,
         write_matrix,
     )
-    from bench.cli import _parse_params, default_station
+    from bench.cli_args import default_station, parse_pairs
 
     station_path = station or default_station()
-    params = _parse_params(param)
+    params = parse_pairs(param, "-p")
     expected = None
     exp_params: dict[str, str] = {}
     if expect is not None:
