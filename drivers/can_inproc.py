@@ -9,6 +9,14 @@ It is registered as the python-can interface ``inproc``: ``can.Bus(interface="in
 channel="bench0")``. Buses on the same channel (in one process) see each other's frames.
 Consumers that live on the event loop register a callback with :meth:`InProcBus.add_listener`;
 ``recv()`` only drains frames that arrived while no listener was registered.
+
+CAN FD: a node opened with ``fd=True`` (python-can's own keyword, as for ``socketcan`` or
+``pcan``) sends and receives FD frames of up to 64 bytes with their BRS flag. Like a controller,
+the link pads an FD payload to the next length a DLC can code (12, 16, 20, 24, 32, 48, 64) with
+zero bytes. A classic node (``fd=False``, the default) refuses to send an FD frame, and an FD
+frame on the channel reaches it as an error frame (a form error, as a classic controller sees
+the FDF bit); a real classic node would also destroy the frame for everybody, which this link
+does not model. A classic frame longer than 8 bytes is refused, never cut.
 """
 
 from __future__ import annotations
@@ -22,6 +30,13 @@ import can
 
 FrameCallback = Callable[[can.Message], None]
 
+MAX_CLASSIC_LEN = 8
+MAX_FD_LEN = 64
+# SocketCAN error frame for a protocol violation: class CAN_ERR_PROT in the id, type FORM in byte 2.
+_CAN_ERR_FLAG = 0x20000000
+_CAN_ERR_PROT = 0x08
+_CAN_ERR_PROT_FORM = 0x02
+
 _channels: dict[Any, list[InProcBus]] = {}
 # Bus state per channel: a node that goes bus-off takes the whole simulated link down with it.
 _states: dict[Any, can.BusState] = {}
@@ -30,10 +45,14 @@ _states: dict[Any, can.BusState] = {}
 class InProcBus(can.BusABC):
     """One node on an in-process CAN channel."""
 
-    def __init__(self, channel: Any = "inproc0", receive_own_messages: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, channel: Any = "inproc0", receive_own_messages: bool = False, fd: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(channel=channel, **kwargs)
-        self.channel_info = f"inproc channel {channel}"
+        self.channel_info = f"inproc channel {channel}{' (CAN FD)' if fd else ''}"
         self._channel = channel
+        self._fd = bool(fd)
+        self._can_protocol = can.CanProtocol.CAN_FD if self._fd else can.CanProtocol.CAN_20
         self._receive_own = receive_own_messages
         self._listeners: list[FrameCallback] = []
         self._backlog: deque[can.Message] = deque(maxlen=10000)
@@ -77,6 +96,7 @@ class InProcBus(can.BusABC):
             raise can.CanOperationError("inproc bus is shut down")
         if _states.get(self._channel) == can.BusState.ERROR:
             raise can.CanOperationError("bus-off: the controller does not transmit")
+        data = self._payload(msg)
         loop = asyncio.get_running_loop()
         # One stamped copy shared by all receivers: receivers must treat frames as read-only.
         frame = can.Message(
@@ -85,10 +105,10 @@ class InProcBus(can.BusABC):
             is_extended_id=msg.is_extended_id,
             is_remote_frame=msg.is_remote_frame,
             is_error_frame=msg.is_error_frame,
-            dlc=msg.dlc,
-            data=bytes(msg.data),
+            dlc=len(data) if msg.is_fd else msg.dlc,
+            data=data,
             is_fd=msg.is_fd,
-            bitrate_switch=msg.bitrate_switch,
+            bitrate_switch=msg.bitrate_switch and msg.is_fd,
             channel=self._channel,
             is_rx=True,
         )
@@ -96,14 +116,51 @@ class InProcBus(can.BusABC):
             if peer is not self or self._receive_own:
                 loop.call_soon(peer._deliver, frame)
 
+    def _payload(self, msg: can.Message) -> bytes:
+        """The bytes that go on the wire; CanOperationError for a frame this node cannot send."""
+        data = bytes(msg.data)
+        if not msg.is_fd:
+            if len(data) > MAX_CLASSIC_LEN:
+                raise can.CanOperationError(
+                    f"frame 0x{msg.arbitration_id:X}: a classic CAN frame carries at most {MAX_CLASSIC_LEN} bytes,"
+                    f" not {len(data)} (an FD frame needs is_fd=True on a bus opened with fd=True)"
+                )
+            return data
+        if not self._fd:
+            raise can.CanOperationError(
+                f"frame 0x{msg.arbitration_id:X} is a CAN FD frame; this node is classic CAN (open the bus with fd=True)"
+            )
+        if msg.is_remote_frame:
+            raise can.CanOperationError(f"frame 0x{msg.arbitration_id:X}: CAN FD has no remote frames")
+        if len(data) > MAX_FD_LEN:
+            raise can.CanOperationError(
+                f"frame 0x{msg.arbitration_id:X}: a CAN FD frame carries at most {MAX_FD_LEN} bytes, not {len(data)}"
+            )
+        # A DLC codes only some lengths above 8: the controller pads up to the next one.
+        wire_len = can.util.dlc2len(can.util.len2dlc(len(data)))
+        return data + bytes(wire_len - len(data))
+
     def _deliver(self, frame: can.Message) -> None:
         if not self._open:
             return
+        if frame.is_fd and not self._fd:
+            frame = self._form_error(frame)
         if self._listeners:
             for callback in self._listeners:
                 callback(frame)
         else:
             self._backlog.append(frame)
+
+    def _form_error(self, fd_frame: can.Message) -> can.Message:
+        """What a classic controller makes of an FD frame: a protocol (form) error, not the data."""
+        return can.Message(
+            timestamp=fd_frame.timestamp,
+            arbitration_id=_CAN_ERR_FLAG | _CAN_ERR_PROT,
+            is_error_frame=True,
+            data=bytes([0, 0, _CAN_ERR_PROT_FORM, 0, 0, 0, 0, 0]),
+            channel=self._channel,
+            is_rx=True,
+        )
 
     def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
         # Never blocks: on this link frames arrive only while the event loop runs.

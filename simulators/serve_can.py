@@ -19,6 +19,15 @@ its own. The python-can client reads each handshake reply with one ``recv`` and 
 whole, so nothing may follow ``< ok >`` in the same segment: frames start only once the client
 has sent something after ``< rawmode >`` (it has then finished its handshake) or after
 :data:`RAW_SETTLE_S`.
+
+CAN FD: socketcand's protocol has no FD frame (upstream proposals for ``< fdframe >`` /
+``< fdsend >`` are not merged), and python-can's client writes ``< send ID LEN BYTES >`` with
+LEN the payload length in hex and reads any ``< frame >`` as a classic frame. The served
+channels are FD-capable, and the payload crosses both ways whole: a ``send`` of more than 8
+bytes (up to 64) becomes an FD frame (without BRS: the client cannot say), and an FD frame goes
+out as a ``< frame >`` with all its bytes. What the protocol cannot carry is the FD flag of a
+frame of 8 bytes or fewer and the BRS flag; the server logs that once per frame id rather than
+letting it pass unnoticed. Nothing is ever cut to 8 bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ log = logging.getLogger(__name__)
 RAW_SETTLE_S = 0.2
 # A client that does not read its frames is dropped rather than buffering without bound.
 MAX_CLIENT_BUFFER = 4 * 1024 * 1024
+MAX_CLASSIC_LEN = 8
+MAX_FD_LEN = 64
 
 
 def format_frame(msg: can.Message) -> bytes:
@@ -49,11 +60,20 @@ def parse_send(fields: Sequence[str]) -> can.Message:
     """``['send', '200', '8', '1', ...]`` -> a Message; ValueError when malformed."""
     if len(fields) < 3:
         raise ValueError("send needs an id and a length")
-    id_text, dlc = fields[1], int(fields[2], 16)
+    id_text, length = fields[1], int(fields[2], 16)
     data = bytes(int(b, 16) for b in fields[3:])
-    if not 0 <= dlc <= 8 or len(data) != dlc:
-        raise ValueError(f"length {dlc} does not match {len(data)} data bytes")
-    return can.Message(arbitration_id=int(id_text, 16), is_extended_id=len(id_text) > 3, data=data, dlc=dlc)
+    if len(data) != length:
+        raise ValueError(f"length {length} does not match {len(data)} data bytes")
+    if length > MAX_FD_LEN:
+        raise ValueError(f"length {length}: a CAN FD frame carries at most {MAX_FD_LEN} bytes")
+    # The protocol has no FD flag: only a payload a classic frame cannot hold marks an FD frame.
+    is_fd = length > MAX_CLASSIC_LEN
+    if is_fd:
+        # Padded as the controller would (12, 16, 20, 24, 32, 48, 64), so every client sees the wire bytes.
+        data += bytes(can.util.dlc2len(can.util.len2dlc(length)) - length)
+    return can.Message(
+        arbitration_id=int(id_text, 16), is_extended_id=len(id_text) > 3, data=data, dlc=len(data), is_fd=is_fd
+    )
 
 
 class _Client(asyncio.Protocol):
@@ -157,11 +177,13 @@ class SocketcandServer:
         self.buses: dict[str, Any] = {}
         self.clients: set[_Client] = set()
         self._server: asyncio.Server | None = None
+        self._fd_flags_lost: set[tuple[str, int]] = set()
 
     async def start(self) -> None:
         for name in self.channel_names:
             # python-can resolves "inproc" through its entry point: no import of the driver package.
-            bus: Any = can.Bus(interface="inproc", channel=name)
+            # FD-capable, so that FD frames from clients and plants cross the server.
+            bus: Any = can.Bus(interface="inproc", channel=name, fd=True)
             bus.add_listener(lambda msg, name=name: self._from_plant(name, msg))
             self.buses[name] = bus
         loop = asyncio.get_running_loop()
@@ -171,10 +193,26 @@ class SocketcandServer:
     def _from_plant(self, channel: str, msg: can.Message) -> None:
         if msg.is_error_frame:
             return
+        self._note_fd_flags(channel, msg)
         line = format_frame(msg)
         for client in list(self.clients):
             if client.raw and client.channel == channel:
                 client.forward(line)
+
+    def _note_fd_flags(self, channel: str, msg: can.Message) -> None:
+        """Say once per frame id what the protocol drops, so a lost flag is never a silent surprise."""
+        if not msg.is_fd or (channel, msg.arbitration_id) in self._fd_flags_lost:
+            return
+        self._fd_flags_lost.add((channel, msg.arbitration_id))
+        lost = "its FD and BRS flags" if len(msg.data) <= MAX_CLASSIC_LEN else "its BRS flag"
+        log.warning(
+            "channel %s: CAN FD frame 0x%X goes to socketcand clients without %s (the protocol has no FD frame);"
+            " its %d data bytes are sent whole",
+            channel,
+            msg.arbitration_id,
+            lost,
+            len(msg.data),
+        )
 
     def transmit(self, sender: _Client, channel: str, msg: can.Message) -> None:
         bus = self.buses[channel]
