@@ -1,4 +1,4 @@
-"""UDS identification of a DUT over the CAN link, on the event loop: no threads, no blocking calls.
+"""UDS identification and DTCs of a DUT over the CAN link, on the event loop: no threads, no blocking calls.
 
 udsoncan's ``Client`` blocks and can-isotp's ``CanStack`` / ``NotifierBasedCanStack`` run a
 thread on the wall clock; on the in-process link both would stall or desynchronise the
@@ -10,8 +10,9 @@ virtual-time loop. So this module uses the two libraries' pure layers only:
   exactly when the bus does. Its internal timers (N_Cr, STmin) read ``perf_counter``; they only
   bound the gaps *inside* one transfer, while the request timeout (P2 / P2*) is ours, on the
   loop clock.
-* **udsoncan** ``services.ReadDataByIdentifier``: builds the request and interprets the response
-  (negative responses, DID echo, codecs), exactly as its blocking client would.
+* **udsoncan** ``services.ReadDataByIdentifier``, ``ReadDTCInformation`` (sub-function 0x02,
+  reportDTCByStatusMask) and ``ClearDiagnosticInformation``: build the request and interpret the
+  response (negative responses, echoes, codecs, DTC records), exactly as its blocking client would.
 
 Frames to and from the DUT go through the owning driver (``send`` and :meth:`UdsClient.feed`),
 so they land in the run's raw CAN record like every other frame.
@@ -20,14 +21,16 @@ so they land in the run's raw CAN record like every other frame.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import can
 import isotp
 import udsoncan
-from udsoncan.services import ReadDataByIdentifier
+from udsoncan.services import ClearDiagnosticInformation, ReadDataByIdentifier, ReadDTCInformation
 
 # ISO 14229-1 Annex C identifiers read for identification.
 DID_VIN = 0xF190
@@ -40,6 +43,32 @@ _NRC_RESPONSE_PENDING = 0x78
 # not turn into a failed identification.
 P2_S = 1.0
 P2_STAR_S = 5.0
+
+# ISO 14229-1 DTC status bits, in bit order (the names the standard gives them).
+DTC_STATUS_BITS = (
+    "testFailed",
+    "testFailedThisOperationCycle",
+    "pendingDTC",
+    "confirmedDTC",
+    "testNotCompletedSinceLastClear",
+    "testFailedSinceLastClear",
+    "testNotCompletedThisOperationCycle",
+    "warningIndicatorRequested",
+)
+TEST_FAILED = 0x01
+TEST_FAILED_THIS_OPERATION_CYCLE = 0x02
+PENDING = 0x04
+CONFIRMED = 0x08
+TEST_FAILED_SINCE_LAST_CLEAR = 0x20
+# A DTC is *stored* when it is pending or confirmed: after a clear every DTC reads 0x50 (tests
+# not completed), which matches a 0xFF mask but is no fault.
+STORED_MASK = PENDING | CONFIRMED
+# What a run record keeps at the start and the end of a run: every DTC that failed since the
+# last clear, stored or not, and nothing that merely has not been tested.
+RECORD_MASK = TEST_FAILED | TEST_FAILED_THIS_OPERATION_CYCLE | PENDING | CONFIRMED | TEST_FAILED_SINCE_LAST_CLEAR
+ALL_DTC_GROUPS = 0xFFFFFF
+_DTC_LETTERS = "PCBU"
+_DTC_CODE = re.compile(r"([PCBU])([0-3])([0-9A-F]{3})-([0-9A-F]{2})")
 
 
 class UdsError(Exception):
@@ -64,6 +93,99 @@ CODECS: dict[int | str, Any] = {
     DID_ECU_SERIAL: TextCodec(),
     DID_SOFTWARE_VERSION: TextCodec(),
 }
+
+
+def format_dtc(number: int) -> str:
+    """A three-byte DTC as a tester shows it: the SAE J2012 code and the failure type byte, ``P0AA1-00``.
+
+    The two top bits of the first byte are the letter (P, C, B, U), the next two the first digit.
+    """
+    return f"{_DTC_LETTERS[number >> 22 & 3]}{number >> 20 & 3}{number >> 8 & 0xFFF:03X}-{number & 0xFF:02X}"
+
+
+def parse_dtc(text: str) -> int:
+    """The DTC number of ``P0AA1-00`` (any case) or of a hexadecimal number ``0x0AA100``."""
+    spelled = text.strip().upper()
+    match = _DTC_CODE.fullmatch(spelled)
+    if match is not None:
+        letter, digit, rest, ftb = match.groups()
+        return _DTC_LETTERS.index(letter) << 22 | int(digit) << 20 | int(rest, 16) << 8 | int(ftb, 16)
+    if re.fullmatch(r"0X[0-9A-F]{1,6}", spelled):
+        return int(spelled, 16)
+    raise ValueError(f"DTC {text!r} is neither a code like P0AA1-00 nor a 3-byte number like 0x0AA100")
+
+
+@dataclass(frozen=True)
+class Dtc:
+    """One DTC as the ECU reported it: its 3-byte number and ISO 14229-1 status byte."""
+
+    number: int
+    status: int
+
+    @property
+    def code(self) -> str:
+        return format_dtc(self.number)
+
+    @property
+    def test_failed(self) -> bool:
+        return bool(self.status & TEST_FAILED)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.status & PENDING)
+
+    @property
+    def confirmed(self) -> bool:
+        return bool(self.status & CONFIRMED)
+
+    @property
+    def warning_indicator_requested(self) -> bool:
+        return bool(self.status & 0x80)
+
+    def flags(self) -> list[str]:
+        """The names of the status bits that are set, in bit order."""
+        return [name for bit, name in enumerate(DTC_STATUS_BITS) if self.status >> bit & 1]
+
+    def __str__(self) -> str:
+        return f"{self.code} status 0x{self.status:02X}"
+
+    def to_record(self) -> dict[str, Any]:
+        """The form a run record and a report keep."""
+        return {"code": self.code, "number": self.number, "status": self.status, "flags": self.flags()}
+
+
+def dtc_problems(
+    read: Iterable[Dtc],
+    expected: Iterable[int],
+    *,
+    allowed: Iterable[int] = (),
+    required_bits: int = CONFIRMED,
+    mask: int = STORED_MASK,
+) -> list[str]:
+    """What is wrong with the DTCs read against an expectation, one line each; empty when it holds.
+
+    Each ``expected`` DTC must be read with every bit of ``required_bits``; any other DTC whose
+    status has a bit of ``mask`` (stored: pending or confirmed) and is not ``allowed`` is unexpected.
+    """
+    by_number = {dtc.number: dtc for dtc in read}
+    wanted = list(expected)
+    problems = []
+    for number in wanted:
+        dtc = by_number.get(number)
+        if dtc is None or not dtc.status & mask:
+            problems.append(f"{format_dtc(number)} is not stored")
+        elif dtc.status & required_bits != required_bits:
+            missing = ", ".join(Dtc(0, required_bits & ~dtc.status).flags())
+            problems.append(
+                f"{dtc.code} is stored but not {missing} (status 0x{dtc.status:02X}: {', '.join(dtc.flags())})"
+            )
+    tolerated = {*wanted, *allowed}
+    problems += [
+        f"unexpected DTC {dtc.code} (status 0x{dtc.status:02X})"
+        for dtc in by_number.values()
+        if dtc.status & mask and dtc.number not in tolerated
+    ]
+    return problems
 
 
 class UdsClient:
@@ -95,6 +217,8 @@ class UdsClient:
         )
         self._reply: asyncio.Future[bytes] | None = None
         self._lock = asyncio.Lock()
+        # DTCStatusAvailabilityMask of the last ReadDTCInformation answer: the bits the ECU supports.
+        self.dtc_status_availability_mask: int | None = None
 
     # -- CAN side ---------------------------------------------------------------------------
 
@@ -161,16 +285,45 @@ class UdsClient:
         # A DID without a known codec is read as text, so any identifier can be asked for.
         codecs = CODECS if did in CODECS else {**CODECS, did: TextCodec()}
         request = ReadDataByIdentifier.make_request([did], didconfig=codecs)
-        response = await self.request(request.get_payload())
-        if not response.valid:
-            raise UdsError(f"DID 0x{did:04X}: invalid response {_hex(response.original_payload)}")
-        if not response.positive:
-            raise UdsError(f"DID 0x{did:04X}: negative response 0x{response.code:02X} ({response.code_name})")
+        response = await self._checked(request, f"DID 0x{did:04X}")
         try:
             interpreted = ReadDataByIdentifier.interpret_response(response, [did], didconfig=codecs)
         except Exception as exc:  # udsoncan raises several types for malformed payloads
             raise UdsError(f"DID 0x{did:04X}: cannot decode {_hex(response.original_payload)}: {exc}") from None
         return interpreted.service_data.values[did]
+
+    async def read_dtcs(self, status_mask: int = 0xFF) -> list[Dtc]:
+        """ReadDTCInformation reportDTCByStatusMask: every DTC with a status bit in ``status_mask``."""
+        what = f"read DTCs by status mask 0x{status_mask:02X}"
+        request = ReadDTCInformation.make_request(
+            ReadDTCInformation.Subfunction.reportDTCByStatusMask, status_mask=status_mask
+        )
+        response = await self._checked(request, what)
+        try:
+            interpreted = ReadDTCInformation.interpret_response(
+                response, ReadDTCInformation.Subfunction.reportDTCByStatusMask
+            )
+        except Exception as exc:  # udsoncan raises several types for malformed payloads
+            raise UdsError(f"{what}: cannot decode {_hex(response.original_payload)}: {exc}") from None
+        data = interpreted.service_data
+        availability = data.status_availability
+        self.dtc_status_availability_mask = None if availability is None else availability.get_byte_as_int()
+        return [Dtc(dtc.id, dtc.status.get_byte_as_int()) for dtc in data.dtcs]
+
+    async def clear_dtcs(self, group: int = ALL_DTC_GROUPS) -> None:
+        """ClearDiagnosticInformation of ``group``: 0xFFFFFF is all DTCs, else one DTC or functional group."""
+        request = ClearDiagnosticInformation.make_request(group)
+        response = await self._checked(request, f"clear DTCs 0x{group:06X}")
+        ClearDiagnosticInformation.interpret_response(response)
+
+    async def _checked(self, request: udsoncan.Request, what: str) -> udsoncan.Response:
+        """The final response to ``request``; a UdsError when it is negative, malformed or for another service."""
+        response = await self.request(request.get_payload())
+        if not response.valid or response.service is not request.service:
+            raise UdsError(f"{what}: invalid response {_hex(response.original_payload)}")
+        if not response.positive:
+            raise UdsError(f"{what}: negative response 0x{response.code:02X} ({response.code_name})")
+        return response
 
     async def identify(self, names: Iterable[str] = IDENTITY_DIDS) -> dict[str, str]:
         """VIN, ECU serial and software version, one DID per request (their lengths differ by ECU)."""

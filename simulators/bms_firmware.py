@@ -2,7 +2,9 @@
 the main contactor pair.
 
 The BMS sees the pack only through what a BMS measures (cell voltages, temperatures,
-current); the plant calls :meth:`Bms.monitor` after every physics tick.
+current); the plant calls :meth:`Bms.monitor` after every physics tick. Each detection also
+reports to the BMS's DTC memory (``dtcs``, simulators/dtc.py: the monitors and codes of
+``BMS_DTCS``), which the plant serves over UDS.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import can
 
 from simulators import e2e
+from simulators.dtc import BMS_DTCS, DtcMemory
 from simulators.faults import (
     CELL_VOLTAGE_OFFSET_V,
     ISOLATION_FAULT_KOHM,
@@ -174,6 +177,7 @@ class Bms:
         # come from that measurement: the bench never sees a warning next to a stale resistance.
         self.iso_measured_kohm = self.iso_resistance_kohm
         self._frozen_temps: tuple[float, int, float] | None = None
+        self.dtcs = DtcMemory(BMS_DTCS)
 
         self.latched: dict[str, bool] = dict.fromkeys((*TRIP_FAULTS, "isolation", "thermal_event"), False)
         self._since: dict[str, float | None] = dict.fromkeys(
@@ -269,9 +273,13 @@ class Bms:
         if self._precharge is not None:
             self._precharge.cancel()
             self._precharge = None
-        if self.physical is Contactors.CLOSED and self.faults.contactor_welded:
-            self.latched["contactor"] = True
-            return
+        if self.physical is Contactors.CLOSED:
+            # The weld check runs when a closed contactor is commanded open.
+            welded = self.faults.contactor_welded
+            self.dtcs.report("contactor", failed=welded)
+            if welded:
+                self.latched["contactor"] = True
+                return
         self.physical = Contactors.OPEN
 
     def _trip(self, fault: str) -> None:
@@ -359,10 +367,15 @@ class Bms:
         if frame.arbitration_id != self._command.frame_id or frame.is_extended_id:
             return
         data = frame.data
-        alive = data[6] & 0x0F if len(data) == 8 else None
-        if alive is None or not e2e.crc_ok(data) or alive == self._last_cmd_alive:
-            self.bad_command_frames += 1
+        if len(data) != 8 or not e2e.crc_ok(data):
+            self._reject_command("comm_crc")
             return
+        alive = data[6] & 0x0F
+        if alive == self._last_cmd_alive:
+            self._reject_command("comm_alive")
+            return
+        self.dtcs.report("comm_crc", failed=False)
+        self.dtcs.report("comm_alive", failed=False)
         self.valid_command_frames += 1
         self._last_cmd_alive = alive
         self._last_cmd_time = frame.timestamp
@@ -376,6 +389,10 @@ class Bms:
                 self._close()
         elif self.close_requested:
             self._open()
+
+    def _reject_command(self, monitor: str) -> None:
+        self.bad_command_frames += 1
+        self.dtcs.report(monitor, failed=True)
 
     def _clear_faults(self, now: float) -> None:
         v_max, v_min, t_max = self.v_max, self.v_min_plausible, self.t_max
@@ -408,9 +425,11 @@ class Bms:
         current = abs(self.pack.current_a)
         oc_armed = not f.overcurrent_protection_disabled
         short_circuit = p.short_circuit_factor > 0.0 and current > p.short_circuit_factor * p.oc_threshold_a
-        if oc_armed and short_circuit and not self.latched["overcurrent"]:
+        if oc_armed and short_circuit:
             # Not debounced: waiting detection_time on thousands of amperes risks welding the contactors.
-            self._trip("overcurrent")
+            self.dtcs.report("overcurrent", failed=True)
+            if not self.latched["overcurrent"]:
+                self._trip("overcurrent")
         charging = self.pack.current_a > 0.0
         limit = p.oc_charge_threshold_a if charging and p.oc_charge_threshold_a is not None else p.oc_threshold_a
         self._debounce("overcurrent", oc_armed and current > limit, now)
@@ -422,24 +441,24 @@ class Bms:
         elif now - ref[0] >= 1.0 - _EPS:
             self.temp_rate_c_per_s = (t_max - ref[1]) / (now - ref[0])
             self._rate_ref = (now, t_max)
-        if not f.thermal_event_warning_disabled and (
+        thermal_event = not f.thermal_event_warning_disabled and (
             t_max > p.ot_threshold_c + p.thermal_event_margin_c or self.temp_rate_c_per_s > p.thermal_event_rate_c_per_s
-        ):
+        )
+        self.dtcs.report("thermal_event", failed=thermal_event)
+        if thermal_event:
             self.latched["thermal_event"] = True
         if not self._iso_on_frame:
-            self.iso_measured_kohm = self.iso_resistance_kohm
+            self._measure_isolation()
         if self.iso_measured_kohm < p.iso_error_kohm:
             self.latched["isolation"] = True
 
         last = self._last_cmd_time
-        if (
-            self.close_requested
-            and not f.command_timeout_ignored
-            and last is not None
-            and now - last > p.command_timeout_s
-            and not self.latched["comm"]
-        ):
-            self._trip("comm")
+        # The command watchdog runs while the contactors are (to be) closed.
+        if self.close_requested and not f.command_timeout_ignored and last is not None:
+            lost = now - last > p.command_timeout_s
+            self.dtcs.report("comm_lost", failed=lost)
+            if lost and not self.latched["comm"]:
+                self._trip("comm")
 
     def _sense_line_symptom(self) -> bool:
         """What the sense-line diagnostics see: an open line or a leakage path to chassis."""
@@ -453,14 +472,18 @@ class Bms:
         return not self.faults.iso_warning_disabled and self.iso_measured_kohm < self.p.iso_warning_kohm
 
     def _debounce(self, fault: str, active: bool, now: float) -> None:
+        """Trip on ``fault`` once ``active`` has held for the detection time; its DTC follows the same result."""
         if not active:
             self._since[fault] = None
+            self.dtcs.report(fault, failed=False)
             return
         since = self._since[fault]
         if since is None:
             self._since[fault] = since = now
-        if now - since >= self.p.detection_time_s - _EPS and not self.latched[fault]:
-            self._trip(fault)
+        if now - since >= self.p.detection_time_s - _EPS:
+            self.dtcs.report(fault, failed=True)
+            if not self.latched[fault]:
+                self._trip(fault)
 
     # -- cyclic transmission ----------------------------------------------------------------
 
@@ -560,8 +583,13 @@ class Bms:
             }
         )
 
-    def _isolation(self) -> bytearray:
+    def _measure_isolation(self) -> None:
+        """One measurement of the isolation monitor: the isolation DTC's check."""
         self.iso_measured_kohm = self.iso_resistance_kohm
+        self.dtcs.report("isolation", failed=self.iso_measured_kohm < self.p.iso_error_kohm)
+
+    def _isolation(self) -> bytearray:
+        self._measure_isolation()
         return self._codecs["BMS_Isolation"].encode({"iso_resistance": self.iso_measured_kohm, "iso_valid": 1})
 
     def _cell_voltages(self) -> bytearray:

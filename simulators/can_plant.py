@@ -1,5 +1,6 @@
 """What every simulated plant on the in-process CAN link does the same way: open its channel,
-answer UDS, tick its physics on absolute deadlines and send its cyclic frames, then stop cleanly.
+answer UDS (identity DIDs and, with a DTC memory, DTCs), tick its physics on absolute deadlines
+and send its cyclic frames, then stop cleanly.
 
 A plant supplies its frame listener, its cyclic transmit coroutines, one physics ``step`` and
 the shutdown of its own parts; everything runs on the event loop's clock.
@@ -16,6 +17,7 @@ from typing import Any
 
 import can
 
+from simulators.dtc import DtcMemory
 from simulators.uds_server import UdsServer
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ class CanPlant(abc.ABC):
         self.tick_s = tick_s
         self.dids: dict[int, bytes] = {}
         self.uds_ids = (0x7E0, 0x7E8)
+        # The firmware's DTC memory, read and cleared over UDS; None: the ECU has no DTC services.
+        self.dtcs: DtcMemory | None = None
         self.uds: UdsServer | None = None
         self.bus: can.BusABC | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -55,7 +59,7 @@ class CanPlant(abc.ABC):
         self.bus = bus
         bus.add_listener(self.on_frame())
         if self.dids:
-            self.uds = UdsServer(self.dids, bus.send, *self.uds_ids)
+            self.uds = UdsServer(self.dids, bus.send, *self.uds_ids, dtcs=self.dtcs)
             bus.add_listener(self.uds.on_frame)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._run_physics(), name=f"{type(self).__name__}-physics"))

@@ -199,6 +199,7 @@ def build_plant(
     fccu = Fccu(params, fault_set.firmware(), db, valve)
     stack = Stack(**{f.name: cfg[f.name] for f in fields(Stack) if f.init})
     plant = FccuPlant(fccu, valve, stack, cfg, fault_set, channel=cfg["can_channel"], tick_s=cfg["tick_s"])
+    plant.dtcs = fccu.dtcs
     plant.dids = {
         DID_VIN: cfg["vin"].encode("ascii"),
         DID_ECU_SERIAL: cfg["ecu_serial"].encode("ascii"),

@@ -4,7 +4,9 @@ The bench is the rest of the vehicle. It sends BENCH_FcCommand and emulates the 
 enclosure hydrogen sensors and its tank pressure transducer as E2E-protected frames; the
 FCCU answers with the cyclic FCCU_* frames (see dbc/fccu.dbc and docs/fccu.md). The plant
 (simulators/fccu.py) owns the physics - valve travel, anode pressure, stack, exhaust - and
-calls :meth:`Fccu.monitor` on every tick, like the 10 ms task of a real control unit.
+calls :meth:`Fccu.monitor` on every tick, like the 10 ms task of a real control unit. Each
+check also reports to the FCCU's DTC memory (``dtcs``, simulators/dtc.py: the monitors and
+codes of ``FCCU_DTCS``), which the plant serves over UDS.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import can
 
 from simulators import e2e
 from simulators.bms_firmware import FrameCodec
+from simulators.dtc import FCCU_DTCS, DtcMemory
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,7 @@ class Fccu:
         self.trips: list[tuple[str, float, float | None]] = []
         self._status_alive = 0
         self.tank_stale = False
+        self.dtcs = DtcMemory(FCCU_DTCS)
 
         # Physical readings the plant writes every tick.
         self.anode_pressure_bar = 0.0
@@ -247,17 +251,27 @@ class Fccu:
         if inp is self.tank:
             self._check_fill(frame.timestamp)
             return
-        if not self.d.plausibility_disabled and not (SENSOR_RANGE_PCT[0] <= inp.value <= SENSOR_RANGE_PCT[1]):
-            # An error code needs no debounce: the sensor has said it is broken.
-            self._trip("h2_sensor", frame.timestamp)
+        if not self.d.plausibility_disabled:
+            out_of_range = not (SENSOR_RANGE_PCT[0] <= inp.value <= SENSOR_RANGE_PCT[1])
+            self.dtcs.report(f"h2_sensor_{self.sensors.index(inp) + 1}_error", failed=out_of_range)
+            if out_of_range:
+                # An error code needs no debounce: the sensor has said it is broken.
+                self._trip("h2_sensor", frame.timestamp)
         # Evaluated on arrival as well: the detection time counts from the frame, not the next task.
         self.monitor(frame.timestamp)
 
     def _on_command(self, frame: can.Message) -> None:
         alive = e2e_ok(frame.data, self._last_cmd_alive)
+        awake = self.awake_at is not None
         if alive is None:
             self.bad_command_frames += 1
+            if awake:
+                crc_wrong = len(frame.data) != 8 or not e2e.crc_ok(frame.data)
+                self.dtcs.report("comm_crc" if crc_wrong else "comm_alive", failed=True)
             return
+        if awake:
+            self.dtcs.report("comm_crc", failed=False)
+            self.dtcs.report("comm_alive", failed=False)
         now = frame.timestamp
         self.valid_command_frames += 1
         self._last_cmd_alive = alive
@@ -285,18 +299,18 @@ class Fccu:
 
     def monitor_command(self, now: float) -> None:
         last = self._last_cmd_time
-        if (
-            self.state is not FcState.OFF
-            and not self.d.command_timeout_ignored
-            and last is not None
-            and now - last > self.p.command_timeout_s
-        ):
-            self._trip("comm", now)
+        if self.state is not FcState.OFF and not self.d.command_timeout_ignored and last is not None:
+            lost = now - last > self.p.command_timeout_s
+            self.dtcs.report("comm_lost", failed=lost)
+            if lost:
+                self._trip("comm", now)
 
     def _check_fill(self, now: float) -> None:
         if self.d.fill_limit_disabled or not self.fill_request:
             return
-        if self.tank_pressure_bar > self.fill_limit_bar and not self.latched["overpressure"]:
+        over = self.tank_pressure_bar > self.fill_limit_bar
+        self.dtcs.report("overpressure", failed=over)
+        if over:
             self._trip("overpressure", now)
 
     def _clear_faults(self, now: float) -> None:
@@ -358,18 +372,27 @@ class Fccu:
         reading = self.enclosure_pct(now)
         value = reading if reading is not None else 0.0
         self.lamp_warning = self._debounce("warn", value > self.warn_pct, now)
-        if self._debounce("shutoff", not d.shutoff_disabled and value > p.shutoff_pct, now):
+        leak = not d.shutoff_disabled and value > p.shutoff_pct
+        if self._debounce("shutoff", leak, now):
+            self.dtcs.report("h2_leak", failed=True)
             self._trip("h2_leak", now)
+        elif not leak:
+            self.dtcs.report("h2_leak", failed=False)
 
         if not d.plausibility_disabled:
             s1, s2 = self.sensors
             both = self.sensor_valid(s1, now) and self.sensor_valid(s2, now)
             apart = both and abs((s1.value or 0.0) - (s2.value or 0.0)) > p.discrepancy_pct + _EPS
             if self._debounce("discrepancy", apart, now):
+                self.dtcs.report("h2_sensor_discrepancy", failed=True)
                 self._trip("h2_sensor", now)
-            for s in self.sensors:
+            elif both and not apart:
+                self.dtcs.report("h2_sensor_discrepancy", failed=False)
+            for n, s in enumerate(self.sensors, 1):
                 ref = s.last_ok if s.last_ok is not None else self.awake_at
-                if now - ref > p.sensor_timeout_s + _EPS:
+                missing = now - ref > p.sensor_timeout_s + _EPS
+                self.dtcs.report(f"h2_sensor_{n}_missing", failed=missing)
+                if missing:
                     self._trip("h2_sensor", ref + p.sensor_timeout_s)
         tank_ref = self.tank.last_ok if self.tank.last_ok is not None else self.awake_at
         self.tank_stale = now - tank_ref > p.sensor_timeout_s + _EPS

@@ -219,6 +219,7 @@ def build_plant(
     plant.h2_sensor = H2Sensor(
         H2SensorSpec(**h2_cfg), lambda: plant.enclosure_h2_pct, fault_set, random.Random(rng.getrandbits(64))
     )
+    plant.dtcs = bms.dtcs
     plant.dids = {
         DID_VIN: uds_cfg["vin"].encode("ascii"),
         DID_ECU_SERIAL: uds_cfg["ecu_serial"].encode("ascii"),

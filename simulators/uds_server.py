@@ -10,7 +10,10 @@ unchanged in virtual time.
 Normal 11-bit addressing, physical requests on ``request_id`` (0x7E0), responses on
 ``response_id`` (0x7E8), frames padded to 8 bytes with 0xCC. Services: 0x22
 ReadDataByIdentifier (one or more DIDs; NRC 0x31 when none is supported, 0x13 for a bad
-length) and 0x3E TesterPresent; anything else gets NRC 0x11.
+length), 0x3E TesterPresent and, for an ECU with a DTC memory (simulators/dtc.py), 0x19
+ReadDTCInformation sub-function 0x02 reportDTCByStatusMask (0x12 for other sub-functions) and
+0x14 ClearDiagnosticInformation (all DTCs, 0xFFFFFF, or one; 0x31 for another group); anything
+else gets NRC 0x11.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from collections.abc import Callable, Mapping
 
 import can
 
+from simulators.dtc import STATUS_AVAILABILITY_MASK, DtcMemory
+
 PAD = 0xCC
 NRC_SERVICE_NOT_SUPPORTED = 0x11
+NRC_SUBFUNCTION_NOT_SUPPORTED = 0x12
 NRC_INCORRECT_LENGTH = 0x13
 NRC_REQUEST_OUT_OF_RANGE = 0x31
 # N_Bs: how long the server waits for the tester's flow control after a first frame.
@@ -37,8 +43,11 @@ class UdsServer:
         send: Callable[[can.Message], None],
         request_id: int = 0x7E0,
         response_id: int = 0x7E8,
+        *,
+        dtcs: DtcMemory | None = None,
     ) -> None:
         self.dids = dict(dids)
+        self.dtcs = dtcs
         self._send = send
         self.request_id = request_id
         self.response_id = response_id
@@ -172,6 +181,10 @@ class UdsServer:
         sid = request[0]
         if sid == 0x22:
             self._respond(self.read_data_by_identifier(request))
+        elif sid == 0x19 and self.dtcs is not None:
+            self._respond(self.read_dtc_information(request))
+        elif sid == 0x14 and self.dtcs is not None:
+            self._respond(self.clear_diagnostic_information(request))
         elif sid == 0x3E and len(request) == 2:
             if not request[1] & 0x80:  # suppressPosRspMsgIndicationBit
                 self._respond(bytes([0x7E, request[1] & 0x7F]))
@@ -191,3 +204,24 @@ class UdsServer:
         if len(out) == 1:
             return bytes([0x7F, 0x22, NRC_REQUEST_OUT_OF_RANGE])
         return bytes(out)
+
+    def read_dtc_information(self, request: bytes) -> bytes:
+        """The response to a 0x19 request; NRC checks in the order of ISO 14229-1 (length, sub-function, length)."""
+        if len(request) < 2:
+            return bytes([0x7F, 0x19, NRC_INCORRECT_LENGTH])
+        if request[1] != 0x02:  # reportDTCByStatusMask is the one sub-function this server has
+            return bytes([0x7F, 0x19, NRC_SUBFUNCTION_NOT_SUPPORTED])
+        if len(request) != 3 or self.dtcs is None:
+            return bytes([0x7F, 0x19, NRC_INCORRECT_LENGTH])
+        out = bytearray([0x59, 0x02, STATUS_AVAILABILITY_MASK])
+        for number, status in self.dtcs.matching(request[2]):
+            out += number.to_bytes(3, "big") + bytes([status])
+        return bytes(out)
+
+    def clear_diagnostic_information(self, request: bytes) -> bytes:
+        """The response to a 0x14 request: groupOfDTC is three bytes, no memory selection."""
+        if len(request) != 4 or self.dtcs is None:
+            return bytes([0x7F, 0x14, NRC_INCORRECT_LENGTH])
+        if not self.dtcs.clear(int.from_bytes(request[1:4], "big")):
+            return bytes([0x7F, 0x14, NRC_REQUEST_OUT_OF_RANGE])
+        return bytes([0x54])
