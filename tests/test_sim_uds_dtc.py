@@ -24,6 +24,7 @@ from simulators.dtc import (
     DtcMemory,
 )
 from simulators.uds_server import UdsServer
+from tests import test_fccu_sim as fc
 from tests import test_sim_bms
 from tests.expected_protocol import run_virtual
 from tests.test_sim_bms import BenchNode, Station, close_contactors, scenario
@@ -329,8 +330,6 @@ def test_corrupt_command_frames_are_a_dtc(bms: Callable[..., None]) -> None:
 
 
 def test_fccu_command_loss_and_sensor_error_code_are_confirmed_dtcs() -> None:
-    from tests import test_fccu_sim as fc
-
     seen: dict[str, list[str]] = {}
 
     async def body(plant: Any, node: Any, ep: dict[str, Any]) -> None:
@@ -378,3 +377,71 @@ def test_dtc_record_form() -> None:
         "status": 0x2E,
         "flags": ["testFailedThisOperationCycle", "pendingDTC", "confirmedDTC", "testFailedSinceLastClear"],
     }
+
+
+# -- more fault modes: the DTC follows the detection, a disabled protection stores none -----------
+
+
+@pytest.mark.parametrize(("faults", "expected"), [((), ["P1A00-17"]), (("overvoltage_protection_disabled",), [])])
+def test_overcharge_stores_the_cell_overvoltage_dtc(
+    bms: Callable[..., None], faults: tuple[str, ...], expected: list[str]
+) -> None:
+    seen: list[str] = []
+
+    async def body(st: Station) -> None:
+        await close_contactors(st)
+        st.scpi("SYST:LOCK ON;SOUR:VOLT 1000;SOUR:CURR 60;SOUR:POW MAX;OUTP ON")
+        await asyncio.sleep(600.0)
+        seen.extend(format_dtc(n) for n, _ in st.plant.bms.dtcs.matching(CONFIRMED))
+
+    bms(body, faults=faults, initial_soc_pct=98.5)
+    assert seen == expected
+
+
+@pytest.mark.parametrize(("faults", "expected"), [((), ["U0293-00"]), (("command_timeout_ignored",), [])])
+def test_bms_command_loss_with_closed_contactors(
+    bms: Callable[..., None], faults: tuple[str, ...], expected: list[str]
+) -> None:
+    seen: list[str] = []
+
+    async def body(st: Station) -> None:
+        await close_contactors(st)
+        st.bench.sending = False
+        await asyncio.sleep(2.0)
+        seen.extend(format_dtc(n) for n, _ in st.plant.bms.dtcs.matching(STORED_MASK))
+
+    bms(body, faults=faults)
+    assert seen == expected
+
+
+@pytest.mark.parametrize(
+    ("action", "faults", "expected"),
+    [
+        ("leak", (), ["P1B00-00"]),
+        ("leak", ("h2_shutoff_disabled",), []),
+        ("silent_sensor_2", (), ["P1B02-87"]),
+        ("silent_sensor_2", ("h2_plausibility_disabled",), []),
+        ("discrepancy", (), ["P1B03-62"]),
+        ("overfill", (), ["P1B04-00"]),
+        ("overfill", ("fill_limit_disabled",), []),
+    ],
+)
+def test_fccu_fault_modes_and_their_dtcs(action: str, faults: tuple[str, ...], expected: list[str]) -> None:
+    seen: list[str] = []
+
+    async def body(plant: Any, node: Any, ep: dict[str, Any]) -> None:
+        await fc.running(plant, node)
+        if action == "leak":
+            node.values["h2_conc_1"] = node.values["h2_conc_2"] = 4.5
+        elif action == "silent_sensor_2":
+            node.silent.add("BENCH_H2Sensor2")
+        elif action == "discrepancy":
+            node.values["h2_conc_1"] = 2.0
+        else:
+            node.values["fill_request"] = 1
+            node.values["tank_pressure_sensor"] = 900.0
+        await asyncio.sleep(1.0)
+        seen.extend(format_dtc(n) for n, _ in plant.dtcs.matching(STORED_MASK))
+
+    fc.run(body, faults=faults)
+    assert seen == expected
