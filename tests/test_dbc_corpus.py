@@ -28,6 +28,8 @@ LOADS: dict[str, list[str]] = {
     "big_endian.dbc": [],
     "value_tables_spaces.dbc": [],
     "no_cycle_times.dbc": [],
+    "j1939_two_sources.dbc": [],
+    "fd_64_byte.dbc": [],
 }
 # File -> what the one line of the refusal says.
 REFUSED: dict[str, str] = {
