@@ -398,15 +398,23 @@ def test_overcharge_stores_the_cell_overvoltage_dtc(
     assert seen == expected
 
 
-@pytest.mark.parametrize(("faults", "expected"), [((), ["U0293-00"]), (("command_timeout_ignored",), [])])
+@pytest.mark.parametrize(
+    ("how", "faults", "expected"),
+    [
+        ("sending", (), ["U0293-00"]),
+        ("sending", ("command_timeout_ignored",), []),
+        ("bad_crc", (), ["U0293-00", "U0293-83"]),  # what the ISO 26262 CRC sequence injects
+        ("freeze_alive", (), ["U0293-00", "U0293-82"]),
+    ],
+)
 def test_bms_command_loss_with_closed_contactors(
-    bms: Callable[..., None], faults: tuple[str, ...], expected: list[str]
+    bms: Callable[..., None], how: str, faults: tuple[str, ...], expected: list[str]
 ) -> None:
     seen: list[str] = []
 
     async def body(st: Station) -> None:
         await close_contactors(st)
-        st.bench.sending = False
+        setattr(st.bench, how, how != "sending")
         await asyncio.sleep(2.0)
         seen.extend(format_dtc(n) for n, _ in st.plant.bms.dtcs.matching(STORED_MASK))
 
