@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, SIM_STATION, bench
 from ruamel.yaml import YAML
-from test_sim_bms import DBC, Station, charge, close_contactors, discharge, scenario, status_at
 
 from simulators.chamber import Chamber, ChamberSpec
 from simulators.fault_box import Channel, FaultBox
 from simulators.plant import build_plant
+from tests.conftest import ROOT, SIM_STATION, bench
+from tests.test_sim_bms import DBC, Station, charge, close_contactors, discharge, scenario, status_at
 
 DETECTION_S = 0.2
 REACTION_S = 0.1

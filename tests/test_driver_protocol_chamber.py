@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from expected_protocol import OK, Harness, ScpiScript, connect_error, connected, make, run_virtual, settle
 
 from bench.device import ConfigError
 from bench.errors import DeviceError
 from drivers.chamber import ChamberDriver
+from tests.expected_protocol import OK, Harness, ScpiScript, connect_error, connected, make, run_virtual, settle
 
 IDN = "BENCH-SIM,CLIMATE CHAMBER TC-600,SIM00CH001,1.0 (simulated)"
 CONNECT = [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from expected_protocol import Harness, ScpiScript, make, run_virtual, settle
 
 from bench.errors import DeviceError
 from drivers.ea_psb import EaPsbDriver
+from tests.expected_protocol import Harness, ScpiScript, make, run_virtual, settle
 
 OK = '0,"No error"'
 IDN = "EA Elektro-Automatik,PSB 11000-80 4U,2211000123,V3.02,KE 3.01"

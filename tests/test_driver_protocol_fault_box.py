@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from expected_protocol import OK, Harness, ScpiScript, connect_error, connected, make, run_virtual, settle
 
 from bench.device import ConfigError
 from bench.errors import DeviceError
 from drivers.fault_box import FaultBoxDriver
+from tests.expected_protocol import OK, Harness, ScpiScript, connect_error, connected, make, run_virtual, settle
 
 IDN = "BENCH-SIM,FAULT INSERTION BOX FIB-16,SIM0FIB001,1.0 (simulated)"
 CHANNELS: dict[str, Any] = {

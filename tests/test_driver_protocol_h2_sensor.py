@@ -7,11 +7,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from expected_protocol import Harness, SerialScript, make, run_virtual, settle
 
 from bench.device import ConfigError
 from bench.errors import DeviceError
 from drivers.h2_sensor import H2SensorDriver, LineError, parse_line
+from tests.expected_protocol import Harness, SerialScript, make, run_virtual, settle
 
 LINE = b"$H2,0.012,30.0,0000*66\r\n"
 ID_LINE = b"$ID,H2scan,HY-OPTIMA 740,SN1,2.4.1*52\r\n"

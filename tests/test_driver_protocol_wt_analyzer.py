@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from expected_protocol import Harness, ScpiScript, make, run_virtual, settle
 
 from bench.errors import DeviceError
 from drivers.wt_analyzer import INTEGRATE_STATES, WtAnalyzerDriver
+from tests.expected_protocol import Harness, ScpiScript, make, run_virtual, settle
 
 OK = '0,"No error"'
 IDN = "YOKOGAWA,WT5000,91N123456,F1.02"

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from conftest import ROOT, SIM_STATION, bench
+from tests.conftest import ROOT, SIM_STATION, bench
 
 ENERGY = ROOT / "tests" / "sequences" / "energy_window.yaml"
 

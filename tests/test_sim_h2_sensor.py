@@ -6,11 +6,11 @@ import asyncio
 import random
 
 import pytest
-from expected_protocol import run_virtual
 
 from drivers.h2_sensor import parse_line
 from simulators.faults import H2_SENSOR_OFFSET_PCT, H2_SENSOR_SILENT_AFTER_S, Faults
 from simulators.h2_sensor import H2Sensor, H2SensorSpec, frame
+from tests.expected_protocol import run_virtual
 
 
 def _sensor(level: list[float], *faults: str, noise: float = 0.0) -> H2Sensor:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import can
 import pytest
-from expected_protocol import run_virtual
 
 from drivers.uds import UdsClient, UdsError
 from simulators.plant import build_plant
 from simulators.uds_server import UdsServer
+from tests.expected_protocol import run_virtual
 
 DIDS = {0xF190: b"WDB9634031L000001", 0xF18C: b"BMS-SN-0000012345", 0xF195: b"BMS-SIM 1.0.0"}
 
