@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import selectors
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,40 +17,11 @@ import pytest
 from simulators import e2e
 from simulators.bms_firmware import FrameCodec
 from simulators.plant import Plant, build_plant, fault_catalogue
+from tests.expected_protocol import run_virtual
 
 DBC = str(Path(__file__).resolve().parents[1] / "dbc" / "bms.dbc")
 DB: Any = cantools.database.load_file(DBC)
 _channels = itertools.count()
-
-
-class _VirtualSelector(selectors.DefaultSelector):
-    """Never waits: a blocking select moves the loop's clock to the next timer instead."""
-
-    def __init__(self, clock: list[float]) -> None:
-        super().__init__()
-        self._clock = clock
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        if timeout is not None and timeout > 0:
-            self._clock[0] += timeout
-        return super().select(0)
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self._vclock = [0.0]
-        super().__init__(_VirtualSelector(self._vclock))
-
-    def time(self) -> float:
-        return self._vclock[0]
-
-
-def run_virtual(main: Callable[[], Awaitable[None]]) -> None:
-    loop = VirtualTimeLoop()
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
 
 
 class BenchNode:
