@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.engine import Run, _fmt_value
+from bench.events import EventKind
 from bench.plan import Plan
 from bench.result import RunResult, Verdict
 from bench.units import format_value
@@ -97,33 +98,35 @@ class RunView:
     # Plain progress lines -------------------------------------------------------------------
     def on_event(self, kind: str, t: float, fields: dict[str, Any]) -> None:
         if self._live is not None:
-            if kind in ("monitor_tripped", "device_fault", "interlock_not_latched"):
+            if kind in (EventKind.MONITOR_TRIPPED, EventKind.DEVICE_FAULT, EventKind.INTERLOCK_NOT_LATCHED):
                 self._live.console.print(
                     f"[yellow]{hms(t)} {kind}: {_m(fields.get('monitor') or fields.get('reason'))}",
                     emoji=False,
                 )
             return
         out = functools.partial(self.console.print, emoji=False)  # whatever console it was given
-        if kind == "step_started":
+        if kind == EventKind.STEP_STARTED:
             out(f"{hms(t)}  \\[{fields['phase']}] {_m(fields['step'])}: {_m(fields['text'])}")
-        elif (kind == "step_ended" and fields["outcome"] != "PASS") or (kind == "step_ended" and fields["message"]):
+        elif (kind == EventKind.STEP_ENDED and fields["outcome"] != "PASS") or (
+            kind == EventKind.STEP_ENDED and fields["message"]
+        ):
             colour = _COLOURS.get(fields["outcome"], "white")
             out(f"{hms(t)}    [{colour}]{fields['outcome']}[/] {_m(fields['message'])}")
-        elif kind == "monitor_tripped":
+        elif kind == EventKind.MONITOR_TRIPPED:
             out(f"{hms(t)}  [yellow]monitor tripped:[/] {_m(fields['monitor'])}")
-        elif kind == "safe_state":
+        elif kind == EventKind.SAFE_STATE:
             colour = "green" if fields["safe"] else "red"
             out(
                 f"{hms(t)}  safe state {_m(fields['device'])}: [{colour}]{'safe' if fields['safe'] else 'NOT SAFE'}[/]"
                 f" - {_m(fields['detail'])}"
             )
-        elif kind == "device_fault":
+        elif kind == EventKind.DEVICE_FAULT:
             out(f"{hms(t)}  [magenta]device fault:[/] {_m(fields['reason'])}")
-        elif kind == "interlock_not_latched":
+        elif kind == EventKind.INTERLOCK_NOT_LATCHED:
             out(f"{hms(t)}  [bold red]interlock could NOT be latched:[/] {_m(fields['reason'])}")
-        elif kind in ("supervisor_tripped", "emergency_stop", "terminate_requested"):
+        elif kind in (EventKind.SUPERVISOR_TRIPPED, EventKind.EMERGENCY_STOP, EventKind.TERMINATE_REQUESTED):
             out(f"{hms(t)}  [bold red]{kind.replace('_', ' ')}:[/] {_m(fields.get('reason') or fields.get('limit'))}")
-        elif kind == "prompt_answered":
+        elif kind == EventKind.PROMPT_ANSWERED:
             out(f"{hms(t)}  prompt '{_m(fields['prompt'])}': {_m(fields['answer'])} ({_m(fields['source'])})")
         if t >= self._next_status and self.run.state.phase == "steps":
             self._next_status = (t // 600 + 1) * 600

@@ -26,6 +26,7 @@ from typing import Any
 from bench import __version__
 from bench.device import DeviceContext, load_plant_builder, plant_faults
 from bench.errors import BenchError, DeviceError, ExpressionError, LoadError
+from bench.events import EventKind
 from bench.expr import Compiled
 from bench.interlock import Interlock
 from bench.plan import MeasurePlan, Plan, PlanMonitor, PlanStep, SetValue
@@ -138,13 +139,13 @@ class Run:
         if self._steps_task is not None and not self._steps_task.done():
             self._steps_task.cancel()
         elif self.state.phase == "cleanup" and self.rec is not None:
-            self._event("stop_requested", verdict=verdict.value, reason=reason, note="cleanup continues")
+            self._event(EventKind.STOP_REQUESTED, verdict=verdict.value, reason=reason, note="cleanup continues")
 
     def terminate(self, reason: str) -> None:
         """Finish the current step, then clean up and report."""
         if self._terminate is None and self.state.phase in ("load", "steps"):
             self._terminate = reason
-            self._event("terminate_requested", reason=reason)
+            self._event(EventKind.TERMINATE_REQUESTED, reason=reason)
 
     def emergency_stop(self, reason: str, verdict: Verdict = Verdict.ABORTED) -> None:
         """Every device's safe state at once, concurrently, and nothing else (no cleanup steps)."""
@@ -153,7 +154,7 @@ class Run:
         # The safe-state tasks are queued before the steps are cancelled, so that they run first,
         # ahead of the unwinding of the steps and of anything the caller queues next.
         self._estop_task = self.loop.create_task(self._safe_state(self._safe_state_tasks()), name="emergency-stop")
-        self._event("emergency_stop", reason=reason)
+        self._event(EventKind.EMERGENCY_STOP, reason=reason)
         self.request_stop(verdict, reason)
         for task in (self._steps_task, self._cleanup_task):
             if task is not None and not task.done():
@@ -245,7 +246,7 @@ class Run:
                 # Whether the interlock latched is said once it did (or could not): see _latch.
                 reason = f"supervisor limit '{lim.name}' tripped: {lim.text} ({self._shown(values)})"
                 self._event(
-                    "supervisor_tripped",
+                    EventKind.SUPERVISOR_TRIPPED,
                     limit=lim.name,
                     condition=lim.text,
                     values=values,
@@ -268,7 +269,7 @@ class Run:
             outcome, verdict = "interlock latched", None
         except OSError as exc:
             # Fail closed: the next run finds the state folder unwritable and is refused (bench/runner.py).
-            self._event("interlock_not_latched", reason=f"{type(exc).__name__}: {exc}")
+            self._event(EventKind.INTERLOCK_NOT_LATCHED, reason=f"{type(exc).__name__}: {exc}")
             outcome = f"the interlock could NOT be latched ({exc.strerror or exc}); runs are refused until it can be"
             verdict = Verdict.ERROR
         self.tripped = f"{reason}; {outcome}"
@@ -282,7 +283,7 @@ class Run:
         self._stop = (verdict or stop_verdict, stop_reason)
 
     def _on_fault(self, device: str, reason: str) -> None:
-        self._event("device_fault", device=device, reason=reason)
+        self._event(EventKind.DEVICE_FAULT, device=device, reason=reason)
         self.request_stop(Verdict.ERROR, f"device {device}: {reason}")
 
     # -- helpers ----------------------------------------------------------------------------
@@ -296,7 +297,7 @@ class Run:
     def _rel(self, t: float) -> float:
         return t - self.state.t0
 
-    def _event(self, kind: str, **fields: Any) -> None:
+    def _event(self, kind: EventKind, **fields: Any) -> None:
         if self.rec is not None and self.state.phase != "done":
             self.rec.event(kind, self._now(), **fields)
 
@@ -337,7 +338,7 @@ class Run:
         self.rec.on_write_failure = self._record_failed
         seq = plan.sequence
         self._event(
-            "run_started",
+            EventKind.RUN_STARTED,
             run_id=self.opt.run_id,
             started_utc=self.opt.started_utc,
             sequence={
@@ -411,7 +412,7 @@ class Run:
                 raise BenchError(f"simulator {sim.kind}: {exc}") from None
             await plant.start()
             self._plants.append(plant)
-            self._event("simulator_started", simulator=sim.kind, faults=faults)
+            self._event(EventKind.SIMULATOR_STARTED, simulator=sim.kind, faults=faults)
 
     async def _connect_all(self) -> None:
         ctx = DeviceContext(
@@ -427,27 +428,27 @@ class Run:
             if self._estop_task is not None:
                 break  # an emergency stop: connect no more; those connected get their safe state
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
+                async with asyncio.timeout(driver.connect_timeout):  # the driver's own waits fit inside
                     await driver.connect(ctx)
                 self._connected.append(name)
-                async with asyncio.timeout(CONNECT_TIMEOUT):
+                async with asyncio.timeout(driver.connect_timeout):
                     identity = await driver.identify()
             # A device that fails does not stop the others from connecting: every device that can be
             # reached is then brought to its safe state (a supply left on by an earlier crash too).
             # The first failure is the run's reason; the steps do not start.
             except TimeoutError:
-                reason = f"device {name}: no answer within {CONNECT_TIMEOUT:g} s while connecting"
+                reason = f"device {name}: no answer within {driver.connect_timeout:g} s while connecting"
                 self._stop = self._stop or (Verdict.ERROR, reason)
-                self._event("device_fault", device=name, reason=reason)
+                self._event(EventKind.DEVICE_FAULT, device=name, reason=reason)
                 continue
             except (BenchError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, DeviceError) else f"device {name}: {exc}"
                 self._stop = self._stop or (Verdict.ERROR, reason)
-                self._event("device_fault", device=name, reason=reason)
+                self._event(EventKind.DEVICE_FAULT, device=name, reason=reason)
                 continue
             entry = self.plan.station.model.devices[name]
             self._identities.append(DeviceIdentity(name=name, driver=entry.driver, identity=identity))
-            self._event("device_connected", device=name, driver=entry.driver, identity=identity)
+            self._event(EventKind.DEVICE_CONNECTED, device=name, driver=entry.driver, identity=identity)
             mismatch = runtime.identity_problem(self.plan, name, identity)
             if mismatch is not None:
                 if self.opt.allow_identity_mismatch is None:
@@ -455,11 +456,11 @@ class Run:
                         Verdict.ERROR,
                         f"{mismatch} (run refused; --allow-identity-mismatch REASON overrides)",
                     )
-                    self._event("identity_mismatch", device=name, reason=mismatch, refused=True)
+                    self._event(EventKind.IDENTITY_MISMATCH, device=name, reason=mismatch, refused=True)
                     return
                 text = f"{mismatch}; accepted by the operator: {self.opt.allow_identity_mismatch}"
                 self._deviations.append(text)
-                self._event("identity_mismatch", device=name, reason=mismatch, refused=False, deviation=text)
+                self._event(EventKind.IDENTITY_MISMATCH, device=name, reason=mismatch, refused=False, deviation=text)
 
     def _start_monitors(self) -> list[Any]:
         subs = []
@@ -486,7 +487,7 @@ class Run:
         if mon.message:
             reason += f": {mon.message}"
         self._event(
-            "monitor_tripped",
+            EventKind.MONITOR_TRIPPED,
             monitor=mon.name,
             condition=mon.text,
             values=values,
@@ -501,13 +502,13 @@ class Run:
             return
         while True:
             await asyncio.sleep(self.plan.record_interval)
-            self._event("snapshot", values=self._values(names))
+            self._event(EventKind.SNAPSHOT, values=self._values(names))
 
     # -- steps ------------------------------------------------------------------------------
     async def _run_steps(self, steps: list[PlanStep], phase: str) -> None:
         for step in steps:
             if self._terminate is not None and phase == "steps":
-                self._event("terminated", before_step=step.name, reason=self._terminate)
+                self._event(EventKind.TERMINATED, before_step=step.name, reason=self._terminate)
                 return
             ok = await self._run_step(step, phase)
             if not ok and phase == "steps":
@@ -519,7 +520,9 @@ class Run:
         start = self._now()
         self.state.step_started = start
         self._step_starts[step.name] = start
-        self._event("step_started", step=step.name, step_kind=step.kind, phase=phase, line=step.line, text=step.text)
+        self._event(
+            EventKind.STEP_STARTED, step=step.name, step_kind=step.kind, phase=phase, line=step.line, text=step.text
+        )
         outcome, message, go_on = Outcome.PASS, "", True
         try:
             message = await self._execute(step) or ""
@@ -557,7 +560,7 @@ class Run:
                 message=message,
             )
         )
-        self._event("step_ended", step=step.name, outcome=outcome.value, message=message)
+        self._event(EventKind.STEP_ENDED, step=step.name, outcome=outcome.value, message=message)
 
     async def _execute(self, step: PlanStep) -> str | None:
         if step.kind == "set":
@@ -610,7 +613,7 @@ class Run:
             except TimeoutError:
                 raise DeviceError(dev, f"no answer within {COMMAND_TIMEOUT:g} s") from None
             self._event(
-                "set",
+                EventKind.SET,
                 device=dev,
                 requested={k: _round(v) for k, v in values.items()},
                 readback={k: _round(v) for k, v in readback.items()},
@@ -646,7 +649,7 @@ class Run:
             values = self._values(cond.signals)
             shown = self._shown(values)
             msg = f"timed out after {format_duration(step.timeout)} waiting for {step.cond_text} ({shown})"
-            self._event("wait_timeout", step=step.name, values=values)
+            self._event(EventKind.WAIT_TIMEOUT, step=step.name, values=values)
             if step.on_timeout == "continue":
                 return msg
             raise StepFailed(Outcome.FAIL, msg) from None
@@ -654,7 +657,7 @@ class Run:
         if step.mark:
             self.bus.marks[step.mark] = rel
         values = self._values(cond.signals)
-        self._event("condition_met", step=step.name, mark=step.mark, sample_t=_round(rel), values=values)
+        self._event(EventKind.CONDITION_MET, step=step.name, mark=step.mark, sample_t=_round(rel), values=values)
         shown = self._shown(values)
         return f"true at {format_value(rel, 's')}" + (f" (@{step.mark})" if step.mark else "") + f": {shown}"
 
@@ -694,7 +697,7 @@ class Run:
         except TimeoutError:
             values = self._values(step.cond.signals)
             msg = f"ramp ended at {last} without {step.cond_text} ({self._shown(values)})"
-            self._event("wait_timeout", step=step.name, values=values)
+            self._event(EventKind.WAIT_TIMEOUT, step=step.name, values=values)
             if step.on_timeout == "continue":
                 return msg
             raise StepFailed(Outcome.FAIL, msg) from None
@@ -708,7 +711,7 @@ class Run:
         if step.mark:
             self.bus.marks[step.mark] = rel
         values = self._values(step.cond.signals)
-        self._event("condition_met", step=step.name, mark=step.mark, sample_t=_round(rel), values=values)
+        self._event(EventKind.CONDITION_MET, step=step.name, mark=step.mark, sample_t=_round(rel), values=values)
         shown = self._shown(values)
         return f"true at {format_value(rel, 's')}" + (f" (@{step.mark})" if step.mark else "") + f": {shown}"
 
@@ -732,7 +735,7 @@ class Run:
             raise StepFailed(Outcome.FAIL, f"no answer within {format_duration(p.timeout)}") from None
         except BenchError as exc:
             raise StepFailed(Outcome.ERROR, str(exc)) from None
-        self._event("prompt_answered", step=step.name, prompt=p.text, answer=answer, source=source)
+        self._event(EventKind.PROMPT_ANSWERED, step=step.name, prompt=p.text, answer=answer, source=source)
         if not p.value:
             if answer.lower() in YES:
                 return f"confirmed ({source})"
@@ -833,7 +836,7 @@ class Run:
             decision=decision,
         )
         self._measurements.append(meas)
-        self._event("measurement", **meas.model_dump(exclude={"t"}))
+        self._event(EventKind.MEASUREMENT, **meas.model_dump(exclude={"t"}))
         shown_u = "" if expanded is None else f" ± {format_value(expanded, m.unit.text)}"
         text = f"{m.name} = {format_value(value, m.unit.text)}{shown_u} ({_limits(m)})"
         if outcome == Outcome.FAIL:
@@ -854,7 +857,7 @@ class Run:
         # The safe state depends on nothing before it succeeding (a record that cannot be
         # written, a cleanup step that raises): it is commanded and read back in any case.
         try:
-            self._event("cleanup_started", reason=self._stop[1] if self._stop else "steps completed")
+            self._event(EventKind.CLEANUP_STARTED, reason=self._stop[1] if self._stop else "steps completed")
             if self._estop_task is None:
                 self._cleanup_task = self.loop.create_task(cleanup_steps(), name="cleanup")
                 await asyncio.wait([self._cleanup_task])
@@ -895,7 +898,9 @@ class Run:
         detail += " (" + self._shown(values) + ")"
         rb = SafeStateReadback(device=dev, safe=safe, detail=detail, t=_round(self._rel(self._now())))
         self._safe.append(rb)
-        self._event("safe_state", device=dev, safe=safe, detail=detail, commanded_t=_round(self._rel(t)), values=values)
+        self._event(
+            EventKind.SAFE_STATE, device=dev, safe=safe, detail=detail, commanded_t=_round(self._rel(t)), values=values
+        )
 
     def _skipped(self) -> list[str]:
         """Steps of the method that were not performed (the run ended before them)."""
@@ -983,7 +988,7 @@ class Run:
         if rec.write_error:
             problems.update(record_error=rec.write_error, events_lost=rec.events_lost, frames_lost=rec.frames_lost)
         self._event(
-            "run_ended",
+            EventKind.RUN_ENDED,
             verdict=result.verdict.value,
             reason=result.reason,
             frames=rec.frames,

@@ -19,6 +19,7 @@ from typing import Any
 
 import can
 
+from bench.events import EventKind
 from bench.record import EventLog, file_sha256, write_junit, write_manifest, write_report_html
 from bench.result import RunResult
 
@@ -64,7 +65,7 @@ class RunRecorder:
                 blf.file.close()
         with contextlib.suppress(OSError):
             self.log.append(
-                "record_write_failed",
+                EventKind.RECORD_WRITE_FAILED,
                 self._last_rel,
                 error=self.write_error,
                 note="the run is stopped; CAN traffic and snapshots are no longer recorded",
@@ -84,11 +85,11 @@ class RunRecorder:
         shutil.copyfile(path, target)
         return target.relative_to(self.dir).as_posix()
 
-    def event(self, kind: str, t: float, **fields: Any) -> None:
+    def event(self, kind: EventKind, t: float, **fields: Any) -> None:
         """Record one event; never raises for a failed write (the caller may be the safe state)."""
         rel = t - self.t0
         self._last_rel = rel
-        if self.write_error is not None and kind == "snapshot":
+        if self.write_error is not None and kind == EventKind.SNAPSHOT:
             self.events_lost += 1  # the space left is kept for the events that prove the end
         else:
             self._append(kind, rel, fields)
@@ -100,7 +101,7 @@ class RunRecorder:
                 # pipe) must not stop the run: it stops hearing about it instead.
                 self.listeners.remove(listener)
 
-    def _append(self, kind: str, rel: float, fields: dict[str, Any]) -> None:
+    def _append(self, kind: EventKind, rel: float, fields: dict[str, Any]) -> None:
         try:
             self.log.append(kind, rel, **fields)
             return

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bench.events import EventKind
 from bench.record.chain import GENESIS, line_hash
 from bench.record.manifest import (
     MANIFEST_NAME,
@@ -310,7 +311,7 @@ def inspect_unsealed(run_dir: Path) -> Unsealed:
     if (run_dir / EVENTS_NAME).is_file():
         walk = walk_events(run_dir / EVENTS_NAME, EVENTS_NAME, None, sealed=False)
         problems.extend(walk.problems)
-        if walk.last_intact is not None and walk.last_intact.get("kind") == "run_ended":
+        if walk.last_intact is not None and walk.last_intact.get("kind") == EventKind.RUN_ENDED:
             # run_ended is the last event before the seal: the run got as far as sealing.
             problems.append(
                 Problem(

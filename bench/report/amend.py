@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.events import EventKind
 from bench.record.chain import EventLog
 from bench.record.manifest import file_sha256, write_manifest
 from bench.report.render import render_report, report_id
@@ -52,7 +53,7 @@ def amend_report(
     (out / "amendment.json").write_text(json.dumps(amendment, indent=2) + "\n", encoding="utf-8")
     render_report(run_dir, out, pdf=pdf, amendment=amendment, issued=issued)
     log = EventLog(out / "events.jsonl")
-    log.append("report_amended", 0.0, **amendment)
+    log.append(EventKind.REPORT_AMENDED, 0.0, **amendment)
     from bench.record.signing import load_key, sign_file
 
     key = load_key()

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.events import EventKind
 from bench.record.verify import Unsealed
 from bench.report.render import _CSS, _e, _kv, _table, load_events, report_id
 
@@ -40,7 +41,7 @@ def build_incomplete_html(run_dir: Path, state: Unsealed) -> str:
     walk = state.walk
     intact = walk.intact_lines if walk is not None else 0
     events = load_events(run_dir)[:intact]
-    started = next((e for e in events if e.get("kind") == "run_started"), {})
+    started = next((e for e in events if e.get("kind") == EventKind.RUN_STARTED), {})
     run_id = str(started.get("run_id") or run_dir.name)
     rid = report_id(run_id)
     seq = _dict(started.get("sequence"))
@@ -98,9 +99,9 @@ def build_incomplete_html(run_dir: Path, state: Unsealed) -> str:
     steps: dict[str, list[str]] = {}
     for e in events:
         name = e.get("step")
-        if e.get("kind") == "step_started" and isinstance(name, str):
+        if e.get("kind") == EventKind.STEP_STARTED and isinstance(name, str):
             steps[name] = [_e(name), _e(f"{e.get('t')} s"), "not finished", ""]
-        elif e.get("kind") == "step_ended" and isinstance(name, str) and name in steps:
+        elif e.get("kind") == EventKind.STEP_ENDED and isinstance(name, str) and name in steps:
             steps[name][2] = _e(e.get("outcome", ""))
             steps[name][3] = _e(e.get("message", ""))
     a(_table(["step", "started", "outcome", "message"], steps.values(), "no step started"))

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.events import EventKind
 from bench.result import RunResult
 
 REPORT_PREFIX = "TR-"
@@ -58,7 +59,7 @@ def _station_doc(run_dir: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
     """The station file as run (inputs/), parsed; {} when it cannot be read."""
     from bench.yamlsource import load_yaml, plain
 
-    started = next((e for e in events if e.get("kind") == "run_started"), {})
+    started = next((e for e in events if e.get("kind") == EventKind.RUN_STARTED), {})
     rel = (started.get("inputs") or {}).get("station")
     if not rel or not (run_dir / rel).is_file():
         return {}
@@ -102,7 +103,7 @@ def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> li
 
     from bench.report import plots
 
-    started = next((e for e in events if e.get("kind") == "run_started"), {})
+    started = next((e for e in events if e.get("kind") == EventKind.RUN_STARTED), {})
     dbcs = [run_dir / p for p in started.get("dbc", []) if (run_dir / p).is_file()]
     display = _display_signals(run_dir, started)
     traces: dict[str, plots.Trace] = {}
@@ -118,7 +119,11 @@ def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> li
         ts: list[float] = []
         vs: list[float] = []
         for e in events:
-            vals = e.get("values") if e.get("kind") in ("snapshot", "condition_met", "safe_state") else None
+            vals = (
+                e.get("values")
+                if e.get("kind") in (EventKind.SNAPSHOT, EventKind.CONDITION_MET, EventKind.SAFE_STATE)
+                else None
+            )
             if isinstance(vals, dict) and isinstance(vals.get(name), int | float):
                 ts.append(float(e["t"]))
                 vs.append(float(vals[name]))
@@ -129,11 +134,11 @@ def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> li
     markers = [plots.Marker(0.0, "fault injected: " + ", ".join(result.faults), "#6f42c1")] if result.faults else []
     for e in events:
         k = e.get("kind")
-        if k == "condition_met" and e.get("mark"):
+        if k == EventKind.CONDITION_MET and e.get("mark"):
             markers.append(plots.Marker(float(e.get("sample_t", e["t"])), f"@{e['mark']}"))
-        elif k == "monitor_tripped":
+        elif k == EventKind.MONITOR_TRIPPED:
             markers.append(plots.Marker(float(e.get("sample_t") or e["t"]), f"trip: {e.get('monitor')}", "#b30000"))
-        elif k == "cleanup_started":
+        elif k == EventKind.CLEANUP_STARTED:
             markers.append(plots.Marker(float(e["t"]), "cleanup", "#555555"))
     for name, tr in traces.items():
         if tr.states and name.endswith("contactors"):
