@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,28 @@ def test_a_dm1_with_two_dtcs_sent_over_bam_is_reassembled_and_decoded() -> None:
             (0.05, "0x1cebfff3", "01447f21061f019c"),
             (0.1, "0x1cebfff3", "02f0ee7fffffffff"),
         ]
+
+    run_virtual(main)
+
+
+def test_two_packs_broadcast_dm1_at_once_and_a_pinned_source_takes_only_its_own() -> None:
+    async def main() -> None:
+        wire = Wire()
+        pack_a, _ = wire.node(PACK_A)
+        pack_b, _ = wire.node(PACK_B)
+        _bench, events = wire.node(BENCH)
+        other = encode_dm1([(91, 3, 5), (100, 1, 2), (110, 0, 1)])  # three DTCs: 3 packets
+        try:
+            pack_b.send_pgn(PGN_DM1, other)
+            pack_a.send_pgn(PGN_DM1, DM1_TWO_DTCS)  # the two BAM sessions interleave on the wire
+            await asyncio.sleep(1.0)
+        finally:
+            wire.close()
+        got = {e.source: e.data for e in events if isinstance(e, Received)}
+        assert got == {PACK_A: DM1_TWO_DTCS, PACK_B: other}
+        pinned = _matcher(pinned=PACK_A)
+        accepted = [e for e in events if isinstance(e, Received) and pinned.match_pgn(e.pgn, e.source) is not None]
+        assert [(e.source, [d.spn for d in decode_dm1(e.data).dtcs]) for e in accepted] == [(PACK_A, [1569, 520348])]
 
     run_virtual(main)
 
@@ -502,3 +525,53 @@ def test_sending_needs_an_address_and_a_size_the_protocol_carries() -> None:
             wire.close()
 
     run_virtual(main)
+
+
+# --- over the served bus ----------------------------------------------------------------------
+
+
+def test_a_dm1_over_bam_from_a_stock_socketcand_client_is_reassembled_behind_the_served_bus() -> None:
+    """A device on the lab network: python-can's socketcand client sends the BAM frames as they are."""
+    from simulators.serve_can import SocketcandServer
+
+    cm = make_id(j1939.PGN_TP_CM, PACK_A, 0xFF, 7)
+    dt = make_id(j1939.PGN_TP_DT, PACK_A, 0xFF, 7)
+    frames = [
+        bytes.fromhex("200a0002ffcafe00"),
+        bytes([1]) + DM1_TWO_DTCS[:7],
+        bytes([2]) + DM1_TWO_DTCS[7:] + b"\xff" * 4,
+    ]
+
+    def device(port: int) -> None:
+        bus = can.Bus(interface="socketcand", host="127.0.0.1", port=port, channel="j1939")
+        try:
+            for i, data in enumerate(frames):
+                bus.send(can.Message(arbitration_id=cm if i == 0 else dt, is_extended_id=True, data=data))
+                time.sleep(0.05)  # J1939-21: 50..200 ms between BAM packets
+        finally:
+            bus.shutdown()
+
+    async def main() -> list[j1939.Event]:
+        server = SocketcandServer(["j1939"], port=0)
+        await server.start()
+        bus: Any = can.Bus(interface="inproc", channel="j1939")
+        events: list[j1939.Event] = []
+        arrived = asyncio.Event()
+
+        def on_event(event: j1939.Event) -> None:
+            events.append(event)
+            arrived.set()
+
+        node = J1939Node(bus, BENCH, on_event)
+        try:
+            await asyncio.to_thread(device, server.port)
+            await asyncio.wait_for(arrived.wait(), 10)
+        finally:
+            node.close()
+            bus.shutdown()
+            await server.stop()
+        return events
+
+    (got,) = asyncio.run(main())
+    assert isinstance(got, Received) and got.transport == "bam" and got.source == PACK_A
+    assert [(d.spn, d.fmi, d.occurrence) for d in decode_dm1(got.data).dtcs] == [(1569, 31, 1), (520348, 14, 127)]
