@@ -46,6 +46,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from paho.mqtt.subscribeoptions import SubscribeOptions  # noqa: E402
+
 from bench.lab import client  # noqa: E402
 from bench.lab.mqtt import Broker  # noqa: E402
 from bench.lab.mqtt import client as mqtt_client  # noqa: E402
@@ -102,22 +104,25 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
-async def history(broker: Broker, n: int, window: int = 1000) -> None:
+async def history(broker: Broker, n: int, benches: list[str], window: int = 1000) -> None:
+    """``n`` finished jobs, each claimed and passed by one of ``benches`` in turn (the agents of the
+    run, so that they clear their claims and results when the archive clears the jobs)."""
     ref = client.sequence_ref(str(SHORT))
     jobs = [client.make_job(ref, {"hold": "1 s"}, {}) for _ in range(n)]
+    by = {j.job: benches[i % len(benches)] for i, j in enumerate(jobs)}
     async with mqtt_client(broker, "scale-history") as c:
         for i in range(0, n, window):
             chunk = jobs[i : i + window]
             await asyncio.gather(*(c.publish(f"lab/jobs/{j.job}", encode(j), qos=1, retain=True) for j in chunk))
-            claims = [Claim(job=j.job, attempt=1, bench="bench-gone") for j in chunk]
+            claims = [Claim(job=j.job, attempt=1, bench=by[j.job]) for j in chunk]
             await asyncio.gather(
-                *(c.publish(f"lab/benches/bench-gone/claims/{x.job}", encode(x), qos=1, retain=True) for x in claims)
+                *(c.publish(f"lab/benches/{x.bench}/claims/{x.job}", encode(x), qos=1, retain=True) for x in claims)
             )
             results = [
-                Result(job=j.job, bench="bench-gone", attempt=1, verdict="PASS", run_id=f"r-{j.job}") for j in chunk
+                Result(job=j.job, bench=by[j.job], attempt=1, verdict="PASS", run_id=f"r-{j.job}") for j in chunk
             ]
             await asyncio.gather(
-                *(c.publish(f"lab/benches/bench-gone/results/{r.job}", encode(r), qos=1, retain=True) for r in results)
+                *(c.publish(f"lab/benches/{r.bench}/results/{r.job}", encode(r), qos=1, retain=True) for r in results)
             )
 
 
@@ -157,7 +162,8 @@ async def wait_results(broker: Broker, ids: set[str], within: float) -> dict[str
 
     got: dict[str, list[Result]] = {}
     async with mqtt_client(broker, "scale-results") as c:
-        await c.subscribe("lab/benches/+/results/+", qos=0)
+        # Live results only (MQTT 5 retain handling 2): the history's are not traffic of the phase.
+        await c.subscribe("lab/benches/+/results/+", options=SubscribeOptions(qos=0, retainHandling=2))
         async with asyncio.timeout(within):
             async for msg in c.messages:
                 job = msg.topic.value.rsplit("/", 1)[1]
@@ -220,6 +226,8 @@ def main() -> None:
         "--stagger", type=float, default=0.0, help="seconds between agent starts (0: all at once, as after a power cut)"
     )
     args = ap.parse_args()
+    # A SIGTERM (a timeout, the operator) ends the run through the cleanup below: no agent is left.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("error: terminated"))
     folder = Path(tempfile.mkdtemp(prefix="bench-lab-scale-"))
     broker_proc, port = start_broker(folder)
     broker = Broker("127.0.0.1", port)
@@ -229,7 +237,7 @@ def main() -> None:
     benches = [f"bench-{i:02d}" for i in range(1, args.agents + 1)]
     try:
         t0 = time.perf_counter()
-        asyncio.run(history(broker, args.history))
+        asyncio.run(history(broker, args.history, benches))
         print(f"history: {args.history} finished jobs retained in {time.perf_counter() - t0:.1f} s")
 
         cpu0 = cpu_s(broker_proc.pid)
@@ -237,7 +245,7 @@ def main() -> None:
         for b in benches:
             agents[b] = start_agent(folder, port, b)
             time.sleep(args.stagger)
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 300 + args.stagger * args.agents
         while time.monotonic() < deadline:
             times = [agent_times(folder / f"{b}.log") for b in benches]
             if all(h is not None for _, h, _ in times):
