@@ -54,7 +54,7 @@ def test_status_and_submit_are_right_and_fast_with_10000_finished_jobs(lab: Lab)
     assert len(sub.out.split()) == 1  # the job id
     print(f"{HISTORY} finished jobs: lab status {status_s:.2f} s, lab submit {submit_s:.2f} s (processes, wall)")
     # Generous bounds for a loaded 2-core machine; the numbers are in docs/lab.md.
-    assert status_s < 30 and submit_s < 30
+    assert status_s < 60 and submit_s < 30
 
 
 def test_a_read_the_broker_cut_short_is_refused(tmp_path: Path) -> None:
