@@ -178,6 +178,13 @@ def status(
     typer.echo("")
     for line in overview.job_table(snap, archived.jobs if archived else None, last=last, show_all=show_all):
         typer.echo(line)
+    cap = client.broker_max_queued()
+    if snap.retained * 2 >= cap:
+        typer.echo(
+            f"warning: {snap.retained} retained messages, more than half the {cap} the broker queues for one "
+            "reader (max_queued_messages): archive finished jobs (bench lab archive)",
+            err=True,
+        )
     if archived is not None and archived.damaged:
         lines = ", ".join(map(str, archived.damaged[:5]))
         typer.echo(f"warning: {archive}: {len(archived.damaged)} damaged lines skipped (line {lines})", err=True)

@@ -72,6 +72,9 @@ def test_a_read_the_broker_cut_short_is_refused(tmp_path: Path) -> None:
         assert out.rc == 3, out
         lines = out.err.strip().splitlines()
         assert len(lines) == 1 and "some may have been dropped" in lines[0], out.err
+        # Half way to the limit, status answers and warns.
+        near = bench("lab", "status", "--broker", m.url(), env={"BENCH_BROKER_MAX_QUEUED": "5000"})
+        assert near.rc == 0 and near.err.startswith("warning: 3000 retained messages, more than half"), near
         # What the broker does to a QoS 1 reader (as the agents read): it drops retained messages
         # beyond its queue, and the marker still comes.
         seen = asyncio.run(qos1_read(m))
