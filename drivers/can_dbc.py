@@ -59,7 +59,7 @@ import socket
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -209,7 +209,7 @@ class CanDbcDriver(Driver):
             cycle[by_name[name].frame_id] = _duration(str(text), f"cycle_times: {name}", "cycle_times")
         return cycle
 
-    def _awaited(self, wanted: Any) -> set[int]:
+    def _awaited(self, wanted: Collection[str] | None) -> set[int]:
         """Frame ids connect waits for: received, cyclic, sent by another node, and referred to by the run.
 
         A message of the bench's own node that the bench does not send has nobody else to send
@@ -222,7 +222,7 @@ class CanDbcDriver(Driver):
             if self._cycle[i] and (self.node is None or self.node not in m.senders) and i in referenced
         }
 
-    def _referenced(self, wanted: Any) -> set[int]:
+    def _referenced(self, wanted: Collection[str] | None) -> set[int]:
         """Received frame ids a signal of which the run refers to (``wanted`` None: all)."""
         if wanted is None:
             return set(self.rx_msgs)
