@@ -263,6 +263,11 @@ def _register_subcommands() -> None:
 
     app.add_typer(report_app, name="report")
     app.add_typer(keys_app, name="keys")
+    # Start from a supplier's DBC: `bench dbc show`, `bench station new` (docs/own-device.md).
+    from bench.cli_dbc import dbc_app, station_app
+
+    app.add_typer(dbc_app, name="dbc")
+    app.add_typer(station_app, name="station")
     # A lab of benches over MQTT: `bench agent`, `bench lab ...` (bench/cli_lab.py, docs/lab.md).
     from bench.cli_lab import register as register_lab
 
