@@ -73,7 +73,9 @@ class CanPlant(abc.ABC):
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            # A task that crashed (a send refused on bus-off) was reported when it died: its
+            # exception must not keep the bus below from being shut down.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.shutdown_parts()
         if self.uds is not None:

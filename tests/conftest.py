@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from drivers import can_inproc
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM_STATION = ROOT / "stations" / "sim.yaml"
@@ -58,3 +61,21 @@ def reports(tmp_path: Path) -> Path:
     path = tmp_path / "reports"
     path.mkdir()
     return path
+
+
+def _open_can_nodes() -> dict[int, can_inproc.InProcBus]:
+    return {id(bus): bus for peers in can_inproc._channels.values() for bus in peers}
+
+
+@pytest.fixture(autouse=True)
+def no_can_node_left_open() -> Iterator[None]:
+    """A test leaves no in-process CAN node open (a plant's stop(), a test's own node): an open
+    node keeps its channel, with whatever it carries and a bus-off state, alive for later tests."""
+    before = _open_can_nodes()
+    yield
+    left = [bus for key, bus in _open_can_nodes().items() if key not in before]
+    if left:
+        for bus in left:
+            bus.shutdown()  # the next test starts on clean channels
+        channels = ", ".join(sorted({bus.channel_info for bus in left}))
+        pytest.fail(f"{len(left)} in-process CAN node(s) left open on {channels}: shut every bus down")
