@@ -68,7 +68,9 @@ def _frame(dbc: Path, message: str, values: dict[str, Any]) -> can.Message:
     db = cantools.database.load_file(str(dbc))
     assert isinstance(db, cantools.database.can.Database)
     m = db.get_message_by_name(message)
-    return can.Message(arbitration_id=m.frame_id, is_extended_id=False, data=m.encode(values))
+    return can.Message(
+        arbitration_id=m.frame_id, is_extended_id=m.is_extended_frame, is_fd=m.is_fd, data=m.encode(values)
+    )
 
 
 SEQUENCE = """\
@@ -140,6 +142,13 @@ def test_a_message_given_a_cycle_time_by_the_station_is_missed_at_connect(tmp_pa
 
 # Per loadable corpus file: the station's extra config, the condition a run waits for, and the
 # frames (message -> values) that make it true and false. duplicate_names.dbc has its own test.
+def _fd_cells(checksum: int) -> dict[str, float]:
+    """Every signal of the 64-byte FD message: 24 cells, 12 temperatures, pack voltage, counters."""
+    values: dict[str, float] = {f"Cell{i:02d}_Voltage": 3.6 for i in range(1, 25)}
+    values |= {f"Sensor{i:02d}_Temperature": 25 for i in range(1, 13)}
+    return values | {"PackVoltage": 86.4, "AliveCounter": 1, "Checksum": checksum}
+
+
 RUNS: dict[str, tuple[str, str, dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]] = {
     "vector_xxx_only.dbc": (
         "send: [HVIL_Control]",
@@ -186,6 +195,24 @@ RUNS: dict[str, tuple[str, str, dict[str, list[dict[str, Any]]], dict[str, list[
         "dut.ErrorState == \"Over Voltage\" and dut.OperatingMode == 'Drive - HV on'",
         {"BMS_State": [{"ErrorState": 1, "OperatingMode": 2}]},
         {"BMS_State": [{"ErrorState": 0, "OperatingMode": 2}]},
+    ),
+    "fd_64_byte.dbc": (
+        "",
+        "dut.Cell24_Voltage > 3.5 V and dut.Checksum == 171",
+        {"Pack_CellVoltages": [_fd_cells(checksum=171)]},
+        {"Pack_CellVoltages": [_fd_cells(checksum=170)]},
+    ),
+    "j1939_two_sources.dbc": (
+        "",
+        "dut.PackA_Status.StateOfCharge > 50 % and dut.PackB_Status.StateOfCharge < 50 %",
+        {
+            "PackA_Status": [{"PackVoltage": 700, "PackCurrent": 10, "StateOfCharge": 80}],
+            "PackB_Status": [{"PackVoltage": 700, "PackCurrent": 10, "StateOfCharge": 20}],
+        },
+        {
+            "PackA_Status": [{"PackVoltage": 700, "PackCurrent": 10, "StateOfCharge": 20}],
+            "PackB_Status": [{"PackVoltage": 700, "PackCurrent": 10, "StateOfCharge": 80}],
+        },
     ),
     "no_cycle_times.dbc": (
         "node: BENCH\ncycle_times: {DCDC_Status: 100 ms}",
