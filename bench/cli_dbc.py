@@ -165,6 +165,8 @@ def new(
     from bench.plan import check_station
     from bench.station import load_station
 
+    if output.is_dir():
+        raise LoadError(f"{output} is a folder")
     if output.exists() and not force:
         raise LoadError(f"{output} exists; --force overwrites it")
     drv = _driver(dbc, node)
@@ -175,13 +177,17 @@ def new(
     # Checked as `bench validate` checks it before it replaces anything: a skeleton that does not
     # validate (a SocketCAN channel this host lacks) is not written.
     tmp = output.with_name(f".{output.name}.new")
-    tmp.write_text(text, encoding="utf-8")
     try:
-        check_station(load_station(tmp))
-    except LoadError as exc:
-        tmp.unlink()
-        raise LoadError(str(exc.message)) from None
-    tmp.replace(output)
+        tmp.write_text(text, encoding="utf-8")
+        try:
+            check_station(load_station(tmp))
+        except LoadError as exc:
+            raise LoadError(str(exc.message)) from None
+        tmp.replace(output)
+    except OSError as exc:
+        raise LoadError(f"cannot write {output}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     typer.echo(f"wrote {output}: device '{DEVICE}' on {dbc}; check it with `bench validate {output}`")
 
 

@@ -81,6 +81,9 @@ def test_an_existing_file_is_kept_without_force(tmp_path: Path) -> None:
     assert out.read_text() == "mine\n"
     assert bench(*args, "--force").rc == 0
     assert out.read_text().startswith("# A station for the CAN device")
+    r = bench("station", "new", "--dbc", CORPUS / "big_endian.dbc", "-o", tmp_path, "--force")
+    assert r.rc == 2 and r.err == f"error: {tmp_path} is a folder\n", r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["station.yaml"]  # no temporary file left
 
 
 @pytest.mark.parametrize("dbc", sorted(REFUSED))
