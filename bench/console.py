@@ -23,10 +23,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from bench.engine import Run, _fmt_value
+from bench.engine import Run
 from bench.events import EventKind
 from bench.plan import Plan
 from bench.result import RunResult, Verdict
+from bench.runcontext import format_signal
 from bench.units import format_value
 
 _COLOURS = {"PASS": "green", "FAIL": "red", "ERROR": "magenta", "ABORTED": "yellow"}
@@ -137,7 +138,7 @@ class RunView:
         parts = []
         for name in self.run.plan.display:
             v = bus.values.get(name)
-            parts.append(f"{name} = {_fmt_value(self.run, name, v)}")
+            parts.append(f"{name} = {format_signal(self.run.plan, name, v)}")
         return ", ".join(parts)
 
     # Live panel ----------------------------------------------------------------------------
@@ -174,7 +175,7 @@ class RunView:
         guards = [*self.run.plan.monitors, *self.run.plan.limits]
         for name in self.run.plan.display:
             lims = "; ".join(g.text for g in guards if name in g.cond.signals)
-            sig.add_row(_m(name), _m(_fmt_value(self.run, name, self.run.bus.values.get(name))), _m(lims))
+            sig.add_row(_m(name), _m(format_signal(self.run.plan, name, self.run.bus.values.get(name))), _m(lims))
         mons = Table(box=None, show_header=True, header_style="bold")
         mons.add_column("monitor / station limit")
         mons.add_column("condition")

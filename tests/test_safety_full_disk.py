@@ -89,7 +89,7 @@ def test_event_log_full_still_commands_and_reads_back_the_safe_state(
         outcomes = {s.name: s.outcome.value for s in result.steps if s.phase == "steps"}
         assert outcomes.get("hold") != "PASS" and result.sim_duration_s < 60, (outcomes, result.sim_duration_s)
     engine = started[0].run
-    assert {s.device for s in engine._safe} == {"psu", "bms"}
+    assert {s.device for s in engine.safe_readbacks} == {"psu", "bms"}
     # Devices were closed and the plants stopped: nothing of the in-process rig is left running.
     assert engine.state.phase == "done"
     assert engine.rec is not None and engine.rec.write_error is not None

@@ -1,0 +1,185 @@
+"""What the parts of one run share, and the primitives they all use.
+
+A run (bench/engine.py) is split by concern: the step executors (bench/steps.py) and their
+sequencer (bench/sequencer.py), the stop levels (bench/stopping.py), the supervision and the
+monitors (bench/supervision.py), the safe state (bench/safestate.py) and the finishing of the
+record (bench/finish.py). Each of them works on this one context: the plan, the options, the
+signal bus, the record, the results collected so far, the stop reason, and the loop's clock.
+All time comes from the running event loop (virtual or wall), never from the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import DeviceError
+from bench.events import EventKind
+from bench.expr import Compiled
+from bench.interlock import Interlock
+from bench.plan import Plan, PlanStep, SetValue
+from bench.prompts import Answers
+from bench.report import runtime
+from bench.result import DeviceIdentity, Measurement, SafeStateReadback, StepResult, Verdict
+from bench.runrecord import RunRecorder
+from bench.signals import SignalBus
+from bench.units import format_value
+
+COMMAND_TIMEOUT = 10.0
+
+Listener = Callable[[str, float, dict[str, Any]], None]
+
+
+@dataclass
+class RunOptions:
+    reports_dir: Path
+    run_id: str
+    seed: int = 1
+    virtual_time: bool = True
+    start_epoch: float = 0.0
+    started_utc: str = ""
+    wall_clock: Callable[[], float] | None = None  # for the wall duration printed at the end only
+    # Deviations accepted before the run (e.g. --allow-out-of-cal "reason"), stated in the report.
+    deviations: list[str] = field(default_factory=list)
+    # Proceed despite an identity that does not match the register; the reason is a deviation.
+    allow_identity_mismatch: str | None = None
+    answers: Answers | None = None
+    interlock: Interlock | None = None
+    # Full report (17025 HTML with plots, PDF, MF4); a campaign cell keeps the plain record only.
+    full_report: bool = True
+
+
+@dataclass
+class RunState:
+    """What the operator's view reads while the run goes on."""
+
+    phase: str = "load"
+    step: PlanStep | None = None
+    step_started: float = 0.0
+    t0: float = 0.0
+    now: Callable[[], float] = lambda: 0.0
+    bus: SignalBus | None = None
+    verdict: Verdict | None = None
+    reason: str = ""
+    events: list[str] = field(default_factory=list)
+
+
+class RunContext:
+    """The shared state of one run and the primitives every part of it uses."""
+
+    def __init__(self, plan: Plan, options: RunOptions) -> None:
+        self.plan = plan
+        self.opt = options
+        self.bus = SignalBus(plan.catalog)
+        for sig in plan.history:
+            self.bus.keep_history(sig)
+        self.state = RunState(bus=self.bus)
+        self.rec: RunRecorder | None = None
+        self.listeners: list[Listener] = []
+        # What ended the steps: the first reason is kept, a more severe verdict replaces its
+        # verdict only (bench/stopping.py). None while nothing has ended them.
+        self.stop: tuple[Verdict, str] | None = None
+        self.connected: list[str] = []
+        # What the result is built from (bench/finish.py).
+        self.identities: list[DeviceIdentity] = []
+        self.step_results: list[StepResult] = []
+        self.step_starts: dict[str, float] = {}
+        self.measurements: list[Measurement] = []
+        self.safe_readbacks: list[SafeStateReadback] = []
+        self.first_fail: str | None = None
+        self.deviations: list[str] = [*options.deviations, *runtime.parameter_deviations(plan)]
+
+    # -- the clock of the running loop ------------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def rel(self, t: float) -> float:
+        """``t`` (loop time) as seconds since the run started."""
+        return t - self.state.t0
+
+    # -- the record -------------------------------------------------------------------------
+    def event(self, kind: EventKind, **fields: Any) -> None:
+        if self.rec is not None and self.state.phase != "done":
+            self.rec.event(kind, self.now(), **fields)
+
+    # -- signal values, as recorded and as shown --------------------------------------------
+    def values(self, names: Iterable[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for n in sorted(names):
+            s = self.bus.sample(n)
+            out[n] = None if s is None else (s.state or rounded(s.value))
+        return out
+
+    def shown(self, values: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k} = {format_signal(self.plan, k, v)}" for k, v in values.items())
+
+    # -- commands and waits, shared by the steps and the safe state -------------------------
+    async def apply(self, sets: list[SetValue]) -> str:
+        """Command ``sets`` device by device and record what each device read back."""
+        by_device: dict[str, dict[str, float]] = {}
+        for sv in sets:
+            dev, short = sv.signal.split(".", 1)
+            by_device.setdefault(dev, {})[short] = sv.value
+        shown = []
+        for dev, values in by_device.items():
+            if dev not in self.connected:
+                raise DeviceError(dev, "not connected")
+            try:
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    readback = await self.plan.drivers[dev].set(values)
+            except TimeoutError:
+                raise DeviceError(dev, f"no answer within {COMMAND_TIMEOUT:g} s") from None
+            self.event(
+                EventKind.SET,
+                device=dev,
+                requested={k: rounded(v) for k, v in values.items()},
+                readback={k: rounded(v) for k, v in readback.items()},
+                shown={f"{dev}.{k}": format_signal(self.plan, f"{dev}.{k}", v) for k, v in readback.items()},
+            )
+            shown += [f"{dev}.{k} = {format_signal(self.plan, f'{dev}.{k}', v)}" for k, v in readback.items()]
+        return "read back " + ", ".join(shown)
+
+    async def wait_for(self, cond: Compiled, within: float) -> float:
+        """Wait until ``cond`` is true, woken by samples of its signals; the triggering sample's time."""
+        fn, env = cond.fn, self.bus.env
+        hit: asyncio.Future[float] = self.loop.create_future()
+
+        def on_sample(name: str, value: float, t: float) -> None:
+            if not hit.done() and fn(env) is True:
+                hit.set_result(t)
+
+        if fn(env) is True:
+            return self.now()
+        sub = self.bus.subscribe(cond.signals, on_sample)
+        try:
+            async with asyncio.timeout(within):
+                return await hit
+        finally:
+            sub.cancel()
+
+
+def rounded(v: float) -> float:
+    """``v`` to 9 significant digits for the record (None, booleans, NaN and infinities as they are)."""
+    if v is None or isinstance(v, bool) or math.isnan(v) or math.isinf(v):
+        return v
+    return float(f"{v:.9g}")
+
+
+def format_signal(plan: Plan, name: str, v: Any) -> str:
+    """A signal's value as the operator reads it: states by name, numbers with the signal's unit."""
+    if v is None:
+        return "no sample"
+    if isinstance(v, str):
+        return v
+    info = plan.catalog.get(name)
+    if info and info.choices:
+        return info.state_name(v) or format_value(v)
+    return format_value(v, info.unit.text if info else "")
