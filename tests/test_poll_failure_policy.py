@@ -11,12 +11,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from bench.plan import build_drivers
+from bench.console import run_exit_code
+from bench.engine import Run, RunOptions
+from bench.plan import build_drivers, build_plan
+from bench.result import RunResult
 from bench.station import load_station
+from bench.vtime import VirtualTimeLoop
 from drivers.scpi_driver import MAX_POLL_FAILURES, ScpiDriver
 from tests.conftest import SIM_STATION
 from tests.expected_protocol import Harness, connected, run_virtual, settle
@@ -112,3 +118,57 @@ def test_the_third_failed_poll_in_a_row_is_a_device_fault(device: str) -> None:
     times = [t for t, _ in deaf.dropped]
     assert times == pytest.approx([times[0], times[0] + driver.poll_interval, times[0] + 2 * driver.poll_interval])
     assert [line for _, line in deaf.answered if line == query] == []
+
+
+ANALYZER_HOLD = """\
+id: TEST-ANALYZER-HOLD
+title: the analyzer measures through a hold
+version: 1.0.0
+basis: {standard: test, clause: poll failures}
+requires: [pa]
+steps:
+  - name: hold
+    wait: 20 s
+  - name: still measuring
+    check: pa.integrate == RESET
+"""
+
+
+@pytest.mark.parametrize(("drop", "verdict"), [(MAX_POLL_FAILURES - 1, "PASS"), (MAX_POLL_FAILURES, "ERROR")])
+def test_a_run_ends_with_error_on_the_third_failed_poll_of_the_analyzer(
+    tmp_path: Path, drop: int, verdict: str
+) -> None:
+    """The same policy seen from a run: the analyzer, which once faulted on its first failed poll."""
+    sequence = tmp_path / "analyzer_hold.yaml"
+    sequence.write_text(ANALYZER_HOLD, encoding="utf-8")
+    run = Run(build_plan(sequence, SIM_STATION, {}), RunOptions(reports_dir=tmp_path, run_id="poll-run"))
+
+    started = asyncio.Event()
+
+    def on_event(kind: str, t: float, fields: dict[str, Any]) -> None:
+        if kind == "step_started":
+            started.set()
+
+    run.listeners.append(on_event)
+
+    async def silence(run: Run) -> None:
+        await started.wait()
+        await asyncio.sleep(5)  # connected, polling, into the hold
+        analyzer = run._inproc["pa"]
+        deaf = Unanswered(SimpleNamespace(scpi=analyzer.scpi), drop)
+        deaf.connected = True
+        analyzer.scpi = deaf.scpi
+
+    async def main() -> RunResult:
+        task = asyncio.create_task(silence(run))
+        try:
+            return await run.execute()
+        finally:
+            task.cancel()
+
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        result = runner.run(main())
+    assert result.verdict.value == verdict, result.reason
+    if verdict == "ERROR":
+        assert result.reason.startswith("device pa: 3 measurements in a row failed, last: pa: timeout waiting")
+        assert run_exit_code(result) == 3
