@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.events import EventKind
 from bench.record.chain import GENESIS, encode_line, line_hash
 
 
@@ -36,7 +37,7 @@ def unwritable_state(base: Path, exc: OSError) -> StateFolderUnwritable:
     return StateFolderUnwritable(
         f"state folder {base} is not writable ({exc.strerror or exc}): a supervisor trip could not latch "
         "the station interlock, so no run starts; make it writable (BENCH_STATE_DIR), and read the last "
-        "run's record for an 'interlock_not_latched' event first"
+        f"run's record for an '{EventKind.INTERLOCK_NOT_LATCHED}' event first"
     )
 
 
