@@ -38,10 +38,10 @@ from bench.interlock import Interlock, check_writable
 from bench.plan import Plan
 from bench.prompts import Answers
 from bench.result import RunResult
+from bench.runcontext import Listener
 from bench.stationlock import hold_station
 from bench.vtime import new_loop
 
-Listener = Callable[[str, float, dict[str, Any]], None]
 # Wraps the run inside its loop (``bench run``'s live view); entered right before the engine starts.
 View = Callable[[Run], AbstractContextManager[Any]]
 
