@@ -17,6 +17,8 @@ Station config::
     cycle_times: {BMS_Event: 500 ms}   # optional: for messages the DBC gives no cycle time
     units: {Count: "1"}          # optional: the DBC's unit spellings -> the bench's units
     connect_timeout: 5 s         # optional: how long connect waits for the awaited messages
+    fd: true                     # optional: a CAN FD bus (python-can's fd=True); data_bitrate: 2000000
+    j1939: {source: 0xF3, bench_address: 0xF9, dtcs: [{spn: 1569, fmi: 31}]}   # optional, docs/j1939.md
     can: {interface: inproc, channel: bench0}   # passed to can.Bus
     initial: {cmd_contactors: OPEN}             # start values of transmitted signals
 
@@ -71,6 +73,8 @@ from bench.device import DEFAULT_CONNECT_TIMEOUT, ConfigError, DeviceContext, Dr
 from bench.errors import DeviceError, ExpressionError
 from bench.expr import state_list, state_value
 from bench.units import TIME, format_duration, parse_quantity, parse_unit, signal_unit
+from drivers.can_fd import fd_bus_config
+from drivers.can_j1939_rx import J1939Device, is_j1939_dbc
 from drivers.cyclic_tx import CyclicSender
 from drivers.e2e import crc8_j1850
 from drivers.uds import IDENTITY_DIDS, UdsClient, UdsError
@@ -80,6 +84,7 @@ INJECTIONS = {"NONE": 0, "LOST": 1, "ALIVE_FROZEN": 2, "CRC_CORRUPTED": 3, "STUC
 _LOST, _ALIVE_FROZEN, _CRC_CORRUPTED, _STUCK, _IMPLAUSIBLE = 1, 2, 3, 4, 5
 INJECT_PREFIX = "inject_"
 _KEYS = {"dbc", "node", "send", "cycle_times", "units", "can", "initial", "uds", "connect_timeout"}
+_KEYS |= {"fd", "data_bitrate", "j1939"}  # drivers/can_fd.py, drivers/can_j1939_rx.py
 # The awaited messages must be seen within this many of their cycles (one lost frame is
 # forgiven), and never less than the floor: a first frame may take a moment to arrive.
 _CYCLES_AWAITED = 2.5
@@ -124,10 +129,13 @@ class CanDbcDriver(Driver):
         if not isinstance(can_cfg, dict) or "interface" not in can_cfg:
             raise ConfigError("'can' must give at least 'interface' (and usually 'channel')", "can")
         _check_interface(can_cfg)
-        self.can_cfg = dict(can_cfg)
+        self.can_cfg = fd_bus_config(self.config, can_cfg, db, str(self.config["dbc"]))
         self.tx_msgs = self._sent_messages(self.config.get("send"))
         sent = {m.frame_id for m in self.tx_msgs}
         self.rx_msgs = {m.frame_id: m for m in db.messages if m.frame_id not in sent}
+        # A J1939 device matches received frames by PGN and runs the transport protocol.
+        j1939 = self.config.get("j1939")
+        self._j1939 = J1939Device(name, j1939, db, self.rx_msgs) if j1939 or is_j1939_dbc(db) else None
         self._cycle = self._cycle_times(self.config.get("cycle_times"))
         wait = self.config.get("connect_timeout")
         self._wait_override = None if wait is None else _duration(str(wait), "connect_timeout", "connect_timeout")
@@ -160,7 +168,7 @@ class CanDbcDriver(Driver):
         self._inject: dict[str, int] = {}
         self._stuck: dict[str, dict[str, float]] = {}
         self._inject_msg = {INJECT_PREFIX + m.name.lower(): m for m in self.tx_msgs if self._cycle[m.frame_id]}
-        self._signals = self._build_signals()
+        self._signals = self._build_signals() + (self._j1939.signals() if self._j1939 else [])
         self._uds_cfg = self._check_uds(self.config.get("uds"))
         self._uds: UdsClient | None = None
         self._identity: dict[str, str] = {}
@@ -232,7 +240,7 @@ class CanDbcDriver(Driver):
             for m in self.rx_msgs.values()
             if any(prefix + local in wanted for local in self._local[m.frame_id].values())
             or ((prot := self._protection[m.frame_id]) is not None and f"{prefix}{prot.prefix}_e2e" in wanted)
-        }
+        } | (self._j1939.referenced(wanted) if self._j1939 else set())
 
     def _wait_for(self, awaited: set[int]) -> float:
         """How long connect waits for ``awaited``: the station's connect_timeout, else from the cycles."""
@@ -370,6 +378,8 @@ class CanDbcDriver(Driver):
         except Exception as exc:
             raise DeviceError(self.name, f"cannot open CAN bus {self.can_cfg}: {exc}") from None
         self._bus = bus
+        if self._j1939 is not None:
+            self._j1939.start(bus, ctx.loop, self._send_raw, ctx.publish, self._on_message)
         add_listener = getattr(bus, "add_listener", None)
         if callable(add_listener):
             add_listener(self._on_frame)  # the in-process link stamps frames with loop time
@@ -502,7 +512,7 @@ class CanDbcDriver(Driver):
                     data[prot.crc_byte] ^= 0xFF
                 values[prot.crc] = float(data[prot.crc_byte])
         return can.Message(
-            arbitration_id=m.frame_id,
+            arbitration_id=m.frame_id if self._j1939 is None else self._j1939.tx_id(m.frame_id, m.is_extended_frame),
             is_extended_id=m.is_extended_frame,
             data=bytes(data),
             timestamp=self._ctx.loop.time(),
@@ -535,9 +545,18 @@ class CanDbcDriver(Driver):
             # A Notifier calls listeners from its own thread; the ISO-TP state lives on the loop.
             ctx.loop.call_soon_threadsafe(uds.feed, msg)
             return
-        m = self.rx_msgs.get(msg.arbitration_id)
+        m = self.rx_msgs.get(msg.arbitration_id) if self._j1939 is None else self._j1939.on_frame(msg)
         if m is None:
             return
+        if self._ts_offset is None:
+            self._ts_offset = ctx.loop.time() - msg.timestamp
+        # More than 8 bytes with is_fd false is an FD frame from python-can's socketcand client: decoded alike.
+        self._on_message(m, bytes(msg.data), msg.timestamp + self._ts_offset)
+
+    def _on_message(self, m: Message, data: bytes, t: float) -> None:
+        """A received DBC message at loop time ``t``: one frame, or a J1939 multi-packet message."""
+        ctx = self._ctx
+        assert ctx is not None
         if self._unseen:
             self._unseen.discard(m.frame_id)
             if not self._unseen and self._all_seen is not None and not self._all_seen.done():
@@ -545,12 +564,9 @@ class CanDbcDriver(Driver):
         if m.frame_id not in self._decoded:
             return
         try:
-            decoded = cast(dict[str, float], m.decode(bytes(msg.data), decode_choices=False, scaling=True))
+            decoded = cast(dict[str, float], m.decode(data, decode_choices=False, scaling=True))
         except Exception:
             return  # a frame that does not fit its DBC definition carries no usable signals
-        if self._ts_offset is None:
-            self._ts_offset = ctx.loop.time() - msg.timestamp
-        t = msg.timestamp + self._ts_offset
         publish = ctx.publish
         prefix = self.name + "."
         local = self._local[m.frame_id]
@@ -558,7 +574,7 @@ class CanDbcDriver(Driver):
             publish(prefix + local[sig], float(value), t)
         prot = self._protection[m.frame_id]
         if prot is not None:
-            publish(prefix + prot.prefix + "_e2e", float(self._check(prot, msg.data, decoded)), t)
+            publish(prefix + prot.prefix + "_e2e", float(self._check(prot, data, decoded)), t)
 
     @staticmethod
     def _check(prot: _Protection, data: bytes | bytearray, decoded: Mapping[str, Any]) -> int:
@@ -619,6 +635,8 @@ class CanDbcDriver(Driver):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self._j1939 is not None:
+            self._j1939.stop()
         if self._sender is not None:
             self._sender.stop()
             self._sender = None

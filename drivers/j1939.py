@@ -597,8 +597,8 @@ def encode_dm1(dtcs: Iterable[tuple[int, int, int]], lamps: dict[str, tuple[str,
 class J1939Node:
     """A :class:`TransportProtocol` on an asyncio loop: frames in, timers from ``loop.time()``.
 
-    On the in-process link it registers as a listener; on other buses the owner calls
-    :meth:`feed` from the loop for every received frame. ``on_event`` gets every
+    On the in-process link it registers as a listener (unless ``attach`` is False); on other
+    buses the owner calls :meth:`feed` from the loop for every received frame. ``on_event`` gets every
     :class:`Received`, :class:`TransferFailed` and :class:`Sent`.
     """
 
@@ -608,15 +608,20 @@ class J1939Node:
         address: int | None,
         on_event: Callable[[Event], None],
         loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        send: Callable[[can.Message], None] | None = None,
+        attach: bool = True,
         **options: Any,
     ) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.bus = bus
         self.on_event = on_event
-        self.tp = TransportProtocol(address, bus.send, **options)
+        # ``send`` replaces ``bus.send`` (a device records what it sends); with ``attach`` False the
+        # owner feeds every frame itself, also on the in-process link.
+        self.tp = TransportProtocol(address, send or bus.send, **options)
         self._timer: asyncio.TimerHandle | None = None
         add_listener = getattr(bus, "add_listener", None)
-        self._listening = callable(add_listener)
+        self._listening = attach and callable(add_listener)
         if self._listening:
             bus.add_listener(self.feed)  # type: ignore[attr-defined]
 

@@ -31,6 +31,8 @@ LOADS: dict[str, list[str]] = {
     "j1939_two_sources.dbc": [],
     "fd_64_byte.dbc": [],
 }
+# File -> the station config it needs (an FD message needs an FD bus).
+STATION_EXTRA: dict[str, str] = {"fd_64_byte.dbc": "fd: true"}
 # File -> what the one line of the refusal says.
 REFUSED: dict[str, str] = {
     "refused_duplicate_ids.dbc": "messages Status_A and Status_B have the same frame id 0x100",
@@ -75,7 +77,7 @@ def test_every_corpus_file_has_an_expectation() -> None:
 
 @pytest.mark.parametrize("dbc", sorted(LOADS))
 def test_corpus_file_loads_with_notes_for_opaque_units(tmp_path: Path, dbc: str) -> None:
-    r = bench("validate", _station(tmp_path, dbc))
+    r = bench("validate", _station(tmp_path, dbc, STATION_EXTRA.get(dbc, "")))
     assert r.rc == 0, r.err
     lines = r.out.strip().splitlines()
     assert lines[0].endswith("station.yaml: ok (station)"), r.out
@@ -93,6 +95,23 @@ def test_corpus_file_is_refused_in_one_line(tmp_path: Path, dbc: str) -> None:
     assert "devices.dut.config.dbc: " in r.err
     # cantools' own warning ("Overwriting message ...") or prints never reach the console.
     assert r.out == "", r.out
+
+
+def test_an_fd_message_on_a_classic_bus_is_refused(tmp_path: Path) -> None:
+    r = bench("validate", _station(tmp_path, "fd_64_byte.dbc"))
+    assert_one_line(
+        r,
+        "station.yaml",
+        DBC_LINE,
+        "message Pack_CellVoltages is a CAN FD frame (64 bytes) and this device's bus is classic",
+    )
+    assert bench("validate", _station(tmp_path, "fd_64_byte.dbc", "fd: true\ndata_bitrate: 2000000", "fd.yaml")).rc == 0
+    # python-can's own keyword inside `can:` says the same.
+    station = _station(tmp_path, "fd_64_byte.dbc", name="can_fd.yaml")
+    station.write_text(station.read_text().replace("channel: dut0}", "channel: dut0, fd: true}"))
+    assert bench("validate", station).rc == 0
+    r = bench("validate", _station(tmp_path, "fd_64_byte.dbc", "data_bitrate: 2000000", "rate.yaml"))
+    assert_one_line(r, "rate.yaml", 8, "'data_bitrate' is the CAN FD data phase's bit rate: it needs 'fd: true'")
 
 
 def test_a_file_of_zero_bytes_is_refused_as_empty(tmp_path: Path) -> None:

@@ -197,7 +197,7 @@ RUNS: dict[str, tuple[str, str, dict[str, list[dict[str, Any]]], dict[str, list[
         {"BMS_State": [{"ErrorState": 0, "OperatingMode": 2}]},
     ),
     "fd_64_byte.dbc": (
-        "",
+        "fd: true",
         "dut.Cell24_Voltage > 3.5 V and dut.Checksum == 171",
         {"Pack_CellVoltages": [_fd_cells(checksum=171)]},
         {"Pack_CellVoltages": [_fd_cells(checksum=170)]},
