@@ -63,13 +63,16 @@ class RunRecorder:
         if blf is not None:
             with contextlib.suppress(Exception):  # its buffered frames are given up with it
                 blf.file.close()
+        # The manifest is written after the event log is closed: its failure has no log to go in,
+        # and the record is then unsealed, which `bench verify` reports.
         with contextlib.suppress(OSError):
-            self.log.append(
-                EventKind.RECORD_WRITE_FAILED,
-                self._last_rel,
-                error=self.write_error,
-                note="the run is stopped; CAN traffic and snapshots are no longer recorded",
-            )
+            if not self.log.closed:
+                self.log.append(
+                    EventKind.RECORD_WRITE_FAILED,
+                    self._last_rel,
+                    error=self.write_error,
+                    note="the run is stopped; CAN traffic and snapshots are no longer recorded",
+                )
         if self.on_write_failure is not None:
             self.on_write_failure(self.write_error)
 

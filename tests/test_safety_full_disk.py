@@ -176,3 +176,20 @@ def test_disk_too_full_to_begin_the_record_refuses_the_run(tmp_path: Path) -> No
     assert "Traceback" not in proc.stdout + proc.stderr and "internal error" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "No space left on device" in lines[0] and "nothing was run" in lines[0], proc.stderr
+
+
+def test_a_manifest_that_cannot_be_written_ends_error_not_an_internal_error(
+    tmp_path: Path, sequence: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first failed write can be the manifest itself, after the event log was closed."""
+    import bench.runrecord
+
+    def full(*args: Any, **kwargs: Any) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bench.runrecord, "write_manifest", full)
+    plan = build_plan(sequence, SIM_STATION, {"hold": "1 s"})
+    result = run_plan(plan, tmp_path / "reports", full_report=False)
+    assert result.verdict == Verdict.ERROR
+    assert "record could not be written: manifest.json" in result.reason, result.reason
+    assert _psu_safe(result.safe_state), result.safe_state
