@@ -73,7 +73,7 @@ from bench.device import DEFAULT_CONNECT_TIMEOUT, ConfigError, DeviceContext, Dr
 from bench.errors import DeviceError, ExpressionError
 from bench.expr import state_list, state_value
 from bench.units import TIME, format_duration, parse_quantity, parse_unit, signal_unit
-from drivers.can_fd import fd_bus_config
+from drivers.can_fd import bit_rate_switch, fd_bus_config
 from drivers.can_j1939_rx import J1939Device, is_j1939_dbc
 from drivers.cyclic_tx import CyclicSender
 from drivers.e2e import crc8_j1850
@@ -514,6 +514,8 @@ class CanDbcDriver(Driver):
         return can.Message(
             arbitration_id=m.frame_id if self._j1939 is None else self._j1939.tx_id(m.frame_id, m.is_extended_frame),
             is_extended_id=m.is_extended_frame,
+            is_fd=bool(m.is_fd),
+            bitrate_switch=bit_rate_switch(m),
             data=bytes(data),
             timestamp=self._ctx.loop.time(),
             is_rx=False,

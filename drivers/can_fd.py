@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cantools.database.can import Database
+from cantools.database.can import Database, Message
 
 from bench.device import ConfigError
 
@@ -56,3 +56,11 @@ def fd_bus_config(config: Mapping[str, Any], can_cfg: Mapping[str, Any], db: Dat
                 "dbc",
             )
     return out
+
+
+def bit_rate_switch(m: Message) -> bool:
+    """Whether the bench sends an FD message with BRS: the DBC's ``CANFD_BRS`` (Vector's attribute), else yes."""
+    if not m.is_fd:
+        return False
+    attribute = m.dbc.attributes.get("CANFD_BRS") if m.dbc is not None else None
+    return attribute is None or int(attribute.value) == 1
