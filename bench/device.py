@@ -18,9 +18,12 @@ from typing import Any
 
 import can
 
-from bench.errors import ExpressionError, LoadError
+from bench.errors import DeviceError, ExpressionError, LoadError
 from bench.expr import SignalInfo as SignalInfo  # re-exported: drivers take it from their contract
 from bench.units import TIME, parse_quantity, parse_unit
+
+# The DTC type and its helpers are a protocol library shared by drivers and steps, not a driver.
+from drivers.uds import ALL_DTC_GROUPS, Dtc
 
 Publish = Callable[[str, float, float], None]
 
@@ -115,6 +118,23 @@ class Driver(abc.ABC):
     async def identify(self) -> dict[str, str]:
         """Identity of the instrument or DUT (maker, model, serial, firmware ...)."""
         return {}
+
+    @property
+    def supports_dtcs(self) -> bool:
+        """True when the DUT's diagnostic trouble codes can be read and cleared (docs/dtc.md).
+
+        The engine reads them at the start and the end of a run, and the ``check_dtcs`` and
+        ``clear_dtcs`` steps may name the device only when this is true.
+        """
+        return False
+
+    async def read_dtcs(self, status_mask: int) -> list[Dtc]:
+        """The DTCs whose status has a bit of ``status_mask`` (UDS 0x19 0x02); a ``DeviceError`` if refused."""
+        raise DeviceError(self.name, "has no DTC memory to read")
+
+    async def clear_dtcs(self, group: int = ALL_DTC_GROUPS) -> None:
+        """Clear the DTC memory (UDS 0x14), all groups by default; a ``DeviceError`` if refused."""
+        raise DeviceError(self.name, "has no DTC memory to clear")
 
     @abc.abstractmethod
     async def set(self, values: Mapping[str, float]) -> dict[str, float]:

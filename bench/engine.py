@@ -3,10 +3,10 @@
 The life of a run is documented in docs/lifecycle.md. In short:
 
 1. start the station's simulated plants (if any) and connect every device;
-2. read identities;
+2. read identities (and the DUTs' DTCs, bench/dtcs.py);
 3. run the steps in one task while monitors watch every relevant sample;
 4. whatever ended the steps (PASS, FAIL, error, monitor, Ctrl-C), run ``cleanup``;
-5. bring every device to its safe state and read that state back;
+5. bring every device to its safe state and read that state back (and the DTCs again);
 6. close devices, write result.json, junit.xml, report.html and seal the record.
 
 ``Run`` holds that order. The parts it orders have a module each: the shared state and
@@ -24,6 +24,7 @@ from typing import Any
 
 from bench import __version__
 from bench.device import DeviceContext, load_plant_builder, plant_faults
+from bench.dtcs import record_dtcs
 from bench.errors import BenchError, DeviceError, LoadError
 from bench.events import EventKind
 from bench.finish import finish_record
@@ -98,6 +99,7 @@ class Run(RunContext):
         try:
             await self._start_plants()
             await self._connect_all()
+            await record_dtcs(self, "start")
             if self.stop is None:
                 await self._steps()
         except BenchError as exc:
@@ -278,9 +280,12 @@ class Run(RunContext):
                 else:
                     await self.safe_state.command()
             finally:
-                for name in reversed(self.connected):
-                    with contextlib.suppress(Exception):
-                        await self.plan.drivers[name].close()
+                try:
+                    await record_dtcs(self, "end")  # what the DUT stored, once it is safe
+                finally:
+                    for name in reversed(self.connected):
+                        with contextlib.suppress(Exception):
+                            await self.plan.drivers[name].close()
                 for plant in reversed(self._plants):
                     with contextlib.suppress(Exception):
                         await plant.stop()

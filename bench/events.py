@@ -20,6 +20,8 @@ class EventKind(StrEnum):
     DEVICE_CONNECTED = "device_connected"
     IDENTITY_MISMATCH = "identity_mismatch"
     DEVICE_FAULT = "device_fault"
+    # The DUT's DTC memory, after connecting and after the safe state
+    DTCS_READ = "dtcs_read"
     # Steps (in the steps and in the cleanup)
     STEP_STARTED = "step_started"
     SET = "set"

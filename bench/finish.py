@@ -78,6 +78,7 @@ async def finish_record(ctx: RunContext) -> RunResult:
         marks=dict(ctx.bus.marks),
         devices=ctx.identities,
         safe_state=ctx.safe_readbacks,
+        dtcs=ctx.dtc_reads,
         unsafe_end=bool(unsafe),
         record_error=ctx.rec.write_error,
         code_version=__version__,

@@ -32,7 +32,9 @@ from bench.expr import (
     state_value,
 )
 from bench.sequence import (
+    CheckDtcsStep,
     CheckStep,
+    ClearDtcsStep,
     MeasureStep,
     PromptStep,
     RampStep,
@@ -56,6 +58,7 @@ from bench.units import (
     parse_unit,
 )
 from bench.yamlsource import Loc, YamlSource, load_yaml, plain
+from drivers.uds import DTC_STATUS_BITS, format_dtc, parse_dtc
 
 
 @dataclass
@@ -104,6 +107,16 @@ class PromptPlan:
 
 
 @dataclass
+class DtcCheckPlan:
+    device: str
+    stored: list[int]  # DTC numbers that must be stored with every bit of required_bits
+    required_bits: int
+    allowed: list[int]
+    within: float | None  # re-read until it holds, at most this long; None: read once
+    status_text: str
+
+
+@dataclass
 class PlanStep:
     index: int
     name: str
@@ -122,6 +135,8 @@ class PlanStep:
     cond_text: str = ""
     prompt: PromptPlan | None = None
     ramp: RampPlan | None = None
+    dtc_check: DtcCheckPlan | None = None
+    devices: list[str] = field(default_factory=list)  # clear_dtcs: whose DTC memory
 
 
 @dataclass
@@ -293,6 +308,9 @@ class _Compiler:
         self.catalog = catalog
         self.params = params
         self.opaque = opaque_units(catalog)
+        # Set by build_plan: the sequence's devices, and those whose DTCs can be read (``uds:``).
+        self.requires: list[str] = []
+        self.dtc_devices: frozenset[str] = frozenset()
 
     def scope(self, marks: frozenset[str] = frozenset()) -> Scope:
         return Scope(self.catalog, self.params, marks, self.opaque)
@@ -471,6 +489,17 @@ def _compile_steps(
             ps.measure = _measure(c, step, [*loc, "measure"], frozen, step_names, history)
         elif isinstance(step, PromptStep):
             ps.prompt = _prompt(c, step, [*loc, "prompt"], frozen)
+        elif isinstance(step, CheckDtcsStep):
+            ps.dtc_check = _check_dtcs(c, step, [*loc, "check_dtcs"])
+        elif isinstance(step, ClearDtcsStep):
+            names = [step.clear_dtcs] if isinstance(step.clear_dtcs, str) else step.clear_dtcs
+            where = [*loc, "clear_dtcs"]
+            ps.devices = [
+                _dtc_device(c, d, where if isinstance(step.clear_dtcs, str) else [*where, j])
+                for j, d in enumerate(names)
+            ]
+            if not ps.devices:
+                raise c.fail(where, "name at least one device whose DTCs are cleared")
         if ps.mark:
             marks.add(ps.mark)
         ps.text = _describe(ps)
@@ -486,6 +515,41 @@ def _mark(c: _Compiler, name: str | None, loc: list[str | int], marks: set[str])
     if name in marks:
         raise c.fail([*loc, "as"], f"instant '@{name}' is already recorded by an earlier step")
     return name
+
+
+def _dtc_device(c: _Compiler, name: str, loc: list[str | int]) -> str:
+    """A device of the sequence whose DTC memory the bench can reach."""
+    if name not in c.requires:
+        raise c.fail(loc, f"device '{name}' is not in 'requires' ({', '.join(c.requires) or 'none'})")
+    if name not in c.dtc_devices:
+        raise c.fail(loc, f"device '{name}' has no DTC memory the bench can reach (its station entry has no 'uds:')")
+    return name
+
+
+def _dtc_numbers(c: _Compiler, codes: Sequence[object], loc: list[str | int]) -> list[int]:
+    numbers = []
+    for i, code in enumerate(codes):
+        # YAML reads 0x0AA100 as a number: it is the DTC number written in hexadecimal.
+        text = f"0x{code:X}" if isinstance(code, int) else str(code)
+        try:
+            numbers.append(parse_dtc(text))
+        except ValueError as exc:
+            raise c.fail([*loc, i], exc) from None
+    return numbers
+
+
+def _check_dtcs(c: _Compiler, step: CheckDtcsStep, loc: list[str | int]) -> DtcCheckPlan:
+    d = step.check_dtcs
+    device = _dtc_device(c, d.device, [*loc, "device"])
+    bits = 0
+    for i, name in enumerate(d.status):
+        if name not in DTC_STATUS_BITS:
+            raise c.fail([*loc, "status", i], f"unknown DTC status bit '{name}' (bits: {', '.join(DTC_STATUS_BITS)})")
+        bits |= 1 << DTC_STATUS_BITS.index(name)
+    stored = _dtc_numbers(c, d.stored, [*loc, "stored"])
+    allowed = _dtc_numbers(c, d.allow, [*loc, "allow"])
+    within = c.duration(d.within, [*loc, "within"]) if d.within is not None else None
+    return DtcCheckPlan(device, stored, bits, allowed, within, ", ".join(d.status))
 
 
 def _ramp(c: _Compiler, step: RampStep, loc: list[str | int]) -> RampPlan:
@@ -677,6 +741,16 @@ def _describe(ps: PlanStep) -> str:
             f"ramp {', '.join(r.signals)} from {start} to {format_value(r.end, r.unit)}"
             f" at {format_value(r.rate, r.unit)}/s{until}"
         )
+    if ps.kind == "clear_dtcs":
+        return f"clear the DTCs of {', '.join(ps.devices)}"
+    if ps.kind == "check_dtcs":
+        assert ps.dtc_check is not None
+        d = ps.dtc_check
+        codes = ", ".join(format_dtc(n) for n in d.stored)
+        what = f"{codes} stored ({d.status_text})" if codes else "no DTC stored"
+        allowed = f", tolerating {', '.join(format_dtc(n) for n in d.allowed)}" if d.allowed else ""
+        within = f" within {format_duration(d.within)}" if d.within is not None else ""
+        return f"check the DTCs of {d.device}: {what}{allowed}{within}"
     if ps.kind == "prompt":
         assert ps.prompt is not None
         gate = f" (once {ps.prompt.gate_text})" if ps.prompt.gate else ""
@@ -768,6 +842,8 @@ def build_plan(
     catalog = {k: v for k, v in catalog_all.items() if k.split(".", 1)[0] in model.requires}
     params = _param_values(src, model, overrides or {}, opaque_units(catalog))
     c = _Compiler(src, catalog, {k: p.value for k, p in params.items()})
+    c.requires = list(model.requires)
+    c.dtc_devices = frozenset(d for d in model.requires if drivers[d].supports_dtcs)
     monitors: list[PlanMonitor] = []
     for i, mon in enumerate(model.monitors):
         cond = c.condition(mon.when, ["monitors", i, "when"])

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 # 1.1: measurements carry uncertainty (U, k = 2) and decision; runs carry deviations, decision
 # rule, environment and the equipment used (all additive, defaults keep 1.0 files readable).
 # 1.2: record_error and report_degraded (additive).
-RESULT_SCHEMA_VERSION = "1.2"
+# 1.3: dtcs, the DUTs' DTCs read at the start and the end of the run (additive).
+RESULT_SCHEMA_VERSION = "1.3"
 
 
 class Verdict(StrEnum):
@@ -84,6 +85,21 @@ class SafeStateReadback(_Model):
     t: float
 
 
+class DtcEntry(_Model):
+    code: str = Field(description="SAE J2012 code and failure type byte, e.g. 'P0AA1-00'")
+    number: int = Field(description="the 3-byte DTC number")
+    status: int = Field(description="ISO 14229-1 status byte")
+    flags: list[str] = Field([], description="the names of the status bits that are set")
+
+
+class DtcRead(_Model):
+    device: str
+    at: str = Field(description="'start' (after connecting) or 'end' (after the safe state)")
+    t: float = Field(description="seconds since run start when the read ended")
+    dtcs: list[DtcEntry] = Field(default=[], description="DTCs with a status bit of drivers.uds.RECORD_MASK")
+    error: str | None = Field(default=None, description="the read failed: why (it does not change the verdict)")
+
+
 class RunResult(_Model):
     schema_version: str = RESULT_SCHEMA_VERSION
     run_id: str
@@ -103,6 +119,7 @@ class RunResult(_Model):
     marks: dict[str, float] = Field(description="named instants recorded by `as:`, seconds since run start")
     devices: list[DeviceIdentity]
     safe_state: list[SafeStateReadback]
+    dtcs: list[DtcRead] = Field([], description="DTCs read at the start and the end of the run, per device")
     unsafe_end: bool = Field(False, description="a device's safe state could not be read back as safe")
     record_error: str | None = Field(
         default=None,

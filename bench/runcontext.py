@@ -24,7 +24,7 @@ from bench.interlock import Interlock
 from bench.plan import Plan, PlanStep, SetValue
 from bench.prompts import Answers
 from bench.report import runtime
-from bench.result import DeviceIdentity, Measurement, SafeStateReadback, StepResult, Verdict
+from bench.result import DeviceIdentity, DtcRead, Measurement, SafeStateReadback, StepResult, Verdict
 from bench.runrecord import RunRecorder
 from bench.signals import SignalBus
 from bench.units import format_value
@@ -90,6 +90,7 @@ class RunContext:
         self.step_starts: dict[str, float] = {}
         self.measurements: list[Measurement] = []
         self.safe_readbacks: list[SafeStateReadback] = []
+        self.dtc_reads: list[DtcRead] = []
         self.first_fail: str | None = None
         self.deviations: list[str] = [*options.deviations, *runtime.parameter_deviations(plan)]
 

@@ -142,6 +142,24 @@ class PromptStep(_Step):
     prompt: PromptSpec
 
 
+class CheckDtcsSpec(_Model):
+    device: str = Field(description="a device of 'requires' whose station entry has 'uds:'")
+    stored: list[Scalar] = Field(description="DTCs that must be stored, e.g. [P0AA1-00]; [] = none may be stored")
+    status: list[str] = Field(["confirmedDTC"], description="ISO 14229-1 status bits each expected DTC must have")
+    allow: list[Scalar] = Field([], description="other DTCs that may be stored too")
+    within: str | None = Field(None, description="re-read until it holds, at most this long")
+
+    _text = field_validator("within", mode="before")(_as_text)
+
+
+class CheckDtcsStep(_Step):
+    check_dtcs: CheckDtcsSpec
+
+
+class ClearDtcsStep(_Step):
+    clear_dtcs: str | list[str] = Field(description="device (or devices) whose DTC memory is cleared")
+
+
 def _step_kind(v: Any) -> str | None:
     keys = v.keys() if isinstance(v, dict) else vars(v).keys() if hasattr(v, "__dict__") else []
     for kind in STEP_KINDS:
@@ -157,14 +175,18 @@ Step = Annotated[
     | Annotated[MeasureStep, Tag("measure")]
     | Annotated[CheckStep, Tag("check")]
     | Annotated[PromptStep, Tag("prompt")]
-    | Annotated[RampStep, Tag("ramp")],
+    | Annotated[RampStep, Tag("ramp")]
+    | Annotated[CheckDtcsStep, Tag("check_dtcs")]
+    | Annotated[ClearDtcsStep, Tag("clear_dtcs")],
     Discriminator(
         _step_kind,
         custom_error_type="unknown_step",
-        custom_error_message="a step needs exactly one of: set, wait, wait_until, measure, check, prompt, ramp",
+        custom_error_message=(
+            "a step needs exactly one of: set, wait, wait_until, measure, check, prompt, ramp, check_dtcs, clear_dtcs"
+        ),
     ),
 ]
-STEP_KINDS = ("set", "wait", "wait_until", "measure", "check", "prompt", "ramp")
+STEP_KINDS = ("set", "wait", "wait_until", "measure", "check", "prompt", "ramp", "check_dtcs", "clear_dtcs")
 # Ids of sequences and stations name files and folders (run records, interlock latches, station
 # locks): no path separators, and no leading dot, so an id can never reach outside its folder.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -208,4 +230,6 @@ _KIND_CLASSES: dict[str, type[_Step]] = {
     "check": CheckStep,
     "prompt": PromptStep,
     "ramp": RampStep,
+    "check_dtcs": CheckDtcsStep,
+    "clear_dtcs": ClearDtcsStep,
 }

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+from bench.dtcs import DTC_READ_TIMEOUT
 from bench.errors import BenchError, ExpressionError
 from bench.events import EventKind
 from bench.plan import MeasurePlan, PlanStep, SetValue
@@ -26,6 +27,7 @@ from bench.result import Measurement, Outcome
 from bench.runcontext import RunContext, rounded
 from bench.stats import max_moving_mean
 from bench.units import DIMENSIONLESS, Quantity, format_duration, format_value, parse_quantity
+from drivers.uds import STORED_MASK, dtc_problems
 
 
 class StepFailed(Exception):
@@ -156,6 +158,53 @@ async def run_check(ctx: RunContext, step: PlanStep) -> str:
         text = step.message or f"check failed: {step.cond_text}"
         raise StepFailed(Outcome.FAIL, f"{text} ({shown})" if shown else text)
     return shown
+
+
+@executor("clear_dtcs")
+async def run_clear_dtcs(ctx: RunContext, step: PlanStep) -> str:
+    for device in step.devices:
+        async with _dtc_request(device):
+            await ctx.plan.drivers[device].clear_dtcs()
+    return f"DTC memory of {', '.join(step.devices)} cleared"
+
+
+@executor("check_dtcs")
+async def run_check_dtcs(ctx: RunContext, step: PlanStep) -> str:
+    d = step.dtc_check
+    assert d is not None
+    driver = ctx.plan.drivers[d.device]
+    deadline = ctx.now() + (d.within or 0.0)
+    while True:
+        # Every status bit: an expected DTC's missing bit is then named with the bits it has.
+        async with _dtc_request(d.device):
+            read = await driver.read_dtcs(0xFF)
+        problems = dtc_problems(read, d.stored, allowed=d.allowed, required_bits=d.required_bits)
+        if not problems:
+            stored = [str(dtc) for dtc in read if dtc.status & STORED_MASK]
+            return f"{d.device}: {', '.join(stored)}" if stored else f"{d.device}: no DTC stored"
+        if ctx.now() >= deadline:
+            within = f" after {format_duration(d.within)}" if d.within is not None else ""
+            raise StepFailed(Outcome.FAIL, f"{d.device}: {'; '.join(problems)}{within}")
+        await asyncio.sleep(min(DTC_POLL_INTERVAL, max(0.0, deadline - ctx.now())))
+
+
+# How often check_dtcs with 'within' re-reads the DTC memory: a request costs the DUT little,
+# and a fault's DTC is set within a task cycle of its detection.
+DTC_POLL_INTERVAL = 0.5
+
+
+@contextlib.asynccontextmanager
+async def _dtc_request(device: str) -> AsyncIterator[None]:
+    """A DTC request of a step: a DUT that does not answer is the step's ERROR, naming the device."""
+    try:
+        async with asyncio.timeout(DTC_READ_TIMEOUT):
+            yield
+    except TimeoutError:
+        raise StepFailed(
+            Outcome.ERROR, f"{device}: no answer to the DTC request within {DTC_READ_TIMEOUT:g} s"
+        ) from None
+    except BenchError as exc:
+        raise StepFailed(Outcome.ERROR, str(exc)) from None
 
 
 @executor("prompt")

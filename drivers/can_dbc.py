@@ -39,6 +39,8 @@ in a message, a frame longer than its bus carries.
 With ``uds``, connecting reads VIN (F190), ECU serial (F18C) and software version (F195) by
 ReadDataByIdentifier once the DUT's cyclic frames are seen; ``identify()`` returns them and an
 ``expect`` mismatch fails the connection with both versions named.
+The same channel reads and clears the DUT's DTC memory (``read_dtcs``, ``clear_dtcs``,
+docs/dtc.md): for the ``check_dtcs`` and ``clear_dtcs`` steps and the record's start and end.
 
 Fault injection (ISO 26262 fault-reaction tests): every cyclic message the bench sends has a
 signal ``<device>.inject_<message>`` (message name in lower case) with the states NONE, LOST
@@ -77,7 +79,7 @@ from drivers.can_fd import bit_rate_switch, fd_bus_config
 from drivers.can_j1939_rx import J1939Device, is_j1939_dbc
 from drivers.cyclic_tx import CyclicSender
 from drivers.e2e import crc8_j1850
-from drivers.uds import IDENTITY_DIDS, UdsClient, UdsError
+from drivers.uds import ALL_DTC_GROUPS, IDENTITY_DIDS, Dtc, UdsClient, UdsError
 
 E2E_STATES = {"OK": 0, "ALIVE_ERROR": 1, "CRC_ERROR": 2}
 INJECTIONS = {"NONE": 0, "LOST": 1, "ALIVE_FROZEN": 2, "CRC_CORRUPTED": 3, "STUCK": 4, "IMPLAUSIBLE": 5}
@@ -466,6 +468,30 @@ class CanDbcDriver(Driver):
 
     async def identify(self) -> dict[str, str]:
         return dict(self._identity)
+
+    @property
+    def supports_dtcs(self) -> bool:
+        return self._uds_cfg is not None
+
+    async def read_dtcs(self, status_mask: int) -> list[Dtc]:
+        """ReadDTCInformation by status mask over the identification channel (``uds:``)."""
+        try:
+            return await self._uds_client().read_dtcs(status_mask)
+        except (UdsError, can.CanError) as exc:
+            raise DeviceError(self.name, str(exc)) from None
+
+    async def clear_dtcs(self, group: int = ALL_DTC_GROUPS) -> None:
+        """ClearDiagnosticInformation of ``group`` (all DTCs by default)."""
+        try:
+            await self._uds_client().clear_dtcs(group)
+        except (UdsError, can.CanError) as exc:
+            raise DeviceError(self.name, str(exc)) from None
+
+    def _uds_client(self) -> UdsClient:
+        if self._uds is None:
+            why = "connected" if self._uds_cfg is not None else "configured (no 'uds:' in the station)"
+            raise DeviceError(self.name, f"UDS is not {why}")
+        return self._uds
 
     async def _cyclic(self, period: float, msgs: list[Message]) -> None:
         loop = asyncio.get_running_loop()

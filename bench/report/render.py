@@ -87,6 +87,19 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) ->
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _dtc_rows(result: RunResult) -> list[list[str]]:
+    """One row per DTC read at the start or the end of the run; a read with none or an error is one row."""
+    rows = []
+    for read in result.dtcs:
+        head = [_e(read.device), _e(read.at), _num(read.t)]
+        if read.error:
+            rows.append([*head, _na(f"not read: {read.error}"), "", ""])
+        elif not read.dtcs:
+            rows.append([*head, "none", "", ""])
+        rows += [[*head, _e(d.code), f"0x{d.status:02X}", _e(", ".join(d.flags))] for d in read.dtcs]
+    return rows
+
+
 def _na(reason: str) -> str:
     return f'<span class="na">{NA}: {_e(reason)}</span>'
 
@@ -536,6 +549,14 @@ def build_html(
             ["device", "safe", "read back"],
             ([_e(s.device), "yes" if s.safe else "<b>NO</b>", _e(s.detail)] for s in result.safe_state),
             "no safe state was read back",
+        )
+    )
+    a("<h3>Diagnostic trouble codes</h3>")
+    a(
+        _table(
+            ["device", "read", "t [s]", "DTC", "status", "status bits"],
+            _dtc_rows(result),
+            "no device of this run has a DTC memory the bench reads (no UDS on this station)",
         )
     )
 
