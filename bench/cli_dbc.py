@@ -39,7 +39,8 @@ def _driver(dbc: Path, node: str | None = None) -> CanDbcDriver:
     from bench.device import ConfigError
     from drivers.can_dbc import CanDbcDriver
 
-    config: dict[str, Any] = {"dbc": str(dbc), "can": {"interface": "virtual"}}
+    # fd: an FD DBC loads here too; the skeleton gives the device fd only for a DBC with FD messages.
+    config: dict[str, Any] = {"dbc": str(dbc), "can": {"interface": "virtual"}, "fd": True}
     if node is not None:
         config["node"] = node
     try:
@@ -231,6 +232,11 @@ def _skeleton(drv: CanDbcDriver, dbc: str, stem: str, node: str | None, can: str
     cfg: list[str] = [
         f"dbc: {_yaml_str(dbc)}   # relative to this file",
         *can_lines,
+        *(
+            ["fd: true   # the DBC has CAN FD messages (data_bitrate: for interfaces that take one)"]
+            if any(m.is_fd for m in db.messages)
+            else []
+        ),
         "# node: the DBC node the bench plays; the bench then sends that node's messages at their",
         f"# cycle time. Without node the device only listens. Nodes in the file: {', '.join(nodes) or 'none'}.",
     ]
