@@ -18,12 +18,10 @@ from typing import Any
 
 import can
 
+from bench.dtccodes import ALL_DTC_GROUPS, Dtc
 from bench.errors import DeviceError, ExpressionError, LoadError
 from bench.expr import SignalInfo as SignalInfo  # re-exported: drivers take it from their contract
 from bench.units import TIME, parse_quantity, parse_unit
-
-# The DTC type and its helpers are a protocol library shared by drivers and steps, not a driver.
-from drivers.uds import ALL_DTC_GROUPS, Dtc
 
 Publish = Callable[[str, float, float], None]
 

@@ -1,7 +1,7 @@
 """The DUTs' diagnostic trouble codes in a run's record: read at the start and at the end.
 
 Every connected device whose driver reaches a DTC memory (``Driver.supports_dtcs``: a CAN
-device with ``uds:``) is read with ``drivers.uds.RECORD_MASK`` once the devices are connected
+device with ``uds:``) is read with ``bench.dtccodes.RECORD_MASK`` once the devices are connected
 and identified, and again once the safe state was read back, before the devices are closed.
 Each read is one ``dtcs_read`` event and one entry of ``result.json``'s ``dtcs``. A read that
 fails is recorded with its error and never changes the verdict: the record says what the DUT
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 
+from bench.dtccodes import RECORD_MASK
 from bench.errors import BenchError
 from bench.events import EventKind
 from bench.result import DtcEntry, DtcRead
 from bench.runcontext import RunContext, rounded
-from drivers.uds import RECORD_MASK
 
 # A read is one UDS request (P2 / P2* bound it in the client); this only bounds a DUT that keeps
 # answering "response pending".

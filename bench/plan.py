@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bench.device import ConfigError, Driver, fault_catalogue, load_driver, load_plant_builder
+from bench.dtccodes import DTC_STATUS_BITS, format_dtc, parse_dtc
 from bench.errors import ExpressionError, LoadError
 from bench.expr import (
     BOOL,
@@ -58,7 +59,6 @@ from bench.units import (
     parse_unit,
 )
 from bench.yamlsource import Loc, YamlSource, load_yaml, plain
-from drivers.uds import DTC_STATUS_BITS, format_dtc, parse_dtc
 
 
 @dataclass

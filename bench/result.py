@@ -96,7 +96,7 @@ class DtcRead(_Model):
     device: str
     at: str = Field(description="'start' (after connecting) or 'end' (after the safe state)")
     t: float = Field(description="seconds since run start when the read ended")
-    dtcs: list[DtcEntry] = Field(default=[], description="DTCs with a status bit of drivers.uds.RECORD_MASK")
+    dtcs: list[DtcEntry] = Field(default=[], description="DTCs with a status bit of bench.dtccodes.RECORD_MASK")
     error: str | None = Field(default=None, description="the read failed: why (it does not change the verdict)")
 
 

@@ -17,6 +17,7 @@ import contextlib
 import statistics
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from bench.dtccodes import STORED_MASK, dtc_problems
 from bench.dtcs import DTC_READ_TIMEOUT
 from bench.errors import BenchError, ExpressionError
 from bench.events import EventKind
@@ -27,7 +28,6 @@ from bench.result import Measurement, Outcome
 from bench.runcontext import RunContext, rounded
 from bench.stats import max_moving_mean
 from bench.units import DIMENSIONLESS, Quantity, format_duration, format_value, parse_quantity
-from drivers.uds import STORED_MASK, dtc_problems
 
 
 class StepFailed(Exception):

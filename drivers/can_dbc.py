@@ -72,6 +72,7 @@ import cantools
 from cantools.database.can import Database, Message
 
 from bench.device import DEFAULT_CONNECT_TIMEOUT, ConfigError, DeviceContext, Driver, SignalInfo
+from bench.dtccodes import ALL_DTC_GROUPS, Dtc
 from bench.errors import DeviceError, ExpressionError
 from bench.expr import state_list, state_value
 from bench.units import TIME, format_duration, parse_quantity, parse_unit, signal_unit
@@ -79,7 +80,7 @@ from drivers.can_fd import bit_rate_switch, fd_bus_config
 from drivers.can_j1939_rx import J1939Device, is_j1939_dbc
 from drivers.cyclic_tx import CyclicSender
 from drivers.e2e import crc8_j1850
-from drivers.uds import ALL_DTC_GROUPS, IDENTITY_DIDS, Dtc, UdsClient, UdsError
+from drivers.uds import IDENTITY_DIDS, UdsClient, UdsError
 
 E2E_STATES = {"OK": 0, "ALIVE_ERROR": 1, "CRC_ERROR": 2}
 INJECTIONS = {"NONE": 0, "LOST": 1, "ALIVE_FROZEN": 2, "CRC_CORRUPTED": 3, "STUCK": 4, "IMPLAUSIBLE": 5}

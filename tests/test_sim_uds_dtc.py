@@ -14,7 +14,8 @@ from typing import Any
 import can
 import pytest
 
-from drivers.uds import STORED_MASK, Dtc, UdsClient, UdsError, dtc_problems, format_dtc, parse_dtc
+from bench.dtccodes import STORED_MASK, Dtc, dtc_problems, format_dtc, parse_dtc
+from drivers.uds import UdsClient, UdsError
 from simulators.dtc import (
     AGING_CYCLES,
     BMS_DTCS,
