@@ -38,9 +38,7 @@ from bench.sequencer import Sequencer
 from bench.stopping import RecordStageInterrupted, StopLevels
 from bench.supervision import Supervision
 
-__all__ = ["CONNECT_TIMEOUT", "RecordStageInterrupted", "Run", "RunOptions", "RunState", "format_signal"]
-
-CONNECT_TIMEOUT = 10.0
+__all__ = ["RecordStageInterrupted", "Run", "RunOptions", "RunState", "format_signal"]
 
 
 class Run(RunContext):
