@@ -138,7 +138,7 @@ class CanDbcDriver(Driver):
         self.rx_msgs = {m.frame_id: m for m in db.messages if m.frame_id not in sent}
         # A J1939 device matches received frames by PGN and runs the transport protocol.
         j1939 = self.config.get("j1939")
-        self._j1939 = J1939Device(name, j1939, db, self.rx_msgs) if j1939 or is_j1939_dbc(db) else None
+        self._j1939 = J1939Device(name, j1939, db, self.rx_msgs) if j1939 is not None or is_j1939_dbc(db) else None
         self._cycle = self._cycle_times(self.config.get("cycle_times"))
         wait = self.config.get("connect_timeout")
         self._wait_override = None if wait is None else _duration(str(wait), "connect_timeout", "connect_timeout")

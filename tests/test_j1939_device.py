@@ -184,3 +184,22 @@ def test_j1939_station_keys_are_checked(tmp_path: Path) -> None:
         ("[0xF3]", "'j1939' must be a mapping"),
     ]:
         assert_one_line(bench("validate", _station(tmp_path, 1, j1939)), "station.yaml", 9, message)
+
+
+def test_a_j1939_key_makes_any_dbc_a_j1939_device(tmp_path: Path) -> None:
+    """big_endian.dbc says nothing of J1939; `j1939: {}` in the station makes its DM1 signals exist."""
+    from tests.test_bad_inputs import assert_one_line
+
+    seq = tmp_path / "seq.yaml"
+    seq.write_text(SEQUENCE.replace("dut.PackA_Status.StateOfCharge > 50 %", "dut.DM1.pl == off").split("  - check")[0])
+    for j1939, rc in (("\n      j1939: {}", 0), ("", 2)):
+        station = tmp_path / "station.yaml"
+        station.write_text(
+            "id: any-dbc\ndevices:\n  dut:\n    driver: can_dbc\n    config:\n"
+            f"      dbc: {DBC.parent / 'big_endian.dbc'}\n      can: {{interface: inproc, channel: x}}{j1939}\n"
+        )
+        r = bench("validate", seq, "--station", station)
+        if rc == 0:
+            assert r.rc == 0, r.err
+        else:
+            assert_one_line(r, "seq.yaml", 8, "unknown signal 'dut.DM1.active_count'")
