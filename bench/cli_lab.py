@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bench.cli_args import parse_pairs
 from bench.errors import LoadError
 
 if TYPE_CHECKING:
@@ -53,16 +54,6 @@ def _keys(path: Path | None) -> dict[str, str] | None:
     from bench.lab.trust import read_lab_keys
 
     return None if path is None else read_lab_keys(path)
-
-
-def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise LoadError(f"{what} {item}: expected name=value")
-        out[name.strip()] = value.strip()
-    return out
 
 
 def agent(
@@ -129,7 +120,7 @@ def submit(
     b = _broker(broker, user, password, prefix)
     keys = _keys(lab_keys)
     ref = client.sequence_ref(sequence)
-    params = _pairs(param, "-p")
+    params = parse_pairs(param, "-p")
     if Path(sequence).is_file():
         # Unknown parameter names are refused here; units and ranges are checked by the bench's loader.
         from bench.plan import load_sequence
@@ -140,7 +131,7 @@ def submit(
                 raise LoadError(
                     f"-p {name}: {ref.id} has no parameter '{name}' (it has: {', '.join(declared) or 'none'})"
                 )
-    jobs = [client.make_job(ref, params, _pairs(require, "--require"), seed) for _ in range(count)]
+    jobs = [client.make_job(ref, params, parse_pairs(require, "--require"), seed) for _ in range(count)]
     ids = asyncio.run(
         client.submit(b, jobs, check=check, bench=bench, connect_timeout=connect_timeout, on_retry=_progress)
     )
