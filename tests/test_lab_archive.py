@@ -93,4 +93,6 @@ def test_a_torn_line_is_kept_apart_and_reported(mosquitto: Mosquitto, tmp_path: 
 def test_durations() -> None:
     assert parse_duration("90") == 90 and parse_duration("30m") == 1800 and parse_duration("7d") == 7 * 86400
     out = bench("lab", "archive", "--to", "x", "--older-than", "soon")
-    assert out.rc == 2 and out.err.strip() == "error: --older-than soon: expected a number with s, m, h, d or w (e.g. 7d)"
+    assert (
+        out.rc == 2 and out.err.strip() == "error: --older-than soon: expected a number with s, m, h, d or w (e.g. 7d)"
+    )
