@@ -117,7 +117,10 @@ def test_ten_thousand_finished_jobs_neither_delay_a_new_job_nor_drop_the_connect
     assert res.bench == "bench-a" and res.verdict == "PASS", res
     assert ready <= 1.0, log
     assert claim_s <= 3.0, (claim_s, log)  # generous for a loaded machine; typically well under 1 s
-    assert f"history of {3 * HISTORY}" in log, log  # the whole history, the new job's messages aside
+    # The whole history; the new job's own retained messages may land in the read too (it was
+    # submitted while the history was being read).
+    read = int(_seconds(r"history of (\d+) messages", log))
+    assert 3 * HISTORY <= read <= 3 * HISTORY + 3, log
     assert "broker connection lost" not in log, log  # no keepalive drop
 
 
