@@ -7,11 +7,15 @@ JSON Schema of these models for editors.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 Scalar = str | int | float
+# The confidence tags of the research notes: confirmed in a primary text, in a harmonised sibling
+# document, in a secondary source only (a wiki, slides, a summary), or recalled.
+CONFIDENCE_TAG = re.compile(r"\[(?:C|C-analog|S|R)\]")
 
 
 def _as_text(v: Any) -> Any:
@@ -25,20 +29,58 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# What the basis document prescribes, against what the bench does (docs/sequences.md, "Origins of
+# limits and deviations"): a physical test performed at HIL level always departs from its method.
+Method = Literal["physical", "hil", "lab"]
+
+
 class Basis(_Model):
     standard: str = Field(description="e.g. 'UN R100 Rev.3'")
     clause: str = Field(description="clause / annex, e.g. '6.7, Annex 9G'")
-    source: str | None = Field(None, description="where the numbers come from")
+    source: str | None = Field(
+        None, description="where the numbers come from, with confidence tags [C], [C-analog], [S] or [R]"
+    )
+    method: Method | None = Field(
+        None,
+        description=(
+            "'physical': the document prescribes a test of the physical item, performed here at HIL level "
+            "(the sequence declares its deviations); 'hil': the document's method is itself a HIL or "
+            "fault-injection test; 'lab': the laboratory's own method"
+        ),
+    )
+
+
+# Who set a limit (ISO/IEC 17025 7.8.6.2 b): the report states conformity to that specification only.
+Origin = Literal["regulation", "item", "lab"]
 
 
 class Parameter(_Model):
     default: str = Field(description="value with unit, e.g. '50 A'")
     doc: str = ""
-    source: str | None = Field(None, description="the document and clause the default comes from")
+    source: str | None = Field(
+        None,
+        description="the document and clause the default comes from, with its confidence tag, e.g. "
+        "'GB 38031-2025 8.2.14.4 [S]'",
+    )
+    origin: Origin | None = Field(
+        None,
+        description="who set this value: 'regulation' (source names document, clause and tag), 'item' "
+        "(the item's or manufacturer's specification) or 'lab' (the laboratory's method)",
+    )
     min: str | None = None
     max: str | None = None
 
     _text = field_validator("default", "min", "max", mode="before")(_as_text)
+
+    @model_validator(mode="after")
+    def _regulation_is_cited(self) -> Parameter:
+        # A statement "conforms to <regulation clause>" needs the clause and how sure we are of it.
+        if self.origin == "regulation" and not (self.source and CONFIDENCE_TAG.search(self.source)):
+            raise ValueError(
+                "a regulation limit needs a source: naming the document, the clause and a confidence tag "
+                "[C], [C-analog], [S] or [R]"
+            )
+        return self
 
 
 class Monitor(_Model):
@@ -205,6 +247,20 @@ class Sequence(_Model):
     cleanup: list[Step] = []
     record_interval: str = Field("60 s", description="how often the display signals are written to the record")
     decision_rule: Literal["simple", "guard_band"] | None = Field(None, description="overrides the station's rule")
+    deviations: list[str] = Field(
+        [],
+        description="standing deviations of this sequence from the method of its basis (HIL instead of the "
+        "physical test, ...); every report lists them (ISO/IEC 17025 7.8.2.1 n)",
+    )
+
+    @model_validator(mode="after")
+    def _physical_method_deviates(self) -> Sequence:
+        if self.basis.method == "physical" and not self.deviations:
+            raise ValueError(
+                "basis.method 'physical' is performed at HIL level, which departs from the method: "
+                "declare the departures under 'deviations:'"
+            )
+        return self
 
     @field_validator("parameters", mode="before")
     @classmethod
