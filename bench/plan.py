@@ -157,6 +157,7 @@ class ParamValue:
     overridden: bool
     doc: str
     source: str | None
+    origin: str | None = None  # regulation, item or lab (bench/origins.py)
 
 
 @dataclass
@@ -441,7 +442,7 @@ def _param_values(
                 if name in overrides:
                     raise LoadError(msg)
                 raise src.error(["parameters", name, "default"], msg)
-        out[name] = ParamValue(name, value, default, name in overrides and value != default, p.doc, p.source)
+        out[name] = ParamValue(name, value, default, name in overrides and value != default, p.doc, p.source, p.origin)
     return out
 
 
