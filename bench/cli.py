@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bench import origins
 from bench.cli_args import default_station, parse_pairs
 from bench.console import EXIT_CODES, RunView, print_parameters, print_summary, run_exit_code, stderr_console
 from bench.engine import RecordStageInterrupted
@@ -112,8 +113,16 @@ def validate(
             # The same checks `bench run` makes of a station before any device moves.
             notes = check_station(load_station(path)).notes
         else:
-            notes = build_plan(path, station or default_station()).notes
+            plan = build_plan(path, station or default_station())
+            notes = plan.notes
+            # Stricter than a run: every limit names its origin and every source its confidence tag.
+            refused = origins.problems(plan.sequence)
+            if refused:
+                raise plan.sequence_source.error(*refused[0])
         typer.echo(f"{path}: ok ({kind})")
+        if kind == "sequence":
+            for line in origins.describe(plan.sequence):
+                typer.echo(f"  {line}")
         for note in notes:
             typer.echo(f"  note: {note}")
 
@@ -254,7 +263,8 @@ def sequences(sequence_file: Annotated[Path, typer.Argument(help="sequence file"
     """Show a sequence's parameters with their defaults and sources."""
     _, model = load_sequence(sequence_file)
     for name, p in model.parameters.items():
-        typer.echo(f"{name:24s} {p.default:>12s}  {p.doc}" + (f"  [{p.source}]" if p.source else ""))
+        origin = f"  ({p.origin})" if p.origin else ""
+        typer.echo(f"{name:24s} {p.default:>12s}  {p.doc}{origin}" + (f"  [{p.source}]" if p.source else ""))
 
 
 def _register_subcommands() -> None:
