@@ -7,15 +7,20 @@ Registered on the main app by ``bench/cli.py``. aiomqtt is imported inside the c
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast, get_type_hints
 
 import typer
 
 from bench.cli_args import parse_pairs
 from bench.errors import LoadError
+from bench.events import EventKind
 
 if TYPE_CHECKING:
     from bench.lab.mqtt import Broker
@@ -56,21 +61,61 @@ def _keys(path: Path | None) -> dict[str, str] | None:
     return None if path is None else read_lab_keys(path)
 
 
+_BROKER_OPTIONS = (
+    inspect.Parameter("broker", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_BROKER, annotation=BrokerOpt),
+    inspect.Parameter("user", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=UserOpt),
+    inspect.Parameter("password", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=PasswordOpt),
+    inspect.Parameter("prefix", inspect.Parameter.KEYWORD_ONLY, default="lab", annotation=PrefixOpt),
+)
+_KEYS_OPTION = inspect.Parameter("lab_keys", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=LabKeysOpt)
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def broker_options(*, keys: bool = False) -> Callable[[F], F]:
+    """Give a command the options every lab command has: ``--broker``, ``--user``, ``--password``,
+    ``--prefix`` (and with ``keys`` ``--lab-keys``). The command takes the broker they name as
+    ``b: Broker`` (and the lab's keys as ``keys``); typer sees the options, written once here."""
+
+    def wrap(command: F) -> F:
+        # Broker is imported only for the type checker (it would import aiomqtt): `b` is not typer's.
+        hints = get_type_hints(command, localns={"Broker": object}, include_extras=True)
+        own = [
+            p.replace(annotation=hints[p.name])
+            for p in inspect.signature(command).parameters.values()
+            if p.name not in ("b", "keys")
+        ]
+        added = [*_BROKER_OPTIONS, *((_KEYS_OPTION,) if keys else ())]
+
+        @functools.wraps(command)
+        def with_broker(**kwargs: Any) -> None:
+            b = _broker(kwargs.pop("broker"), kwargs.pop("user"), kwargs.pop("password"), kwargs.pop("prefix"))
+            if keys:
+                kwargs["keys"] = _keys(kwargs.pop("lab_keys"))
+            command(b=b, **kwargs)
+
+        del with_broker.__wrapped__  # typer reads the signature below, not the command's own
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
+        with_broker.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        with_broker.__annotations__ = {p.name: p.annotation for p in params}
+        return cast(F, with_broker)
+
+    return wrap
+
+
+@broker_options(keys=True)
 def agent(
+    b: Broker,
+    keys: dict[str, str] | None,
     station: Annotated[Path, typer.Option(help="station file of this bench")],
-    broker: BrokerOpt = DEFAULT_BROKER,
     name: Annotated[str | None, typer.Option("--id", help="bench id [default: the station id]")] = None,
     library: Annotated[
         list[Path] | None, typer.Option(help="more sequence folders offered (besides the station's lab.library)")
     ] = None,
     reports: Annotated[Path, typer.Option(help="where run folders are written")] = Path("reports"),
-    user: UserOpt = None,
-    password: PasswordOpt = None,
-    prefix: PrefixOpt = "lab",
     requeue_grace: Annotated[
         float, typer.Option(help="seconds a bench must stay offline before its job is taken again")
     ] = 3.0,
-    lab_keys: LabKeysOpt = None,
 ) -> None:
     """Put this bench online: take matching jobs from the lab's queue and stream their events."""
     from bench.lab.agent import Agent, run_agent
@@ -79,12 +124,12 @@ def agent(
     logging.getLogger("mqtt").setLevel(logging.WARNING)
     a = Agent(
         station,
-        _broker(broker, user, password, prefix),
+        b,
         bench_id=name,
         library=library,
         reports=reports,
         requeue_grace=requeue_grace,
-        lab_keys=_keys(lab_keys),
+        lab_keys=keys,
     )
     if not a.library:
         raise LoadError("no sequences to offer: set lab.library in the station file or give --library")
@@ -92,7 +137,10 @@ def agent(
 
 
 @lab_app.command()
+@broker_options(keys=True)
 def submit(
+    b: Broker,
+    keys: dict[str, str] | None,
     sequence: Annotated[
         str, typer.Argument(help="sequence file (its id and SHA-256 are sent, not its text) or ID@SHA256")
     ],
@@ -108,17 +156,10 @@ def submit(
     connect_timeout: Annotated[
         float, typer.Option(help="while the broker cannot be reached, keep trying this many seconds")
     ] = 30.0,
-    broker: BrokerOpt = DEFAULT_BROKER,
-    user: UserOpt = None,
-    password: PasswordOpt = None,
-    prefix: PrefixOpt = "lab",
-    lab_keys: LabKeysOpt = None,
 ) -> None:
     """Queue a job; an idle bench whose capabilities match takes it."""
     from bench.lab import client
 
-    b = _broker(broker, user, password, prefix)
-    keys = _keys(lab_keys)
     ref = client.sequence_ref(sequence)
     params = parse_pairs(param, "-p")
     if Path(sequence).is_file():
@@ -142,7 +183,10 @@ def submit(
 
 
 @lab_app.command()
+@broker_options(keys=True)
 def status(
+    b: Broker,
+    keys: dict[str, str] | None,
     last: Annotated[int, typer.Option(help="show the last N finished jobs (every open job is shown)")] = 20,
     show_all: Annotated[bool, typer.Option("--all", help="show every job, finished or not")] = False,
     archive: Annotated[
@@ -151,20 +195,14 @@ def status(
     connect_timeout: Annotated[
         float, typer.Option(help="while the broker cannot be reached, keep trying this many seconds")
     ] = 0.0,
-    broker: BrokerOpt = DEFAULT_BROKER,
-    user: UserOpt = None,
-    password: PasswordOpt = None,
-    prefix: PrefixOpt = "lab",
-    lab_keys: LabKeysOpt = None,
 ) -> None:
     """Benches (online, state, lease, progress) and jobs: every open one, the last finished ones."""
     from bench.lab import client, overview
     from bench.lab.archive import read_archive
 
     archived = read_archive(archive) if archive is not None else None
-    b = _broker(broker, user, password, prefix)
-    snap = asyncio.run(client.snapshot(b, keys=_keys(lab_keys), connect_timeout=connect_timeout, on_retry=_progress))
-    for line in overview.bench_lines(snap):
+    snap = asyncio.run(client.snapshot(b, keys=keys, connect_timeout=connect_timeout, on_retry=_progress))
+    for line in overview.bench_lines(snap, time.time()):
         typer.echo(line)
     typer.echo("")
     for line in overview.job_table(snap, archived.jobs if archived else None, last=last, show_all=show_all):
@@ -182,23 +220,20 @@ def status(
 
 
 @lab_app.command("archive")
+@broker_options(keys=True)
 def archive_cmd(
+    b: Broker,
+    keys: dict[str, str] | None,
     to: Annotated[Path, typer.Option("--to", help="the archive file (JSON lines, appended)")],
     older_than: Annotated[
         str | None, typer.Option(help="only jobs submitted longer ago than this: 90s, 30m, 12h, 7d, 2w")
     ] = None,
-    broker: BrokerOpt = DEFAULT_BROKER,
-    user: UserOpt = None,
-    password: PasswordOpt = None,
-    prefix: PrefixOpt = "lab",
-    lab_keys: LabKeysOpt = None,
 ) -> None:
     """Move finished jobs out of the broker: append them to a file (fsync), then clear their records."""
     from bench.lab.archive import archive, parse_duration
 
     age = parse_duration(older_than) if older_than is not None else None
-    b = _broker(broker, user, password, prefix)
-    done = asyncio.run(archive(b, to, older_than_s=age, keys=_keys(lab_keys)))
+    done = asyncio.run(archive(b, to, older_than_s=age, keys=keys))
     typer.echo(
         f"archived {done.archived} finished jobs to {to}; on the broker: {done.kept_recent} finished "
         f"{'newer than ' + older_than if older_than else 'jobs'}, {done.open} open"
@@ -215,6 +250,20 @@ def _quiet_transport() -> None:
     for name in ("mqtt", "asyncio", "paho"):
         logging.getLogger(name).addHandler(logging.NullHandler())
         logging.getLogger(name).propagate = False
+
+
+# The events of a run that `bench lab watch` shows (the others are in the run's record).
+WATCHED_EVENTS = frozenset(
+    {
+        EventKind.STEP_ENDED,
+        EventKind.MEASUREMENT,
+        EventKind.RUN_STARTED,
+        EventKind.RUN_ENDED,
+        EventKind.MONITOR_TRIPPED,
+        EventKind.SUPERVISOR_TRIPPED,
+        EventKind.EMERGENCY_STOP,
+    }
+)
 
 
 def _watch(b: Broker, job: str, timeout: float | None, keys: dict[str, str] | None) -> None:
@@ -237,24 +286,15 @@ def _watch(b: Broker, job: str, timeout: float | None, keys: dict[str, str] | No
             shown[0] = (obj.run_id, obj.step)  # progress: one line per step of the method
             run = label(obj.run_id, obj.bench) if obj.run_id else "run ?"
             typer.echo(f"  {run} [{obj.steps_done + 1}/{obj.steps_total}] {obj.step}")
-        elif kind == "event" and isinstance(obj, Event):
-            if obj.kind in (
-                "step_ended",
-                "measurement",
-                "run_started",
-                "run_ended",
-                "monitor_tripped",
-                "supervisor_tripped",
-                "emergency_stop",
-            ):
-                f = obj.fields
-                detail = {
-                    "step_ended": f"{f.get('step')}: {f.get('outcome')} {f.get('message', '')}",
-                    "measurement": f"{f.get('name')} = {f.get('value')} {f.get('unit', '')} {f.get('outcome')}",
-                    "run_started": f"run {obj.run_id}",
-                    "run_ended": f"{f.get('verdict')} {f.get('reason', '')}",
-                }.get(obj.kind, str(f.get("reason", "")))
-                typer.echo(f"  {label(obj.run_id, obj.bench)} #{obj.seq:<5d} {obj.t:10.3f} s  {obj.kind}: {detail}")
+        elif kind == "event" and isinstance(obj, Event) and obj.kind in WATCHED_EVENTS:
+            f = obj.fields
+            detail = {
+                EventKind.STEP_ENDED: f"{f.get('step')}: {f.get('outcome')} {f.get('message', '')}",
+                EventKind.MEASUREMENT: f"{f.get('name')} = {f.get('value')} {f.get('unit', '')} {f.get('outcome')}",
+                EventKind.RUN_STARTED: f"run {obj.run_id}",
+                EventKind.RUN_ENDED: f"{f.get('verdict')} {f.get('reason', '')}",
+            }.get(EventKind(obj.kind), str(f.get("reason", "")))
+            typer.echo(f"  {label(obj.run_id, obj.bench)} #{obj.seq:<5d} {obj.t:10.3f} s  {obj.kind}: {detail}")
         elif kind == "ignored" and isinstance(obj, Result):
             typer.echo(f"ignored: the {obj.verdict} of bench {obj.bench} does not count: {obj.reason}")
         elif kind == "result" and isinstance(obj, Result):
@@ -269,17 +309,15 @@ def _watch(b: Broker, job: str, timeout: float | None, keys: dict[str, str] | No
 
 
 @lab_app.command()
+@broker_options(keys=True)
 def watch(
+    b: Broker,
+    keys: dict[str, str] | None,
     job: Annotated[str, typer.Argument(help="job id (as printed by bench lab submit)")],
     timeout: Annotated[float | None, typer.Option(help="give up after this many seconds")] = None,
-    broker: BrokerOpt = DEFAULT_BROKER,
-    user: UserOpt = None,
-    password: PasswordOpt = None,
-    prefix: PrefixOpt = "lab",
-    lab_keys: LabKeysOpt = None,
 ) -> None:
     """Follow a job live: who took it, step progress, events, and its verdict (exit code as bench run)."""
-    _watch(_broker(broker, user, password, prefix), job, timeout, _keys(lab_keys))
+    _watch(b, job, timeout, keys)
 
 
 def _control(
@@ -314,19 +352,16 @@ def _running_job(b: Broker, bench: str) -> str:
 
 
 @lab_app.command()
+@broker_options()
 def lease(
+    b: Broker,
     bench: Annotated[str, typer.Argument(help="bench id")],
     holder: Annotated[str | None, typer.Option(help="lease holder [default: $BENCH_OPERATOR or $USER]")] = None,
     ttl: Annotated[float, typer.Option(help="seconds the lease lasts unless renewed")] = 30.0,
     keep: Annotated[bool, typer.Option("--keep", help="renew every ttl/3 until Ctrl-C, then release")] = False,
     release: Annotated[bool, typer.Option("--release", help="give the lease back")] = False,
-    broker: BrokerOpt = DEFAULT_BROKER,
-    user: UserOpt = None,
-    password: PasswordOpt = None,
-    prefix: PrefixOpt = "lab",
 ) -> None:
     """Take (or renew, or release) the lease a bench's remote control needs; it expires unless renewed."""
-    b = _broker(broker, user, password, prefix)
     if release:
         _control("release", bench, holder, "", ttl, b)
         return
@@ -350,18 +385,15 @@ def lease(
 
 
 def _stop_cmd(op: str):  # type: ignore[no-untyped-def]
+    @broker_options()
     def cmd(
+        b: Broker,
         bench: Annotated[str, typer.Argument(help="bench id")],
         reason: Annotated[str, typer.Option(help="why (recorded in the run)")] = "",
         holder: Annotated[str | None, typer.Option(help="lease holder [default: $BENCH_OPERATOR or $USER]")] = None,
         job: Annotated[str | None, typer.Option(help="the job to stop [default: the one the bench runs now]")] = None,
         run: Annotated[str | None, typer.Option(help="the run to stop (instead of --job)")] = None,
-        broker: BrokerOpt = DEFAULT_BROKER,
-        user: UserOpt = None,
-        password: PasswordOpt = None,
-        prefix: PrefixOpt = "lab",
     ) -> None:
-        b = _broker(broker, user, password, prefix)
         if job is None and run is None:
             job = _running_job(b, bench)
         _control(op, bench, holder, reason, 30.0, b, job=job, run_id=run)

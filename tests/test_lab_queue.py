@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 from collections import Counter
@@ -126,3 +127,9 @@ def test_killed_bench_is_offline_and_its_job_runs_elsewhere(lab: Lab) -> None:
     assert r.job == job.job and r.bench != seen["first"] and r.attempt == 2
     assert r.verdict == "PASS", r.reason
     print(f"offline {seen['offline_after_s']:.2f} s after SIGKILL; job finished on {r.bench}")
+    # The dead bench's last state is shown with the time since the bench published it.
+    out = bench("lab", "status", "--broker", lab.broker.url())
+    dead = next(ln for ln in out.out.splitlines() if ln.startswith(str(seen["first"])))
+    age = re.search(r" offline .* was running \d+/\d+, (\d+)s ago ", dead)
+    assert age is not None, out.out
+    assert int(age.group(1)) <= time.monotonic() - float(seen["killed"]) + 5, dead  # type: ignore[arg-type]

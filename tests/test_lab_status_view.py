@@ -8,8 +8,10 @@ from bench.lab import overview
 from bench.lab.archive import ArchivedJob
 from bench.lab.client import Snapshot
 from bench.lab.protocol import Claim, Job, Result, SequenceRef, State, Status, Topics, encode
+from bench.runner import utc
 
 T = Topics("lab")
+NOW = 1_796_000_000.0  # the wall clock of the status read (2026-11-30)
 SEQ = SequenceRef(id="LAB-SHORT", sha256="a" * 64)
 
 
@@ -37,11 +39,37 @@ def test_a_dead_bench_is_offline_with_its_last_state() -> None:
     j = job(1)
     feed(snap, f"lab/jobs/{j.job}", j)
     feed(snap, f"lab/benches/bench-c/claims/{j.job}", Claim(job=j.job, attempt=1, bench="bench-c"))
-    benches = overview.bench_lines(snap)
+    benches = overview.bench_lines(snap, NOW)
     assert benches[1].split()[:4] == ["bench-c", "no", "offline", "job-0001"], benches
     assert "was running 8/17" in benches[1] and "8/17 " not in benches[1].replace("was running 8/17", "")
     jobs = overview.job_table(snap)
     assert jobs[1].split()[2:5] == ["taken", "bench-c", "(bench"], jobs
+
+
+def test_an_offline_bench_shows_how_old_its_last_state_is() -> None:
+    """The state an offline bench left behind says when the bench published it; without that a
+    state hours old looked as if it had just been seen."""
+    snap = Snapshot()
+    feed(snap, "lab/benches/bench-c/status", Status(bench="bench-c", online=False))
+    old = State(bench="bench-c", state="running", steps_done=8, steps_total=17, published_utc=utc(NOW - 3 * 3600))
+    feed(snap, "lab/benches/bench-c/state", old)
+    feed(snap, "lab/benches/bench-a/status", Status(bench="bench-a", online=False))
+    feed(snap, "lab/benches/bench-a/state", State(bench="bench-a", state="idle", published_utc=utc(NOW - 42)))
+    feed(snap, "lab/benches/bench-b/status", Status(bench="bench-b", online=False))
+    feed(snap, "lab/benches/bench-b/state", State(bench="bench-b", state="idle"))  # a bench that does not say
+    lines = overview.bench_lines(snap, NOW)
+    assert "was idle, 42s ago" in lines[1], lines
+    assert "was idle " in lines[2] + " " and "ago" not in lines[2], lines
+    assert "was running 8/17, 3h ago" in lines[3], lines
+    assert [overview.age_text(s) for s in (-5, 0, 119, 120, 7199, 7200, 2 * 86400)] == [
+        "0s",
+        "0s",
+        "119s",
+        "2m",
+        "119m",
+        "2h",
+        "2d",
+    ]
 
 
 def test_a_job_that_ran_twice_shows_every_attempt() -> None:

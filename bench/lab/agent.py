@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -57,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.console import run_exit_code
 from bench.errors import BenchError, LoadError
+from bench.events import EventKind
 from bench.interlock import Interlock
 from bench.lab import mqtt
 from bench.lab.leases import LeaseRefused, LeaseTable
@@ -67,6 +67,7 @@ from bench.lab.protocol import (
     Caps,
     Claim,
     Control,
+    Event,
     Job,
     LeaseInfo,
     LogEntry,
@@ -76,9 +77,10 @@ from bench.lab.protocol import (
     State,
     Status,
     Topics,
-    decode,
     encode,
+    utc_epoch,
 )
+from bench.lab.router import Arrival, Router
 from bench.lab.trust import LabKeys, sign_result
 from bench.plan import build_plan, load_sequence
 from bench.record.signing import load_key
@@ -134,14 +136,9 @@ class JobView(JobRecord):
     seen: int = 0  # the connection in which its record was last seen; gone since: archived
 
 
-B = TypeVar("B", Status, Claim, Result)
-
-
-def _own(msg: B, topic_bench: str) -> B:
-    """The ACL lets a bench publish only under its own topic; the bench named inside must be that one."""
-    if msg.bench != topic_bench:
-        raise ProtocolError(f"message names bench {msg.bench} but came from bench {topic_bench}")
-    return msg
+M = TypeVar("M", bound=BaseModel)
+# The routes of the retained history (job records, claims, results): read again on each connection.
+HISTORY = "history"
 
 
 def scan_library(paths: list[Path]) -> dict[tuple[str, str], Path]:
@@ -239,6 +236,7 @@ class Agent:
         self.sent: dict[str, list[bytes]] = {}
         self.connected = False
         self._text_dir = Path(tempfile.mkdtemp(prefix=f"bench-lab-{self.bench}-"))
+        self.router = self._routes()
 
     def _view(self, job: str) -> JobView:
         if job not in self.jobs:
@@ -314,7 +312,12 @@ class Agent:
         self.send(self.t.bench(self.bench, "log"), encode(entry))
 
     def publish_state(self) -> None:
-        self.send(self.t.bench(self.bench, "state"), encode(self.state), retain=True)
+        self.send(self.t.bench(self.bench, "state"), self._state_message(), retain=True)
+
+    def _state_message(self) -> bytes:
+        """The state as published now: stamped with the wall clock, so that the state an offline
+        bench left behind shows how old it is (``bench lab status``)."""
+        return encode(self.state.model_copy(update={"published_utc": utc(time.time())}))
 
     def publish_lease(self) -> None:
         cur = self.leases.current()
@@ -345,45 +348,52 @@ class Agent:
                 self.outbox.popleft()
 
     # -- incoming -----------------------------------------------------------------------------
+    def _routes(self) -> Router[None]:
+        """Every topic this bench reads, its message model and its handler (bench/lab/router.py)."""
+        t = self.t
+        r: Router[None] = Router(limit=self.settings.max_message_bytes, refused=self._refused)
+        r.on(t.job("{job}"), Job, self._on_job_record, cleared=self._on_job_cleared, group=HISTORY)
+        r.on(t.queue("{job}"), Job, lambda job, at: self.on_job(job, via_queue=True))
+        r.on(t.bench("{bench}", "status"), Status, lambda st, at: self.on_status(st))
+        r.on(
+            t.claim("{bench}", "{job}"),
+            Claim,
+            lambda cl, at: self.on_claim(cl, at.retained, at.history),
+            cleared=self._on_claim_withdrawn,
+            group=HISTORY,
+        )
+        r.on(t.result("{bench}", "{job}"), Result, lambda res, at: self.on_result(res, at.history), group=HISTORY)
+        for holder in (None, "{holder}"):
+            r.on(t.control(self.bench, "replay", holder), Replay, self._live_only(self.on_replay))
+            r.on(t.control(self.bench, "submit", holder), Job, self._live_only(self.on_submit))
+            r.on(t.control(self.bench, "{op}", holder), Control, self._live_only(self.on_control))
+        return r
+
+    def _refused(self, topic: str, exc: ProtocolError) -> None:
+        self.note("warning", f"refused message on {topic}: {exc}", topic)
+
     def on_message(self, topic: str, payload: bytes, retained: bool = False, history: bool = False) -> None:
         """One message. ``history``: a retained one from the history read (bench/lab/mqtt.py
         start_barrier), which is older than anything that came live on the same topic meanwhile."""
-        parts = self.t.parse(topic)
-        limit = self.settings.max_message_bytes
-        if len(parts) >= 2 and (
-            parts[0] == "jobs" or (parts[0] == "benches" and parts[2:3] in (["claims"], ["results"]))
-        ):
+        if self.router.group_of(topic) == HISTORY:
             if history:
                 if topic in self._live_topics:
                     return
             elif not self.synced:
                 self._live_topics.add(topic)
-        try:
-            if len(parts) == 2 and parts[0] in ("jobs", "queue"):
-                if not payload:
-                    if parts[0] == "jobs" and not retained:
-                        self._forget(parts[1], "its record was cleared (archived)")
-                    return
-                job = decode(Job, payload, limit)
-                if job.job != parts[1]:
-                    raise ProtocolError(f"job id {job.job} does not match its topic")
-                self.on_job(job, via_queue=parts[0] == "queue", history=history)
-            elif len(parts) == 3 and parts[0] == "benches" and parts[2] == "status":
-                if payload:
-                    self.on_status(_own(decode(Status, payload, limit), parts[1]))
-            elif len(parts) == 4 and parts[0] == "benches" and parts[2] == "claims":
-                if payload:
-                    self.on_claim(_own(decode(Claim, payload, limit), parts[1]), retained, history)
-                elif parts[3] in self.jobs:
-                    self.jobs[parts[3]].withdraw(parts[1])  # a lost claim, withdrawn
-                    self._reindex(parts[3])
-            elif len(parts) == 4 and parts[0] == "benches" and parts[2] == "results":
-                if payload:
-                    self.on_result(_own(decode(Result, payload, limit), parts[1]), history)
-            elif len(parts) in (3, 4) and parts[0] == "control" and parts[1] == self.bench:
-                self.on_control(parts[2], parts[3] if len(parts) == 4 else None, payload, limit, retained, topic)
-        except ProtocolError as exc:
-            self.note("warning", f"refused message on {topic}: {exc}", topic)
+        self.router.dispatch(topic, payload, retained=retained, history=history)
+
+    def _on_job_record(self, job: Job, at: Arrival) -> None:
+        self.on_job(job, via_queue=False, history=at.history)
+
+    def _on_job_cleared(self, at: Arrival) -> None:
+        if not at.retained:
+            self._forget(at["job"], "its record was cleared (archived)")
+
+    def _on_claim_withdrawn(self, at: Arrival) -> None:
+        if at["job"] in self.jobs:
+            self.jobs[at["job"]].withdraw(at["bench"])  # a lost claim, withdrawn
+            self._reindex(at["job"])
 
     def on_job(self, job: Job, via_queue: bool, direct_by: str | None = None, history: bool = False) -> None:
         if job.bench is not None and direct_by is None:
@@ -650,9 +660,8 @@ class Agent:
             return f"holder {ctl.holder or '(none)'} in the payload does not match its topic ({topic_holder})"
         if self.settings.authenticated_holders and topic_holder is None:
             return "control without the holder in its topic is refused (lab.authenticated_holders)"
-        try:
-            expires = dt.datetime.fromisoformat(ctl.expires_utc.replace("Z", "+00:00")).timestamp()
-        except ValueError:
+        expires = utc_epoch(ctl.expires_utc)
+        if expires is None:
             return f"expires_utc {ctl.expires_utc!r} is not an ISO 8601 time"
         now = time.time()
         if expires <= now:
@@ -674,44 +683,49 @@ class Agent:
             return f"{what} is not running here (job {self.running}, run {self.state.run_id} is)"
         return None
 
-    def on_control(self, op: str, holder: str | None, payload: bytes, limit: int, retained: bool, topic: str) -> None:
-        if retained:
-            # The broker keeps a retained message and hands it out on every (re)subscription: a stop
-            # pressed once would act again after any reconnect, on whatever runs then.
-            self.note("warning", f"retained control message on {topic} refused (control is never retained)", topic)
-            return
-        if op == "replay":
-            rp = decode(Replay, payload, limit)
-            kept = self.sent.get(rp.run_id)
-            if kept is None:
+    def _live_only(self, handle: Callable[[M, Arrival], None]) -> Callable[[M, Arrival], None]:
+        """A control handler that refuses a retained message: the broker keeps a retained message
+        and hands it out on every (re)subscription, so a stop pressed once would act again after
+        any reconnect, on whatever runs then."""
+
+        def live(msg: M, at: Arrival) -> None:
+            if at.retained:
                 self.note(
-                    "info", f"replay of run {rp.run_id}: not among the last {KEEP_RUNS} runs (see its events.jsonl)"
+                    "warning", f"retained control message on {at.topic} refused (control is never retained)", at.topic
                 )
-                return
-            for body in kept[rp.from_seq :]:
-                self.send(self.t.bench(self.bench, "events"), body)
+            else:
+                handle(msg, at)
+
+        return live
+
+    def on_replay(self, rp: Replay, at: Arrival) -> None:
+        kept = self.sent.get(rp.run_id)
+        if kept is None:
+            self.note("info", f"replay of run {rp.run_id}: not among the last {KEEP_RUNS} runs (see its events.jsonl)")
             return
-        if op == "submit":
-            job = decode(Job, payload, limit)
-            if holder is not None and job.submitter != holder:
-                self.note(
-                    "warning", f"refused job {job.job}: submitter does not match its topic ({holder})", job=job.job
-                )
-                return
-            if self.settings.authenticated_holders and holder is None:
-                self.note(
-                    "warning", f"refused job {job.job}: no holder in its topic (lab.authenticated_holders)", job=job.job
-                )
-                return
-            try:
-                self.leases.check(job.submitter, f"submitting to bench {self.bench}")
-            except LeaseRefused as exc:
-                self.note("warning", f"refused job {job.job}: {exc}", job=job.job)
-                return
-            job = job.model_copy(update={"bench": self.bench})
-            self.on_job(job, via_queue=True, direct_by=job.submitter)
+        for body in kept[rp.from_seq :]:
+            self.send(self.t.bench(self.bench, "events"), body)
+
+    def on_submit(self, job: Job, at: Arrival) -> None:
+        holder = at.levels.get("holder")
+        if holder is not None and job.submitter != holder:
+            self.note("warning", f"refused job {job.job}: submitter does not match its topic ({holder})", job=job.job)
             return
-        ctl = decode(Control, payload, limit)
+        if self.settings.authenticated_holders and holder is None:
+            self.note(
+                "warning", f"refused job {job.job}: no holder in its topic (lab.authenticated_holders)", job=job.job
+            )
+            return
+        try:
+            self.leases.check(job.submitter, f"submitting to bench {self.bench}")
+        except LeaseRefused as exc:
+            self.note("warning", f"refused job {job.job}: {exc}", job=job.job)
+            return
+        job = job.model_copy(update={"bench": self.bench})
+        self.on_job(job, via_queue=True, direct_by=job.submitter)
+
+    def on_control(self, ctl: Control, at: Arrival) -> None:
+        op, holder, topic = at["op"], at.levels.get("holder"), at.topic
         why = self._control_refused(ctl, op, holder)
         if why is not None:
             self.note("warning", f"{ctl.op} by {ctl.holder or '?'} refused: {why}", topic)
@@ -806,18 +820,7 @@ class Agent:
             path = self._sequence_file(job)
             plan = await asyncio.to_thread(build_plan, path, self.station_path, job.params, [])
         except BenchError as exc:
-            await self._finish(
-                name,
-                attempt,
-                Result(
-                    job=name,
-                    bench=self.bench,
-                    attempt=attempt,
-                    verdict="REFUSED",
-                    reason=str(exc),
-                    exit_code=exc.exit_code,
-                ),
-            )
+            await self._finish_failed(name, attempt, "REFUSED", exc)
             return
         total = len(plan.steps)
         report_dir = (self.reports / run_id).resolve()
@@ -835,23 +838,14 @@ class Agent:
         def listener(kind: str, t: float, fields: dict[str, Any]) -> None:
             # Called in the worker thread for every record event, right after it is written locally.
             nonlocal seq
-            body = {
-                "v": 1,
-                "bench": self.bench,
-                "job": name,
-                "run_id": run_id,
-                "seq": seq,
-                "kind": kind,
-                "t": t,
-                "fields": fields,
-            }
-            payload = json.dumps(body, default=str, separators=(",", ":")).encode()
+            event = Event(bench=self.bench, job=name, run_id=run_id, seq=seq, kind=kind, t=t, fields=fields)
+            payload = encode(event)
             seq += 1
             step = None
-            if kind == "step_started" and fields.get("phase") == "steps":
+            if kind == EventKind.STEP_STARTED and fields.get("phase") == "steps":
                 step = str(fields.get("step"))
                 progress["step"] = step
-            elif kind == "step_ended" and fields.get("step") == progress["step"]:
+            elif kind == EventKind.STEP_ENDED and fields.get("step") == progress["step"]:
                 progress["done"] += 1
                 step = progress["step"]
             loop.call_soon_threadsafe(self._on_run_event, events_topic, payload, step, progress["done"], sent)
@@ -864,19 +858,7 @@ class Agent:
                 run_plan, plan, self.reports, run_id=run_id, seed=job.seed, listeners=[listener], on_started=on_started
             )
         except BenchError as exc:
-            await self._finish(
-                name,
-                attempt,
-                Result(
-                    job=name,
-                    bench=self.bench,
-                    attempt=attempt,
-                    verdict="ERROR",
-                    reason=str(exc),
-                    run_id=run_id,
-                    exit_code=exc.exit_code,
-                ),
-            )
+            await self._finish_failed(name, attempt, "ERROR", exc, run_id)
             return
         finally:
             self.started = None
@@ -895,6 +877,20 @@ class Agent:
             sim_duration_s=result.sim_duration_s,
             wall_duration_s=result.wall_duration_s,
             events=len(sent),
+        )
+        await self._finish(name, attempt, res)
+
+    async def _finish_failed(self, name: str, attempt: int, verdict: str, exc: BenchError, run_id: str = "") -> None:
+        """A job that could not be run (REFUSED: its plan did not build) or whose run failed to
+        start or end (ERROR): the one line of the error and its exit code are the result."""
+        res = Result(
+            job=name,
+            bench=self.bench,
+            attempt=attempt,
+            verdict=verdict,
+            reason=str(exc),
+            run_id=run_id,
+            exit_code=exc.exit_code,
         )
         await self._finish(name, attempt, res)
 
@@ -1001,7 +997,7 @@ class Agent:
         # Status, capabilities and state jump the queue: the outbox may hold a backlog of events.
         await c.publish(t.bench(self.bench, "status"), encode(online), qos=1, retain=True)
         await c.publish(t.bench(self.bench, "caps"), encode(self.caps()), qos=1, retain=True)
-        await c.publish(t.bench(self.bench, "state"), encode(self.state), qos=1, retain=True)
+        await c.publish(t.bench(self.bench, "state"), self._state_message(), qos=1, retain=True)
         if self._lease_published is None:
             self.publish_lease()
         log.info(

@@ -7,9 +7,10 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import uuid6
@@ -26,16 +27,15 @@ from bench.lab.protocol import (
     Event,
     Job,
     LeaseInfo,
-    ProtocolError,
     Replay,
     Result,
     SequenceRef,
     State,
     Status,
     Topics,
-    decode,
     encode,
 )
+from bench.lab.router import Arrival, Router
 from bench.lab.trust import LabKeys
 from bench.plan import load_sequence
 from bench.runner import utc
@@ -62,6 +62,7 @@ class Snapshot:
     records: dict[str, JobRecord] = field(default_factory=dict)
     keys: LabKeys | None = None  # the lab's bench keys: results then count only when signed
     retained: int = 0  # how many retained messages the read took
+    _routers: dict[str, Router[None]] = field(default_factory=dict, repr=False)  # by topic prefix
 
     def bench(self, name: str) -> BenchView:
         return self.benches.setdefault(name, BenchView(name))
@@ -85,34 +86,30 @@ class Snapshot:
         return [b for b in self.benches.values() if b.status is not None and b.status.online]
 
     def apply(self, t: Topics, topic: str, payload: bytes) -> None:
-        parts = t.parse(topic)
-        if not payload or not parts:
-            return
-        try:
-            if parts[0] == "jobs" and len(parts) == 2:
-                job = decode(Job, payload)
-                if job.job == parts[1]:
-                    self.jobs[parts[1]] = self.record(parts[1]).job = job
-            elif parts[0] == "benches" and len(parts) >= 3:
-                b, leaf = parts[1], parts[2]
-                if leaf == "status":
-                    self.bench(b).status = decode(Status, payload)
-                elif leaf == "caps":
-                    self.bench(b).caps = decode(Caps, payload)
-                elif leaf == "state":
-                    self.bench(b).state = decode(State, payload)
-                elif leaf == "lease":
-                    self.bench(b).lease = decode(LeaseInfo, payload)
-                elif leaf == "claims" and len(parts) == 4:
-                    claim = decode(Claim, payload)
-                    if claim.bench == b and claim.job == parts[3]:  # a bench speaks only for itself
-                        self.record(parts[3]).add_claim(claim, retained=True)
-                elif leaf == "results" and len(parts) == 4:
-                    res = decode(Result, payload)
-                    if res.bench == b and res.job == parts[3]:
-                        self.record(parts[3]).add_result(res, self.keys)
-        except ProtocolError:
-            pass  # somebody else's garbage is not ours to report here
+        """One retained message of the lab. Somebody else's garbage is not ours to report here:
+        a message the router refuses is left out."""
+        router = self._routers.get(t.p)
+        if router is None:
+            router = self._routers[t.p] = self._routes(t)
+        router.dispatch(topic, payload, retained=True, history=True)
+
+    def _routes(self, t: Topics) -> Router[None]:
+        r: Router[None] = Router()
+        r.on(t.job("{job}"), Job, self._on_job)
+        # A bench's retained leaves, each kept in the field of its BenchView of the same name.
+        r.on(t.bench("{bench}", "status"), Status, lambda msg, at: setattr(self.bench(msg.bench), "status", msg))
+        r.on(t.bench("{bench}", "caps"), Caps, lambda msg, at: setattr(self.bench(msg.bench), "caps", msg))
+        r.on(t.bench("{bench}", "state"), State, lambda msg, at: setattr(self.bench(msg.bench), "state", msg))
+        r.on(t.bench("{bench}", "lease"), LeaseInfo, lambda msg, at: setattr(self.bench(msg.bench), "lease", msg))
+        r.on(t.claim("{bench}", "{job}"), Claim, lambda cl, at: self.record(cl.job).add_claim(cl, retained=True))
+        r.on(t.result("{bench}", "{job}"), Result, self._on_result)
+        return r
+
+    def _on_result(self, res: Result, at: Arrival) -> None:
+        self.record(res.job).add_result(res, self.keys)  # one that does not count is kept with why
+
+    def _on_job(self, job: Job, at: Arrival) -> None:
+        self.jobs[job.job] = self.record(job.job).job = job
 
 
 def _client_id(kind: str) -> str:
@@ -493,19 +490,63 @@ async def watch(
     def complete() -> bool:
         return result is not None and (not result.run_id or stream(result.run_id).next >= result.events)
 
+    def routes(c: aiomqtt.Client) -> Router[Coroutine[Any, Any, None]]:
+        """What each message of the job means to the watcher (bench/lab/router.py): a message that
+        is malformed, or names another bench or job than its topic, is passed over."""
+
+        async def on_job(j: Job, at: Arrival) -> None:
+            record.job = j
+            await settle(c)
+
+        async def on_status(st: Status, at: Arrival) -> None:
+            online[st.bench] = st.online
+            await settle(c)
+
+        async def on_claim(claim: Claim, at: Arrival) -> None:
+            record.add_claim(claim, retained=at.retained)
+            on_event("claim", claim)
+            await settle(c)
+
+        async def on_withdrawn(at: Arrival) -> None:
+            record.withdraw(at["bench"])
+
+        async def on_result(res: Result, at: Arrival) -> None:
+            why = record.add_result(res, keys)
+            if why is not None:
+                on_event("ignored", res.model_copy(update={"reason": why}))
+            await settle(c)
+
+        async def on_state(state: State, at: Arrival) -> None:
+            if state.job == job:
+                if state.run_id:
+                    where[state.run_id] = state.bench
+                on_event("state", state)
+
+        async def on_run_event(ev: Event, at: Arrival) -> None:
+            if ev.job != job:
+                return
+            where[ev.run_id] = ev.bench
+            st = stream(ev.run_id)
+            st.add(ev)
+            if st.gap():
+                await ask(c, ev.run_id)
+
+        r: Router[Coroutine[Any, Any, None]] = Router()
+        r.on(t.job(job), Job, on_job)
+        r.on(t.bench("{bench}", "status"), Status, on_status)
+        r.on(t.claim("{bench}", job), Claim, on_claim, cleared=on_withdrawn)
+        r.on(t.result("{bench}", job), Result, on_result)
+        r.on(t.bench("{bench}", "state"), State, on_state)
+        r.on(t.bench("{bench}", "events"), Event, on_run_event)
+        return r
+
     while True:
         try:
             async with connected(broker, "watch", identifier=ident, clean_start=first, session_expiry_s=600) as c:
+                router = routes(c)
                 # Subscribe on every connection: a broker restarted without our session would have none.
-                for topic in (
-                    f"{t.p}/jobs/{job}",
-                    f"{t.p}/benches/+/status",
-                    f"{t.p}/benches/+/claims/{job}",
-                    f"{t.p}/benches/+/results/{job}",
-                    f"{t.p}/benches/+/state",
-                    f"{t.p}/benches/+/events",
-                ):
-                    await c.subscribe(topic, qos=1)
+                for route in router.routes:
+                    await c.subscribe(route.filter, qos=1)
                 if not first:
                     for run_id in list(where):
                         if result is None or missing(run_id):
@@ -522,58 +563,9 @@ async def watch(
                             if missing(run_id):
                                 await ask(c, run_id)
                         continue
-                    parts = t.parse(msg.topic.value)
-                    payload = _bytes(msg.payload)
-                    if len(parts) < 2:
-                        continue
-                    try:
-                        if parts[0] == "jobs":
-                            if payload:
-                                record.job = decode(Job, payload)
-                                await settle(c)
-                            continue
-                        if len(parts) < 3:
-                            continue
-                        sender = parts[1]  # the ACL lets a bench publish only under its own name
-                        if parts[2] == "claims" and not payload:
-                            record.withdraw(sender)
-                            continue
-                        if not payload:
-                            continue
-                        if parts[2] == "status":
-                            st_msg = decode(Status, payload)
-                            online[sender] = st_msg.bench == sender and st_msg.online
-                            await settle(c)
-                        elif parts[2] == "events":
-                            ev = decode(Event, payload)
-                            if ev.job != job or ev.bench != sender:
-                                continue
-                            where[ev.run_id] = ev.bench
-                            st = stream(ev.run_id)
-                            st.add(ev)
-                            if st.gap():
-                                await ask(c, ev.run_id)
-                        elif parts[2] == "claims":
-                            claim = decode(Claim, payload)
-                            if claim.bench == sender and claim.job == job:
-                                record.add_claim(claim, retained=bool(msg.retain))
-                                on_event("claim", claim)
-                                await settle(c)
-                        elif parts[2] == "state":
-                            state = decode(State, payload)
-                            if state.job == job and state.bench == sender:
-                                if state.run_id:
-                                    where[state.run_id] = state.bench
-                                on_event("state", state)
-                        elif parts[2] == "results":
-                            res = decode(Result, payload)
-                            if res.bench == sender and res.job == job:
-                                why = record.add_result(res, keys)
-                                if why is not None:
-                                    on_event("ignored", res.model_copy(update={"reason": why}))
-                                await settle(c)
-                    except ProtocolError:
-                        continue
+                    pending = router.dispatch(msg.topic.value, _bytes(msg.payload), retained=bool(msg.retain))
+                    if pending is not None:
+                        await pending
                 on_event("result", result)
                 assert result is not None
                 return result

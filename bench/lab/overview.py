@@ -12,15 +12,27 @@ from dataclasses import dataclass
 from bench.lab.archive import ArchivedJob
 from bench.lab.client import BenchView, Snapshot
 from bench.lab.ledger import JobRecord
-from bench.lab.protocol import Job, Result
+from bench.lab.protocol import Job, Result, utc_epoch
 
-BENCH_HEADER = "BENCH            ONLINE  STATE     JOB                                   PROGRESS          LEASE"
+BENCH_HEADER = (
+    "BENCH            ONLINE  STATE     JOB                                   PROGRESS                     LEASE"
+)
 JOB_HEADER = "JOB                                   SEQUENCE                 STATE     BENCH            VERDICT"
 DEFAULT_LAST = 20
 
 
-def bench_line(bv: BenchView) -> str:
-    """A bench as last known. An offline bench is never shown running: its last state is 'was ...'."""
+def age_text(seconds: float) -> str:
+    """A short age: ``45s``, ``12m``, ``5h``, ``3d`` (the units ``bench lab archive --older-than`` takes)."""
+    s = max(0.0, seconds)  # a bench clock ahead of ours: the state is as new as it gets
+    for unit, size, up_to in (("s", 1, 120), ("m", 60, 120 * 60), ("h", 3600, 48 * 3600)):
+        if s < up_to:
+            return f"{s // size:.0f}{unit}"
+    return f"{s // 86400:.0f}d"
+
+
+def bench_line(bv: BenchView, now: float) -> str:
+    """A bench as last known. An offline bench is never shown running: its last state is 'was ...',
+    with how long ago the bench published it (``now``: the wall clock, seconds since the epoch)."""
     online = bool(bv.status and bv.status.online)
     st = bv.state
     job = (st.job or "-") if st else "-"
@@ -33,12 +45,15 @@ def bench_line(bv: BenchView) -> str:
         progress = ""
         if st is not None:
             progress = f"was {st.state}" + (f" {st.steps_done}/{st.steps_total}" if st.state == "running" else "")
+            published = utc_epoch(st.published_utc)
+            if published is not None:
+                progress += f", {age_text(now - published)} ago"
     lease = f"{bv.lease.holder} until {bv.lease.expires_utc}" if bv.lease and bv.lease.holder else "-"
-    return f"{bv.name:16s} {'yes' if online else 'no':7s} {state:9s} {job:37s} {progress[:17]:17s} {lease}"
+    return f"{bv.name:16s} {'yes' if online else 'no':7s} {state:9s} {job:37s} {progress[:28]:28s} {lease}"
 
 
-def bench_lines(snap: Snapshot) -> list[str]:
-    return [BENCH_HEADER, *(bench_line(bv) for _, bv in sorted(snap.benches.items()))]
+def bench_lines(snap: Snapshot, now: float) -> list[str]:
+    return [BENCH_HEADER, *(bench_line(bv, now) for _, bv in sorted(snap.benches.items()))]
 
 
 @dataclass

@@ -8,6 +8,7 @@ is data (YAML), accepted only where the station allows it (``lab.allow_sequence_
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -114,6 +115,9 @@ class State(_Msg):
     steps_done: int = 0
     steps_total: int = 0
     reason: str = ""
+    # When the bench published this state (its wall clock, UTC): the state an offline bench left
+    # behind is shown with its age. Empty from a bench that does not say.
+    published_utc: Short = ""
 
 
 class LeaseInfo(_Msg):
@@ -178,8 +182,19 @@ def decode(model: type[M], payload: bytes | bytearray | str | None, limit: int =
         raise ProtocolError(f"{model.__name__.lower()}: {where}: {err['msg']}") from None
 
 
+def utc_epoch(text: str) -> float | None:
+    """Seconds since the epoch of a message's UTC time (``2026-12-01T08:00:00.000Z``); None when
+    it is empty or not ISO 8601."""
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def encode(msg: BaseModel) -> bytes:
-    return msg.model_dump_json(exclude_none=False).encode()
+    """The JSON of a message. A value of a free-form field (an event's ``fields``) that JSON cannot
+    hold goes as its text, and a non-finite number as null, as the run's record writes it."""
+    return msg.model_dump_json(exclude_none=False, fallback=str).encode()
 
 
 class Topics:
