@@ -22,6 +22,7 @@ from simulators.bms_firmware import COMMAND_FRAME, Bms, BmsParams, Contactors
 from simulators.can_plant import CanPlant
 from simulators.chamber import Chamber, ChamberSpec
 from simulators.config_spec import NUM, Spec, check_section
+from simulators.daq import Daq970a, DaqSpec, pack_wiring
 from simulators.fault_box import Channel, FaultBox
 from simulators.faults import CATALOGUE, Faults
 from simulators.h2_sensor import H2Sensor, H2SensorSpec
@@ -42,6 +43,8 @@ _TOP: dict[str, Spec] = {
     "fib_endpoint": ((str,), "fib", None, None, False),
     "chamber_endpoint": ((str,), "chamber", None, None, False),
     "emu_endpoint": ((str,), "emu", None, None, False),
+    # The first DAQ mainframe; the further ones get 2, 3 ... appended (daq2, daq3 ...).
+    "daq_endpoint": ((str,), "daq", None, None, False),
     "enclosure_h2_pct": (NUM, 0.0, 0, 100, False),
     "cells": ((int,), 192, 1, None, False),
     "chemistry": ((str,), "NMC", None, None, False),
@@ -65,6 +68,7 @@ _TOP: dict[str, Spec] = {
     "h2_sensor": ((dict,), None, None, None, False),
     "chamber": ((dict,), None, None, None, False),
     "fault_box": ((dict,), None, None, None, False),
+    "daq": ((dict,), None, None, None, False),
 }
 _BMS: dict[str, Spec] = {
     "ov_threshold_v": (NUM, None, 0, 10, True),
@@ -125,6 +129,12 @@ _FIB: dict[str, Spec] = {
     "iso_ro_max_kohm": (NUM, 10000.0, 0, None, True),
     "heater_max_w": (NUM, 5000.0, 0, None, True),
 }
+_DAQ: dict[str, Spec] = {
+    # Mainframe m (1-based) reports serial <serial_prefix><m>.
+    "serial_prefix": ((str,), "SIM00DAQ0", None, None, False),
+    "noise_v": (NUM, 20e-6, 0, None, False),
+    "noise_c": (NUM, 0.05, 0, None, False),
+}
 FIB_MODEL = "FAULT INSERTION BOX FIB-16"
 FIB_FIRMWARE = "1.0 (simulated)"
 # UDS data identifiers the BMS answers (ISO 14229-1 Annex C).
@@ -155,6 +165,7 @@ def build_plant(
     h2_cfg = _check(top["h2_sensor"] or {}, _H2, "h2_sensor.")
     ch_cfg = _check(top["chamber"] or {}, _CHAMBER, "chamber.")
     fib_cfg = _check(top["fault_box"] or {}, _FIB, "fault_box.")
+    daq_cfg = _check(top["daq"] or {}, _DAQ, "daq.")
     if not ch_cfg["min_temp_c"] <= top["ambient_c"] <= ch_cfg["max_temp_c"]:
         raise ValueError("bms_pack config: ambient_c must lie within chamber.min_temp_c .. chamber.max_temp_c")
     if top["heater_sensor"] > top["temp_sensors"]:
@@ -240,7 +251,27 @@ def build_plant(
         [Channel("SOC", lambda: pack.soc_pct, pack.set_soc, 0.0, 100.0, None)],
     )
     register(top["emu_endpoint"], plant.emulation)
+    _daq(pack, daq_cfg, top["daq_endpoint"], random.Random(rng.getrandbits(64)), register)
     return plant
+
+
+def _daq(
+    pack: Pack, cfg: Mapping[str, Any], endpoint: str, rng: random.Random, register: Callable[[str, Any], None]
+) -> None:
+    """The lab's DAQ mainframes on the pack: true cell voltages and sensor-location temperatures.
+
+    They read the pack model, never the BMS: a BMS measurement fault does not reach them.
+    """
+
+    def source(kind: str, index: int) -> Callable[[], float]:
+        if kind == "cell":
+            return lambda: pack.cell_voltage(index)
+        return lambda: pack.sensor_temp(index)
+
+    for m, wiring in enumerate(pack_wiring(pack.n, pack.p.temp_sensors), start=1):
+        spec = DaqSpec(f"{cfg['serial_prefix']}{m}", cfg["noise_v"], cfg["noise_c"])
+        sources = {ch: source(kind, i) for ch, (kind, i) in wiring.items()}
+        register(endpoint if m == 1 else f"{endpoint}{m}", Daq970a(spec, sources, random.Random(rng.getrandbits(64))))
 
 
 def _fault_box(plant: Plant, cfg: Mapping[str, Any]) -> FaultBox:

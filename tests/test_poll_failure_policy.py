@@ -29,7 +29,7 @@ from tests.expected_protocol import Harness, connected, run_virtual, settle
 from tests.test_scpi_common import simulated_instruments
 
 # Every device of sim.yaml that polls its instrument; the test below keeps this list complete.
-POLLED = ["chamber", "fcio", "pa", "psu"]
+POLLED = ["chamber", "daq", "fcio", "pa", "psu"]
 
 
 class Unanswered:

@@ -56,6 +56,10 @@ RESETS: dict[str, Reset | None] = {
     "emu": None,  # SOC is the emulated pack's state, not a setting: *RST leaves it
     "chamber": Reset("TEMP 80;RAMP 2;COOL OFF", "TEMP:SET?;RAMP?;COOL?", "25.00;0.00;ON"),
     "fcio": Reset("VALV:POW 0", "VALV:POW?", "1"),
+    **{
+        daq: Reset("CONF:VOLT:DC 10,(@101:105);FORM:READ:CHAN ON", "ROUT:SCAN:SIZE?;FORM:READ:CHAN?", "0;0")
+        for daq in ("daq", "daq2", "daq3", "daq4")  # the four mainframes of the station's DAQ
+    },
 }
 
 
@@ -234,7 +238,13 @@ def test_the_driver_clears_the_power_on_status_at_connect(endpoint: str) -> None
     # The station's driver for this instrument, connected to it in-process: its *CLS at connect
     # clears PON, and nothing it sends while connecting and polling raises an event or queues one.
     station = load_station(SIM_STATION)
-    device = next(n for n, d in station.model.devices.items() if d.config.get("transport") == {"inproc": endpoint})
+    # A device may span several instruments (the DAQ's further mainframes are in its `mainframes`).
+    device = next(
+        n
+        for n, d in station.model.devices.items()
+        if {"inproc": endpoint}
+        in [d.config.get("transport"), *(m["transport"] for m in d.config.get("mainframes", []))]
+    )
     driver = build_drivers(station, [device])[device]
     instruments = simulated_instruments()
     handler = instruments[endpoint]
