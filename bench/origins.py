@@ -110,7 +110,8 @@ def problems(model: Sequence) -> list[tuple[Loc, str]]:
                     "(origin: regulation, item or lab)",
                 )
             )
-    if model.basis.source and not CONFIDENCE_TAG.search(model.basis.source):
+    b = model.basis
+    if b.source and b.method != "lab" and not CONFIDENCE_TAG.search(b.source):
         out.append((["basis", "source"], "the basis source needs confidence tags [C], [C-analog], [S] or [R]"))
     for name, p in model.parameters.items():
         # An item's or the lab's own value cites no text whose reading could be uncertain.
