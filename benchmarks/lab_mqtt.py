@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,34 +35,9 @@ from bench.lab import client  # noqa: E402
 from bench.lab.agent import OUTBOX_WINDOW, Agent  # noqa: E402
 from bench.lab.mqtt import Broker  # noqa: E402
 from bench.lab.mqtt import client as mqtt_client  # noqa: E402
+from benchmarks.local_broker import start_broker  # noqa: E402
 
 SHORT = ROOT / "tests" / "lab" / "short.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_broker(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
-    if not shutil.which("mosquitto"):
-        sys.exit("error: mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients)")
-    port = free_port()
-    conf = folder / "mosquitto.conf"
-    user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n"
-    )
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("error: mosquitto did not start")
 
 
 async def latency(broker: Broker, jobs: int) -> tuple[list[float], list[float], list[float]]:
@@ -165,7 +139,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20000)
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-lab-benchmark-"))
-    proc, port = start_broker(folder)
+    proc, port = start_broker(folder, ["persistence false", "max_queued_messages 1000000"])
     broker = Broker("127.0.0.1", port)
     agent_proc = None
     try:

@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,51 +51,10 @@ from bench.lab import client  # noqa: E402
 from bench.lab.mqtt import Broker  # noqa: E402
 from bench.lab.mqtt import client as mqtt_client  # noqa: E402
 from bench.lab.protocol import Claim, Result, encode  # noqa: E402
+from benchmarks.local_broker import start_broker  # noqa: E402
 
 SHORT = ROOT / "tests" / "lab" / "short.yaml"
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_broker(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
-    if not shutil.which("mosquitto") or not shutil.which("mosquitto_sub"):
-        sys.exit("error: mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients)")
-    port = free_port()
-    (folder / "data").mkdir()
-    conf = folder / "mosquitto.conf"
-    conf.write_text(
-        "\n".join(
-            [
-                "user root" if os.geteuid() == 0 else "",
-                f"listener {port} 127.0.0.1",
-                "allow_anonymous true",
-                "persistence true",
-                f"persistence_location {folder / 'data'}/",
-                "autosave_interval 1",
-                "max_queued_messages 100000",
-                "sys_interval 1",
-                f"log_dest file {folder / 'mosquitto.log'}",
-                "log_type error",
-                "log_type warning",
-                "log_type notice",
-                "",
-            ]
-        )
-    )
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("error: mosquitto did not start")
 
 
 def cpu_s(pid: int) -> float:
@@ -229,7 +187,19 @@ def main() -> None:
     # A SIGTERM (a timeout, the operator) ends the run through the cleanup below: no agent is left.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("error: terminated"))
     folder = Path(tempfile.mkdtemp(prefix="bench-lab-scale-"))
-    broker_proc, port = start_broker(folder)
+    (folder / "data").mkdir()
+    broker_proc, port = start_broker(
+        folder,
+        [
+            "persistence true",
+            f"persistence_location {folder / 'data'}/",
+            "autosave_interval 1",
+            "max_queued_messages 100000",
+            "sys_interval 1",
+            f"log_dest file {folder / 'mosquitto.log'}",
+            *["log_type error", "log_type warning", "log_type notice"],
+        ],
+    )
     broker = Broker("127.0.0.1", port)
     url = f"mqtt://127.0.0.1:{port}"
     agents: dict[str, subprocess.Popen[bytes]] = {}

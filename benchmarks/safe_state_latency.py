@@ -48,7 +48,6 @@ import os
 import random
 import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,6 +64,10 @@ from cantools.database.can import Database
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.ports import free_ports  # noqa: E402
+
 SEQUENCE = ROOT / "benchmarks" / "safe_state_latency.yaml"
 DBC = ROOT / "dbc" / "bms.dbc"
 CHANNEL = "bench0"
@@ -161,19 +164,6 @@ def run_reflector(port: int) -> None:
 
 
 # -- the station and the processes ----------------------------------------------------------------
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def write_station(tmp: Path) -> tuple[Path, int]:
     """stations/sim-served.yaml on free ports, its paths absolute, its limits unchanged."""
     yaml = YAML(typ="safe")

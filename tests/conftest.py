@@ -79,3 +79,28 @@ def no_can_node_left_open() -> Iterator[None]:
             bus.shutdown()  # the next test starts on clean channels
         channels = ", ".join(sorted({bus.channel_info for bus in left}))
         pytest.fail(f"{len(left)} in-process CAN node(s) left open on {channels}: shut every bus down")
+
+
+@pytest.fixture(scope="session")
+def station_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A station signing key of the tests' own (``bench keys init``)."""
+    folder = tmp_path_factory.mktemp("key")
+    assert bench("keys", "init", "--dir", folder).rc == 0
+    return folder
+
+
+@pytest.fixture(scope="session")
+def signed_run(tmp_path_factory: pytest.TempPathFactory, station_key: Path) -> Completed:
+    """One run of the short sequence signed with ``station_key``, its PDF included. Shared by the
+    signing and verify tests: a test that tampers with it works on a copy."""
+    from tests.report_support import short_sequence, station_copy  # it imports this module
+
+    tmp = tmp_path_factory.mktemp("signed")
+    r = bench(
+        "run", short_sequence(tmp), "--station", station_copy(tmp), "--reports", tmp / "reports", "-q",
+        "-p", "hold=30 s",
+        env={"BENCH_KEY_DIR": str(station_key)},
+    )  # fmt: skip
+    assert r.rc == 0, r.out + r.err
+    assert (r.run_dir() / "manifest.sig").is_file()
+    return r

@@ -22,6 +22,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from tests.conftest import ROOT
+from tests.ports import free_ports
 
 SERVED_STATION = ROOT / "stations" / "sim-served.yaml"
 SIM_STATION = ROOT / "stations" / "sim.yaml"
@@ -32,20 +33,6 @@ HIGH_SOC = 99.4
 # SCPI endpoints of the simulated station that sim-served.yaml's devices do not use.
 OTHER_SCPI = ("fib", "emu", "chamber", "fcio", "daq", "daq2", "daq3", "daq4")
 SHORT_OVERCHARGE = ["-p", "soc_max=100 %", "-p", "observation=5 s"]
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports that were free a moment ago (the kernel picks them)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

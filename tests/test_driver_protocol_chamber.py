@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.device import ConfigError
-from bench.errors import DeviceError
 from drivers.chamber import ChamberDriver
+from tests.driver_sets import refused_sets, set_values
 from tests.expected_protocol import OK, Harness, ScpiScript, connect_error, connected, make, run_virtual, settle
 
 IDN = "BENCH-SIM,CLIMATE CHAMBER TC-600,SIM00CH001,1.0 (simulated)"
@@ -71,15 +71,8 @@ def test_set_writes_reads_back_and_checks_errors(
     signal: str, value: float, sent: str, query: str, reply: str, expected: float
 ) -> None:
     script = ScpiScript([*CONNECT, POLL, (sent, None), (query, reply), ("SYST:ERR?", OK)])
-    h = Harness()
-
-    async def main() -> dict[str, float]:
-        async with connected(_driver(), h, {"chamber": script}) as d:
-            await settle()
-            return await d.set({signal: value})
-
-    assert run_virtual(main) == {signal: expected}
-    script.assert_done()
+    result, h = set_values(_driver(), "chamber", script, {signal: value})
+    assert result == {signal: expected}
     assert h.last(f"chamber.{signal}") == expected
 
 
@@ -94,35 +87,18 @@ def test_instrument_error_fails_the_set_with_its_words() -> None:
             ("SYST:ERR?", OK),
         ]
     )
-    h = Harness()
-
-    async def main() -> str:
-        async with connected(_driver(), h, {"chamber": script}) as d:
-            await settle()
-            with pytest.raises(DeviceError) as info:
-                await d.set({"ramp": 12.0})
-        return str(info.value)
-
-    assert run_virtual(main) == 'chamber: instrument error after setting ramp: -222,"Data out of range"'
-    script.assert_done()
+    assert refused_sets(_driver(), "chamber", script, [{"ramp": 12.0}]) == [
+        'chamber: instrument error after setting ramp: -222,"Data out of range"'
+    ]
 
 
 def test_readback_mismatch_and_unknown_signal_are_errors() -> None:
     script = ScpiScript([*CONNECT, POLL, ("TEMP 60", None), ("TEMP:SET?", "25.00"), ("SYST:ERR?", OK)])
-    h = Harness()
-
-    async def main() -> list[str]:
-        errors = []
-        async with connected(_driver(), h, {"chamber": script}) as d:
-            await settle()
-            for values in ({"temp_set": 60.0}, {"temp": 30.0}):
-                with pytest.raises(DeviceError) as info:
-                    await d.set(values)
-                errors.append(str(info.value))
-        return errors
-
-    assert run_virtual(main) == ["chamber: temp_set read back 25, expected 60", "chamber: 'temp' cannot be set"]
-    script.assert_done()
+    attempts: list[dict[str, float]] = [{"temp_set": 60.0}, {"temp": 30.0}]
+    assert refused_sets(_driver(), "chamber", script, attempts) == [
+        "chamber: temp_set read back 25, expected 60",
+        "chamber: 'temp' cannot be set",
+    ]
 
 
 def test_model_check_refuses_another_instrument_before_any_write() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from bench.device import ConfigError
-from bench.errors import DeviceError
 from drivers.fault_box import FaultBoxDriver
+from tests.driver_sets import refused_sets, set_values
 from tests.expected_protocol import OK, Harness, ScpiScript, connect_error, connected, make, run_virtual, settle
 
 IDN = "BENCH-SIM,FAULT INSERTION BOX FIB-16,SIM0FIB001,1.0 (simulated)"
@@ -99,15 +99,8 @@ def test_set_writes_reads_back_and_checks_errors(
     signal: str, value: float, sent: str, query: str, reply: str, expected: float
 ) -> None:
     script = ScpiScript([*CONNECT, POLL, (sent, None), (query, reply), ("SYST:ERR?", OK)])
-    h = Harness()
-
-    async def main() -> dict[str, float]:
-        async with connected(_driver(), h, {"fib": script}) as d:
-            await settle()
-            return await d.set({signal: value})
-
-    assert run_virtual(main) == {signal: expected}
-    script.assert_done()
+    result, h = set_values(_driver(), "fib", script, {signal: value})
+    assert result == {signal: expected}
     assert h.last(f"fib.{signal}") == expected
 
 
@@ -122,39 +115,19 @@ def test_instrument_error_fails_the_set_with_its_words() -> None:
             ("SYST:ERR?", OK),
         ]
     )
-    h = Harness()
-
-    async def main() -> str:
-        async with connected(_driver(), h, {"fib": script}) as d:
-            await settle()
-            with pytest.raises(DeviceError) as info:
-                await d.set({"open_wire": 200.0})
-        return str(info.value)
-
-    assert run_virtual(main) == 'fib: instrument error after setting open_wire: -222,"Data out of range"'
-    script.assert_done()
+    assert refused_sets(_driver(), "fib", script, [{"open_wire": 200.0}]) == [
+        'fib: instrument error after setting open_wire: -222,"Data out of range"'
+    ]
 
 
 def test_readback_mismatch_and_read_only_are_errors() -> None:
     script = ScpiScript([*CONNECT, POLL, ("ISO:RES 80", None), ("ISO:RES?", "0.0"), ("SYST:ERR?", OK)])
-    h = Harness()
-
-    async def main() -> list[str]:
-        errors = []
-        async with connected(_driver(), h, {"fib": script}) as d:
-            await settle()
-            for values in ({"iso_ro": 80.0}, {"valve_position": 1.0}, {"heater": 1.0}):
-                with pytest.raises(DeviceError) as info:
-                    await d.set(values)
-                errors.append(str(info.value))
-        return errors
-
-    assert run_virtual(main) == [
+    attempts: list[dict[str, float]] = [{"iso_ro": 80.0}, {"valve_position": 1.0}, {"heater": 1.0}]
+    assert refused_sets(_driver(), "fib", script, attempts) == [
         "fib: iso_ro read back 0, expected 80",
         "fib: 'valve_position' is a sense input (VALV:POS?) and cannot be set",
         "fib: 'heater' is not a channel of this box",
     ]
-    script.assert_done()
 
 
 def test_a_channel_the_box_does_not_have_is_named_at_connect() -> None:

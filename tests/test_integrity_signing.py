@@ -15,41 +15,22 @@ from tests.conftest import Completed, bench
 from tests.report_support import short_sequence, station_copy
 
 
-@pytest.fixture(scope="module")
-def keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("key")
-    assert bench("keys", "init", "--dir", d).rc == 0
-    return d
+def _verify(run: Path, station_key: Path, *extra: str) -> Completed:
+    return bench("verify", run, *extra, env={"BENCH_KEY_DIR": str(station_key)})
 
 
-@pytest.fixture(scope="module")
-def signed(tmp_path_factory: pytest.TempPathFactory, keydir: Path) -> Completed:
-    tmp = tmp_path_factory.mktemp("signed")
-    r = bench(
-        "run", short_sequence(tmp), "--station", station_copy(tmp), "--reports", tmp / "reports", "-q",
-        "-p", "hold=30 s",
-        env={"BENCH_KEY_DIR": str(keydir)},
-    )  # fmt: skip
-    assert r.rc == 0, r.out + r.err
-    return r
-
-
-def _verify(run: Path, keydir: Path, *extra: str) -> Completed:
-    return bench("verify", run, *extra, env={"BENCH_KEY_DIR": str(keydir)})
-
-
-def test_keys_init_refuses_to_overwrite_and_keeps_the_key_private(keydir: Path) -> None:
-    assert (keydir / "station.key").stat().st_mode & 0o077 == 0
-    r = bench("keys", "init", "--dir", keydir)
+def test_keys_init_refuses_to_overwrite_and_keeps_the_key_private(station_key: Path) -> None:
+    assert (station_key / "station.key").stat().st_mode & 0o077 == 0
+    r = bench("keys", "init", "--dir", station_key)
     assert r.rc == 2 and "already exists" in r.err
 
 
-def test_signed_run_verifies(signed: Completed, keydir: Path) -> None:
-    r = _verify(signed.run_dir(), keydir)
+def test_signed_run_verifies(signed_run: Completed, station_key: Path) -> None:
+    r = _verify(signed_run.run_dir(), station_key)
     assert r.rc == 0, r.err
     assert "intact and signed" in r.out and "Ed25519, station key" in r.out
-    pub = (keydir / "station.pub").read_text().strip()
-    assert json.loads((signed.run_dir() / "manifest.json").read_text())["signer"]["public_key"] == pub
+    pub = (station_key / "station.pub").read_text().strip()
+    assert json.loads((signed_run.run_dir() / "manifest.json").read_text())["signer"]["public_key"] == pub
 
 
 def _flip(path: Path) -> None:
@@ -106,25 +87,25 @@ TAMPERS: dict[str, tuple[Callable[[Path, Path], None], str, str]] = {
 
 @pytest.mark.parametrize("tamper", list(TAMPERS))
 def test_tampering_fails_verify_and_names_the_check(
-    tamper: str, signed: Completed, keydir: Path, tmp_path: Path
+    tamper: str, signed_run: Completed, station_key: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    shutil.copytree(signed.run_dir(), run)
+    shutil.copytree(signed_run.run_dir(), run)
     action, where, message = TAMPERS[tamper]
     action(run, tmp_path)
-    r = _verify(run, keydir)
+    r = _verify(run, station_key)
     assert r.rc == 1, r.out + r.err
     assert where in r.err and message in r.err, r.err
 
 
-def test_another_key_is_accepted_only_when_trusted(signed: Completed, keydir: Path, tmp_path: Path) -> None:
+def test_another_key_is_accepted_only_when_trusted(signed_run: Completed, station_key: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    shutil.copytree(signed.run_dir(), run)
+    shutil.copytree(signed_run.run_dir(), run)
     _resign_with_other_key(run, tmp_path)
     # The manifest names the station key; a trusted other key still does not match it.
     trusted = tmp_path / "trusted.pub"
     trusted.write_text((tmp_path / "otherkey" / "station.pub").read_text())
-    r = _verify(run, keydir, "--trust", str(trusted))
+    r = _verify(run, station_key, "--trust", str(trusted))
     assert r.rc == 1 and "but the manifest names" in r.err
 
 

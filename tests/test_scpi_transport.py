@@ -104,6 +104,7 @@ def test_a_late_reply_is_not_taken_for_the_next_one() -> None:
                 await asyncio.sleep(0.4)
             writer.write(line.strip().lower() + b"\n")
             await writer.drain()
+        writer.close()  # the client left: its socket is closed here, not by the garbage collector
 
     async def main() -> None:
         server = await asyncio.start_server(late, "127.0.0.1", 0)
@@ -128,6 +129,7 @@ def test_a_cancelled_query_does_not_leave_its_reply_for_the_next_one() -> None:
                 await asyncio.sleep(0.3)  # longer than a quiet-line clear waits
             writer.write(line.strip().lower() + b"\n")
             await writer.drain()
+        writer.close()
 
     async def main() -> None:
         server = await asyncio.start_server(slow, "127.0.0.1", 0)

@@ -19,26 +19,6 @@ import pytest
 from bench.record.chain import GENESIS, encode_line, line_hash
 from bench.record.manifest import canonical_json, file_sha256, manifest_self_sha256
 from tests.conftest import Completed, bench
-from tests.report_support import short_sequence, station_copy
-
-
-@pytest.fixture(scope="module")
-def keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("key")
-    assert bench("keys", "init", "--dir", d).rc == 0
-    return d
-
-
-@pytest.fixture(scope="module")
-def signed_run(tmp_path_factory: pytest.TempPathFactory, keydir: Path) -> Path:
-    tmp = tmp_path_factory.mktemp("signed")
-    r = bench(
-        "run", short_sequence(tmp), "--station", station_copy(tmp), "--reports", tmp / "reports", "-q",
-        env={"BENCH_KEY_DIR": str(keydir), "BENCH_REPORT_PDF": "0"},
-    )  # fmt: skip
-    assert r.rc == 0, r.out + r.err
-    assert (r.run_dir() / "manifest.sig").is_file()
-    return r.run_dir()
 
 
 def downgrade(run: Path, *, drop_signer_key: bool = False) -> None:
@@ -68,9 +48,9 @@ def downgrade(run: Path, *, drop_signer_key: bool = False) -> None:
 
 
 @pytest.fixture(params=["signer null", "signer removed"])
-def downgraded(request: pytest.FixtureRequest, signed_run: Path, tmp_path: Path) -> Path:
+def downgraded(request: pytest.FixtureRequest, signed_run: Completed, tmp_path: Path) -> Path:
     run = tmp_path / "run"
-    shutil.copytree(signed_run, run)
+    shutil.copytree(signed_run.run_dir(), run)
     downgrade(run, drop_signer_key=request.param == "signer removed")
     return run
 
@@ -79,15 +59,16 @@ def verify(run: Path, *extra: str, key: Path, env: dict[str, str] | None = None)
     return bench("verify", run, *extra, env={"BENCH_KEY_DIR": str(key), **(env or {})})
 
 
-def test_the_signed_original_is_intact_and_signed(signed_run: Path, keydir: Path) -> None:
-    r = verify(signed_run, key=keydir)
+def test_the_signed_original_is_intact_and_signed(signed_run: Completed, station_key: Path) -> None:
+    original = signed_run.run_dir()
+    r = verify(original, key=station_key)
     assert r.rc == 0, r.err
     assert "intact and signed" in r.out and "UNSIGNED" not in r.out and r.err == ""
-    assert verify(signed_run, "--require-signature", key=keydir).rc == 0
-    assert verify(signed_run, key=keydir, env={"BENCH_REQUIRE_SIGNATURE": "1"}).rc == 0
+    assert verify(original, "--require-signature", key=station_key).rc == 0
+    assert verify(original, key=station_key, env={"BENCH_REQUIRE_SIGNATURE": "1"}).rc == 0
 
 
-def test_a_downgraded_record_never_reads_like_a_signed_one(downgraded: Path, keydir: Path, tmp_path: Path) -> None:
+def test_a_downgraded_record_never_reads_like_a_signed_one(downgraded: Path, station_key: Path, tmp_path: Path) -> None:
     # On another machine, without a station key: accepted as unsigned, but said plainly.
     r = verify(downgraded, key=tmp_path / "no-key")
     assert r.rc == 0, r.err
@@ -97,8 +78,8 @@ def test_a_downgraded_record_never_reads_like_a_signed_one(downgraded: Path, key
     assert "WARNING" not in r.err
 
 
-def test_verify_warns_on_a_machine_that_holds_the_station_key(downgraded: Path, keydir: Path) -> None:
-    r = verify(downgraded, key=keydir)
+def test_verify_warns_on_a_machine_that_holds_the_station_key(downgraded: Path, station_key: Path) -> None:
+    r = verify(downgraded, key=station_key)
     assert r.rc == 0
     assert "intact but UNSIGNED" in r.out
     warnings = [line for line in r.err.splitlines() if line.startswith("WARNING")]
@@ -106,8 +87,8 @@ def test_verify_warns_on_a_machine_that_holds_the_station_key(downgraded: Path, 
     assert "station key" in warnings[0] and "--require-signature" in warnings[0]
 
 
-def test_require_signature_refuses_an_unsigned_record(downgraded: Path, keydir: Path) -> None:
-    r = verify(downgraded, "--require-signature", key=keydir)
+def test_require_signature_refuses_an_unsigned_record(downgraded: Path, station_key: Path) -> None:
+    r = verify(downgraded, "--require-signature", key=station_key)
     assert r.rc == 1
     assert r.out == ""
     assert len(r.err.strip().splitlines()) == 1, r.err
@@ -115,8 +96,8 @@ def test_require_signature_refuses_an_unsigned_record(downgraded: Path, keydir: 
 
 
 @pytest.mark.parametrize("value", ["1", "true", "yes"])
-def test_the_environment_policy_turns_the_requirement_on(downgraded: Path, keydir: Path, value: str) -> None:
-    r = verify(downgraded, key=keydir, env={"BENCH_REQUIRE_SIGNATURE": value})
+def test_the_environment_policy_turns_the_requirement_on(downgraded: Path, station_key: Path, value: str) -> None:
+    r = verify(downgraded, key=station_key, env={"BENCH_REQUIRE_SIGNATURE": value})
     assert r.rc == 1 and len(r.err.strip().splitlines()) == 1, r.out + r.err
     assert "BENCH_REQUIRE_SIGNATURE" in r.err
 
