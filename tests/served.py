@@ -30,8 +30,10 @@ DBC = ROOT / "dbc" / "bms.dbc"
 # A pack that reaches its over-voltage threshold ~15 s after the charge starts, so that a served
 # (real-time) overcharge run takes well under a minute; the start-SOC check is widened to match.
 HIGH_SOC = 99.4
-# SCPI endpoints of the simulated station that sim-served.yaml's devices do not use.
-OTHER_SCPI = ("fib", "emu", "chamber", "fcio", "daq", "daq2", "daq3", "daq4")
+# The served DAQ's mainframes, in the order of its config (transport, then mainframes).
+DAQ_SCPI = ("daq", "daq2", "daq3", "daq4")
+# SCPI endpoints of the simulated station besides psu and pa (the DAQ's get their ports below).
+OTHER_SCPI = ("fib", "emu", "chamber", "fcio", *DAQ_SCPI)
 SHORT_OVERCHARGE = ["-p", "soc_max=100 %", "-p", "observation=5 s"]
 
 
@@ -85,6 +87,10 @@ def write_stations(tmp: Path, initial_soc: float = HIGH_SOC, psu: dict[str, Any]
     dev["psu"]["config"]["transport"]["visa"] = f"TCPIP::127.0.0.1::{psu_port}::SOCKET"
     dev["pa"]["config"]["transport"]["visa"] = f"TCPIP::127.0.0.1::{pa_port}::SOCKET"
     dev["h2"]["config"]["transport"]["url"] = str(serial_dir / "h2")
+    other_ports = dict(zip(OTHER_SCPI, others, strict=True))
+    daq = dev["daq"]["config"]
+    for frame, endpoint in zip([daq, *daq["mainframes"]], DAQ_SCPI, strict=True):
+        frame["transport"]["visa"] = f"TCPIP::127.0.0.1::{other_ports[endpoint]}::SOCKET"
     dev["psu"]["config"].update(psu or {})
     served["serve"].update(
         simulators_from=str(inproc),

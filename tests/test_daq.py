@@ -17,6 +17,7 @@ from drivers.daq970a import Daq970aDriver, parse_channels, scan_list
 from simulators.daq import OVERLOAD, Daq970a, DaqSpec, pack_wiring
 from tests.conftest import SIM_STATION
 from tests.expected_protocol import Harness, ScpiScript, connected, make, run_virtual, settle
+from tests.served import sim_serve, write_stations
 
 OK = '0,"No error"'
 
@@ -268,3 +269,29 @@ def test_station_cells_cover_the_whole_pack() -> None:
     driver = build_drivers(load_station(SIM_STATION), ["daq"])["daq"]
     assert isinstance(driver, Daq970aDriver)
     assert (driver.cell_count, driver.tc_count) == (192, 16)
+
+
+# -- over the real transport: `bench sim serve`, pyvisa-py on TCP sockets ------------------------
+
+
+def test_station_daq_over_tcp_scpi(tmp_path_factory: pytest.TempPathFactory) -> None:
+    stations = write_stations(tmp_path_factory.mktemp("daq-served"), initial_soc=50.0)
+    driver = build_drivers(load_station(stations.served), ["daq"])["daq"]
+    harness = Harness()
+
+    async def main() -> dict[str, str]:
+        async with connected(driver, harness, {}):
+            await asyncio.sleep(2.5)  # wall clock: two more scans of all four mainframes
+            return await driver.identify()
+
+    with sim_serve(stations.served):
+        identity = asyncio.run(main())
+    assert harness.faults == []
+    assert identity["serial"] == "SIM00DAQ01"
+    assert "mainframe 4: Keysight Technologies,DAQ970A,SIM00DAQ04" in identity["mainframes"]
+    assert len([1 for n, _, _ in harness.samples if n == "daq.cell_v_max"]) >= 3
+    # Half-charged NMC cells at rest, the pack at ambient.
+    assert 3.7 < harness.last("daq.cell_v_min") < harness.last("daq.cell_v_max") < 3.9
+    assert 1 <= harness.last("daq.cell_v_max_id") <= 192
+    assert 24.0 < harness.last("daq.cell_t_min") <= harness.last("daq.cell_t_max") < 26.0
+    assert 1 <= harness.last("daq.cell_t_max_id") <= 16
