@@ -16,12 +16,13 @@ import pytest
 from bench.lab import client
 from bench.lab.agent import Agent
 from bench.lab.mqtt import client as mqtt_client
-from bench.lab.protocol import Claim, Job, Result, decode, encode
+from bench.lab.protocol import Job, Result, decode
 from tests.labkit import (  # noqa: F401  (fixtures)
     SHORT,
     Lab,
     add_users,
     collect,
+    finished_history,
     lab_fixture,
     mosquitto_fixture,
     retained,
@@ -29,43 +30,6 @@ from tests.labkit import (  # noqa: F401  (fixtures)
 )
 
 HISTORY = 10_000
-
-
-async def fill_history(lab: Lab, n: int) -> list[str]:
-    """n jobs that bench-b ran and finished: their records, bench-b's claims and results, retained."""
-    ref = client.sequence_ref(str(SHORT))
-    jobs = [client.make_job(ref, {"hold": "1 s"}, {}) for _ in range(n)]
-    async with mqtt_client(lab.broker.broker("operator"), "fill-jobs") as op:
-        for k in range(0, n, 1000):
-            await asyncio.gather(
-                *(op.publish(f"lab/jobs/{j.job}", encode(j), qos=1, retain=True) for j in jobs[k : k + 1000])
-            )
-    async with mqtt_client(lab.broker.broker("bench-b"), "fill-bench-b") as b:
-        for k in range(0, n, 1000):
-            part = jobs[k : k + 1000]
-            await asyncio.gather(
-                *(
-                    b.publish(
-                        f"lab/benches/bench-b/claims/{j.job}",
-                        encode(Claim(job=j.job, attempt=1, bench="bench-b")),
-                        qos=1,
-                        retain=True,
-                    )
-                    for j in part
-                )
-            )
-            await asyncio.gather(
-                *(
-                    b.publish(
-                        f"lab/benches/bench-b/results/{j.job}",
-                        encode(Result(job=j.job, bench="bench-b", attempt=1, verdict="PASS", run_id="r" * 26)),
-                        qos=1,
-                        retain=True,
-                    )
-                    for j in part
-                )
-            )
-    return [j.job for j in jobs]
 
 
 def _seconds(pattern: str, log: str) -> float:
@@ -76,7 +40,7 @@ def _seconds(pattern: str, log: str) -> float:
 
 def test_ten_thousand_finished_jobs_neither_delay_a_new_job_nor_drop_the_connection(lab: Lab) -> None:
     t0 = time.monotonic()
-    asyncio.run(fill_history(lab, HISTORY))
+    asyncio.run(finished_history(lab.broker, HISTORY, "bench-b"))
     fill_s = time.monotonic() - t0
     a = lab.start_agent("bench-a")
     deadline = time.monotonic() + 60

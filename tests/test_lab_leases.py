@@ -4,15 +4,16 @@ needs none."""
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
+from typing import cast
 
 import pytest
 
+from bench.events import EventKind
 from bench.lab import client
 from bench.lab.leases import LeaseRefused, LeaseTable
 from bench.lab.mqtt import client as mqtt_client
-from bench.lab.protocol import LeaseInfo, LogEntry, Result, decode
+from bench.lab.protocol import Event, LeaseInfo, LogEntry, Result, decode
 from tests.conftest import bench
 from tests.labkit import SHORT, Lab, lab_fixture, mosquitto_fixture  # noqa: F401  (fixtures)
 
@@ -46,6 +47,9 @@ def test_abort_needs_the_lease_estop_does_not_and_a_lease_expires(lab: Lab) -> N
     lab.wait_online(["bench-a"])
     op = lab.broker.broker()
     ref = client.sequence_ref(str(SHORT))
+
+    async def send(op_name: str, holder: str, **kw: object) -> None:
+        await client.control(op, "bench-a", client.make_control(op_name, holder, **kw))  # type: ignore[arg-type]
 
     async def scenario() -> dict[str, object]:
         out: dict[str, object] = {"leases": [], "notes": []}
@@ -82,39 +86,23 @@ def test_abort_needs_the_lease_estop_does_not_and_a_lease_expires(lab: Lab) -> N
                     elif topic.endswith("/log"):
                         out["notes"].append(decode(LogEntry, payload).message)  # type: ignore[attr-defined]
                     elif topic.endswith("/events"):
-                        ev = json.loads(payload)
-                        if ev["kind"] == "step_started" and ev["fields"].get("step") == "hold":
+                        ev = decode(Event, payload)
+                        if ev.kind == EventKind.STEP_STARTED and ev.fields.get("step") == "hold":
                             if step == 1:
                                 step = 2
-                                await client.control(
-                                    op,
-                                    "bench-a",
-                                    client.make_control("abort", "bob", reason="no lease", job=jobs[0].job),
-                                )
-                                await client.control(op, "bench-a", client.make_control("acquire", "alice", ttl_s=60))
-                                await client.control(
-                                    op,
-                                    "bench-a",
-                                    client.make_control("abort", "bob", reason="alice's", job=jobs[0].job),
-                                )
-                                await client.control(
-                                    op,
-                                    "bench-a",
-                                    client.make_control("abort", "alice", reason="done here", job=jobs[0].job),
-                                )
+                                await send("abort", "bob", reason="no lease", job=jobs[0].job)
+                                await send("acquire", "alice", ttl_s=60)
+                                await send("abort", "bob", reason="alice's", job=jobs[0].job)
+                                await send("abort", "alice", reason="done here", job=jobs[0].job)
                             elif step == 3:
                                 step = 4
-                                await client.control(
-                                    op,
-                                    "bench-a",
-                                    client.make_control("estop", "carol", reason="smoke", job=jobs[1].job),
-                                )
+                                await send("estop", "carol", reason="smoke", job=jobs[1].job)
                     elif "/results/" in topic:
                         res = decode(Result, payload)
                         out[res.job] = res
                         if step == 2:
                             step = 3
-                            await client.control(op, "bench-a", client.make_control("release", "alice"))
+                            await send("release", "alice")
                             await client.submit(op, jobs[1:])
                         elif step == 4:
                             break
@@ -122,9 +110,9 @@ def test_abort_needs_the_lease_estop_does_not_and_a_lease_expires(lab: Lab) -> N
         return out
 
     out = asyncio.run(scenario())
-    leases = out["leases"]
-    assert leases[:2] == [None, "alice"] or "alice" in leases, leases  # type: ignore[operator]
-    assert None in leases[leases.index("alice") :], leases  # type: ignore[union-attr,index]
+    leases = cast(list[str | None], out["leases"])
+    assert leases[:2] == [None, "alice"] or "alice" in leases, leases
+    assert None in leases[leases.index("alice") :], leases
     notes = "\n".join(out["notes"])  # type: ignore[arg-type]
     assert "abort refused: abort needs a lease on this bench; none is held" in notes, notes
     assert "abort refused: abort needs the lease, which alice holds" in notes, notes

@@ -94,4 +94,14 @@ def test_each_route_stands_for_its_subscription() -> None:
         "lab/jobs/+",
         "lab/benches/+/claims/+",
     ]
-    assert r.group_of("lab/jobs/job-1") == "" and r.group_of("lab/queue/job-1") is None
+    found = r.match("lab/benches/bench-b/claims/job-1")
+    assert (
+        found is not None
+        and found[0].filter == "lab/benches/+/claims/+"
+        and found[1]
+        == {
+            "bench": "bench-b",
+            "job": "job-1",
+        }
+    )
+    assert r.match("lab/queue/job-1") is None

@@ -118,12 +118,9 @@ def test_unknown_hash_malformed_oversized_and_text_jobs_are_refused_and_the_agen
     assert "refused message on lab/queue/garbage" in agent_log  # logged locally too
 
 
-def test_sequence_text_runs_only_where_the_station_allows_it(lab: Lab) -> None:
-    lab.start_agent("bench-b", allow_text=True)
-    lab.wait_online(["bench-b"])
-    op = lab.broker.broker()
-    text = SHORT.read_text().replace("hold: 10 s", "hold: 2 s").replace("id: LAB-SHORT", "id: LAB-TEXT")
-    job = client.make_job(SequenceRef(id="LAB-TEXT", sha256=hashlib.sha256(text.encode()).hexdigest()), {}, {})
+def _run_text(op: object, sequence_id: str, text: str) -> Result:
+    """Send a job with its sequence as text and wait for its result."""
+    job = client.make_job(SequenceRef(id=sequence_id, sha256=hashlib.sha256(text.encode()).hexdigest()), {}, {})
     job = job.model_copy(update={"sequence_text": text})
     got = asyncio.run(
         collect(
@@ -131,25 +128,22 @@ def test_sequence_text_runs_only_where_the_station_allows_it(lab: Lab) -> None:
             [f"lab/benches/+/results/{job.job}"],
             lambda g: bool(g),
             60,
-            lambda: client.submit(op, [job], check=False),
+            lambda: client.submit(op, [job], check=False),  # type: ignore[arg-type]
         )
     )
-    res = decode(Result, got[0][1])
+    return decode(Result, got[0][1])
+
+
+def test_sequence_text_runs_only_where_the_station_allows_it(lab: Lab) -> None:
+    lab.start_agent("bench-b", allow_text=True)
+    lab.wait_online(["bench-b"])
+    op = lab.broker.broker()
+    text = SHORT.read_text().replace("hold: 10 s", "hold: 2 s").replace("id: LAB-SHORT", "id: LAB-TEXT")
+    res = _run_text(op, "LAB-TEXT", text)
     assert res.verdict == "PASS", res.reason
     # A sequence is data: a text that is not a valid sequence is refused with the loader's one line.
     bad = "id: X\ntitle: t\nversion: 1.0.0\nbasis: {standard: t, clause: t}\nrequires: [psu]\nsteps: [{python: 'import os'}]\n"
-    bad_job = client.make_job(SequenceRef(id="X", sha256=hashlib.sha256(bad.encode()).hexdigest()), {}, {})
-    bad_job = bad_job.model_copy(update={"sequence_text": bad})
-    got = asyncio.run(
-        collect(
-            op,
-            [f"lab/benches/+/results/{bad_job.job}"],
-            lambda g: bool(g),
-            60,
-            lambda: client.submit(op, [bad_job], check=False),
-        )
-    )
-    res = decode(Result, got[0][1])
+    res = _run_text(op, "X", bad)
     assert res.verdict == "REFUSED" and res.exit_code == 2, res
 
 

@@ -60,52 +60,16 @@ def test_a_result_from_a_bench_the_job_did_not_allow_does_not_count(lab: Lab) ->
     assert " done " in line and "bench-b" in line and "PASS" in line, line
 
 
-def test_a_result_from_a_bench_that_lost_the_claim_does_not_count(lab: Lab) -> None:
-    lab.start_agent("bench-b", realtime=True)
-    lab.wait_online(["bench-b"])
-    op = lab.broker.broker()
-    # 50 V is outside the measurement's 90..110 V: bench-b's true verdict is FAIL.
-    job = client.make_job(client.sequence_ref(str(SHORT)), {"hold": "3 s", "voltage": "50 V"}, {})
-    seen: dict[str, str] = {}
-
-    async def scenario() -> Result:
-        forged = asyncio.Event()
-
-        def on(kind: str, obj: object) -> None:
-            if isinstance(obj, Claim) and obj.bench == "bench-b" and "b" not in seen:
-                seen["b"] = obj.bench
-                forged.set()
-
-        watcher = asyncio.create_task(client.watch(op, job.job, on, give_up_after=60))
-        await asyncio.sleep(0.5)
-        await client.submit(op, [job])
-        await asyncio.wait_for(forged.wait(), 30)
-        # bench-b holds the claim; bench-a claims after it and publishes a PASS at once.
-        await _forge(lab.broker.broker("bench-a"), job.job)
-        out = await asyncio.to_thread(bench, "lab", "status", "--broker", lab.broker.url())
-        seen["status"] = _job_line(out.out, job.job)
-        return await watcher
-
-    res = asyncio.run(scenario())
-    assert " done " not in seen["status"] and "PASS" not in seen["status"], seen["status"]
-    assert res.bench == "bench-b" and res.verdict == "FAIL", res
-    # Watched afterwards, from the retained claims alone, the two claims of attempt 1 are a dispute:
-    # neither result counts (bench-b's honest FAIL included), and the forged PASS is never the verdict.
-    watched = bench("lab", "watch", job.job, "--timeout", "5", "--broker", lab.broker.url(), timeout=30)
-    assert watched.rc == 3 and "attempt 1 is disputed" in watched.out, watched.out
-    assert not any(line.startswith("PASS") for line in watched.out.splitlines()), watched.out
-    line = _job_line(bench("lab", "status", "--broker", lab.broker.url()).out, job.job)
-    assert "disputed" in line and "PASS" not in line, line
-
-
-def test_a_later_attempt_cannot_take_over_a_job_its_winner_still_runs(lab: Lab) -> None:
+def _forged_while_bench_b_runs(lab: Lab, attempt: int) -> tuple[Result, str]:
+    """bench-b runs a job whose true verdict is FAIL (50 V is outside the measurement's 90..110 V);
+    once bench-b holds the claim, bench-a claims attempt ``attempt`` and publishes a PASS at once.
+    The job's result as watched from the start, and its line in ``bench lab status`` meanwhile."""
     lab.start_agent("bench-b", realtime=True)
     lab.wait_online(["bench-b"])
     op = lab.broker.broker()
     job = client.make_job(client.sequence_ref(str(SHORT)), {"hold": "3 s", "voltage": "50 V"}, {})
-    seen: dict[str, str] = {}
 
-    async def scenario() -> Result:
+    async def scenario() -> tuple[Result, str]:
         claimed = asyncio.Event()
 
         def on(kind: str, obj: object) -> None:
@@ -116,16 +80,33 @@ def test_a_later_attempt_cannot_take_over_a_job_its_winner_still_runs(lab: Lab) 
         await asyncio.sleep(0.5)
         await client.submit(op, [job])
         await asyncio.wait_for(claimed.wait(), 30)
-        # Attempt 2 opens only when bench-b is gone without a result; bench-a claims it anyway.
-        await _forge(lab.broker.broker("bench-a"), job.job, attempt=2)
+        await _forge(lab.broker.broker("bench-a"), job.job, attempt=attempt)
         out = await asyncio.to_thread(bench, "lab", "status", "--broker", lab.broker.url())
-        seen["status"] = _job_line(out.out, job.job)
-        return await watcher
+        return await watcher, _job_line(out.out, job.job)
 
-    res = asyncio.run(scenario())
-    assert " done " not in seen["status"] and "PASS" not in seen["status"], seen["status"]
+    return asyncio.run(scenario())
+
+
+def test_a_result_from_a_bench_that_lost_the_claim_does_not_count(lab: Lab) -> None:
+    # bench-a claims attempt 1 after bench-b did: bench-b's claim came first and wins.
+    res, status = _forged_while_bench_b_runs(lab, attempt=1)
+    assert " done " not in status and "PASS" not in status, status
+    assert res.bench == "bench-b" and res.verdict == "FAIL", res
+    # Watched afterwards, from the retained claims alone, the two claims of attempt 1 are a dispute:
+    # neither result counts (bench-b's honest FAIL included), and the forged PASS is never the verdict.
+    watched = bench("lab", "watch", res.job, "--timeout", "5", "--broker", lab.broker.url(), timeout=30)
+    assert watched.rc == 3 and "attempt 1 is disputed" in watched.out, watched.out
+    assert not any(line.startswith("PASS") for line in watched.out.splitlines()), watched.out
+    line = _job_line(bench("lab", "status", "--broker", lab.broker.url()).out, res.job)
+    assert "disputed" in line and "PASS" not in line, line
+
+
+def test_a_later_attempt_cannot_take_over_a_job_its_winner_still_runs(lab: Lab) -> None:
+    # Attempt 2 opens only when bench-b is gone without a result; bench-a claims it anyway.
+    res, status = _forged_while_bench_b_runs(lab, attempt=2)
+    assert " done " not in status and "PASS" not in status, status
     assert res.bench == "bench-b" and res.verdict == "FAIL" and res.attempt == 1, res
-    line = _job_line(bench("lab", "status", "--broker", lab.broker.url()).out, job.job)
+    line = _job_line(bench("lab", "status", "--broker", lab.broker.url()).out, res.job)
     assert " done " in line and "bench-b" in line and "FAIL" in line, line
 
 
@@ -295,7 +276,7 @@ def test_control_must_name_the_running_job_be_fresh_and_agree_with_its_topic(lab
                 await c.publish(f"lab/control/bench-a/{leaf}", body, qos=1)
             async with asyncio.timeout(10):
                 async for msg in c.messages:
-                    notes.append(decode(LogEntry, bytes(msg.payload)).message)  # type: ignore[arg-type]
+                    notes.append(decode(LogEntry, bytes(msg.payload)).message)
                     if len(notes) >= 4:
                         break
         # The command line aims the stop at the job the bench runs now, read from its state.

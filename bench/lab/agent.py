@@ -375,13 +375,14 @@ class Agent:
     def on_message(self, topic: str, payload: bytes, retained: bool = False, history: bool = False) -> None:
         """One message. ``history``: a retained one from the history read (bench/lab/mqtt.py
         start_barrier), which is older than anything that came live on the same topic meanwhile."""
-        if self.router.group_of(topic) == HISTORY:
+        found = self.router.match(topic)
+        if found is not None and found[0].group == HISTORY:
             if history:
                 if topic in self._live_topics:
                     return
             elif not self.synced:
                 self._live_topics.add(topic)
-        self.router.dispatch(topic, payload, retained=retained, history=history)
+        self.router.deliver(found, topic, payload, retained=retained, history=history)
 
     def _on_job_record(self, job: Job, at: Arrival) -> None:
         self.on_job(job, via_queue=False, history=at.history)

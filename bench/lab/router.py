@@ -31,16 +31,20 @@ def _is_variable(level: str) -> bool:
     return level.startswith("{") and level.endswith("}")
 
 
-@dataclass(frozen=True)
 class Arrival:
     """How a message came: its topic, the values of the pattern's ``{name}`` levels, and whether it
     was retained (already on the broker when the subscriber came) or read as part of the retained
     history up to a barrier (bench/lab/mqtt.py ``start_barrier``)."""
 
-    topic: str
-    levels: Mapping[str, str] = field(default_factory=dict)
-    retained: bool = False
-    history: bool = False
+    # A plain class with slots: one is made for each of the tens of thousands of messages of a
+    # history read.
+    __slots__ = ("history", "levels", "retained", "topic")
+
+    def __init__(self, topic: str, levels: Mapping[str, str], retained: bool = False, history: bool = False) -> None:
+        self.topic = topic
+        self.levels = levels
+        self.retained = retained
+        self.history = history
 
     def __getitem__(self, name: str) -> str:
         return self.levels[name]
@@ -52,7 +56,15 @@ class Route(Generic[R]):
     model: type[BaseModel]
     handle: Callable[[Any, Arrival], R]
     cleared: Callable[[Arrival], R] | None = None
-    group: str = ""  # a label the user of the router may ask about (``Router.group_of``)
+    group: str = ""  # a label the user of the router may ask about (``Router.match``)
+    # (position, text) of the fixed levels and (position, name) of the varying ones
+    fixed: tuple[tuple[int, str], ...] = field(init=False)
+    varying: tuple[tuple[int, str], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        levels = list(enumerate(self.pattern))
+        object.__setattr__(self, "fixed", tuple((i, x) for i, x in levels if not _is_variable(x)))
+        object.__setattr__(self, "varying", tuple((i, x[1:-1]) for i, x in levels if _is_variable(x)))
 
     @property
     def filter(self) -> str:
@@ -60,17 +72,15 @@ class Route(Generic[R]):
         return "/".join("+" if _is_variable(level) else level for level in self.pattern)
 
     def match(self, levels: list[str]) -> dict[str, str] | None:
-        if len(levels) != len(self.pattern):
-            return None
-        found: dict[str, str] = {}
-        for want, got in zip(self.pattern, levels, strict=True):
-            if _is_variable(want):
-                if not got:
-                    return None
-                found[want[1:-1]] = got
-            elif want != got:
+        """The values of the varying levels when ``levels`` (same number as the pattern) match."""
+        for i, text in self.fixed:
+            if levels[i] != text:
                 return None
-        return found
+        found = {name: levels[i] for i, name in self.varying}
+        return None if "" in found.values() else found
+
+
+Match = tuple[Route[R], dict[str, str]]
 
 
 class Router(Generic[R]):
@@ -86,6 +96,7 @@ class Router(Generic[R]):
         self.limit = limit
         self.refused = refused
         self.routes: list[Route[R]] = []
+        self._by_depth: dict[int, list[Route[R]]] = {}  # routes by their number of levels
 
     def on(
         self,
@@ -96,25 +107,28 @@ class Router(Generic[R]):
         cleared: Callable[[Arrival], R] | None = None,
         group: str = "",
     ) -> None:
-        self.routes.append(Route(tuple(pattern.split("/")), model, handle, cleared, group))
+        route: Route[R] = Route(tuple(pattern.split("/")), model, handle, cleared, group)
+        self.routes.append(route)
+        self._by_depth.setdefault(len(route.pattern), []).append(route)
 
-    def match(self, topic: str) -> tuple[Route[R], dict[str, str]] | None:
+    def match(self, topic: str) -> Match[R] | None:
+        """The route that takes a topic and the values of its varying levels; None: no route does."""
         levels = topic.split("/")
-        for route in self.routes:
+        for route in self._by_depth.get(len(levels), ()):
             found = route.match(levels)
             if found is not None:
                 return route, found
         return None
 
-    def group_of(self, topic: str) -> str | None:
-        """The group of the route a topic takes, or None when no route takes it."""
-        found = self.match(topic)
-        return None if found is None else found[0].group
-
     def dispatch(self, topic: str, payload: bytes, *, retained: bool = False, history: bool = False) -> R | None:
         """Hand one message to its route's handler and return what the handler returns; None when no
         route takes the topic, the payload is empty and the route ignores that, or it is refused."""
-        found = self.match(topic)
+        return self.deliver(self.match(topic), topic, payload, retained=retained, history=history)
+
+    def deliver(
+        self, found: Match[R] | None, topic: str, payload: bytes, *, retained: bool = False, history: bool = False
+    ) -> R | None:
+        """``dispatch`` for a topic already matched (``match``)."""
         if found is None:
             return None
         route, levels = found
