@@ -155,8 +155,8 @@ class RunView:
             total = len(self.run.plan.steps if step.phase == "steps" else self.run.plan.cleanup)
             info.add_row("step", _m(f"{step.index + 1}/{total} {step.name}: {step.text}"))
             elapsed = now - (st.step_started - st.t0)
-            if step.kind in ("wait", "wait_until") and (step.timeout or step.duration):
-                limit = step.duration or step.timeout
+            limit = step.plan.time_limit()  # a wait's duration, a wait_until's timeout
+            if limit:
                 frac = min(1.0, elapsed / limit) if limit else 1.0
                 bar = "#" * int(frac * 30) + "-" * (30 - int(frac * 30))
                 info.add_row("", f"[{bar}] {hms(elapsed)} of {hms(limit)}{' max' if step.kind == 'wait_until' else ''}")

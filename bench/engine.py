@@ -10,7 +10,7 @@ The life of a run is documented in docs/lifecycle.md. In short:
 6. close devices, write result.json, junit.xml, report.html and seal the record.
 
 ``Run`` holds that order. The parts it orders have a module each: the shared state and
-primitives (bench/runcontext.py), the step executors (bench/steps.py) and their sequencer
+primitives (bench/runcontext.py), the step kinds (bench/stepkinds/) and their sequencer
 (bench/sequencer.py), the stop levels (bench/stopping.py), the station's supervision and the
 monitors (bench/supervision.py), the safe state (bench/safestate.py) and the end of the record
 (bench/finish.py).
@@ -255,7 +255,7 @@ class Run(RunContext):
             self.event(EventKind.SNAPSHOT, values=self.values(names))
 
     async def _cleanup(self) -> None:
-        steps = [s for s in self.plan.cleanup if all(sv.signal.split(".")[0] in self.connected for sv in s.sets)]
+        steps = [s for s in self.plan.cleanup if s.plan.cleanup_needs() <= set(self.connected)]
 
         async def cleanup_steps() -> None:
             for step in steps:

@@ -1,6 +1,6 @@
 """What the parts of one run share, and the primitives they all use.
 
-A run (bench/engine.py) is split by concern: the step executors (bench/steps.py) and their
+A run (bench/engine.py) is split by concern: the step kinds (bench/stepkinds/) and their
 sequencer (bench/sequencer.py), the stop levels (bench/stopping.py), the supervision and the
 monitors (bench/supervision.py), the safe state (bench/safestate.py) and the finishing of the
 record (bench/finish.py). Each of them works on this one context: the plan, the options, the
@@ -15,19 +15,24 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from bench.compiler import SetValue
 from bench.errors import DeviceError
 from bench.events import EventKind
 from bench.expr import Compiled
 from bench.interlock import Interlock
-from bench.plan import Plan, PlanStep, SetValue
 from bench.prompts import Answers
 from bench.report import runtime
 from bench.result import DeviceIdentity, DtcRead, Measurement, SafeStateReadback, StepResult, Verdict
 from bench.runrecord import RunRecorder
 from bench.signals import SignalBus
+from bench.stepkinds.base import PlanStep
 from bench.units import format_value
+
+if TYPE_CHECKING:
+    # Only a type here: the step kinds' executors take a context, and the plan lists the kinds.
+    from bench.plan import Plan
 
 COMMAND_TIMEOUT = 10.0
 
@@ -58,7 +63,7 @@ class RunState:
     """What the operator's view reads while the run goes on."""
 
     phase: str = "load"
-    step: PlanStep | None = None
+    step: PlanStep[Any] | None = None
     step_started: float = 0.0
     t0: float = 0.0
     now: Callable[[], float] = lambda: 0.0

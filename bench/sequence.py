@@ -10,19 +10,26 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetCoreSchemaHandler,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema
 
-Scalar = str | int | float
+from bench import stepkinds
+from bench.stepkinds.base import Scalar as Scalar
+from bench.stepkinds.base import StepModel
+from bench.stepkinds.base import as_text as _as_text
+
 # The confidence tags of the research notes: confirmed in a primary text, in a harmonised sibling
 # document, in a secondary source only (a wiki, slides, a summary), or recalled.
 CONFIDENCE_TAG = re.compile(r"\[(?:C|C-analog|S|R)\]")
-
-
-def _as_text(v: Any) -> Any:
-    # YAML reads `12` or `4.2` as numbers; the quantity parser wants text.
-    if isinstance(v, bool):
-        raise ValueError("expected a quantity or an expression, not true/false")
-    return str(v) if isinstance(v, int | float) else v
 
 
 class _Model(BaseModel):
@@ -90,145 +97,41 @@ class Monitor(_Model):
     message: str | None = None
 
 
-class _Step(_Model):
-    name: str | None = Field(None, description="unique within the sequence; defaults to 'NN kind'")
-    doc: str | None = None
+class _KindUnion:
+    """The schema of a step: the union of the registered step kinds' models (bench/stepkinds/), told apart by their key."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        # Built when the model is, from the kinds registered then (a kind added later rebuilds it).
+        members: list[Any] = [Annotated[k.model, Tag(k.name)] for k in stepkinds.all_kinds()]
+        union: Any = members[0]
+        for member in members[1:]:
+            union = union | member
+        one_of = ", ".join(stepkinds.names())
+        return handler.generate_schema(
+            Annotated[
+                union,
+                Discriminator(
+                    _step_kind,
+                    custom_error_type="unknown_step",
+                    custom_error_message=f"a step needs exactly one of: {one_of}",
+                ),
+            ]
+        )
 
 
-class SetStep(_Step):
-    set: dict[str, Scalar] = Field(description="signal -> value, e.g. {psu.output: ON, psu.voltage_set: 850 V}")
-    as_: str | None = Field(None, alias="as", description="record the instant the values were applied as @name")
-
-    @field_validator("set", mode="before")
-    @classmethod
-    def _values(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: _as_text(x) for k, x in v.items()}
-        return v
-
-
-class WaitStep(_Step):
-    wait: str = Field(description="duration, e.g. '2 s' or '$soak'")
-
-    _text = field_validator("wait", mode="before")(_as_text)
-
-
-class WaitUntilStep(_Step):
-    wait_until: str = Field(description="condition to wait for")
-    timeout: str = Field(description="maximum time to wait")
-    as_: str | None = Field(None, alias="as", description="record the instant the condition became true as @name")
-    on_timeout: Literal["fail", "continue"] = "fail"
-
-    _text = field_validator("timeout", mode="before")(_as_text)
-
-
-class RampSpec(_Model):
-    signals: list[str] = Field(min_length=1, description="signals that follow the ramp together")
-    from_: Scalar | None = Field(
-        None, alias="from", description="start value, e.g. '0 %vol' [default: the first signal's present value]"
-    )
-    to: Scalar = Field(description="end value")
-    rate: Scalar = Field(description="change per unit of time, e.g. '0.1 %vol/s' or '2 degC/min'")
-    interval: Scalar = Field("100 ms", description="time between two setpoints")
-
-    _text = field_validator("from_", "to", "rate", "interval", mode="before")(_as_text)
-
-
-class RampStep(_Step):
-    ramp: RampSpec
-    until: str | None = Field(None, description="stop the ramp as soon as this condition holds")
-    as_: str | None = Field(None, alias="as", description="record the instant 'until' became true as @name")
-    on_end: Literal["fail", "continue"] = Field(
-        "fail", description="with 'until': what the end of the ramp without the condition means"
-    )
-
-
-class MeasureSpec(_Model):
-    name: str
-    signal: str | None = Field(None, description="signal to measure")
-    expr: str | None = Field(None, description="or an expression, e.g. '@t_open - @t_trip'")
-    stat: Literal["value", "min", "max", "mean", "max_moving_mean"] = "value"
-    over: str | None = Field(None, description="length of the moving window of 'max_moving_mean', e.g. '3 s'")
-    window: str | None = Field(None, description="collect for this long from now, then apply stat")
-    since: str | None = Field(None, description="apply stat over the samples since this instant (@mark or step name)")
-    min: Scalar | None = None
-    max: Scalar | None = None
-    unit: str | None = Field(None, description="unit to report the value in")
-    uncertainty: Scalar | None = Field(None, description="expanded uncertainty U (k = 2) if known; else computed")
-
-    _text = field_validator("window", "over", "min", "max", "uncertainty", mode="before")(_as_text)
-
-
-class MeasureStep(_Step):
-    measure: MeasureSpec
-
-
-class CheckStep(_Step):
-    check: str = Field(description="condition that must hold now")
-    message: str | None = None
-
-
-class PromptSpec(_Model):
-    text: str = Field(description="what the operator is asked")
-    when: str | None = Field(None, description="ask only once this condition holds (waits for it)")
-    value: bool = Field(False, description="ask for a value instead of a confirmation")
-    unit: str | None = Field(None, description="unit of the value")
-    min: Scalar | None = None
-    max: Scalar | None = None
-    timeout: str = Field("30 min", description="how long to wait for the gate condition and the answer")
-
-    _text = field_validator("min", "max", "timeout", mode="before")(_as_text)
-
-
-class PromptStep(_Step):
-    prompt: PromptSpec
-
-
-class CheckDtcsSpec(_Model):
-    device: str = Field(description="a device of 'requires' whose station entry has 'uds:'")
-    stored: list[Scalar] = Field(description="DTCs that must be stored, e.g. [P0AA1-00]; [] = none may be stored")
-    status: list[str] = Field(["confirmedDTC"], description="ISO 14229-1 status bits each expected DTC must have")
-    allow: list[Scalar] = Field([], description="other DTCs that may be stored too")
-    within: str | None = Field(None, description="re-read until it holds, at most this long")
-
-    _text = field_validator("within", mode="before")(_as_text)
-
-
-class CheckDtcsStep(_Step):
-    check_dtcs: CheckDtcsSpec
-
-
-class ClearDtcsStep(_Step):
-    clear_dtcs: str | list[str] = Field(description="device (or devices) whose DTC memory is cleared")
+Step = Annotated[StepModel, _KindUnion()]
 
 
 def _step_kind(v: Any) -> str | None:
+    if isinstance(v, StepModel):
+        return stepkinds.of_model(v).name
     keys = v.keys() if isinstance(v, dict) else vars(v).keys() if hasattr(v, "__dict__") else []
-    for kind in STEP_KINDS:
+    for kind in stepkinds.names():
         if kind in keys:
             return kind
     return None
 
 
-Step = Annotated[
-    Annotated[SetStep, Tag("set")]
-    | Annotated[WaitStep, Tag("wait")]
-    | Annotated[WaitUntilStep, Tag("wait_until")]
-    | Annotated[MeasureStep, Tag("measure")]
-    | Annotated[CheckStep, Tag("check")]
-    | Annotated[PromptStep, Tag("prompt")]
-    | Annotated[RampStep, Tag("ramp")]
-    | Annotated[CheckDtcsStep, Tag("check_dtcs")]
-    | Annotated[ClearDtcsStep, Tag("clear_dtcs")],
-    Discriminator(
-        _step_kind,
-        custom_error_type="unknown_step",
-        custom_error_message=(
-            "a step needs exactly one of: set, wait, wait_until, measure, check, prompt, ramp, check_dtcs, clear_dtcs"
-        ),
-    ),
-]
-STEP_KINDS = ("set", "wait", "wait_until", "measure", "check", "prompt", "ramp", "check_dtcs", "clear_dtcs")
 # Ids of sequences and stations name files and folders (run records, interlock latches, station
 # locks): no path separators, and no leading dot, so an id can never reach outside its folder.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -271,21 +174,8 @@ class Sequence(_Model):
         return v
 
 
-def step_kind(step: Any) -> str:
-    for kind in STEP_KINDS:
-        if isinstance(step, _KIND_CLASSES[kind]):
-            return kind
-    raise TypeError(step)
+def _rebuild() -> None:
+    Sequence.model_rebuild(force=True)
 
 
-_KIND_CLASSES: dict[str, type[_Step]] = {
-    "set": SetStep,
-    "wait": WaitStep,
-    "wait_until": WaitUntilStep,
-    "measure": MeasureStep,
-    "check": CheckStep,
-    "prompt": PromptStep,
-    "ramp": RampStep,
-    "check_dtcs": CheckDtcsStep,
-    "clear_dtcs": ClearDtcsStep,
-}
+stepkinds.on_change(_rebuild)

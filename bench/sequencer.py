@@ -1,21 +1,23 @@
 """Run steps one after another, record each one, and decide whether the sequence goes on.
 
-The step itself is done by its kind's executor (bench/steps.py). Here: ``step_started`` and
+The step itself is done by its kind's executor (bench/stepkinds/). Here: ``step_started`` and
 ``step_ended``, the step's result, the first failure (the verdict's reason), and the rules:
-a failed ``measure`` lets the steps go on (so that every measurement is taken), any other
-failure or error ends them; a terminate ends them before the next step.
+a failed step of a kind that says so (``measure``) lets the steps go on (so that every
+measurement is taken), any other failure or error ends them; a terminate ends them before the
+next step.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from bench import stepkinds
 from bench.errors import BenchError
 from bench.events import EventKind
-from bench.plan import PlanStep
 from bench.result import Outcome, StepResult, Verdict
 from bench.runcontext import RunContext, rounded
-from bench.steps import EXECUTORS, StepFailed
+from bench.stepkinds.base import PlanStep, StepFailed
 from bench.stopping import StopLevels
 
 
@@ -24,7 +26,7 @@ class Sequencer:
         self.ctx = ctx
         self.stops = stops
 
-    async def run_steps(self, steps: list[PlanStep], phase: str) -> None:
+    async def run_steps(self, steps: list[PlanStep[Any]], phase: str) -> None:
         for step in steps:
             terminate = self.stops.terminate_reason
             if terminate is not None and phase == "steps":
@@ -34,7 +36,7 @@ class Sequencer:
             if not ok and phase == "steps":
                 return
 
-    async def run_step(self, step: PlanStep, phase: str) -> bool:
+    async def run_step(self, step: PlanStep[Any], phase: str) -> bool:
         """Run one step and record it; False when the sequence must not go on."""
         ctx = self.ctx
         ctx.state.step = step
@@ -44,12 +46,13 @@ class Sequencer:
         ctx.event(
             EventKind.STEP_STARTED, step=step.name, step_kind=step.kind, phase=phase, line=step.line, text=step.text
         )
+        kind = stepkinds.get(step.kind)
         outcome, message, go_on = Outcome.PASS, "", True
         try:
-            message = await EXECUTORS[step.kind](ctx, step) or ""
+            message = await kind.execute(ctx, step) or ""
         except StepFailed as exc:
             outcome, message = exc.outcome, str(exc)
-            go_on = exc.outcome == Outcome.FAIL and step.kind == "measure"
+            go_on = exc.outcome == Outcome.FAIL and kind.goes_on_after_fail
         except asyncio.CancelledError:
             outcome = Outcome.ABORTED
             message = ctx.stop[1] if ctx.stop else "cancelled"
@@ -66,7 +69,7 @@ class Sequencer:
             ctx.stop = ctx.stop or (Verdict.ERROR, f"step '{step.name}': {message}")
         return go_on
 
-    def _record(self, step: PlanStep, phase: str, start: float, outcome: Outcome, message: str) -> None:
+    def _record(self, step: PlanStep[Any], phase: str, start: float, outcome: Outcome, message: str) -> None:
         ctx = self.ctx
         end = ctx.now()
         ctx.step_results.append(

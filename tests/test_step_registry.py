@@ -1,19 +1,31 @@
-"""Each step kind of the sequence language has one executor (bench/steps.py) and a paragraph in
-docs/lifecycle.md (stage 4), and no executor is registered for a kind the language lacks."""
+"""Each step kind of the sequence language is one module, bench/stepkinds/<kind>.py, with a section
+in docs/sequences.md and a paragraph in docs/lifecycle.md (stage 4)."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
-from bench.sequence import STEP_KINDS
-from bench.steps import EXECUTORS
+from bench import stepkinds
+from bench.sequence import Sequence
 
-LIFECYCLE = Path(__file__).resolve().parent.parent / "docs" / "lifecycle.md"
+ROOT = Path(__file__).resolve().parent.parent
+LIFECYCLE = ROOT / "docs" / "lifecycle.md"
+SEQUENCES = ROOT / "docs" / "sequences.md"
 
 
-def test_every_step_kind_has_one_executor() -> None:
-    assert set(EXECUTORS) == set(STEP_KINDS)
+def test_every_step_kind_is_one_module_of_the_package() -> None:
+    modules = {p.stem for p in (ROOT / "bench" / "stepkinds").glob("*.py")} - {"__init__", "base"}
+    assert set(stepkinds.BUILT_IN) == modules
+    for name in stepkinds.BUILT_IN:
+        assert importlib.import_module(f"bench.stepkinds.{name}").KIND is stepkinds.get(name)
+
+
+def test_the_sequence_language_has_exactly_the_registered_kinds() -> None:
+    assert stepkinds.names() == stepkinds.BUILT_IN
+    steps = Sequence.model_json_schema(by_alias=True)["properties"]["steps"]["items"]["oneOf"]
+    assert [ref["$ref"].rsplit("/", 1)[1] for ref in steps] == [k.model.__name__ for k in stepkinds.all_kinds()]
 
 
 def test_every_step_kind_is_described_in_the_lifecycle() -> None:
@@ -21,4 +33,14 @@ def test_every_step_kind_is_described_in_the_lifecycle() -> None:
     stage = re.search(r"^## 4\. Steps and monitors\n(.*?)(?=^## )", text, re.S | re.M)
     assert stage, "docs/lifecycle.md has no '## 4. Steps and monitors'"
     described = set(re.findall(r"^\s*\* `([a-z_]+)` ", stage.group(1), re.M))
-    assert set(STEP_KINDS) <= described, f"step kinds not described in stage 4: {sorted(set(STEP_KINDS) - described)}"
+    missing = sorted(set(stepkinds.names()) - described)
+    assert not missing, f"step kinds not described in stage 4: {missing}"
+
+
+def test_every_step_kind_has_its_section_in_the_sequence_language() -> None:
+    text = SEQUENCES.read_text(encoding="utf-8")
+    steps = re.search(r"^## Steps\n(.*?)(?=^## )", text, re.S | re.M)
+    assert steps, "docs/sequences.md has no '## Steps'"
+    headed = {word for heading in re.findall(r"^### (.+)$", steps.group(1), re.M) for word in heading.split()}
+    missing = sorted(set(stepkinds.names()) - headed)
+    assert not missing, f"step kinds without a '### kind' section under '## Steps': {missing}"

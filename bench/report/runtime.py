@@ -26,7 +26,8 @@ from bench.report.equipment import (
 from bench.units import format_value
 
 if TYPE_CHECKING:
-    from bench.plan import MeasurePlan, Plan, PlanStep
+    from bench.plan import Plan, PlanStep
+    from bench.stepkinds.measure import MeasurePlan
 
 
 def decision_rule(plan: Plan) -> DecisionRule:
@@ -117,9 +118,9 @@ def measurement_uncertainty(
         parts: list[tuple[str, float]] = []
         for mark in sorted(m.expr.marks):
             src = next((s for s in plan.steps if s.mark == mark), None)
-            if src is None or src.cond is None:
+            if src is None or src.mark_condition is None:
                 return None, []
-            inst = instant_uncertainty(src.cond.signals, station.signal_sources)
+            inst = instant_uncertainty(src.mark_condition.signals, station.signal_sources)
             if inst is None:
                 return None, []
             parts.append((f"@{mark}: {inst[0]}", inst[1]))

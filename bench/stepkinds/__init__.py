@@ -1,0 +1,82 @@
+"""The step kinds of the sequence language: one module of this package per kind.
+
+Each module ``bench/stepkinds/<kind>.py`` holds its kind's whole story (model, compile,
+description, executor) and exposes it as ``KIND``; its section in docs/sequences.md and its
+paragraph in docs/lifecycle.md (stage 4) document it. ``BUILT_IN`` names them in the order the
+sequence language lists them (the order of the error message of a step with no known key).
+:func:`register` adds a kind from elsewhere (a test's own kind); :mod:`bench.sequence`
+rebuilds the sequence model whenever the kinds change.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from bench.stepkinds.base import StepKind, StepModel
+
+BUILT_IN = ("set", "wait", "wait_until", "measure", "check", "prompt", "ramp", "check_dtcs", "clear_dtcs")
+
+AnyKind = StepKind[Any, Any]
+_kinds: dict[str, AnyKind] = {}
+_on_change: list[Callable[[], None]] = []
+
+
+def _loaded() -> dict[str, AnyKind]:
+    if not _kinds:
+        for name in BUILT_IN:
+            kind = importlib.import_module(f"bench.stepkinds.{name}").KIND
+            assert kind.name == name, f"bench/stepkinds/{name}.py defines step kind {kind.name!r}"
+            _kinds[name] = kind
+    return _kinds
+
+
+def names() -> tuple[str, ...]:
+    """Every step kind's YAML key, in the language's order."""
+    return tuple(_loaded())
+
+
+def all_kinds() -> tuple[AnyKind, ...]:
+    return tuple(_loaded().values())
+
+
+def get(name: str) -> AnyKind:
+    return _loaded()[name]
+
+
+def of_model(step: StepModel) -> AnyKind:
+    """The kind of a validated step."""
+    for kind in _loaded().values():
+        if isinstance(step, kind.model):
+            return kind
+    raise TypeError(step)
+
+
+def register(kind: AnyKind) -> None:
+    """Add a step kind to the language (after the built-in ones)."""
+    kinds = _loaded()
+    if kind.name in kinds:
+        raise ValueError(f"step kind {kind.name!r} is already registered")
+    kinds[kind.name] = kind
+    _changed()
+
+
+def unregister(name: str) -> None:
+    if name in BUILT_IN:
+        raise ValueError(f"step kind {name!r} is built in")
+    del _loaded()[name]
+    _changed()
+
+
+def on_change(fn: Callable[[], None]) -> None:
+    """Call ``fn`` whenever a kind is registered or unregistered (models built from the kinds)."""
+    _on_change.append(fn)
+
+
+def _changed() -> None:
+    for fn in _on_change:
+        fn()
+
+
+__all__ = ["BUILT_IN", "AnyKind", "all_kinds", "get", "names", "of_model", "on_change", "register", "unregister"]

@@ -1,0 +1,53 @@
+"""``check``: a condition that must hold now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from bench.compiler import Compiler
+from bench.expr import Compiled
+from bench.result import Outcome
+from bench.runcontext import RunContext
+from bench.stepkinds.base import KindPlan, PlanStep, StepFailed, StepKind, StepModel, StepSite
+
+
+class CheckStep(StepModel):
+    check: str = Field(description="condition that must hold now")
+    message: str | None = None
+
+
+@dataclass
+class CheckPlan(KindPlan):
+    cond: Compiled
+    cond_text: str
+    message: str | None
+
+    def signals(self) -> set[str]:
+        return set(self.cond.signals)
+
+
+def compile_check(c: Compiler, step: CheckStep, site: StepSite) -> CheckPlan:
+    return CheckPlan(c.condition(step.check, site.at("check"), site.marks), step.check, step.message)
+
+
+def describe(ps: PlanStep[CheckPlan]) -> str:
+    return f"check {ps.plan.cond_text}"
+
+
+async def run_check(ctx: RunContext, step: PlanStep[CheckPlan]) -> str:
+    p = step.plan
+    ctx.bus.env.why_unknown = None
+    result = p.cond.fn(ctx.bus.env)
+    shown = ctx.shown(ctx.values(p.cond.signals))
+    if result is None:
+        why = ctx.bus.env.why_unknown or "no sample yet"
+        raise StepFailed(Outcome.ERROR, f"cannot evaluate '{p.cond_text}': {why} ({shown})")
+    if not result:
+        text = p.message or f"check failed: {p.cond_text}"
+        raise StepFailed(Outcome.FAIL, f"{text} ({shown})" if shown else text)
+    return shown
+
+
+KIND = StepKind("check", CheckStep, compile_check, describe, run_check)
