@@ -78,7 +78,8 @@ def _limit(model: Sequence, measure: str, bound: str, text: str) -> Limit:
         for n in dict.fromkeys(_PARAM.findall(text))
         if n in model.parameters
     )
-    made_of = ", ".join(f"{n} ({_ORIGIN_WORDS[o]})" for n, o in parts)
+    # Parts are named, the limit is not theirs: "(regulation)" would read as the limit's attribution.
+    made_of = " and ".join(f"{n} ({_PART_WORDS.get(o, _ORIGIN_WORDS[o])})" for n, o in parts)
     return Limit(measure, bound, text, "lab", f"made of {made_of}" if made_of else "", parts=parts)
 
 
@@ -88,6 +89,9 @@ _ORIGIN_WORDS = {
     "lab": "lab method",
     UNDECLARED: "origin not declared",
 }
+
+
+_PART_WORDS = {"regulation": "value from a regulation", "item": "value from the item specification"}
 
 
 def origin_words(origin: str) -> str:

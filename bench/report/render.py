@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.events import EventKind
+from bench.report.conformity import basis_html, deviations_html, record_sequence, statements_html
 from bench.result import RunResult
 
 REPORT_PREFIX = "TR-"
@@ -316,7 +317,7 @@ def build_html(
                     "Sequence",
                     f"{_e(seq.get('id'))}, version {_e(seq.get('version'))}: {_e(seq.get('title'))}",
                 ),
-                ("7.8.2.1 f)", "Basis", _e(f"{basis.get('standard', '')}, clause {basis.get('clause', '')}")),
+                ("7.8.2.1 f)", "Basis", basis_html(basis)),
                 ("7.8.2.1 f)", "Sequence SHA-256", f'<span class="hash">{_e(seq.get("sha256"))}</span>'),
                 ("", "Station", _e(f"{result.station.get('id')}: {result.station.get('title', '')}")),
                 ("", "Controller software", _e(f"hil-bench {result.code_version}")),
@@ -492,27 +493,17 @@ def build_html(
         "the probability of false acceptance can reach 50 % for a result at a limit"
     )
     a(f'<p class="stmt">Decision rule (7.8.6.1, 7.8.6.2 c): {_e(rule_text)}.</p>')
-    spec = f"{basis.get('standard', '')}, clause {basis.get('clause', '')}"
-    if result.measurements:
-        a("<ul>")
-        for m in result.measurements:
-            verb = "conforms to" if m.outcome == "PASS" else "does not conform to"
-            u = f" &plusmn; {_num(m.uncertainty)}" if m.uncertainty is not None else ""
-            a(
-                f"<li>{_e(m.name)} = {_num(m.value)}{u} {_e(m.unit)} {verb} the limit {_limits(m)} of "
-                f"{_e(spec)} ({_e(seq.get('id'))}); rule applied: {_e(m.decision or rule)}.</li>"
-            )
-        a("</ul>")
-    else:
-        a(f"<p>{_na('no measurement with limits was taken')}</p>")
+    # 7.8.6.2 b): each limit conforms to the specification its origin names, never to the basis as a whole.
+    model = record_sequence(run_dir, events)
+    a(
+        '<p class="stmt">Specification met (7.8.6.2 b): each limit is stated against its own origin: a regulation '
+        "only where the sequence declares the limit to be the regulation's, the item specification, or the "
+        "laboratory's method.</p>"
+    )
+    a(statements_html(result.measurements, model, rule, str(seq.get("id"))))
 
     a("<h2>8. Deviations from the method (7.8.2.1 n)</h2>")
-    if result.deviations:
-        a("<ul>" + "".join(f"<li>{_e(d)}</li>" for d in result.deviations) + "</ul>")
-    else:
-        a(
-            "<p>None: the method was performed as written (no overridden parameter, skipped step or operator override).</p>"
-        )
+    a(deviations_html(model, result.deviations))
 
     a("<h2>9. Results from external providers (7.8.2.1 p)</h2>")
     ext = [q for q in result.equipment if q.get("external")]
