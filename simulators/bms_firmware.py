@@ -21,7 +21,10 @@ import can
 from simulators import e2e
 from simulators.dtc import BMS_DTCS, DtcMemory
 from simulators.faults import (
+    CELL_VOLTAGE_OFFSET_SMALL_V,
     CELL_VOLTAGE_OFFSET_V,
+    FUSE_MELTING_I2T_A2S,
+    FUSE_RATING_A,
     ISOLATION_FAULT_KOHM,
     SLOW_REACTION_TIME_S,
     Faults,
@@ -167,7 +170,18 @@ class Bms:
         self.ov_threshold_v = pack.chem.ov_threshold_high_v if faults.ov_threshold_high else params.ov_threshold_v
         self.reaction_time_s = SLOW_REACTION_TIME_S if faults.slow_reaction else params.reaction_time_s
         self.iso_ri_kohm = ISOLATION_FAULT_KOHM if faults.isolation_fault else params.iso_resistance_kohm
-        self._v_offset = CELL_VOLTAGE_OFFSET_V if faults.cell_voltage_sensor_offset else 0.0
+        self._v_offset = (
+            CELL_VOLTAGE_OFFSET_V
+            if faults.cell_voltage_sensor_offset
+            else CELL_VOLTAGE_OFFSET_SMALL_V
+            if faults.cell_voltage_sensor_offset_15mv
+            else 0.0
+        )
+        # Main fuse in series with the contactors (short_protected_by_fuse only): the melting
+        # integral it has taken so far, and whether it has opened the circuit.
+        self.fuse_i2t_a2s = 0.0
+        self.fuse_blown = False
+        self._last_monitor: float | None = None
         # Injected from the fault box: cell sense line opened / shorted to chassis (1-based,
         # 0 = none) and a resistor Ro between HV+ and chassis (kOhm, 0 = not inserted).
         self.open_wire = 0
@@ -249,7 +263,7 @@ class Bms:
 
     @property
     def conducting(self) -> bool:
-        return self.physical is Contactors.CLOSED
+        return self.physical is Contactors.CLOSED and not self.fuse_blown
 
     @property
     def reported_contactors(self) -> Contactors:
@@ -418,12 +432,16 @@ class Bms:
         self.measure()
         f = self.faults
         p = self.p
+        last, self._last_monitor = self._last_monitor, now
+        if f.short_protected_by_fuse and last is not None:
+            self._heat_fuse(now - last)
         v_max, v_min, t_max = self.v_max, self.v_min_plausible, self.t_max
         self._debounce("cell_ov", not f.overvoltage_protection_disabled and v_max > self.ov_threshold_v, now)
         self._debounce("cell_uv", not f.undervoltage_protection_disabled and v_min < p.uv_threshold_v, now)
         self._debounce("cell_ot", not f.overtemperature_protection_disabled and t_max > p.ot_threshold_c, now)
         current = abs(self.pack.current_a)
-        oc_armed = not f.overcurrent_protection_disabled
+        # A fuse-protected pack leaves overcurrent to its fuse: the BMS has no overcurrent trip.
+        oc_armed = not f.overcurrent_protection_disabled and not f.short_protected_by_fuse
         short_circuit = p.short_circuit_factor > 0.0 and current > p.short_circuit_factor * p.oc_threshold_a
         if oc_armed and short_circuit:
             # Not debounced: waiting detection_time on thousands of amperes risks welding the contactors.
@@ -459,6 +477,19 @@ class Bms:
             self.dtcs.report("comm_lost", failed=lost)
             if lost and not self.latched["comm"]:
                 self._trip("comm")
+
+    def _heat_fuse(self, dt: float) -> None:
+        """The fuse element takes the melting integral of the current above its rating over the
+        last tick; below its rating it cools and forgets. Once melted it stays open."""
+        if self.fuse_blown:
+            return
+        current = abs(self.pack.current_a)
+        if current <= FUSE_RATING_A:
+            self.fuse_i2t_a2s = 0.0
+            return
+        self.fuse_i2t_a2s += (current * current - FUSE_RATING_A * FUSE_RATING_A) * dt
+        if self.fuse_i2t_a2s >= FUSE_MELTING_I2T_A2S:
+            self.fuse_blown = True
 
     def _sense_line_symptom(self) -> bool:
         """What the sense-line diagnostics see: an open line or a leakage path to chassis."""

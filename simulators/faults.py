@@ -7,8 +7,15 @@ from dataclasses import dataclass
 
 # Trip-to-open delay of the slow_reaction fault.
 SLOW_REACTION_TIME_S = 2.0
-# Cell voltage measurement error of the cell_voltage_sensor_offset fault.
+# Cell voltage measurement error of the cell_voltage_sensor_offset fault, and of its smaller
+# variant: 15 mV stays inside the 4.30 V acceptance limit and is caught only by comparing the
+# BMS's readings with the lab's own instrument.
 CELL_VOLTAGE_OFFSET_V = -0.050
+CELL_VOLTAGE_OFFSET_SMALL_V = -0.015
+# Main fuse of the short_protected_by_fuse pack: rated current and melting integral. At a
+# 5 mOhm external short (about 4.5 kA) it melts within a few milliseconds.
+FUSE_RATING_A = 500.0
+FUSE_MELTING_I2T_A2S = 2.0e5
 # Isolation resistance reported with the isolation_fault fault.
 ISOLATION_FAULT_KOHM = 60.0
 # Reading error of the h2_sensor_offset fault (reads high: a false alarm, the visible case).
@@ -30,6 +37,11 @@ CATALOGUE: dict[str, str] = {
     "alive_counter_frozen": "BMS_Status alive counter stops incrementing",
     "crc_corrupted": "BMS_Status CRC byte is wrong",
     "cell_voltage_sensor_offset": "BMS measures every cell voltage 50 mV low (reports and protects on it)",
+    "cell_voltage_sensor_offset_15mv": "BMS measures every cell voltage 15 mV low (reports and protects on it)",
+    "short_protected_by_fuse": (
+        f"pack protected by a {FUSE_RATING_A:.0f} A main fuse instead of the BMS: no BMS overcurrent trip;"
+        " a short melts the fuse, the contactors stay closed"
+    ),
     "command_timeout_ignored": "BMS keeps the contactors closed when BENCH_Command stops",
     "isolation_fault": f"isolation resistance drops to {ISOLATION_FAULT_KOHM:.0f} kOhm (fault_isolation, no contactor action)",
     "h2_sensor_offset": f"H2 sensors read {H2_SENSOR_OFFSET_PCT:+.2f} %vol off the true concentration",
@@ -62,6 +74,8 @@ class Faults:
     alive_counter_frozen: bool = False
     crc_corrupted: bool = False
     cell_voltage_sensor_offset: bool = False
+    cell_voltage_sensor_offset_15mv: bool = False
+    short_protected_by_fuse: bool = False
     command_timeout_ignored: bool = False
     isolation_fault: bool = False
     h2_sensor_offset: bool = False
