@@ -226,13 +226,13 @@ def archive_cmd(
     keys: dict[str, str] | None,
     to: Annotated[Path, typer.Option("--to", help="the archive file (JSON lines, appended)")],
     older_than: Annotated[
-        str | None, typer.Option(help="only jobs submitted longer ago than this: 90s, 30m, 12h, 7d, 2w")
+        str | None, typer.Option(help="only jobs submitted longer ago than this: 90 s, 30 min, 12 h, 7 d")
     ] = None,
 ) -> None:
     """Move finished jobs out of the broker: append them to a file (fsync), then clear their records."""
-    from bench.lab.archive import archive, parse_duration
+    from bench.lab.archive import archive, parse_older_than
 
-    age = parse_duration(older_than) if older_than is not None else None
+    age = parse_older_than(older_than) if older_than is not None else None
     done = asyncio.run(archive(b, to, older_than_s=age, keys=keys))
     typer.echo(
         f"archived {done.archived} finished jobs to {to}; on the broker: {done.kept_recent} finished "

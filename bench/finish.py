@@ -14,6 +14,7 @@ import datetime as dt
 from typing import Any
 
 from bench import __version__
+from bench.clock import utc
 from bench.events import EventKind
 from bench.record import file_sha256
 from bench.report import runtime
@@ -70,7 +71,7 @@ async def finish_record(ctx: RunContext) -> RunResult:
         faults=list(plan.faults),
         seed=ctx.opt.seed,
         started_utc=ctx.opt.started_utc,
-        ended_utc=_utc(ctx.opt.start_epoch + (end - ctx.state.t0)),
+        ended_utc=utc(ctx.opt.start_epoch + (end - ctx.state.t0)),
         sim_duration_s=rounded(end - ctx.state.t0),
         wall_duration_s=round(wall, 3),
         steps=ctx.step_results,
@@ -158,7 +159,3 @@ def _mark_record_failure(ctx: RunContext, result: RunResult) -> None:
 
 def _date(epoch: float) -> dt.date:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).date()
-
-
-def _utc(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -32,6 +32,7 @@ from typing import Any
 
 import uuid6
 
+from bench.clock import utc  # re-exported: the lab imports it from here
 from bench.engine import Run, RunOptions
 from bench.errors import LoadError
 from bench.interlock import Interlock, check_writable
@@ -57,10 +58,6 @@ class Started:
 
 def new_run_id() -> str:
     return str(uuid6.uuid7())
-
-
-def utc(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def is_virtual_run(plan: Plan, realtime: bool) -> bool:

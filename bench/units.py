@@ -69,6 +69,7 @@ _BASE: dict[str, tuple[Dim, float, bool]] = {
     "min": (TIME, 60.0, False),
     "h": (TIME, 3600.0, False),
     "hr": (TIME, 3600.0, False),
+    "d": (TIME, 86400.0, False),
     "A": (CURRENT, 1.0, True),
     "V": (VOLTAGE, 1.0, True),
     "W": (POWER, 1.0, True),
@@ -318,6 +319,14 @@ def has_unit(unit: Unit) -> bool:
 def quantity(value: float, unit_text: str) -> Quantity:
     unit = parse_unit(unit_text)
     return Quantity(unit.to_base(value), unit.dim, unit)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a positive duration written with a unit of time: ``90 s``, ``30 min``, ``12 h``, ``7 d``."""
+    q = parse_quantity(text)
+    if q.dim != TIME or q.base <= 0:
+        raise ExpressionError(f"expected a duration > 0 with a unit of time (s, min, h, d), got '{text}'")
+    return q.base
 
 
 def format_duration(seconds: float) -> str:

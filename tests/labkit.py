@@ -131,6 +131,8 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()  # the pipe of a broker that is gone, closed here and not by the collector
         self.proc = None
 
     def kill(self) -> None:
@@ -138,6 +140,8 @@ class Mosquitto:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()  # the pipe of a broker that is gone, closed here and not by the collector
         self.proc = None
 
     def url(self, user: str = "operator") -> str:
@@ -425,3 +429,38 @@ async def finished_history(m: Mosquitto, n: int, bench_id: str = "bench-a", wind
                 )
             )
     return [j.job for j in jobs]
+
+
+def in_step(step: str) -> Callable[[str, object], bool]:
+    """For ``watch_until``: the job's bench runs this step of its method."""
+    from bench.lab.protocol import State
+
+    return lambda kind, obj: isinstance(obj, State) and obj.step == step
+
+
+async def watch_until(
+    broker: Any,
+    job: Any,
+    ready: Callable[[str, object], bool],
+    *,
+    also: Callable[[str, object], None] | None = None,
+    give_up_after: float = 60,
+    within: float = 30,
+) -> asyncio.Task[Any]:
+    """Start watching a job, submit it, and return the watcher (its result is the job's) once
+    ``ready`` holds for something the watcher was told; ``also`` hears everything it is told."""
+    from bench.lab import client
+
+    seen = asyncio.Event()
+
+    def on(kind: str, obj: object) -> None:
+        if ready(kind, obj):
+            seen.set()
+        if also is not None:
+            also(kind, obj)
+
+    watcher = asyncio.create_task(client.watch(broker, job.job, on, give_up_after=give_up_after))
+    await asyncio.sleep(0.5)
+    await client.submit(broker, [job])
+    await asyncio.wait_for(seen.wait(), within)
+    return watcher

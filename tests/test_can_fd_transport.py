@@ -7,7 +7,6 @@ so they show exactly what that client can and cannot carry (docs/served.md).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,49 +14,21 @@ from typing import Any
 import can
 import pytest
 
-from bench.vtime import VirtualTimeLoop
 from simulators.serve_can import SocketcandServer, parse_send
+from tests.can_link import frame, link, node
+from tests.expected_protocol import run_virtual
 
 PAYLOAD_64 = bytes(range(64))
-_channels = itertools.count()
-
-
-def run_virtual(main: Callable[[], Awaitable[None]]) -> None:
-    loop = VirtualTimeLoop()
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
-
-
-def node(channel: str, fd: bool) -> Any:
-    return can.Bus(interface="inproc", channel=channel, fd=fd)
-
-
-def fresh_channel() -> str:
-    return f"fd-test-{next(_channels)}"
 
 
 def test_a_64_byte_fd_frame_with_brs_crosses_the_inproc_link_whole() -> None:
     async def main() -> None:
-        channel = fresh_channel()
-        sender, receiver = node(channel, fd=True), node(channel, fd=True)
-        got: list[can.Message] = []
-        receiver.add_listener(got.append)
-        try:
-            sender.send(
-                can.Message(
-                    arbitration_id=0x18FF0127, is_extended_id=True, data=PAYLOAD_64, is_fd=True, bitrate_switch=True
-                )
-            )
+        async with link(True, True) as ((sender, receiver), (_, got)):
+            sender.send(frame(0x18FF0127, PAYLOAD_64, fd=True, brs=True))
             await asyncio.sleep(0.001)
-        finally:
-            sender.shutdown()
-            receiver.shutdown()
-        assert len(got) == 1
-        frame = got[0]
-        assert bytes(frame.data) == PAYLOAD_64 and frame.dlc == 64
-        assert frame.is_fd and frame.bitrate_switch and frame.is_extended_id
+        (received,) = got
+        assert bytes(received.data) == PAYLOAD_64 and received.dlc == 64
+        assert received.is_fd and received.bitrate_switch and received.is_extended_id
         assert receiver.protocol == can.CanProtocol.CAN_FD
 
     run_virtual(main)
@@ -65,16 +36,9 @@ def test_a_64_byte_fd_frame_with_brs_crosses_the_inproc_link_whole() -> None:
 
 def test_an_fd_payload_is_padded_to_the_next_dlc_length_never_cut() -> None:
     async def main() -> None:
-        channel = fresh_channel()
-        sender, receiver = node(channel, fd=True), node(channel, fd=True)
-        got: list[can.Message] = []
-        receiver.add_listener(got.append)
-        try:
-            sender.send(can.Message(arbitration_id=0x321, is_extended_id=False, data=bytes(range(1, 11)), is_fd=True))
+        async with link(True, True) as ((sender, _), (_, got)):
+            sender.send(frame(0x321, bytes(range(1, 11)), fd=True))
             await asyncio.sleep(0.001)
-        finally:
-            sender.shutdown()
-            receiver.shutdown()
         assert bytes(got[0].data) == bytes(range(1, 11)) + b"\0\0"
         assert got[0].dlc == 12 and not got[0].bitrate_switch
 
@@ -86,13 +50,13 @@ def test_an_fd_payload_is_padded_to_the_next_dlc_length_never_cut() -> None:
     [
         (
             False,
-            can.Message(arbitration_id=0x100, is_extended_id=False, data=PAYLOAD_64[:12], is_fd=True),
+            frame(0x100, PAYLOAD_64[:12], fd=True),
             "classic CAN",
         ),
-        (True, can.Message(arbitration_id=0x100, is_extended_id=False, data=PAYLOAD_64[:9]), "at most 8 bytes"),
+        (True, frame(0x100, PAYLOAD_64[:9]), "at most 8 bytes"),
         (
             True,
-            can.Message(arbitration_id=0x100, is_extended_id=False, data=PAYLOAD_64 + b"\0", is_fd=True),
+            frame(0x100, PAYLOAD_64 + b"\0", fd=True),
             "at most 64",
         ),
     ],
@@ -100,17 +64,10 @@ def test_an_fd_payload_is_padded_to_the_next_dlc_length_never_cut() -> None:
 )
 def test_a_frame_the_node_cannot_send_is_refused_not_cut(fd_node: bool, message: can.Message, says: str) -> None:
     async def main() -> None:
-        channel = fresh_channel()
-        sender, receiver = node(channel, fd=fd_node), node(channel, fd=True)
-        got: list[can.Message] = []
-        receiver.add_listener(got.append)
-        try:
+        async with link(fd_node, True) as ((sender, _), (_, got)):
             with pytest.raises(can.CanOperationError, match=says):
                 sender.send(message)
             await asyncio.sleep(0.001)
-        finally:
-            sender.shutdown()
-            receiver.shutdown()
         assert got == []
 
     run_virtual(main)
@@ -118,19 +75,10 @@ def test_a_frame_the_node_cannot_send_is_refused_not_cut(fd_node: bool, message:
 
 def test_a_classic_node_sees_an_fd_frame_as_an_error_frame() -> None:
     async def main() -> None:
-        channel = fresh_channel()
-        sender, fd_peer, classic_peer = node(channel, fd=True), node(channel, fd=True), node(channel, fd=False)
-        fd_got: list[can.Message] = []
-        classic_got: list[can.Message] = []
-        fd_peer.add_listener(fd_got.append)
-        classic_peer.add_listener(classic_got.append)
-        try:
-            sender.send(can.Message(arbitration_id=0x200, is_extended_id=False, data=PAYLOAD_64[:16], is_fd=True))
-            sender.send(can.Message(arbitration_id=0x201, is_extended_id=False, data=b"\x01\x02"))
+        async with link(True, True, False) as ((sender, _, _), (_, fd_got, classic_got)):
+            sender.send(frame(0x200, PAYLOAD_64[:16], fd=True))
+            sender.send(frame(0x201, b"\x01\x02"))
             await asyncio.sleep(0.001)
-        finally:
-            for bus in (sender, fd_peer, classic_peer):
-                bus.shutdown()
         assert [(m.arbitration_id, m.is_fd) for m in fd_got] == [(0x200, True), (0x201, False)]
         error, classic = classic_got
         assert error.is_error_frame and error.arbitration_id & 0x08 and error.data[2] == 0x02  # protocol: form error
@@ -181,15 +129,15 @@ def test_a_stock_socketcand_client_sends_a_64_byte_fd_frame_whole() -> None:
     async def body(server: SocketcandServer, plant: Any, plant_got: list[can.Message]) -> None:
         client = await asyncio.to_thread(_client, server.port)
         try:
-            msg = can.Message(arbitration_id=0x18FF0127, is_extended_id=True, data=PAYLOAD_64, is_fd=True)
+            msg = frame(0x18FF0127, PAYLOAD_64, fd=True)
             await asyncio.to_thread(client.send, msg)
             await _until(lambda: bool(plant_got))
         finally:
             client.shutdown()
-        frame = plant_got[0]
-        assert frame.arbitration_id == 0x18FF0127 and frame.is_extended_id
-        assert frame.is_fd and bytes(frame.data) == PAYLOAD_64
-        assert not frame.bitrate_switch  # the stock client's send line has no BRS flag
+        received = plant_got[0]
+        assert received.arbitration_id == 0x18FF0127 and received.is_extended_id
+        assert received.is_fd and bytes(received.data) == PAYLOAD_64
+        assert not received.bitrate_switch  # the stock client's send line has no BRS flag
 
     asyncio.run(_served(body))
 
@@ -200,15 +148,9 @@ def test_a_stock_socketcand_client_receives_an_fd_frame_whole_without_its_flags(
     async def body(server: SocketcandServer, plant: Any, plant_got: list[can.Message]) -> None:
         client = await asyncio.to_thread(_client, server.port)
         try:
-            await asyncio.to_thread(
-                client.send, can.Message(arbitration_id=0x7FF, is_extended_id=False)
-            )  # handshake over
+            await asyncio.to_thread(client.send, frame(0x7FF, b""))  # handshake over
             await _until(lambda: bool(plant_got))
-            plant.send(
-                can.Message(
-                    arbitration_id=0x18FF0227, is_extended_id=True, data=PAYLOAD_64, is_fd=True, bitrate_switch=True
-                )
-            )
+            plant.send(frame(0x18FF0227, PAYLOAD_64, fd=True, brs=True))
             got = await asyncio.to_thread(client.recv, 10.0)
         finally:
             client.shutdown()

@@ -8,7 +8,6 @@ test, so that an encoder and a decoder that agree on a wrong layout still fail.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +17,6 @@ import can
 import cantools
 import pytest
 
-from bench.vtime import VirtualTimeLoop
 from drivers import j1939
 from drivers.j1939 import (
     PGN_DM1,
@@ -33,23 +31,17 @@ from drivers.j1939 import (
     make_id,
     parse_id,
 )
+from tests import can_link
+from tests.can_link import frame, fresh_channel
+from tests.expected_protocol import run_virtual
 
 J1939_DBC = Path(__file__).parent / "dbc" / "j1939_two_sources.dbc"
 PACK_A, PACK_B, BENCH = 0xF3, 0xF4, 0xF9
 PROP_A = 0xEF00  # Proprietary A: a PDU1 (destination-specific) PGN
-_channels = itertools.count()
 
 # DM1: MIL on and fast flashing, amber warning lamp on (steady), red stop and protect off;
 # DTC 1: SPN 1569 FMI 31 OC 1; DTC 2: SPN 520348 (0x7F09C, all 19 bits in use) FMI 14 OC 127.
 DM1_TWO_DTCS = bytes.fromhex("44 7F 21061F01 9CF0EE7F".replace(" ", ""))
-
-
-def run_virtual(main: Callable[[], Awaitable[None]]) -> None:
-    loop = VirtualTimeLoop()
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
 
 
 def now() -> float:
@@ -60,7 +52,7 @@ class Wire:
     """A channel with a recorder on it: every frame with its loop time."""
 
     def __init__(self) -> None:
-        self.channel = f"j1939-{next(_channels)}"
+        self.channel = fresh_channel("j1939")
         self.frames: list[tuple[float, can.Message]] = []
         self._buses: list[Any] = []
         self._nodes: list[J1939Node] = []
@@ -68,7 +60,7 @@ class Wire:
         self.recorder.add_listener(lambda m: self.frames.append((now(), m)))
 
     def bus(self) -> Any:
-        bus = can.Bus(interface="inproc", channel=self.channel)
+        bus = can_link.node(self.channel)
         self._buses.append(bus)
         return bus
 
@@ -105,8 +97,20 @@ class Peer:
         self.put(j1939.PGN_TP_DT, destination, bytes([seq]) + chunk.ljust(7, b"\xff"))
 
     def put(self, pgn: int, destination: int, data: bytes, priority: int = 7) -> None:
-        can_id = make_id(pgn, self.address, destination, priority)
-        self.bus.send(can.Message(arbitration_id=can_id, is_extended_id=True, data=data))
+        self.bus.send(frame(make_id(pgn, self.address, destination, priority), data))
+
+
+def on_wire(main: Callable[[Wire], Awaitable[None]]) -> None:
+    """Run ``main`` on a fresh wire in virtual time; every node and bus of the wire is closed after it."""
+
+    async def run() -> None:
+        wire = Wire()
+        try:
+            await main(wire)
+        finally:
+            wire.close()
+
+    run_virtual(run)
 
 
 # --- identifiers ------------------------------------------------------------------------------
@@ -220,16 +224,12 @@ def test_the_dbc_layout_of_a_single_frame_dm1_agrees_with_the_decoder() -> None:
 
 
 def test_a_dm1_with_two_dtcs_sent_over_bam_is_reassembled_and_decoded() -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         pack, pack_events = wire.node(PACK_A)
         _bench, bench_events = wire.node(BENCH)
         _listener, listener_events = wire.node(None)  # a listen-only bench reassembles BAM too
-        try:
-            pack.send_pgn(PGN_DM1, DM1_TWO_DTCS)
-            await asyncio.sleep(1.0)
-        finally:
-            wire.close()
+        pack.send_pgn(PGN_DM1, DM1_TWO_DTCS)
+        await asyncio.sleep(1.0)
         for events in (bench_events, listener_events):
             (got,) = events
             assert isinstance(got, Received) and got.transport == "bam"
@@ -249,90 +249,74 @@ def test_a_dm1_with_two_dtcs_sent_over_bam_is_reassembled_and_decoded() -> None:
             (0.1, "0x1cebfff3", "02f0ee7fffffffff"),
         ]
 
-    run_virtual(main)
+    on_wire(main)
 
 
 def test_two_packs_broadcast_dm1_at_once_and_a_pinned_source_takes_only_its_own() -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         pack_a, _ = wire.node(PACK_A)
         pack_b, _ = wire.node(PACK_B)
         _bench, events = wire.node(BENCH)
         other = encode_dm1([(91, 3, 5), (100, 1, 2), (110, 0, 1)])  # three DTCs: 3 packets
-        try:
-            pack_b.send_pgn(PGN_DM1, other)
-            pack_a.send_pgn(PGN_DM1, DM1_TWO_DTCS)  # the two BAM sessions interleave on the wire
-            await asyncio.sleep(1.0)
-        finally:
-            wire.close()
+        pack_b.send_pgn(PGN_DM1, other)
+        pack_a.send_pgn(PGN_DM1, DM1_TWO_DTCS)  # the two BAM sessions interleave on the wire
+        await asyncio.sleep(1.0)
         got = {e.source: e.data for e in events if isinstance(e, Received)}
         assert got == {PACK_A: DM1_TWO_DTCS, PACK_B: other}
         pinned = _matcher(pinned=PACK_A)
         accepted = [e for e in events if isinstance(e, Received) and pinned.match_pgn(e.pgn, e.source) is not None]
         assert [(e.source, [d.spn for d in decode_dm1(e.data).dtcs]) for e in accepted] == [(PACK_A, [1569, 520348])]
 
-    run_virtual(main)
+    on_wire(main)
 
 
 def test_a_bam_that_stops_midway_times_out_after_t1_and_a_late_packet_is_ignored() -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         peer = Peer(wire, PACK_A)
         _, events = wire.node(BENCH)
-        try:
-            peer.cm(0xFF, "20 0A00 02 FF CAFE00")
-            await asyncio.sleep(0.05)
-            peer.dt(0xFF, 1, DM1_TWO_DTCS[:7])
-            await asyncio.sleep(0.74)
-            assert events == [], "still within T1 (0.75 s) of the last packet"
-            await asyncio.sleep(0.02)
-            peer.dt(0xFF, 2, DM1_TWO_DTCS[7:])
-            await asyncio.sleep(0.1)
-        finally:
-            wire.close()
+        peer.cm(0xFF, "20 0A00 02 FF CAFE00")
+        await asyncio.sleep(0.05)
+        peer.dt(0xFF, 1, DM1_TWO_DTCS[:7])
+        await asyncio.sleep(0.74)
+        assert events == [], "still within T1 (0.75 s) of the last packet"
+        await asyncio.sleep(0.02)
+        peer.dt(0xFF, 2, DM1_TWO_DTCS[7:])
+        await asyncio.sleep(0.1)
         (failed,) = events
         assert isinstance(failed, TransferFailed) and failed.pgn == PGN_DM1 and failed.source == PACK_A
         assert failed.reason == "timeout (T1) waiting for packet 2 of 2"
         assert failed.time == pytest.approx(0.05 + j1939.T1)
         assert wire.tp_cm() == [bytes.fromhex("200a0002ffcafe00")], "nobody answers a BAM, not even with an abort"
 
-    run_virtual(main)
+    on_wire(main)
 
 
 def test_a_bam_packet_out_of_sequence_ends_the_session() -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         peer = Peer(wire, PACK_A)
         _, events = wire.node(BENCH)
-        try:
-            peer.cm(0xFF, "20 1400 03 FF CAFE00")
-            peer.dt(0xFF, 1, b"\x00" * 7)
-            peer.dt(0xFF, 3, b"\x00" * 7)
-            peer.dt(0xFF, 2, b"\x00" * 7)
-            await asyncio.sleep(1.0)
-        finally:
-            wire.close()
+        peer.cm(0xFF, "20 1400 03 FF CAFE00")
+        peer.dt(0xFF, 1, b"\x00" * 7)
+        peer.dt(0xFF, 3, b"\x00" * 7)
+        peer.dt(0xFF, 2, b"\x00" * 7)
+        await asyncio.sleep(1.0)
         assert [(type(e).__name__, getattr(e, "reason", "")) for e in events] == [
             ("TransferFailed", "packet 3 where 2 was due")
         ]
 
-    run_virtual(main)
+    on_wire(main)
 
 
 # --- CMDT -------------------------------------------------------------------------------------
 
 
 def test_cmdt_between_two_nodes_in_blocks_of_two_packets() -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         sender, sender_events = wire.node(0x27)
         _receiver, receiver_events = wire.node(BENCH, cts_window=2)
         payload = bytes(range(40))  # 6 packets
-        try:
-            sender.send_pgn(PROP_A, payload, destination=BENCH)
-            await asyncio.sleep(2.0)
-        finally:
-            wire.close()
+        sender.send_pgn(PROP_A, payload, destination=BENCH)
+        await asyncio.sleep(2.0)
         (got,) = receiver_events
         assert isinstance(got, Received) and got.transport == "cmdt"
         assert (got.pgn, got.source, got.destination, got.data) == (PROP_A, 0x27, BENCH, payload)
@@ -345,27 +329,23 @@ def test_cmdt_between_two_nodes_in_blocks_of_two_packets() -> None:
             "13280006ff00ef00",  # EndOfMsgAck
         ]
 
-    run_virtual(main)
+    on_wire(main)
 
 
 def test_the_senders_packets_per_cts_limit_is_kept() -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         peer = Peer(wire, 0x27)
         _, events = wire.node(BENCH)  # would grant 16
-        try:
-            peer.cm(BENCH, "10 1400 03 01 00EF00")  # at most 1 packet per CTS
+        peer.cm(BENCH, "10 1400 03 01 00EF00")  # at most 1 packet per CTS
+        await asyncio.sleep(0.01)
+        for seq in (1, 2, 3):
+            peer.dt(BENCH, seq, bytes([seq] * 7))
             await asyncio.sleep(0.01)
-            for seq in (1, 2, 3):
-                peer.dt(BENCH, seq, bytes([seq] * 7))
-                await asyncio.sleep(0.01)
-        finally:
-            wire.close()
         assert [m.hex()[:6] for m in wire.tp_cm()] == ["101400", "110101", "110102", "110103", "131400"]
         (got,) = events
         assert isinstance(got, Received) and got.data == bytes([1] * 7 + [2] * 7 + [3] * 6)
 
-    run_virtual(main)
+    on_wire(main)
 
 
 @pytest.mark.parametrize(
@@ -376,81 +356,65 @@ def test_the_senders_packets_per_cts_limit_is_kept() -> None:
     ],
 )
 def test_a_cmdt_receiver_times_out_and_aborts(script: str, timer: str, at: float) -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         peer = Peer(wire, 0x27)
         _, events = wire.node(BENCH)
-        try:
-            peer.cm(BENCH, "10 1400 03 FF 00EF00")
-            if script == "stops after packet 1":
-                await asyncio.sleep(0.1)
-                peer.dt(BENCH, 1, b"\x01" * 7)
-            await asyncio.sleep(3.0)
-        finally:
-            wire.close()
+        peer.cm(BENCH, "10 1400 03 FF 00EF00")
+        if script == "stops after packet 1":
+            await asyncio.sleep(0.1)
+            peer.dt(BENCH, 1, b"\x01" * 7)
+        await asyncio.sleep(3.0)
         (failed,) = events
         assert isinstance(failed, TransferFailed) and failed.reason.startswith(f"timeout ({timer})")
         assert failed.time == pytest.approx(at)
         assert wire.tp_cm()[-1].hex() == "ff03ffffff00ef00", "Conn_Abort, reason 3 (timeout)"
 
-    run_virtual(main)
+    on_wire(main)
 
 
 def test_an_abort_from_the_sender_ends_the_session_without_a_message() -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         peer = Peer(wire, 0x27)
         _, events = wire.node(BENCH)
-        try:
-            peer.cm(BENCH, "10 1400 03 FF 00EF00")
-            peer.dt(BENCH, 1, b"\x01" * 7)
-            peer.cm(BENCH, "FF 02 FFFFFF 00EF00")
-            peer.dt(BENCH, 2, b"\x02" * 7)
-            peer.dt(BENCH, 3, b"\x03" * 7)
-            await asyncio.sleep(3.0)
-        finally:
-            wire.close()
+        peer.cm(BENCH, "10 1400 03 FF 00EF00")
+        peer.dt(BENCH, 1, b"\x01" * 7)
+        peer.cm(BENCH, "FF 02 FFFFFF 00EF00")
+        peer.dt(BENCH, 2, b"\x02" * 7)
+        peer.dt(BENCH, 3, b"\x03" * 7)
+        await asyncio.sleep(3.0)
         assert [(type(e).__name__, getattr(e, "reason", "")) for e in events] == [
             ("TransferFailed", "aborted by 0x27: system resources needed elsewhere")
         ]
         assert [m.hex() for m in wire.tp_cm(BENCH)] == ["110301ffff00ef00"], "one CTS; no abort back for an abort"
 
-    run_virtual(main)
+    on_wire(main)
 
 
 def test_a_second_rts_for_another_pgn_from_the_same_sender_is_refused_busy() -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         peer = Peer(wire, 0x27)
         _, events = wire.node(BENCH)
-        try:
-            peer.cm(BENCH, "10 0E00 02 FF 00EF00")
-            peer.cm(BENCH, "10 0E00 02 FF 00EE00")
-            peer.dt(BENCH, 1, b"\x01" * 7)
-            peer.dt(BENCH, 2, b"\x02" * 7)
-            await asyncio.sleep(0.1)
-        finally:
-            wire.close()
+        peer.cm(BENCH, "10 0E00 02 FF 00EF00")
+        peer.cm(BENCH, "10 0E00 02 FF 00EE00")
+        peer.dt(BENCH, 1, b"\x01" * 7)
+        peer.dt(BENCH, 2, b"\x02" * 7)
+        await asyncio.sleep(0.1)
         assert "ff01ffffff00ee00" in [m.hex() for m in wire.tp_cm()], "Conn_Abort reason 1 for PGN EE00"
         (got,) = events
         assert isinstance(got, Received) and got.pgn == PROP_A and got.data == b"\x01" * 7 + b"\x02" * 7
 
-    run_virtual(main)
+    on_wire(main)
 
 
 def test_a_tp_session_addressed_to_another_node_is_not_ours() -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         peer = Peer(wire, 0x27)
         _, events = wire.node(BENCH)
-        try:
-            peer.cm(0x28, "10 0E00 02 FF 00EF00")
-            await asyncio.sleep(3.0)
-        finally:
-            wire.close()
+        peer.cm(0x28, "10 0E00 02 FF 00EF00")
+        await asyncio.sleep(3.0)
         assert events == [] and len(wire.tp_cm()) == 1, "no CTS, no abort, no timeout for someone else's session"
 
-    run_virtual(main)
+    on_wire(main)
 
 
 @pytest.mark.parametrize(
@@ -463,68 +427,56 @@ def test_a_tp_session_addressed_to_another_node_is_not_ours() -> None:
     ids=["rts-unanswered", "hold-not-renewed", "no-cts-after-block"],
 )
 def test_a_cmdt_sender_times_out_and_aborts(replies: list[tuple[float, str]], timer: str, at: float) -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         peer = Peer(wire, BENCH)
         sender, events = wire.node(0x27)
-        try:
-            sender.send_pgn(PROP_A, bytes(20), destination=BENCH)
-            for t, payload in replies:
-                await asyncio.sleep(t - now())
-                peer.cm(0x27, payload)
-            await asyncio.sleep(3.0)
-        finally:
-            wire.close()
+        sender.send_pgn(PROP_A, bytes(20), destination=BENCH)
+        for t, payload in replies:
+            await asyncio.sleep(t - now())
+            peer.cm(0x27, payload)
+        await asyncio.sleep(3.0)
         (failed,) = events
         assert isinstance(failed, TransferFailed) and failed.reason.startswith(f"timeout ({timer})")
         assert failed.time == pytest.approx(at)
         assert wire.tp_cm()[-1].hex() == "ff03ffffff00ef00"
 
-    run_virtual(main)
+    on_wire(main)
 
 
 def test_holds_renewed_every_th_keep_a_cmdt_sender_waiting() -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         peer = Peer(wire, BENCH)
         sender, events = wire.node(0x27)
-        try:
-            sender.send_pgn(PROP_A, bytes(range(14)), destination=BENCH)
-            for _ in range(6):  # 3 s of holds, far beyond T4 if they were not renewed
-                await asyncio.sleep(j1939.TH)
-                peer.cm(0x27, "11 00 FF FFFF 00EF00")
-            peer.cm(0x27, "11 02 01 FFFF 00EF00")
-            await asyncio.sleep(0.01)
-            peer.cm(0x27, "13 0E00 02 FF 00EF00")
-            await asyncio.sleep(0.01)
-        finally:
-            wire.close()
+        sender.send_pgn(PROP_A, bytes(range(14)), destination=BENCH)
+        for _ in range(6):  # 3 s of holds, far beyond T4 if they were not renewed
+            await asyncio.sleep(j1939.TH)
+            peer.cm(0x27, "11 00 FF FFFF 00EF00")
+        peer.cm(0x27, "11 02 01 FFFF 00EF00")
+        await asyncio.sleep(0.01)
+        peer.cm(0x27, "13 0E00 02 FF 00EF00")
+        await asyncio.sleep(0.01)
         (sent,) = events
         assert isinstance(sent, Sent) and (sent.pgn, sent.destination) == (PROP_A, BENCH)
         assert sent.time == pytest.approx(6 * j1939.TH + 0.01)
         dts = [bytes(m.data) for _, m in wire.frames if parse_id(m.arbitration_id).pgn == j1939.PGN_TP_DT]
         assert dts == [bytes([1, *range(7)]), bytes([2, *range(7, 14)])]
 
-    run_virtual(main)
+    on_wire(main)
 
 
 def test_sending_needs_an_address_and_a_size_the_protocol_carries() -> None:
-    async def main() -> None:
-        wire = Wire()
+    async def main(wire: Wire) -> None:
         listener, _ = wire.node(None)
         sender, _ = wire.node(0x27)
-        try:
-            with pytest.raises(J1939Error, match="listen-only"):
-                listener.send_pgn(PGN_DM1, bytes(8))
-            with pytest.raises(J1939Error, match="at most 1785"):
-                sender.send_pgn(PGN_DM1, bytes(1786))
-            sender.send_pgn(PGN_DM1, bytes(20))
-            with pytest.raises(J1939Error, match="already in progress"):
-                sender.send_pgn(0xFECB, bytes(20))
-        finally:
-            wire.close()
+        with pytest.raises(J1939Error, match="listen-only"):
+            listener.send_pgn(PGN_DM1, bytes(8))
+        with pytest.raises(J1939Error, match="at most 1785"):
+            sender.send_pgn(PGN_DM1, bytes(1786))
+        sender.send_pgn(PGN_DM1, bytes(20))
+        with pytest.raises(J1939Error, match="already in progress"):
+            sender.send_pgn(0xFECB, bytes(20))
 
-    run_virtual(main)
+    on_wire(main)
 
 
 # --- over the served bus ----------------------------------------------------------------------
@@ -546,7 +498,7 @@ def test_a_dm1_over_bam_from_a_stock_socketcand_client_is_reassembled_behind_the
         bus = can.Bus(interface="socketcand", host="127.0.0.1", port=port, channel="j1939")
         try:
             for i, data in enumerate(frames):
-                bus.send(can.Message(arbitration_id=cm if i == 0 else dt, is_extended_id=True, data=data))
+                bus.send(frame(cm if i == 0 else dt, data))
                 time.sleep(0.05)  # J1939-21: 50..200 ms between BAM packets
         finally:
             bus.shutdown()

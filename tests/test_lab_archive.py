@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from bench.lab import client
-from bench.lab.archive import ArchivedJob, parse_duration, read_archive
+from bench.lab.archive import ArchivedJob, parse_older_than, read_archive
 from tests.conftest import bench
 from tests.labkit import (  # noqa: F401  (fixtures)
     SHORT,
@@ -91,8 +91,11 @@ def test_a_torn_line_is_kept_apart_and_reported(mosquitto: Mosquitto, tmp_path: 
 
 
 def test_durations() -> None:
-    assert parse_duration("90") == 90 and parse_duration("30m") == 1800 and parse_duration("7d") == 7 * 86400
+    assert parse_older_than("90 s") == 90 and parse_older_than("30 min") == 1800 and parse_older_than("7d") == 7 * 86400
     out = bench("lab", "archive", "--to", "x", "--older-than", "soon")
-    assert (
-        out.rc == 2 and out.err.strip() == "error: --older-than soon: expected a number with s, m, h, d or w (e.g. 7d)"
+    assert out.rc == 2 and out.err.strip() == "error: --older-than soon: 'soon' is not a number with a unit"
+    # 'm' is a metre, never a minute: refused, not read as 30 metres of age.
+    out = bench("lab", "archive", "--to", "x", "--older-than", "30m")
+    assert out.rc == 2 and out.err.strip() == (
+        "error: --older-than 30m: expected a duration > 0 with a unit of time (s, min, h, d), got '30m'"
     )

@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,15 +44,53 @@ steps:
     return path
 
 
-def start(sequence: Path, reports: Path) -> subprocess.Popen[str]:
+def start(*args: str | Path, pdf: bool) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(sequence), "--reports", str(reports)],
+        [sys.executable, "-m", "bench.cli", "run", *map(str, args)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "BENCH_REPORT_PDF": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "BENCH_REPORT_PDF": "1" if pdf else "0"},
     )
+
+
+def signal_twice(
+    proc: subprocess.Popen[str],
+    ready: Callable[[list[str]], bool],
+    settle: float,
+    second: signal.Signals,
+    gap: float,
+    first: signal.Signals = signal.SIGINT,
+) -> tuple[str, str, float]:
+    """Read the run's output until ``ready(lines so far)``, wait ``settle``, send ``first``, wait
+    ``gap``, send ``second``. Returns all of stdout, stderr, and the seconds from the second
+    signal to the end of the process."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if ready(seen):
+                break
+        else:
+            pytest.fail("the run ended before the point where the test signals it: " + "".join(seen))
+        time.sleep(settle)
+        assert proc.poll() is None, "the run was over before the first signal"
+        proc.send_signal(first)
+        time.sleep(gap)
+        proc.send_signal(second)
+        sent = time.monotonic()
+        rest, err = proc.communicate(timeout=60)
+        return "".join(seen) + rest, err, time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def events_of(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM], ids=["sigint-sigint", "sigint-sigterm"])
@@ -58,31 +98,13 @@ def test_second_signal_while_the_record_is_written_ends_at_once(tmp_path: Path, 
     pytest.importorskip("weasyprint", reason="the long record stage is the PDF rendering")
     sequence = long_report_sequence(tmp_path / "long_record_stage.yaml")
     reports = tmp_path / "reports"
-    proc = start(sequence, reports)
-    assert proc.stdout is not None
-    seen: list[str] = []
-    safe_lines = 0
-    try:
-        for line in proc.stdout:
-            seen.append(line)
-            if "safe state psu: safe" in line or "safe state bms: safe" in line:
-                safe_lines += 1
-                if safe_lines == 2:
-                    break
-        else:
-            pytest.fail("the run ended before its safe state: " + "".join(seen))
-        time.sleep(1.0)  # well inside the record stage, which takes many seconds here
-        assert proc.poll() is None, "the record stage was too short for this test"
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        proc.send_signal(second)
-        sent = time.monotonic()
-        rest, err = proc.communicate(timeout=60)
-        took = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    out = "".join(seen) + rest
+    proc = start(sequence, "--reports", reports, pdf=True)
+
+    def both_safe(seen: list[str]) -> bool:
+        return sum("safe state psu: safe" in x or "safe state bms: safe" in x for x in seen) == 2
+
+    # 1 s after the safe state: well inside the record stage, which takes many seconds here.
+    out, err, took = signal_twice(proc, both_safe, 1.0, second, gap=0.3)
     assert proc.returncode == 4, out + err
     assert took < 3.0, f"the process took {took:.1f} s to end after the second signal"
     assert "Traceback" not in out + err
@@ -91,8 +113,7 @@ def test_second_signal_while_the_record_is_written_ends_at_once(tmp_path: Path, 
     (run,) = [p for p in reports.iterdir() if p.is_dir()]
     # Cut short in the record stage: never sealed, and the safe state is in the record before it.
     assert not (run / "manifest.json").exists()
-    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
-    safe = {e["device"]: e["safe"] for e in events if e["kind"] == "safe_state"}
+    safe = {e["device"]: e["safe"] for e in events_of(run) if e["kind"] == "safe_state"}
     assert safe == {"psu": True, "bms": True}, safe
 
 
@@ -100,37 +121,15 @@ def test_second_sigterm_is_an_emergency_stop(tmp_path: Path) -> None:
     # A SIGTERM counts like a SIGINT: the second one, here landing in the cleanup's discharge
     # wait, is an emergency stop that cuts the cleanup short.
     supply_on = ROOT / "tests" / "sequences" / "supply_on.yaml"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(supply_on), "--reports", str(tmp_path), "--realtime"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "BENCH_REPORT_PDF": "0"},
+    proc = start(supply_on, "--reports", tmp_path, "--realtime", pdf=False)
+    out, err, took = signal_twice(
+        proc, lambda seen: "hold: wait" in seen[-1], 0.3, signal.SIGTERM, gap=0.5, first=signal.SIGTERM
     )
-    assert proc.stdout is not None
-    seen: list[str] = []
-    try:
-        for line in proc.stdout:
-            seen.append(line)
-            if "hold: wait" in line:
-                break
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        sent = time.monotonic()
-        rest, err = proc.communicate(timeout=30)
-        took = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    out = "".join(seen) + rest
     assert proc.returncode == 4, out + err
     assert took < 5.0, f"{took:.1f} s after the second SIGTERM"
     assert "Traceback" not in out + err
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    events = events_of(run)
     estops = [e for e in events if e["kind"] == "emergency_stop"]
     assert estops and "second SIGTERM" in estops[0]["reason"], [e["kind"] for e in events]
     safe = {e["device"]: e["safe"] for e in events if e["kind"] == "safe_state"}

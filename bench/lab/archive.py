@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,13 +23,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bench.errors import BenchError, LoadError
+from bench.clock import utc
+from bench.errors import BenchError, ExpressionError, LoadError
 from bench.lab import mqtt
 from bench.lab.client import Snapshot, connected, snapshot
 from bench.lab.ledger import JobRecord
 from bench.lab.protocol import Job, Result, Topics
 from bench.lab.trust import LabKeys
-from bench.runner import utc
+from bench.units import parse_duration
 
 ARCHIVE_VERSION = 1
 # Clears in flight at once: each is acknowledged by the broker (QoS 1) before the command ends.
@@ -55,15 +55,12 @@ class ArchiveWriteError(BenchError):
     exit_code = 3
 
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``12h``, ``7d``, ``2w`` -> seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
-    if m is None:
-        raise LoadError(f"--older-than {text}: expected a number with s, m, h, d or w (e.g. 7d)")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+def parse_older_than(text: str) -> float:
+    """``--older-than`` in seconds (``90 s``, ``30 min``, ``12 h``, ``7 d``): bench/units.py reads it."""
+    try:
+        return parse_duration(text)
+    except ExpressionError as exc:
+        raise LoadError(f"--older-than {text}: {exc}") from None
 
 
 def submitted_epoch(job: Job) -> float | None:
