@@ -295,3 +295,20 @@ def test_station_daq_over_tcp_scpi(tmp_path_factory: pytest.TempPathFactory) -> 
     assert 1 <= harness.last("daq.cell_v_max_id") <= 192
     assert 24.0 < harness.last("daq.cell_t_min") <= harness.last("daq.cell_t_max") < 26.0
     assert 1 <= harness.last("daq.cell_t_max_id") <= 16
+
+
+def test_daq_signals_carry_the_register_accuracy_into_the_uncertainty() -> None:
+    from bench.report.equipment import signal_uncertainty
+
+    model = load_station(SIM_STATION).model
+    # 4.2 V on the 10 V range: +/-(0.0030 % x 4.2 V + 0.0004 % x 10 V) = 166 uV, rectangular.
+    volt = signal_uncertainty("daq.cell_v_max", 4.2, model.equipment, model.signal_sources)
+    assert volt is not None and volt.expanded_base == pytest.approx(2 * 166e-6 / 3**0.5, rel=0.01)
+    assert "SIM-DAQ-01" in volt.budget[0]
+    # Type K: +/-1.0 degC, rectangular (the value is in kelvin, the base unit).
+    temp = signal_uncertainty("daq.cell_t_min", 298.15, model.equipment, model.signal_sources)
+    assert temp is not None and temp.expanded_base == pytest.approx(2 * 1.0 / 3**0.5, rel=0.01)
+    # Every mainframe is in the register, with its own calibration.
+    daq = [i for i in model.equipment if i.device == "daq"]
+    assert [i.serial for i in daq] == ["SIM00DAQ01", "SIM00DAQ02", "SIM00DAQ03", "SIM00DAQ04"]
+    assert all(i.calibration is not None for i in daq)
