@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.events import EventKind  # noqa: E402
 from bench.lab import client  # noqa: E402
 from bench.lab.agent import OUTBOX_WINDOW, Agent  # noqa: E402
 from bench.lab.mqtt import Broker  # noqa: E402
@@ -60,7 +61,7 @@ async def latency(broker: Broker, jobs: int) -> tuple[list[float], list[float], 
                 now = time.perf_counter() - t0
                 if "/claims/" in topic:
                     to_claim.append(now)
-                elif topic.endswith("/events") and json.loads(payload)["kind"] == "run_started":
+                elif topic.endswith("/events") and json.loads(payload)["kind"] == EventKind.RUN_STARTED:
                     to_start.append(now)
                 elif "/results/" in topic:
                     to_result.append(now)
@@ -90,7 +91,7 @@ def payloads(n: int) -> list[bytes]:
                 "job": "j",
                 "run_id": "r",
                 "seq": i,
-                "kind": "set",
+                "kind": EventKind.SET,
                 "t": i * 0.1,
                 "fields": fields,
             }

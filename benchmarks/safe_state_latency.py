@@ -66,6 +66,7 @@ from ruamel.yaml import YAML
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.events import EventKind  # noqa: E402
 from tests.ports import free_ports  # noqa: E402
 
 SEQUENCE = ROOT / "benchmarks" / "safe_state_latency.yaml"
@@ -283,10 +284,15 @@ class ControllerTrip:
     def _listen(self, kind: str, rel: float, fields: dict[str, Any]) -> None:
         # Called synchronously by the engine as it records: the monotonic clock is the loop's clock.
         now = time.monotonic()
-        if kind == "supervisor_tripped" or (kind == "emergency_stop" and "supervisor_tripped" in self.marks):
+        tripped = EventKind.SUPERVISOR_TRIPPED
+        if kind == tripped or (kind == EventKind.EMERGENCY_STOP and tripped in self.marks):
             self.marks.setdefault(kind, now)
-        elif kind == "set" and fields.get("device") == "bms" and fields["requested"].get("cmd_contactors") == OPEN:
-            self.marks.setdefault("set", now)
+        elif (
+            kind == EventKind.SET
+            and fields.get("device") == "bms"
+            and fields["requested"].get("cmd_contactors") == OPEN
+        ):
+            self.marks.setdefault(EventKind.SET, now)
 
     def _run(self) -> None:
         from bench.runner import run_plan
@@ -336,10 +342,10 @@ class ControllerTrip:
             raise RuntimeError(f"controller run ended otherwise: {self.result.reason}")
         m = self.marks
         stages = {
-            "frame on bus -> limit callback": m["supervisor_tripped"] - t_inj,
-            "limit callback -> e-stop requested": m["emergency_stop"] - m["supervisor_tripped"],
-            "e-stop requested -> command sent": m["set"] - m["emergency_stop"],
-            "command sent -> on bus": t_resp - m["set"],
+            "frame on bus -> limit callback": m[EventKind.SUPERVISOR_TRIPPED] - t_inj,
+            "limit callback -> e-stop requested": m[EventKind.EMERGENCY_STOP] - m[EventKind.SUPERVISOR_TRIPPED],
+            "e-stop requested -> command sent": m[EventKind.SET] - m[EventKind.EMERGENCY_STOP],
+            "command sent -> on bus": t_resp - m[EventKind.SET],
         }
         return Trip(t_resp - t_inj, stages)
 
