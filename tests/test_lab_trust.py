@@ -14,7 +14,15 @@ from bench.lab.mqtt import client as mqtt_client
 from bench.lab.protocol import Claim, Job, LogEntry, Result, State, decode, encode
 from bench.runner import utc
 from tests.conftest import bench
-from tests.labkit import SHORT, Lab, collect, lab_fixture, mosquitto_fixture  # noqa: F401  (fixtures)
+from tests.labkit import (  # noqa: F401  (fixtures)
+    SHORT,
+    Lab,
+    collect,
+    in_step,
+    lab_fixture,
+    mosquitto_fixture,
+    watch_until,
+)
 
 
 async def watch_job(broker: object, job: Job, keys: dict[str, str] | None = None) -> Result:
@@ -70,16 +78,7 @@ def _forged_while_bench_b_runs(lab: Lab, attempt: int) -> tuple[Result, str]:
     job = client.make_job(client.sequence_ref(str(SHORT)), {"hold": "3 s", "voltage": "50 V"}, {})
 
     async def scenario() -> tuple[Result, str]:
-        claimed = asyncio.Event()
-
-        def on(kind: str, obj: object) -> None:
-            if isinstance(obj, Claim) and obj.bench == "bench-b":
-                claimed.set()
-
-        watcher = asyncio.create_task(client.watch(op, job.job, on, give_up_after=60))
-        await asyncio.sleep(0.5)
-        await client.submit(op, [job])
-        await asyncio.wait_for(claimed.wait(), 30)
+        watcher = await watch_until(op, job, lambda kind, obj: isinstance(obj, Claim) and obj.bench == "bench-b")
         await _forge(lab.broker.broker("bench-a"), job.job, attempt=attempt)
         out = await asyncio.to_thread(bench, "lab", "status", "--broker", lab.broker.url())
         return await watcher, _job_line(out.out, job.job)
@@ -117,19 +116,12 @@ def test_a_bench_restarted_mid_job_reports_the_run_lost_and_the_job_runs_again(l
     job = client.make_job(client.sequence_ref(str(SHORT)), {"hold": "4 s"}, {})
     shown: list[str] = []
 
+    def on(kind: str, obj: object) -> None:
+        if kind == "ignored" and isinstance(obj, Result):
+            shown.append(obj.reason)
+
     async def scenario() -> Result:
-        hold = asyncio.Event()
-
-        def on(kind: str, obj: object) -> None:
-            if isinstance(obj, State) and obj.step == "hold":
-                hold.set()
-            if kind == "ignored" and isinstance(obj, Result):
-                shown.append(obj.reason)
-
-        watcher = asyncio.create_task(client.watch(op, job.job, on, give_up_after=90))
-        await asyncio.sleep(0.5)
-        await client.submit(op, [job])
-        await asyncio.wait_for(hold.wait(), 30)
+        watcher = await watch_until(op, job, in_step("hold"), also=on, give_up_after=90)
         b.proc.kill()
         await asyncio.to_thread(b.proc.wait)
         lab.start_agent("bench-b", realtime=True, grace=60)  # the same bench, a new agent
@@ -217,16 +209,7 @@ def test_a_retained_estop_is_refused_and_a_broker_restart_stops_nothing(lab: Lab
     asyncio.run(publish_retained())
 
     async def scenario() -> Result:
-        hold = asyncio.Event()
-
-        def on(kind: str, obj: object) -> None:
-            if isinstance(obj, State) and obj.step == "hold":
-                hold.set()
-
-        watcher = asyncio.create_task(client.watch(op, job.job, on, give_up_after=60))
-        await asyncio.sleep(0.5)
-        await client.submit(op, [job])
-        await asyncio.wait_for(hold.wait(), 30)
+        watcher = await watch_until(op, job, in_step("hold"))
         await asyncio.to_thread(lab.broker.stop)
         await asyncio.sleep(1.0)
         await asyncio.to_thread(lab.broker.start)
@@ -253,16 +236,7 @@ def test_control_must_name_the_running_job_be_fresh_and_agree_with_its_topic(lab
         return json.dumps(body).encode()
 
     async def scenario() -> Result:
-        hold = asyncio.Event()
-
-        def on(kind: str, obj: object) -> None:
-            if isinstance(obj, State) and obj.step == "hold":
-                hold.set()
-
-        watcher = asyncio.create_task(client.watch(op, job.job, on, give_up_after=60))
-        await asyncio.sleep(0.5)
-        await client.submit(op, [job])
-        await asyncio.wait_for(hold.wait(), 30)
+        watcher = await watch_until(op, job, in_step("hold"))
         now = time.time()
         async with mqtt_client(op, "control-test") as c:
             await c.subscribe("lab/benches/bench-a/log", qos=1)

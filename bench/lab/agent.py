@@ -54,7 +54,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bench.console import run_exit_code
+from bench.console import EXIT_CODES, run_exit_code
 from bench.errors import BenchError, LoadError
 from bench.events import EventKind
 from bench.interlock import Interlock
@@ -583,7 +583,7 @@ class Agent:
                 reason=reason,
                 run_id=run_id,
                 report=report,
-                exit_code=3,
+                exit_code=EXIT_CODES[Verdict.ERROR],  # the run did not finish: an error, as in bench run
             )
             if self.key is not None:
                 res = sign_result(res, self.key)
