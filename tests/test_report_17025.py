@@ -41,8 +41,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, keydir: Path) -> Completed:
     station = station_copy(tmp, replace=LAB_EXTRA)
     r = bench(
         "run", OVERCHARGE, "--station", station, "--reports", tmp / "reports", "-q",
-        "-p", "observation=1 s", "-p", "charge_current=61 A",
-        env={"BENCH_KEY_DIR": str(keydir)},
+        "-p", "observation=1 s", "-p", "charge_current=59 A",
+        env={"BENCH_KEY_DIR": str(keydir)}, timeout=600,  # an hour of simulated charge, PDF: slow on a loaded host
     )  # fmt: skip
     assert r.rc == 0, r.out + r.err
     return r
@@ -77,7 +77,11 @@ def _items(result: dict) -> dict[str, list[str]]:  # type: ignore[type-arg]
         "7.8.2.1 k) sampling": [r"Sampling plan and method not applicable: "],
         "7.8.2.1 l) results relate only to the items tested": [r"results relate only to the items tested"],
         "7.8.2.1 m) results with units": [r"peak_cell_voltage 4\.25\d* 0\.0059 V", r"reaction_time 300 130 ms"],
-        "7.8.2.1 n) deviations": [r"parameter charge_current overridden: 61 A instead of 60 A"],
+        "7.8.2.1 n) deviations": [
+            r"parameter charge_current overridden: 59 A instead of 60 A",
+            r"Standing deviations of the sequence from the method of UN R100",
+            r"Performed at HIL level",
+        ],
         "7.8.2.1 o) authorised by": [r"Authorised by Dr\. A\. Example"],
         "7.8.2.1 p) external providers": [r"every result in this report was obtained by the laboratory itself"],
         "7.8.2.1 NOTE reproduction": [r"shall not be reproduced except in full without the written approval"],
@@ -85,7 +89,9 @@ def _items(result: dict) -> dict[str, list[str]]:  # type: ignore[type-arg]
         "7.8.3.1 c) uncertainty": [r"expanded uncertainty U \(k = 2\)", r"U = k·u_c, k = 2"],
         "7.8.6 decision rule and conformity": [
             r"Decision rule \(7\.8\.6\.1, 7\.8\.6\.2 c\): simple acceptance \(ILAC-G8:09/2019 4\.2\.1, w = 0\)",
-            r"peak_cell_voltage = 4\.25\d* ± 0\.0059 V conforms to the limit ≤ 4\.3 V of UN R100",
+            # 7.8.6.2 b): the cell voltage limit is the item's, not the regulation's.
+            r"peak_cell_voltage = 4\.25\d* ± 0\.0059 V conforms to the item specification \(.*?\): limit ≤ 4\.3 V",
+            r"reaction_time = 300(?: ± 130)? ms meets the lab's method limit: limit ≥ 0 ms",
         ],
         "equipment register": [r"SIM-PSU-01", r"SIM-CAL-0001", r"2027-01-15"],
     }
