@@ -19,9 +19,10 @@ numbered in the order their channels are listed, mainframe by mainframe; so are 
 
 Signals: ``cell_v_max`` / ``cell_v_min`` (V) and ``cell_t_max`` / ``cell_t_min`` (degC) over every
 scanned channel, and ``cell_v_max_id`` ... ``cell_t_min_id`` (the 1-based cell or thermocouple
-number). A poll fails, and publishes nothing, when a mainframe does not answer, answers other
-channels than it was given, or reads an overload (``+9.9E+37``: an open thermocouple or a lost tap):
-the extremes would be judged on a partial pack.
+number); with ``per_channel: true`` also ``cell_v_<n>`` and ``cell_t_<n>`` for every reading.
+A poll fails, and publishes nothing, when a mainframe does not answer, answers other channels
+than it was given, or reads an overload (``+9.9E+37``: an open thermocouple or a lost tap): the
+extremes would be judged on a partial pack.
 
 Station config::
 
@@ -29,6 +30,7 @@ Station config::
     poll_interval: 1 s
     cells: "@101:120,201:220,301:320"       # cell taps on this mainframe, in cell order
     thermocouples: "@113:120"               # optional
+    per_channel: false                      # true: also cell_v_<n> / cell_t_<n> for every reading
     mainframes:                             # optional: further mainframes of the same device
       - {transport: {inproc: daq2}, cells: "@101:120,201:220,301:320"}
 """
@@ -47,7 +49,7 @@ from bench.units import parse_unit
 from drivers.scpi import ScpiInstrument, check_transport, open_transport
 from drivers.scpi_driver import ScpiDriver
 
-_KEYS = {"transport", "poll_interval", "model", "cells", "thermocouples", "mainframes"}
+_KEYS = {"transport", "poll_interval", "model", "cells", "thermocouples", "mainframes", "per_channel"}
 _MAINFRAME_KEYS = {"transport", "cells", "thermocouples"}
 # Channel numbers sccc: slot 1..3 of a DAQ970A, channel 1..99 of the module in it (the module
 # refuses a channel it does not have, with an error the set-up reports).
@@ -149,6 +151,11 @@ class Daq970aDriver(ScpiDriver):
             tc += len(tcs)
         self.cell_count = cell - 1
         self.tc_count = tc - 1
+        per_channel = self.config.get("per_channel", False)
+        if not isinstance(per_channel, bool):
+            raise ConfigError(f"per_channel: expected true or false, got {per_channel!r}", "per_channel")
+        # Every reading as a signal of its own (cell_v_<n>, cell_t_<n>), besides the extremes.
+        self.per_channel = per_channel
         self._extra_identities: dict[str, str] = {}
 
     def signals(self) -> list[SignalInfo]:
@@ -168,6 +175,14 @@ class Daq970aDriver(ScpiDriver):
                 SignalInfo(f"{n}.cell_t_min", deg, doc=f"lowest of {self.tc_count} type-K thermocouples"),
                 SignalInfo(f"{n}.cell_t_max_id", none, doc="thermocouple number (1-based) of cell_t_max"),
                 SignalInfo(f"{n}.cell_t_min_id", none, doc="thermocouple number (1-based) of cell_t_min"),
+            ]
+        if self.per_channel:
+            out += [
+                SignalInfo(f"{n}.cell_v_{k}", volt, doc=f"cell {k} tap (DCV)") for k in range(1, self.cell_count + 1)
+            ]
+            out += [
+                SignalInfo(f"{n}.cell_t_{k}", deg, doc=f"thermocouple {k} (type K)")
+                for k in range(1, self.tc_count + 1)
             ]
         return out
 
@@ -242,6 +257,8 @@ class Daq970aDriver(ScpiDriver):
                 hi, lo = max(values), min(values)
                 out |= {f"{prefix}_max": hi[0], f"{prefix}_min": lo[0]}
                 out |= {f"{prefix}_max_id": float(hi[1]), f"{prefix}_min_id": float(lo[1])}
+            if self.per_channel:
+                out |= {f"{prefix}_{number}": value for value, number in values}
         return out
 
     async def set(self, values: Mapping[str, float]) -> dict[str, float]:

@@ -312,3 +312,17 @@ def test_daq_signals_carry_the_register_accuracy_into_the_uncertainty() -> None:
     daq = [i for i in model.equipment if i.device == "daq"]
     assert [i.serial for i in daq] == ["SIM00DAQ01", "SIM00DAQ02", "SIM00DAQ03", "SIM00DAQ04"]
     assert all(i.calibration is not None for i in daq)
+
+
+def test_per_channel_signals_when_asked() -> None:
+    config = {**CONFIG, "per_channel": True}
+    names = [s.name for s in make(Daq970aDriver, config, "daq").signals()]
+    assert [n for n in names if n[len("daq.cell_v_") :].isdigit() or n[len("daq.cell_t_") :].isdigit()] == [
+        "daq.cell_v_1", "daq.cell_v_2", "daq.cell_v_3", "daq.cell_t_1", "daq.cell_t_2",
+    ]  # fmt: skip
+    h = _scripted(ScpiScript([*SETUP, ("READ?", SCAN)]), 0.5, config)
+    assert (h.last("daq.cell_v_2"), h.last("daq.cell_v_3"), h.last("daq.cell_t_1")) == (4.25, 4.05, 26.1)
+    # Off by default: only the extremes.
+    assert "daq.cell_v_1" not in {s.name for s in make(Daq970aDriver, CONFIG, "daq").signals()}
+    with pytest.raises(ConfigError, match="per_channel: expected true or false"):
+        make(Daq970aDriver, {**CONFIG, "per_channel": "yes"})
