@@ -281,7 +281,7 @@ def test_station_daq_over_tcp_scpi(tmp_path_factory: pytest.TempPathFactory) -> 
 
     async def main() -> dict[str, str]:
         async with connected(driver, harness, {}):
-            await asyncio.sleep(2.5)  # wall clock: two more scans of all four mainframes
+            await asyncio.sleep(2.5)  # wall clock: at least one more scan of all four mainframes
             return await driver.identify()
 
     with sim_serve(stations.served):
@@ -289,7 +289,8 @@ def test_station_daq_over_tcp_scpi(tmp_path_factory: pytest.TempPathFactory) -> 
     assert harness.faults == []
     assert identity["serial"] == "SIM00DAQ01"
     assert "mainframe 4: Keysight Technologies,DAQ970A,SIM00DAQ04" in identity["mainframes"]
-    assert len([1 for n, _, _ in harness.samples if n == "daq.cell_v_max"]) >= 3
+    # The scan at connect and the one due at 1 s (a loaded machine may delay the one due at 2 s).
+    assert len([1 for n, _, _ in harness.samples if n == "daq.cell_v_max"]) >= 2
     # Half-charged NMC cells at rest, the pack at ambient.
     assert 3.7 < harness.last("daq.cell_v_min") < harness.last("daq.cell_v_max") < 3.9
     assert 1 <= harness.last("daq.cell_v_max_id") <= 192
