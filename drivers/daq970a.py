@@ -71,6 +71,10 @@ class _Mainframe:
     first_tc: int
     instr: ScpiInstrument | None = None
 
+    @property
+    def channels(self) -> set[int]:
+        return set(self.cells) | set(self.thermocouples)
+
 
 def parse_channels(text: Any, key: str) -> list[int]:
     """``"@101:103,201"`` (or ``"(@...)"``) -> [101, 102, 103, 201]."""
@@ -246,8 +250,8 @@ class Daq970aDriver(ScpiDriver):
         for frame in self.frames:
             assert frame.instr is not None
             readings = _readings(await frame.instr.query("READ?"), frame.label)
-            expected = sorted(frame.cells + frame.thermocouples)
-            if sorted(readings) != expected:
+            if readings.keys() != frame.channels:
+                expected = sorted(frame.channels)
                 raise ValueError(f"{frame.label}: scanned channels {sorted(readings)}, expected {expected}")
             volts += [(readings[ch], frame.first_cell + k) for k, ch in enumerate(frame.cells)]
             temps += [(readings[ch], frame.first_tc + k) for k, ch in enumerate(frame.thermocouples)]

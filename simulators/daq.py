@@ -226,12 +226,9 @@ class Daq970a(ScpiDevice):
 
     def _fetch(self, arg: str) -> str | None:
         self._no_arg(arg)
-        parts = []
-        for ch, value in self.memory:
-            parts.append(f"{value:+.8E}")
-            if self.format_channel:
-                parts.append(str(ch))
-        return ",".join(parts)
+        if self.format_channel:
+            return ",".join(f"{value:+.8E},{ch}" for ch, value in self.memory)
+        return ",".join(f"{value:+.8E}" for _, value in self.memory)
 
     def _read(self, arg: str) -> str | None:
         self._initiate(arg)
@@ -242,7 +239,7 @@ class Daq970a(ScpiDevice):
     def _measure(self, ch: int) -> float:
         cfg = self.channels[ch]
         source = self.sources.get(ch)
-        noise = (self._rng.random() - 0.5) * 2.0
+        noise = self._rng.random() * 2.0 - 1.0
         if cfg.function == "TEMP":
             if source is None:
                 return OVERLOAD  # no thermocouple on the terminals: open circuit
