@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bench.errors import DeviceError
-from tests.expected_protocol import Harness, ScpiScript, connected, run_virtual, settle
+from tests.expected_protocol import OK, Harness, ScpiScript, connected, run_virtual, settle
 
 
 def set_values(
@@ -44,3 +44,22 @@ def refused_sets(driver: Any, inproc: str, script: ScpiScript, attempts: list[di
     errors = run_virtual(main)
     script.assert_done()
     return errors
+
+
+def assert_set_reads_back(
+    driver: Any,
+    inproc: str,
+    before: list[tuple[str, str | None]],
+    signal: str,
+    value: float,
+    line: str,
+    readback: tuple[str, str],
+    expected: float,
+) -> None:
+    """After the ``before`` lines (connect, first poll), setting ``signal`` to ``value`` writes
+    ``line``, reads it back with the query and reply of ``readback``, checks the error queue,
+    returns and publishes ``expected``."""
+    script = ScpiScript([*before, (line, None), readback, ("SYST:ERR?", OK)])
+    result, harness = set_values(driver, inproc, script, {signal: value})
+    assert result == {signal: expected}
+    assert harness.last(f"{driver.name}.{signal}") == expected

@@ -6,7 +6,7 @@ import pytest
 
 from bench.device import ConfigError
 from drivers.chamber import ChamberDriver
-from tests.driver_sets import refused_sets, set_values
+from tests.driver_sets import assert_set_reads_back, refused_sets
 from tests.expected_protocol import OK, Harness, ScpiScript, connect_error, connected, make, run_virtual, settle
 
 IDN = "BENCH-SIM,CLIMATE CHAMBER TC-600,SIM00CH001,1.0 (simulated)"
@@ -70,10 +70,7 @@ def test_connect_reads_setpoints_and_polls_the_air_temperature() -> None:
 def test_set_writes_reads_back_and_checks_errors(
     signal: str, value: float, sent: str, query: str, reply: str, expected: float
 ) -> None:
-    script = ScpiScript([*CONNECT, POLL, (sent, None), (query, reply), ("SYST:ERR?", OK)])
-    result, h = set_values(_driver(), "chamber", script, {signal: value})
-    assert result == {signal: expected}
-    assert h.last(f"chamber.{signal}") == expected
+    assert_set_reads_back(_driver(), "chamber", [*CONNECT, POLL], signal, value, sent, (query, reply), expected)
 
 
 def test_instrument_error_fails_the_set_with_its_words() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from bench.device import ConfigError
 from drivers.fault_box import FaultBoxDriver
-from tests.driver_sets import refused_sets, set_values
+from tests.driver_sets import assert_set_reads_back, refused_sets
 from tests.expected_protocol import OK, Harness, ScpiScript, connect_error, connected, make, run_virtual, settle
 
 IDN = "BENCH-SIM,FAULT INSERTION BOX FIB-16,SIM0FIB001,1.0 (simulated)"
@@ -98,10 +98,7 @@ def test_no_sense_input_no_poll() -> None:
 def test_set_writes_reads_back_and_checks_errors(
     signal: str, value: float, sent: str, query: str, reply: str, expected: float
 ) -> None:
-    script = ScpiScript([*CONNECT, POLL, (sent, None), (query, reply), ("SYST:ERR?", OK)])
-    result, h = set_values(_driver(), "fib", script, {signal: value})
-    assert result == {signal: expected}
-    assert h.last(f"fib.{signal}") == expected
+    assert_set_reads_back(_driver(), "fib", [*CONNECT, POLL], signal, value, sent, (query, reply), expected)
 
 
 def test_instrument_error_fails_the_set_with_its_words() -> None:

@@ -70,6 +70,11 @@ class Wire:
         self._nodes.append(node)
         return node, events
 
+    def scripted(self, peer_address: int, node_address: int = BENCH) -> tuple[Peer, J1939Node, list[j1939.Event]]:
+        """A scripted peer and the node under test, with the events the node reports."""
+        node, events = self.node(node_address)
+        return Peer(self, peer_address), node, events
+
     def tp_cm(self, source: int | None = None) -> list[bytes]:
         return [
             bytes(m.data)
@@ -272,8 +277,7 @@ def test_two_packs_broadcast_dm1_at_once_and_a_pinned_source_takes_only_its_own(
 
 def test_a_bam_that_stops_midway_times_out_after_t1_and_a_late_packet_is_ignored() -> None:
     async def main(wire: Wire) -> None:
-        peer = Peer(wire, PACK_A)
-        _, events = wire.node(BENCH)
+        peer, _, events = wire.scripted(PACK_A)
         peer.cm(0xFF, "20 0A00 02 FF CAFE00")
         await asyncio.sleep(0.05)
         peer.dt(0xFF, 1, DM1_TWO_DTCS[:7])
@@ -293,8 +297,7 @@ def test_a_bam_that_stops_midway_times_out_after_t1_and_a_late_packet_is_ignored
 
 def test_a_bam_packet_out_of_sequence_ends_the_session() -> None:
     async def main(wire: Wire) -> None:
-        peer = Peer(wire, PACK_A)
-        _, events = wire.node(BENCH)
+        peer, _, events = wire.scripted(PACK_A)
         peer.cm(0xFF, "20 1400 03 FF CAFE00")
         peer.dt(0xFF, 1, b"\x00" * 7)
         peer.dt(0xFF, 3, b"\x00" * 7)
@@ -334,8 +337,7 @@ def test_cmdt_between_two_nodes_in_blocks_of_two_packets() -> None:
 
 def test_the_senders_packets_per_cts_limit_is_kept() -> None:
     async def main(wire: Wire) -> None:
-        peer = Peer(wire, 0x27)
-        _, events = wire.node(BENCH)  # would grant 16
+        peer, _, events = wire.scripted(0x27)  # would grant 16
         peer.cm(BENCH, "10 1400 03 01 00EF00")  # at most 1 packet per CTS
         await asyncio.sleep(0.01)
         for seq in (1, 2, 3):
@@ -357,8 +359,7 @@ def test_the_senders_packets_per_cts_limit_is_kept() -> None:
 )
 def test_a_cmdt_receiver_times_out_and_aborts(script: str, timer: str, at: float) -> None:
     async def main(wire: Wire) -> None:
-        peer = Peer(wire, 0x27)
-        _, events = wire.node(BENCH)
+        peer, _, events = wire.scripted(0x27)
         peer.cm(BENCH, "10 1400 03 FF 00EF00")
         if script == "stops after packet 1":
             await asyncio.sleep(0.1)
@@ -374,8 +375,7 @@ def test_a_cmdt_receiver_times_out_and_aborts(script: str, timer: str, at: float
 
 def test_an_abort_from_the_sender_ends_the_session_without_a_message() -> None:
     async def main(wire: Wire) -> None:
-        peer = Peer(wire, 0x27)
-        _, events = wire.node(BENCH)
+        peer, _, events = wire.scripted(0x27)
         peer.cm(BENCH, "10 1400 03 FF 00EF00")
         peer.dt(BENCH, 1, b"\x01" * 7)
         peer.cm(BENCH, "FF 02 FFFFFF 00EF00")
@@ -392,8 +392,7 @@ def test_an_abort_from_the_sender_ends_the_session_without_a_message() -> None:
 
 def test_a_second_rts_for_another_pgn_from_the_same_sender_is_refused_busy() -> None:
     async def main(wire: Wire) -> None:
-        peer = Peer(wire, 0x27)
-        _, events = wire.node(BENCH)
+        peer, _, events = wire.scripted(0x27)
         peer.cm(BENCH, "10 0E00 02 FF 00EF00")
         peer.cm(BENCH, "10 0E00 02 FF 00EE00")
         peer.dt(BENCH, 1, b"\x01" * 7)
@@ -408,8 +407,7 @@ def test_a_second_rts_for_another_pgn_from_the_same_sender_is_refused_busy() -> 
 
 def test_a_tp_session_addressed_to_another_node_is_not_ours() -> None:
     async def main(wire: Wire) -> None:
-        peer = Peer(wire, 0x27)
-        _, events = wire.node(BENCH)
+        peer, _, events = wire.scripted(0x27)
         peer.cm(0x28, "10 0E00 02 FF 00EF00")
         await asyncio.sleep(3.0)
         assert events == [] and len(wire.tp_cm()) == 1, "no CTS, no abort, no timeout for someone else's session"
@@ -428,8 +426,7 @@ def test_a_tp_session_addressed_to_another_node_is_not_ours() -> None:
 )
 def test_a_cmdt_sender_times_out_and_aborts(replies: list[tuple[float, str]], timer: str, at: float) -> None:
     async def main(wire: Wire) -> None:
-        peer = Peer(wire, BENCH)
-        sender, events = wire.node(0x27)
+        peer, sender, events = wire.scripted(BENCH, node_address=0x27)
         sender.send_pgn(PROP_A, bytes(20), destination=BENCH)
         for t, payload in replies:
             await asyncio.sleep(t - now())
@@ -445,8 +442,7 @@ def test_a_cmdt_sender_times_out_and_aborts(replies: list[tuple[float, str]], ti
 
 def test_holds_renewed_every_th_keep_a_cmdt_sender_waiting() -> None:
     async def main(wire: Wire) -> None:
-        peer = Peer(wire, BENCH)
-        sender, events = wire.node(0x27)
+        peer, sender, events = wire.scripted(BENCH, node_address=0x27)
         sender.send_pgn(PROP_A, bytes(range(14)), destination=BENCH)
         for _ in range(6):  # 3 s of holds, far beyond T4 if they were not renewed
             await asyncio.sleep(j1939.TH)
