@@ -52,7 +52,8 @@ class Basis(_Model):
         description=(
             "'physical': the document prescribes a test of the physical item, performed here at HIL level "
             "(the sequence declares its deviations); 'hil': the document's method is itself a HIL or "
-            "fault-injection test; 'lab': the laboratory's own method"
+            "fault-injection test (its simulated environment is declared as a deviation too); 'lab': the "
+            "laboratory's own method"
         ),
     )
 
@@ -158,9 +159,10 @@ class Sequence(_Model):
 
     @model_validator(mode="after")
     def _physical_method_deviates(self) -> Sequence:
-        if self.basis.method == "physical" and not self.deviations:
+        # Even a HIL method runs the item in a simulated environment, which its basis does not.
+        if self.basis.method in ("physical", "hil") and not self.deviations:
             raise ValueError(
-                "basis.method 'physical' is performed at HIL level, which departs from the method: "
+                f"basis.method '{self.basis.method}' is performed at HIL level, which departs from the method: "
                 "declare the departures under 'deviations:'"
             )
         return self

@@ -129,10 +129,10 @@ def deviations_html(model: Sequence | None, run_deviations: Seq[str]) -> str:
         out.append(f"<p>Standing deviations of the sequence from the method of {_e(b.standard)}, {_e(b.clause)}:</p>")
         out.append('<ul class="deviations">' + "".join(f"<li>{_e(d)}</li>" for d in model.deviations) + "</ul>")
     else:
-        why = {
-            "hil": "its basis's method is itself a HIL or fault-injection test",
-            "lab": "it is the laboratory's own method",
-        }.get(model.basis.method or "", "its basis does not state what its method prescribes")
+        # A physical or HIL method always declares some (the sequence does not load otherwise).
+        why = {"lab": "it is the laboratory's own method"}.get(
+            model.basis.method or "", "its basis does not state what its method prescribes"
+        )
         out.append(f"<p>Standing deviations of the sequence: none declared ({_e(why)}).</p>")
     if run_deviations:
         out.append("<p>Deviations of this run:</p>")
