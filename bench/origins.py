@@ -6,7 +6,9 @@ A sequence declares it where the number is declared: a parameter's ``origin`` is
 manufacturer's specification) or ``lab`` (the laboratory's method). A measure limit that is one
 parameter (``max: $cell_v_limit``) has that parameter's origin; any other limit (a number written
 in the step, or an expression such as ``$t_max_op + 10 degC``) is the laboratory's, made of the
-parameters it names. A limit is never attributed to a regulation unless its parameter says so.
+parameters it names, unless its measure declares ``origin:`` (and ``source:``) for the limits
+written in it. A limit is never attributed to a regulation unless its parameter or its measure
+says so.
 
 The same functions serve ``bench validate`` (the rules and the listing) and the report, which
 reads the sequence file of the run's record.
@@ -19,7 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench.sequence import CONFIDENCE_TAG, Sequence
+from bench.provenance import CONFIDENCE_TAG
+from bench.sequence import Sequence
 
 UNDECLARED = "undeclared"
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -54,7 +57,7 @@ def limits(model: Sequence) -> list[Limit]:
         for bound in ("min", "max"):
             text = getattr(spec, bound, None)
             if text is not None:
-                out.append(_limit(model, str(spec.name), bound, str(text)))
+                out.append(_limit(model, spec, bound, str(text)))
     return out
 
 
@@ -65,7 +68,8 @@ def limits_by_measure(model: Sequence) -> dict[str, list[Limit]]:
     return out
 
 
-def _limit(model: Sequence, measure: str, bound: str, text: str) -> Limit:
+def _limit(model: Sequence, spec: Any, bound: str, text: str) -> Limit:
+    measure = str(spec.name)
     one = _ONE_PARAM.match(text)
     if one and one.group(1) in model.parameters:
         name = one.group(1)
@@ -80,7 +84,10 @@ def _limit(model: Sequence, measure: str, bound: str, text: str) -> Limit:
     )
     # Parts are named, the limit is not theirs: "(regulation)" would read as the limit's attribution.
     made_of = " and ".join(f"{n} ({_PART_WORDS.get(o, _ORIGIN_WORDS[o])})" for n, o in parts)
-    return Limit(measure, bound, text, "lab", f"made of {made_of}" if made_of else "", parts=parts)
+    # A limit written in the step is the lab's unless the step says whose it is (measure's origin:).
+    origin = getattr(spec, "origin", None) or "lab"
+    reference = getattr(spec, "source", None) or (f"made of {made_of}" if made_of else "")
+    return Limit(measure, bound, text, origin, reference, parts=parts)
 
 
 _ORIGIN_WORDS = {

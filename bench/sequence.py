@@ -7,7 +7,6 @@ JSON Schema of these models for editors.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,13 +22,11 @@ from pydantic import (
 from pydantic_core import CoreSchema
 
 from bench import stepkinds
+from bench.provenance import CONFIDENCE_TAG as CONFIDENCE_TAG
+from bench.provenance import Origin, require_cited
 from bench.stepkinds.base import Scalar as Scalar
 from bench.stepkinds.base import StepModel
 from bench.stepkinds.base import as_text as _as_text
-
-# The confidence tags of the research notes: confirmed in a primary text, in a harmonised sibling
-# document, in a secondary source only (a wiki, slides, a summary), or recalled.
-CONFIDENCE_TAG = re.compile(r"\[(?:C|C-analog|S|R)\]")
 
 
 class _Model(BaseModel):
@@ -58,10 +55,6 @@ class Basis(_Model):
     )
 
 
-# Who set a limit (ISO/IEC 17025 7.8.6.2 b): the report states conformity to that specification only.
-Origin = Literal["regulation", "item", "lab"]
-
-
 class Parameter(_Model):
     default: str = Field(description="value with unit, e.g. '50 A'")
     doc: str = ""
@@ -82,12 +75,7 @@ class Parameter(_Model):
 
     @model_validator(mode="after")
     def _regulation_is_cited(self) -> Parameter:
-        # A statement "conforms to <regulation clause>" needs the clause and how sure we are of it.
-        if self.origin == "regulation" and not (self.source and CONFIDENCE_TAG.search(self.source)):
-            raise ValueError(
-                "a regulation limit needs a source: naming the document, the clause and a confidence tag "
-                "[C], [C-analog], [S] or [R]"
-            )
+        require_cited(self.origin, self.source)
         return self
 
 

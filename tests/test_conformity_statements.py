@@ -183,3 +183,26 @@ def test_validate_shows_the_tags_origins_and_deviations() -> None:
     assert "  deviation: Performed at HIL level" in out
     assert "  limit peak_cell_voltage max $cell_v_limit: item specification" in out
     assert "  limit reaction_time min 0 s: lab method" in out
+
+
+def test_a_measure_names_the_origin_of_the_limits_written_in_it(tmp_path: Path) -> None:
+    from bench.origins import limits
+    from bench.plan import load_sequence
+
+    seq = tmp_path / "seq.yaml"
+    seq.write_text(
+        "id: T\ntitle: t\nversion: '1'\nbasis: {standard: ISO 26262, clause: '4', method: lab}\nrequires: [bms]\n"
+        "parameters:\n  fdti: {default: 500 ms, origin: item}\n  frti: {default: 300 ms, origin: item}\n"
+        "steps:\n"
+        "  - measure: {name: a, expr: '1 s', min: 0 s, max: $fdti + $frti, origin: item, source: safety concept}\n"
+        "  - measure: {name: b, expr: '1 s', max: $fdti + $frti}\n"
+    )
+    _, model = load_sequence(seq)
+    got = {(lim.measure, lim.bound): (lim.origin, lim.reference) for lim in limits(model)}
+    assert got[("a", "max")] == ("item", "safety concept")
+    assert got[("a", "min")] == ("item", "safety concept")
+    assert got[("b", "max")][0] == "lab" and "fdti" in got[("b", "max")][1]
+    # A regulation's limit written in a step cites its source with a tag, like a parameter.
+    seq.write_text(seq.read_text().replace("origin: item, source: safety concept", "origin: regulation"))
+    r = bench("validate", seq)
+    assert r.rc == 2 and "a regulation limit needs a source" in r.err, r.err

@@ -7,12 +7,13 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bench.compiler import Compiler, refuse_bare, refuse_mixing
 from bench.errors import ExpressionError
 from bench.events import EventKind
 from bench.expr import NUM, Compiled, compile_expr, constant, expect_dim
+from bench.provenance import Origin, require_cited
 from bench.report import runtime
 from bench.result import Measurement, Outcome
 from bench.runcontext import RunContext, rounded
@@ -43,8 +44,19 @@ class MeasureSpec(StrictModel):
     max: Scalar | None = None
     unit: str | None = Field(None, description="unit to report the value in")
     uncertainty: Scalar | None = Field(None, description="expanded uncertainty U (k = 2) if known; else computed")
+    # The origin of a limit written here (a number or an expression); a limit that is one parameter
+    # has the parameter's origin (docs/sequences.md, "Origins of limits and deviations").
+    origin: Origin | None = Field(
+        None, description="who set the limits written here: regulation, item or lab [default: lab]"
+    )
+    source: str | None = Field(None, description="where those limits come from; for a regulation with its tag")
 
     _text = field_validator("window", "over", "min", "max", "uncertainty", mode="before")(as_text)
+
+    @model_validator(mode="after")
+    def _regulation_is_cited(self) -> MeasureSpec:
+        require_cited(self.origin, self.source)
+        return self
 
 
 class MeasureStep(StepModel):
