@@ -17,13 +17,14 @@ SEQUENCES = ROOT / "docs" / "sequences.md"
 
 def test_every_step_kind_is_one_module_of_the_package() -> None:
     modules = {p.stem for p in (ROOT / "bench" / "stepkinds").glob("*.py")} - {"__init__", "base"}
-    assert set(stepkinds.BUILT_IN) == modules
-    for name in stepkinds.BUILT_IN:
+    assert set(stepkinds.names()) == modules
+    assert set(stepkinds.BUILT_IN) <= modules
+    for name in stepkinds.names():
         assert importlib.import_module(f"bench.stepkinds.{name}").KIND is stepkinds.get(name)
 
 
 def test_the_sequence_language_has_exactly_the_registered_kinds() -> None:
-    assert stepkinds.names() == stepkinds.BUILT_IN
+    assert stepkinds.names()[: len(stepkinds.BUILT_IN)] == stepkinds.BUILT_IN
     steps = Sequence.model_json_schema(by_alias=True)["properties"]["steps"]["items"]["oneOf"]
     assert [ref["$ref"].rsplit("/", 1)[1] for ref in steps] == [k.model.__name__ for k in stepkinds.all_kinds()]
 

@@ -2,15 +2,17 @@
 
 Each module ``bench/stepkinds/<kind>.py`` holds its kind's whole story (model, compile,
 description, executor) and exposes it as ``KIND``; its section in docs/sequences.md and its
-paragraph in docs/lifecycle.md (stage 4) document it. ``BUILT_IN`` names them in the order the
-sequence language lists them (the order of the error message of a step with no known key).
-:func:`register` adds a kind from elsewhere (a test's own kind); :mod:`bench.sequence`
-rebuilds the sequence model whenever the kinds change.
+paragraph in docs/lifecycle.md (stage 4) document it. Every module of the package is a kind and
+is found here without being listed: the kinds of ``BUILT_IN`` come first, in the order the
+language has always listed them (the order of the error message of a step with no known key),
+any other module after them by name. :func:`register` adds a kind from elsewhere (a test's own
+kind); :mod:`bench.sequence` rebuilds the sequence model whenever the kinds change.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
@@ -23,9 +25,15 @@ _kinds: dict[str, AnyKind] = {}
 _on_change: list[Callable[[], None]] = []
 
 
+def modules() -> list[str]:
+    """The kind modules of the package: the built-in ones in the language's order, then the others by name."""
+    found = {m.name for m in pkgutil.iter_modules(__path__)} - {"base"}
+    return [n for n in BUILT_IN if n in found] + sorted(found - set(BUILT_IN))
+
+
 def _loaded() -> dict[str, AnyKind]:
     if not _kinds:
-        for name in BUILT_IN:
+        for name in modules():
             kind = importlib.import_module(f"bench.stepkinds.{name}").KIND
             assert kind.name == name, f"bench/stepkinds/{name}.py defines step kind {kind.name!r}"
             _kinds[name] = kind
@@ -79,4 +87,15 @@ def _changed() -> None:
         fn()
 
 
-__all__ = ["BUILT_IN", "AnyKind", "all_kinds", "get", "names", "of_model", "on_change", "register", "unregister"]
+__all__ = [
+    "BUILT_IN",
+    "AnyKind",
+    "all_kinds",
+    "get",
+    "modules",
+    "names",
+    "of_model",
+    "on_change",
+    "register",
+    "unregister",
+]
