@@ -66,6 +66,23 @@ def first_open(st: Station, after: float) -> float:
     return t
 
 
+async def inject(st: Station, *lines: str, wait: float = 2.0) -> tuple[float, dict[str, Any]]:
+    """Send ``lines`` to the fault box; the injection time and BMS_Status ``wait`` seconds after it."""
+    for line in lines:
+        fib(st, line)
+    t_inj = now()
+    await asyncio.sleep(wait)
+    return t_inj, st.bench.latest("BMS_Status")
+
+
+async def inject_and_trip(st: Station, *lines: str) -> tuple[float, dict[str, Any]]:
+    """:func:`inject`, and the contactors must have reported OPEN within the detection and reaction budget."""
+    t_inj, status = await inject(st, *lines)
+    t_open = first_open(st, t_inj)
+    assert t_open - t_inj <= TICK_S + DETECTION_S + REACTION_S + FRAME_S + 1e-6
+    return t_inj, status
+
+
 # -- open wire / short to chassis on a cell sense line (ISO 26262 fault injection) ------------------
 
 
@@ -74,12 +91,7 @@ def test_open_sense_line_latches_fault_and_opens_contactors_in_time() -> None:
         await close_contactors(st)
         charge(st, amps=20)
         await asyncio.sleep(1.0)
-        fib(st, "OPEN:CELL 17")
-        t_inj = now()
-        await asyncio.sleep(2.0)
-        t_open = first_open(st, t_inj)
-        assert t_open - t_inj <= TICK_S + DETECTION_S + REACTION_S + FRAME_S + 1e-6
-        status = st.bench.latest("BMS_Status")
+        t_inj, status = await inject_and_trip(st, "OPEN:CELL 17")
         assert status["fault_sense_line"] == "ACTIVE" and status["bms_state"] == "FAULT"
         # the broken line reads 0 V, and that is no cell under-voltage
         assert status["fault_cell_uv"] == "OK"
@@ -104,9 +116,7 @@ def test_open_sense_line_latches_fault_and_opens_contactors_in_time() -> None:
 def test_open_wire_detection_disabled_leaves_the_cell_unmonitored() -> None:
     async def body(st: Station) -> None:
         await close_contactors(st)
-        fib(st, "OPEN:CELL 17")
-        await asyncio.sleep(5.0)
-        status = st.bench.latest("BMS_Status")
+        _, status = await inject(st, "OPEN:CELL 17", wait=5.0)
         assert status["contactors"] == "CLOSED" and status["fault_sense_line"] == "OK"
         assert st.bench.latest("BMS_CellStats")["cell_v_min"] == 0.0
 
@@ -116,12 +126,7 @@ def test_open_wire_detection_disabled_leaves_the_cell_unmonitored() -> None:
 def test_sense_line_short_to_chassis_collapses_isolation_and_trips() -> None:
     async def body(st: Station) -> None:
         await close_contactors(st)
-        fib(st, "SHOR:CELL 100")
-        t_inj = now()
-        await asyncio.sleep(2.0)
-        t_open = first_open(st, t_inj)
-        assert t_open - t_inj <= TICK_S + DETECTION_S + REACTION_S + FRAME_S + 1e-6
-        status = st.bench.latest("BMS_Status")
+        _, status = await inject_and_trip(st, "SHOR:CELL 100")
         assert status["fault_sense_line"] == "ACTIVE"
         assert status["fault_isolation"] == "ACTIVE" and status["warn_isolation"] == "ACTIVE"
         assert st.bench.latest("BMS_Isolation")["iso_resistance"] <= 1
@@ -223,13 +228,7 @@ def test_external_short_5_mohm_trips_overcurrent_and_opens_contactors() -> None:
     async def body(st: Station) -> None:
         await close_contactors(st)
         t0_pack = st.plant.pack.temp_c
-        fib(st, "SHOR:RES 5")
-        fib(st, "SHOR:EXT ON")
-        t_inj = now()
-        await asyncio.sleep(2.0)
-        t_open = first_open(st, t_inj)
-        assert t_open - t_inj <= TICK_S + DETECTION_S + REACTION_S + FRAME_S + 1e-6
-        status = st.bench.latest("BMS_Status")
+        _, status = await inject_and_trip(st, "SHOR:RES 5", "SHOR:EXT ON")
         assert status["fault_overcurrent"] == "ACTIVE" and status["bms_state"] == "FAULT"
         currents = [v["pack_current"] for _, v in st.bench.of("BMS_PackValues")]
         assert min(currents) == -3276.8  # thousands of amperes: the DBC field saturates
@@ -243,9 +242,7 @@ def test_external_short_5_mohm_trips_overcurrent_and_opens_contactors() -> None:
 def test_overcurrent_protection_disabled_leaves_the_short_to_under_voltage() -> None:
     async def body(st: Station) -> None:
         await close_contactors(st)
-        fib(st, "SHOR:RES 5;SHOR:EXT ON")
-        await asyncio.sleep(2.0)
-        status = st.bench.latest("BMS_Status")
+        _, status = await inject(st, "SHOR:RES 5;SHOR:EXT ON")
         assert status["fault_overcurrent"] == "OK"
         # the cells collapse under the short: only the under-voltage protection opens, debounced
         assert status["fault_cell_uv"] == "ACTIVE"

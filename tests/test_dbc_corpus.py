@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, bench
+from tests.conftest import ROOT, Completed, bench
 from tests.test_bad_inputs import CONTROL, assert_one_line
 
 CORPUS = ROOT / "tests" / "dbc"
@@ -67,6 +67,13 @@ def _sequence(tmp_path: Path, *steps: str, name: str = "seq.yaml") -> Path:
         "steps:\n" + "".join(f"  - {s}\n" for s in steps)
     )
     return path
+
+
+def _validates(tmp_path: Path, station: Path, *steps: str) -> Completed:
+    """``bench validate`` of a sequence of ``steps`` on ``station``, which must pass."""
+    r = bench("validate", _sequence(tmp_path, *steps), "--station", station)
+    assert r.rc == 0, r.err
+    return r
 
 
 def test_every_corpus_file_has_an_expectation() -> None:
@@ -140,8 +147,9 @@ def test_an_ambiguous_short_name_lists_the_qualified_candidates(tmp_path: Path) 
 
 def test_qualified_names_and_unique_short_names_validate(tmp_path: Path) -> None:
     station = _station(tmp_path, "duplicate_names.dbc", "node: VCU")
-    seq = _sequence(
+    r = _validates(
         tmp_path,
+        station,
         "wait_until: dut.Pack_Summary.MaxCellVoltage > 4 V and dut.String_Summary.MaxCellVoltage > 4 V\n"
         "    timeout: 1 s",
         "check: dut.PackSoc > 10 % and dut.Pack_Summary.PackSoc > 10 %",
@@ -149,8 +157,6 @@ def test_qualified_names_and_unique_short_names_validate(tmp_path: Path) -> None
         "set: {dut.VCU_Request.ContactorRequest: Close}",
         "set: {dut.ContactorRequest: Open}",
     )
-    r = bench("validate", seq, "--station", station)
-    assert r.rc == 0, r.err
     for bad, message in [
         ("check: dut.Pack_Summary.NoSuch > 1 V", "unknown signal 'dut.Pack_Summary.NoSuch'"),
         ("measure: {name: x, signal: dut.MinCellVoltage}", "'dut.MinCellVoltage' is ambiguous"),
@@ -172,14 +178,13 @@ def test_value_table_names_with_spaces_are_written_in_quotes(tmp_path: Path) -> 
     assert_one_line(r, "seq.yaml", 8, "dut.ErrorState has no state 'Over_Voltage_not'")
     # The list of states quotes the names a condition can only write in quotes.
     assert '(states: "No Error", "Over Voltage", "Under Voltage", "Over Temperature", "Signal not available")' in r.err
-    seq = _sequence(
+    r = _validates(
         tmp_path,
+        station,
         "check: dut.ErrorState == \"No Error\" and dut.OperatingMode != 'Drive - HV on'",
         "set: {dut.ModeRequest: Wake up}",
         "set: {dut.ModeRequest: '\"HV on\"'}",
     )
-    r = bench("validate", seq, "--station", station)
-    assert r.rc == 0, r.err
     good = _station(tmp_path, "value_tables_spaces.dbc", "node: TESTER\ninitial: {ModeRequest: Wake up}", "good.yaml")
     assert bench("validate", good).rc == 0
     bad = _station(tmp_path, "value_tables_spaces.dbc", "node: TESTER\ninitial: {ModeRequest: Wakeup}", "bad.yaml")
@@ -196,8 +201,9 @@ def test_value_table_names_with_spaces_are_written_in_quotes(tmp_path: Path) -> 
 
 def test_common_spellings_map_to_the_unit_table(tmp_path: Path) -> None:
     station = _station(tmp_path, "odd_units.dbc", "node: BENCH")
-    seq = _sequence(
+    r = _validates(
         tmp_path,
+        station,
         "check: dut.LinkVoltage > 500 V and dut.LinkCurrent < 300 A and dut.MotorSpeed < 3000 rpm",
         "check: dut.MotorTorque < 2 kJ and dut.VehicleSpeed < 90 km/h and dut.CoolantTemp < 60 degC",
         "check: dut.AmbientTemp > -20 degC and dut.ChargeThroughput < 100 Ah and dut.H2Concentration < 2 %vol",
@@ -205,8 +211,6 @@ def test_common_spellings_map_to_the_unit_table(tmp_path: Path) -> None:
         "check: dut.DcdcPower < 3 kW",
         "set: {dut.SpeedRequest: 1500 rpm}",
     )
-    r = bench("validate", seq, "--station", station)
-    assert r.rc == 0, r.err
     assert "note: dut: unit 'Count'" in r.out, r.out
 
 
@@ -230,14 +234,13 @@ def test_an_opaque_unit_mixes_with_nothing_else(tmp_path: Path, condition: str, 
 
 def test_an_opaque_unit_compares_with_a_plain_number_or_itself(tmp_path: Path) -> None:
     station = _station(tmp_path, "odd_units.dbc")
-    seq = _sequence(
+    r = _validates(
         tmp_path,
+        station,
         "check: dut.WakeupCount < 5 and dut.WakeupCount < 5 Count and dut.WakeupCount <= dut.ResetCount",
         "check: dut.WakeupCount * 2 < 10 Count and dut.WakeupCount / dut.ResetCount < 2 and dut.ApiCalls != 0",
         "measure: {name: wakeups, signal: dut.WakeupCount, max: 10 Count}",
     )
-    r = bench("validate", seq, "--station", station)
-    assert r.rc == 0, r.err
     r = bench(
         "validate",
         _sequence(tmp_path, "measure: {name: wakeups, signal: dut.WakeupCount, max: 10 %}", name="bad.yaml"),
@@ -252,8 +255,7 @@ def test_a_station_maps_units_per_device(tmp_path: Path) -> None:
     r = bench("validate", station)
     assert r.rc == 0, r.err
     assert "note:" not in r.out, r.out
-    seq = _sequence(tmp_path, "check: dut.WakeupCount + dut.ApiCalls < 5")
-    assert bench("validate", seq, "--station", station).rc == 0
+    _validates(tmp_path, station, "check: dut.WakeupCount + dut.ApiCalls < 5")
     bad = _station(tmp_path, "odd_units.dbc", "units: {Count: Cnt}", name="bad.yaml")
     assert_one_line(
         bench("validate", bad), "bad.yaml", 8, "units: 'Count' maps to 'Cnt', which is not a unit the bench knows"

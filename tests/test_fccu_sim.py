@@ -15,7 +15,6 @@ import can
 import cantools
 import pytest
 
-from bench.vtime import VirtualTimeLoop
 from drivers.can_dbc import CanDbcDriver
 from simulators import e2e
 from simulators.faults import CATALOGUE as BMS_CATALOGUE
@@ -28,11 +27,12 @@ from simulators.fccu import (
     fault_catalogue,
 )
 from simulators.fccu_firmware import FcState
+from tests.can_link import fresh_channel
 from tests.conftest import bench
+from tests.expected_protocol import run_virtual
 
 DBC = str(Path(__file__).resolve().parents[1] / "dbc" / "fccu.dbc")
 DB: Any = cantools.database.load_file(DBC)
-_channels = itertools.count()
 BENCH_FRAMES = ("BENCH_FcCommand", "BENCH_H2Sensor1", "BENCH_H2Sensor2", "BENCH_TankSensor")
 _E2E = {"BENCH_FcCommand": "cmd", "BENCH_H2Sensor1": "s1", "BENCH_H2Sensor2": "s2", "BENCH_TankSensor": "tp"}
 CYCLE = 0.1
@@ -127,7 +127,7 @@ Body = Callable[[FccuPlant, BenchNode, dict[str, Any]], Awaitable[None]]
 def run(body: Body, *, faults: Sequence[str] = (), **config: Any) -> None:
     async def main() -> None:
         endpoints: dict[str, Any] = {}
-        channel = f"fccu-test-{next(_channels)}"
+        channel = fresh_channel("fccu-test")
         plant = build_plant(
             {"dbc": DBC, "can_channel": channel, **config},
             faults=list(faults),
@@ -143,11 +143,7 @@ def run(body: Body, *, faults: Sequence[str] = (), **config: Any) -> None:
             node.stop()
             await plant.stop()
 
-    loop = VirtualTimeLoop()
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    run_virtual(main)
 
 
 def now() -> float:
