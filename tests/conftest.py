@@ -56,6 +56,18 @@ def bench(*args: str | Path, cwd: Path = ROOT, timeout: float = 120, env: dict[s
     return Completed(proc.returncode, proc.stdout, proc.stderr)
 
 
+def start_bench(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``bench ARGS`` as a process the test reads line by line and signals (unbuffered output)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})},
+    )
+
+
 @pytest.fixture
 def reports(tmp_path: Path) -> Path:
     path = tmp_path / "reports"

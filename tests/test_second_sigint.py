@@ -9,10 +9,8 @@ record unsealed but the rig safe.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_bench
 
 STEPS = 400  # enough rows that the report and its PDF take many seconds to write
 
@@ -45,14 +43,7 @@ steps:
 
 
 def start(*args: str | Path, pdf: bool) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", *map(str, args)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "BENCH_REPORT_PDF": "1" if pdf else "0"},
-    )
+    return start_bench("run", *args, env={"BENCH_REPORT_PDF": "1" if pdf else "0"})
 
 
 def signal_twice(

@@ -7,10 +7,8 @@ holder killed with SIGKILL leaves the file behind, and the next run takes the st
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.plan import build_plan
-from tests.conftest import OVERCHARGE, ROOT, SIM_STATION, bench
+from tests.conftest import OVERCHARGE, ROOT, SIM_STATION, bench, start_bench
 from tests.served import SHORT_OVERCHARGE, sim_serve, write_stations
 
 SUPPLY_ON = ROOT / "tests" / "sequences" / "supply_on.yaml"
@@ -28,14 +26,7 @@ BUSY_EXIT = 7
 
 
 def start_run(*args: str | Path, state: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", *map(str, args)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "BENCH_STATE_DIR": str(state), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
-    )
+    return start_bench("run", *args, env={"BENCH_STATE_DIR": str(state)})
 
 
 def wait_for_holder(lock: Path, proc: subprocess.Popen[str], timeout: float = 30) -> dict[str, Any]:
