@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -17,11 +18,20 @@ import pytest
 
 from tests.conftest import OVERCHARGE, ROOT, Completed, bench
 
+# The nominal run is set up by whichever test comes first; on a loaded machine it takes minutes.
+pytestmark = pytest.mark.timeout(660)
+
+_NOMINAL_CPU_S: list[float] = []  # the CPU seconds of the nominal run, for the virtual-time check
+
 
 @pytest.fixture(scope="module")
 def nominal(tmp_path_factory: pytest.TempPathFactory) -> Completed:
     reports = tmp_path_factory.mktemp("reports")
-    return bench("run", OVERCHARGE, "--reports", reports)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = bench("run", OVERCHARGE, "--reports", reports, timeout=600)  # a loaded machine stretches the wall time
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    _NOMINAL_CPU_S[:] = [(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)]
+    return r
 
 
 def test_nominal_passes_and_reports(nominal: Completed) -> None:
@@ -44,9 +54,16 @@ def test_nominal_passes_and_reports(nominal: Completed) -> None:
 
 def test_nominal_prints_progress_and_durations(nominal: Completed) -> None:
     assert "charging: wait until" in nominal.out
-    assert re.search(r"simulated \d+:\d\d:\d\d \(\d+\.\d s\) in \d+\.\d\d s wall", nominal.out)
-    wall = float(re.search(r"in (\d+\.\d+) s wall", nominal.out).group(1))  # type: ignore[union-attr]
-    assert wall < 20, f"virtual-time run took {wall} s of wall time"
+    durations = re.search(r"simulated \d+:\d\d:\d\d \((\d+\.\d) s\) in (\d+\.\d\d) s wall", nominal.out)
+    assert durations, nominal.out
+    simulated, wall = float(durations.group(1)), float(durations.group(2))
+    # Virtual time: the two hours of the sequence in a few minutes at most. Ratios rather than a
+    # wall-clock limit, so that a loaded machine does not fail it (seen: 7139 s simulated in 337 s
+    # wall and 44 s of CPU with the load at 10 on 2 cores); a run on the wall clock (ratio 1) still
+    # fails, and so does one that needs many times the CPU it needs now.
+    (cpu,) = _NOMINAL_CPU_S
+    assert wall < simulated / 5, f"{simulated} s simulated took {wall} s of wall time: not virtual time"
+    assert cpu < simulated / 25, f"{simulated} s simulated took {cpu:.1f} s of CPU time ({wall} s wall)"
 
 
 def test_nominal_record_is_complete(nominal: Completed) -> None:
