@@ -4,11 +4,11 @@ job that ran twice shows both results, and the table shows open jobs and the las
 
 from __future__ import annotations
 
+from bench.clock import utc
 from bench.lab import overview
 from bench.lab.archive import ArchivedJob
 from bench.lab.client import Snapshot
 from bench.lab.protocol import Claim, Job, Result, SequenceRef, State, Status, Topics, encode
-from bench.runner import utc
 
 T = Topics("lab")
 NOW = 1_796_000_000.0  # the wall clock of the status read (2026-11-30)

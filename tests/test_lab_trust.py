@@ -9,10 +9,10 @@ import json
 import time
 from pathlib import Path
 
+from bench.clock import utc
 from bench.lab import client
 from bench.lab.mqtt import client as mqtt_client
 from bench.lab.protocol import Claim, Job, LogEntry, Result, State, decode, encode
-from bench.runner import utc
 from tests.conftest import bench
 from tests.labkit import (  # noqa: F401  (fixtures)
     SHORT,

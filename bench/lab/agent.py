@@ -54,6 +54,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bench.clock import epoch_of, utc
 from bench.console import EXIT_CODES, run_exit_code
 from bench.errors import BenchError, LoadError
 from bench.events import EventKind
@@ -78,14 +79,13 @@ from bench.lab.protocol import (
     Status,
     Topics,
     encode,
-    utc_epoch,
 )
 from bench.lab.router import Arrival, Router
 from bench.lab.trust import LabKeys, sign_result
 from bench.plan import build_plan, load_sequence
 from bench.record.signing import load_key
 from bench.result import Verdict
-from bench.runner import Started, new_run_id, run_plan, utc
+from bench.runner import Started, new_run_id, run_plan
 from bench.station import load_station
 
 log = logging.getLogger("bench.lab.agent")
@@ -661,7 +661,7 @@ class Agent:
             return f"holder {ctl.holder or '(none)'} in the payload does not match its topic ({topic_holder})"
         if self.settings.authenticated_holders and topic_holder is None:
             return "control without the holder in its topic is refused (lab.authenticated_holders)"
-        expires = utc_epoch(ctl.expires_utc)
+        expires = epoch_of(ctl.expires_utc)
         if expires is None:
             return f"expires_utc {ctl.expires_utc!r} is not an ISO 8601 time"
         now = time.time()

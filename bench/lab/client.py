@@ -17,6 +17,7 @@ import uuid6
 from aiomqtt.exceptions import MqttConnectError
 from pydantic import ValidationError
 
+from bench.clock import utc
 from bench.errors import BenchError, LoadError
 from bench.lab import mqtt
 from bench.lab.ledger import JobRecord
@@ -38,7 +39,6 @@ from bench.lab.protocol import (
 from bench.lab.router import Arrival, Router
 from bench.lab.trust import LabKeys
 from bench.plan import load_sequence
-from bench.runner import utc
 
 
 @dataclass

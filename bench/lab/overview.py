@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.clock import epoch_of
 from bench.lab.archive import ArchivedJob
 from bench.lab.client import BenchView, Snapshot
 from bench.lab.ledger import JobRecord
-from bench.lab.protocol import Job, Result, utc_epoch
+from bench.lab.protocol import Job, Result
 
 BENCH_HEADER = (
     "BENCH            ONLINE  STATE     JOB                                   PROGRESS                     LEASE"
@@ -45,7 +46,7 @@ def bench_line(bv: BenchView, now: float) -> str:
         progress = ""
         if st is not None:
             progress = f"was {st.state}" + (f" {st.steps_done}/{st.steps_total}" if st.state == "running" else "")
-            published = utc_epoch(st.published_utc)
+            published = epoch_of(st.published_utc)
             if published is not None:
                 progress += f", {age_text(now - published)} ago"
     lease = f"{bv.lease.holder} until {bv.lease.expires_utc}" if bv.lease and bv.lease.holder else "-"

@@ -8,7 +8,6 @@ is data (YAML), accepted only where the station allows it (``lab.allow_sequence_
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -180,15 +179,6 @@ def decode(model: type[M], payload: bytes | bytearray | str | None, limit: int =
             raise ProtocolError(f"not JSON: {err['msg']}") from None
         where = ".".join(str(p) for p in err["loc"]) or "message"
         raise ProtocolError(f"{model.__name__.lower()}: {where}: {err['msg']}") from None
-
-
-def utc_epoch(text: str) -> float | None:
-    """Seconds since the epoch of a message's UTC time (``2026-12-01T08:00:00.000Z``); None when
-    it is empty or not ISO 8601."""
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def encode(msg: BaseModel) -> bytes:
