@@ -19,13 +19,16 @@ def test_barrier_comes_after_every_retained_message(mosquitto: Mosquitto) -> Non
     broker = mosquitto.broker("operator")
 
     async def scenario() -> tuple[int, int]:
-        async with mqtt.client(broker, "barrier-writer") as w:
+        # Generous operation timeouts: 10,000 QoS 1 publishes and their acknowledgements queue up
+        # on a loaded machine, and the barrier's own publish is acknowledged behind every retained
+        # message (as in bench/lab/client.py snapshot).
+        async with mqtt.client(broker, "barrier-writer", timeout=120) as w:
             await asyncio.gather(*(w.publish(f"lab/jobs/j{i:05d}", b"{}", qos=1, retain=True) for i in range(RETAINED)))
-        async with mqtt.client(broker, "barrier-reader") as c:
+        async with mqtt.client(broker, "barrier-reader", timeout=120) as c:
             await c.subscribe("lab/jobs/+", qos=1)
             token = await mqtt.start_barrier(c, broker.prefix)
             seen = 0
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(120):
                 async for msg in c.messages:
                     if msg.topic.value == mqtt.sync_topic(broker.prefix, c.identifier):
                         assert msg.payload == token
