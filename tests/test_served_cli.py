@@ -10,10 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 
 import can
 import pytest
 import serial
+from can.interfaces.socketcand.socketcand import SocketCanDaemonBus
 
 from tests.conftest import OVERCHARGE, ROOT, bench
 from tests.served import OTHER_SCPI, Served, Stations, scpi_query, sim_serve, write_stations
@@ -71,8 +73,16 @@ def test_socketcand_client_receives_frames_and_gets_uds_answers(served: Served, 
 
 
 def test_unknown_channel_is_refused(served: Served, stations: Stations) -> None:
-    with pytest.raises(can.CanError, match="could not open bus can7"):
+    with pytest.raises(can.CanError, match="could not open bus can7") as refused:
         can.Bus(interface="socketcand", host="127.0.0.1", port=stations.can_port, channel="can7")
+    # python-can's socketcand client raises from its constructor with its socket still open: the
+    # half-built bus is in the traceback; its socket is closed here, not by the garbage collector.
+    tb: TracebackType | None = refused.tb
+    while tb is not None:
+        bus = tb.tb_frame.f_locals.get("self")
+        if isinstance(bus, SocketCanDaemonBus):
+            vars(bus)["_SocketCanDaemonBus__socket"].close()  # its private attribute, name-mangled
+        tb = tb.tb_next
 
 
 def test_scpi_socket(served: Served, stations: Stations) -> None:
