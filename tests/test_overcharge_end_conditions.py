@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import OVERCHARGE, bench
+from tests.report_support import station_copy
 
 HOUR_S = 3600.0
 # A small rated capacity lets the C/3 precondition accept 1 A: at 1 A the 120 Ah pack gains
@@ -17,8 +18,12 @@ HOUR_S = 3600.0
 SLOW_CHARGE = ("-p", "rated_capacity=3Ah", "-p", "charge_current=1A", "-p", "soc_max=100%")
 
 
-def _run(tmp_path: Path, *args: str) -> dict:
-    done = bench("run", OVERCHARGE, "--reports", tmp_path, "-p", "observation=1min", *args, timeout=600)
+def _run(tmp_path: Path, start_soc_pct: float, *args: str) -> dict:
+    # The pack starts where the station's model puts it (a lab charges a real pack there first).
+    station = station_copy(tmp_path, replace={"initial_soc_pct: 50": f"initial_soc_pct: {start_soc_pct:g}"})
+    done = bench(
+        "run", OVERCHARGE, "--station", station, "--reports", tmp_path, "-p", "observation=1min", *args, timeout=600
+    )
     assert done.rc in (0, 1), done.out + done.err
     return done.result()
 
@@ -29,11 +34,10 @@ def test_a_non_reacting_bms_ends_max_duration_after_the_start_of_charge(tmp_path
     max_duration_h = 1.5
     result = _run(
         tmp_path,
+        100.0,
         "--fault",
         "overvoltage_protection_disabled",
         *SLOW_CHARGE,
-        "-p",
-        "start_soc=100%",
         "-p",
         f"max_duration={max_duration_h:g}h",
     )
@@ -51,11 +55,10 @@ def test_a_bms_that_never_reaches_its_threshold_ends_at_max_duration(tmp_path: P
     max_duration_h = 1.0
     result = _run(
         tmp_path,
+        95.0,
         "--fault",
         "overvoltage_protection_disabled",
         *SLOW_CHARGE,
-        "-p",
-        "start_soc=95%",
         "-p",
         f"max_duration={max_duration_h:g}h",
     )
