@@ -126,7 +126,8 @@ class Background:
                 if ready in line:
                     seen.set()
 
-        threading.Thread(target=read, daemon=True).start()
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
         if not seen.wait(30):
             self.stop()
             raise AssertionError(f"{' '.join(argv)} did not print '{ready}' within 30 s:\n{''.join(self.output)}")
@@ -139,6 +140,9 @@ class Background:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self._reader.join(5)  # at the end of the output once the process is gone
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()  # the pipe is closed here, not by the garbage collector
 
 
 @pytest.fixture
