@@ -11,6 +11,9 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
+from bench.errors import LoadError
 from bench.lab import client
 from bench.lab.archive import ArchivedJob, parse_older_than, read_archive
 from tests.conftest import bench
@@ -95,7 +98,8 @@ def test_durations() -> None:
     out = bench("lab", "archive", "--to", "x", "--older-than", "soon")
     assert out.rc == 2 and out.err.strip() == "error: --older-than soon: 'soon' is not a number with a unit"
     # 'm' is a metre, never a minute: refused, not read as 30 metres of age.
-    out = bench("lab", "archive", "--to", "x", "--older-than", "30m")
-    assert out.rc == 2 and out.err.strip() == (
-        "error: --older-than 30m: expected a duration > 0 with a unit of time (s, min, h, d), got '30m'"
+    with pytest.raises(LoadError) as refused:
+        parse_older_than("30m")
+    assert (
+        str(refused.value) == "--older-than 30m: expected a duration > 0 with a unit of time (s, min, h, d), got '30m'"
     )
