@@ -8,13 +8,14 @@ Exit codes: 0 when the matrix is convincing (and matches ``--expect`` if given),
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import uuid6
 
+from bench.clock import utc
 from bench.errors import LoadError
 
 
@@ -77,7 +78,7 @@ def campaign(
         raise LoadError(f"-p {unknown[0]}: no sequence declares this parameter")
     campaign_id = str(uuid6.uuid7())
     out = reports / campaign_id
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    started = utc(time.time())
     total = len(sequences) * (len(fault_names) + 1)
     typer.echo(
         f"campaign {campaign_id}: {len(sequences)} sequences x (nominal + {len(fault_names)} fault modes)"

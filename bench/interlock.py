@@ -11,13 +11,14 @@ that the state folder takes a file before any device moves, and is refused while
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from bench.clock import utc
 from bench.errors import BenchError
 from bench.events import EventKind
 from bench.record.chain import GENESIS, encode_line, line_hash
@@ -66,7 +67,7 @@ def check_writable(folder: Path) -> None:
 
 
 def now_utc() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc(time.time())
 
 
 class Interlock:

@@ -16,7 +16,7 @@ JUnit XML goes to ``reports/junit-sequences.xml``.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,7 @@ def _matrix(session: pytest.Session) -> tuple[Any, dict[str, dict[str, str]]]:
     import uuid6
 
     from bench.campaign import NOMINAL, load_expected, print_progress, run_campaign
+    from bench.clock import utc
 
     config = session.config
     items = [i for i in session.items if isinstance(i, SequenceItem)]
@@ -145,7 +146,7 @@ def _matrix(session: pytest.Session) -> tuple[Any, dict[str, dict[str, str]]]:
         raise pytest.UsageError(f"{expect_path}: no expected fault matrix (needed for fault items; or --faults none)")
     campaign_id = str(uuid6.uuid7())
     out = config.rootpath / config.getoption("bench_reports") / campaign_id
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    started = utc(time.time())
     capman = config.pluginmanager.getplugin("capturemanager")
     # One line per finished run on the terminal: the campaign takes minutes.
     with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bench.clock import utc
+from bench.clock import epoch_of, utc
 from bench.errors import BenchError, ExpressionError, LoadError
 from bench.lab import mqtt
 from bench.lab.client import Snapshot, connected, snapshot
@@ -64,10 +63,7 @@ def parse_older_than(text: str) -> float:
 
 
 def submitted_epoch(job: Job) -> float | None:
-    try:
-        return dt.datetime.fromisoformat(job.submitted_utc.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    return epoch_of(job.submitted_utc)
 
 
 def finished_lines(snap: Snapshot, older_than_s: float | None, now: float, archived_utc: str) -> list[ArchivedJob]:

@@ -23,7 +23,7 @@ DEFAULT_LAST = 20
 
 
 def age_text(seconds: float) -> str:
-    """A short age: ``45s``, ``12m``, ``5h``, ``3d`` (the units ``bench lab archive --older-than`` takes)."""
+    """A short age: ``45s``, ``12m``, ``5h``, ``3d`` (a display only: ``--older-than`` takes units of time such as ``12 min``)."""
     s = max(0.0, seconds)  # a bench clock ahead of ours: the state is as new as it gets
     for unit, size, up_to in (("s", 1, 120), ("m", 60, 120 * 60), ("h", 3600, 48 * 3600)):
         if s < up_to:
