@@ -9,28 +9,18 @@ sequence file kept in the run's record (``inputs/``), so a report rendered later
 
 from __future__ import annotations
 
-import html
-import math
 from collections.abc import Sequence as Seq
 from pathlib import Path
 from typing import Any
 
 from bench.events import EventKind
 from bench.origins import UNDECLARED, Limit, limits_by_measure
+from bench.report.htmltext import e as _e
+from bench.report.htmltext import num as _num
 from bench.result import Measurement, Outcome
 from bench.sequence import Sequence
 
 UNKNOWN = "unknown"  # the record's sequence file could not be read
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _num(v: float | None) -> str:
-    if v is None:
-        return "&mdash;"
-    return _e(f"{v:.6g}") if math.isfinite(v) else _e(str(v))
 
 
 def record_sequence(run_dir: Path, events: list[dict[str, Any]]) -> Sequence | None:

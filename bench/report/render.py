@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import html
 import json
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.events import EventKind
 from bench.report.conformity import basis_html, deviations_html, record_sequence, statements_html
+from bench.report.htmltext import e as _e
+from bench.report.htmltext import num as _num
 from bench.result import RunResult
 
 REPORT_PREFIX = "TR-"
@@ -31,16 +31,6 @@ NA = "not applicable"
 
 def report_id(run_id: str, amendment: int = 0) -> str:
     return f"{REPORT_PREFIX}{run_id}" + (f"-A{amendment}" if amendment else "")
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _num(v: float | None) -> str:
-    if v is None:
-        return "&mdash;"
-    return _e(f"{v:.6g}") if math.isfinite(v) else _e(str(v))
 
 
 def load_events(run_dir: Path) -> list[dict[str, Any]]:
