@@ -24,10 +24,10 @@ from bench.expr import Compiled
 from bench.interlock import Interlock
 from bench.prompts import Answers
 from bench.report import runtime
-from bench.result import DeviceIdentity, DtcRead, Measurement, SafeStateReadback, StepResult, Verdict
+from bench.result import DeviceIdentity, DtcRead, Measurement, Outcome, SafeStateReadback, StepResult, Verdict
 from bench.runrecord import RunRecorder
 from bench.signals import SignalBus
-from bench.stepkinds.base import PlanStep
+from bench.stepkinds.base import PlanStep, StepFailed
 from bench.units import format_value
 
 if TYPE_CHECKING:
@@ -123,6 +123,17 @@ class RunContext:
             s = self.bus.sample(n)
             out[n] = None if s is None else (s.state or rounded(s.value))
         return out
+
+    def evaluate(self, expr: Compiled, text: str) -> float:
+        """The value of ``expr`` now (base units); ERROR naming what is missing when it has none."""
+        self.bus.env.why_unknown = None
+        base = expr.fn(self.bus.env)
+        if base is None:
+            missing = [f"@{k}" for k in expr.marks if k not in self.bus.marks]
+            missing += [k for k in expr.signals if k not in self.bus.values]
+            why = f"no value for {', '.join(missing)}" if missing else self.bus.env.why_unknown or "no value"
+            raise StepFailed(Outcome.ERROR, f"cannot evaluate {text}: {why}")
+        return float(base)
 
     def shown(self, values: Mapping[str, Any]) -> str:
         return ", ".join(f"{k} = {format_signal(self.plan, k, v)}" for k, v in values.items())

@@ -198,14 +198,7 @@ async def run_measure(ctx: RunContext, step: PlanStep[MeasurePlan]) -> str:
     m = step.plan
     value: float | None
     if m.expr is not None:
-        ctx.bus.env.why_unknown = None
-        base = m.expr.fn(ctx.bus.env)
-        if base is None:
-            missing = [f"@{k}" for k in m.expr.marks if k not in ctx.bus.marks]
-            missing += [k for k in m.expr.signals if k not in ctx.bus.values]
-            why = f"no value for {', '.join(missing)}" if missing else ctx.bus.env.why_unknown or "no value"
-            raise StepFailed(Outcome.ERROR, f"cannot evaluate {m.expr_text}: {why}")
-        value = m.unit.from_base(base)
+        value = m.unit.from_base(ctx.evaluate(m.expr, m.expr_text))
         how = m.expr_text
     else:
         assert m.signal is not None
