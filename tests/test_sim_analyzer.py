@@ -80,8 +80,11 @@ def test_values_follow_the_plant_supply_output() -> None:
         seed=1,
         register=endpoints.__setitem__,
     )
-    # The rig's fault box, pack emulation and chamber are endpoints of the same plant.
-    assert set(endpoints) == {"psu", "pa", "h2", "fib", "emu", "chamber"}
+    # The rig's fault box, pack emulation, chamber and DAQ mainframes are endpoints of the same plant.
+    assert {"psu", "pa", "h2", "fib", "emu", "chamber", "daq"} <= set(endpoints)
+    assert set(endpoints) - {"psu", "pa", "h2", "fib", "emu", "chamber"} == {
+        name for name in endpoints if name.startswith("daq")
+    }
     pa = endpoints["pa"]
     assert isinstance(pa, PowerAnalyzer)
     psu = endpoints["psu"]
