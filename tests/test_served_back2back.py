@@ -75,10 +75,12 @@ class TestBackToBack:
     ) -> None:
         ids = {d["name"]: d["identity"] for d in runs[sequence, backend].result()["devices"]}
         # A run connects the devices its sequence requires and those the supervisor watches.
-        required = {"overcharge": {"psu", "bms"}, "analyzer_window": {"psu", "bms", "pa", "h2"}}[sequence]
+        required = {"overcharge": {"psu", "bms", "daq"}, "analyzer_window": {"psu", "bms", "pa", "h2"}}[sequence]
         assert set(ids) == required
         assert ids["psu"]["model"].startswith("PSB")  # *IDN? over pyvisa-py / in-process SCPI
         assert ids["bms"]["software_version"] == "BMS-SIM 1.0.0"  # UDS over socketcand / inproc CAN
+        if "daq" in required:
+            assert ids["daq"]["model"].startswith("DAQ97")  # *IDN? of the first mainframe, SCPI over TCP / in-process
         if "pa" in required:
             assert ids["pa"]["maker"] == "YOKOGAWA"
             assert ids["h2"]["maker"] == "H2scan"  # ID? over the pty / in-memory stream
