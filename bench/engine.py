@@ -118,7 +118,7 @@ class Run(RunContext):
         plan = self.plan
         run_dir = self.opt.reports_dir / self.opt.run_id
         try:
-            self.rec = RunRecorder(run_dir, self.state.t0, self.opt.start_epoch)
+            self.rec = RunRecorder(run_dir, self.state.t0, self.opt.start_epoch, plan.sequence)
             inputs = {
                 "sequence": self.rec.copy_input(plan.sequence_source.path),
                 "station": self.rec.copy_input(plan.station.path),

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import can
 
@@ -23,10 +23,16 @@ from bench.events import EventKind
 from bench.record import EventLog, file_sha256, write_junit, write_manifest, write_report_html
 from bench.result import RunResult
 
+if TYPE_CHECKING:
+    from bench.sequence import Sequence
+
 
 class RunRecorder:
-    def __init__(self, run_dir: Path, t0: float, start_epoch: float) -> None:
+    def __init__(self, run_dir: Path, t0: float, start_epoch: float, sequence: Sequence | None = None) -> None:
         self.dir = run_dir
+        # The sequence as loaded for the run: the report takes the limits' origins from it rather
+        # than parsing the copy in inputs/ again (seconds for a long sequence).
+        self.sequence = sequence
         self.dir.mkdir(parents=True, exist_ok=False)
         (self.dir / "inputs").mkdir()
         self.t0 = t0
@@ -224,7 +230,7 @@ class RunRecorder:
         try:
             from bench.report.render import build_html
 
-            text = build_html(self.dir)
+            text = build_html(self.dir, sequence=self.sequence)
             (self.dir / "report.html").write_text(text, encoding="utf-8")
         except Exception as exc:
             # The record must be sealed whatever the renderer does: fall back to the plain report,

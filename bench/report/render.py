@@ -24,6 +24,7 @@ from bench.report.conformity import basis_html, deviations_html, record_sequence
 from bench.report.htmltext import e as _e
 from bench.report.htmltext import num as _num
 from bench.result import RunResult
+from bench.sequence import Sequence as SequenceModel
 
 REPORT_PREFIX = "TR-"
 NA = "not applicable"
@@ -229,6 +230,7 @@ def build_html(
     issued: str | None = None,
     amendment: dict[str, Any] | None = None,
     with_plots: bool = True,
+    sequence: SequenceModel | None = None,
 ) -> str:
     """The report document for the run in ``run_dir`` (amended when ``amendment`` is given)."""
     result = RunResult.model_validate_json((run_dir / "result.json").read_text(encoding="utf-8"))
@@ -484,7 +486,7 @@ def build_html(
     )
     a(f'<p class="stmt">Decision rule (7.8.6.1, 7.8.6.2 c): {_e(rule_text)}.</p>')
     # 7.8.6.2 b): each limit conforms to the specification its origin names, never to the basis as a whole.
-    model = record_sequence(run_dir, events)
+    model = sequence if sequence is not None else record_sequence(run_dir, events)
     a(
         '<p class="stmt">Specification met (7.8.6.2 b): each limit is stated against its own origin: a regulation '
         "only where the sequence declares the limit to be the regulation's, the item specification, or the "
