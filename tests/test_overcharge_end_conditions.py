@@ -28,13 +28,11 @@ def _run(tmp_path: Path, start_soc_pct: float, *args: str) -> dict:
     return done.result()
 
 
-def test_a_non_reacting_bms_ends_max_duration_after_the_start_of_charge(tmp_path: Path) -> None:
-    # Start at 100 % SOC: at 1 A the BMS's highest cell reads above 4.25 V after about 0.8 h, in
-    # the second half of a 1.5 h test. Two waits of max_duration each would run to about 2.3 h.
-    max_duration_h = 1.5
+def _non_reacting_bms(tmp_path: Path, start_soc_pct: float, max_duration_h: float) -> tuple[dict, dict]:
+    """A slow charge of a BMS that never interrupts it: a FAIL, with the run's marks."""
     result = _run(
         tmp_path,
-        100.0,
+        start_soc_pct,
         "--fault",
         "overvoltage_protection_disabled",
         *SLOW_CHARGE,
@@ -42,7 +40,14 @@ def test_a_non_reacting_bms_ends_max_duration_after_the_start_of_charge(tmp_path
         f"max_duration={max_duration_h:g}h",
     )
     assert result["verdict"] == "FAIL"
-    marks = result["marks"]
+    return result["marks"], result
+
+
+def test_a_non_reacting_bms_ends_max_duration_after_the_start_of_charge(tmp_path: Path) -> None:
+    # Start at 100 % SOC: at 1 A the BMS's highest cell reads above 4.25 V after about 0.8 h, in
+    # the second half of a 1.5 h test. Two waits of max_duration each would run to about 2.3 h.
+    max_duration_h = 1.5
+    marks, result = _non_reacting_bms(tmp_path, 100.0, max_duration_h)
     threshold_after = marks["t_threshold"] - marks["t_charge"]
     assert threshold_after > 0.5 * HOUR_S, f"the threshold should be crossed late, at {threshold_after:.0f} s"
     # The run ends when the interruption wait times out; cleanup takes a few seconds more.
@@ -53,17 +58,7 @@ def test_a_non_reacting_bms_ends_max_duration_after_the_start_of_charge(tmp_path
 def test_a_bms_that_never_reaches_its_threshold_ends_at_max_duration(tmp_path: Path) -> None:
     # From 95 % at 1 A the cells stay below the threshold: end condition (d) alone ends the test.
     max_duration_h = 1.0
-    result = _run(
-        tmp_path,
-        95.0,
-        "--fault",
-        "overvoltage_protection_disabled",
-        *SLOW_CHARGE,
-        "-p",
-        f"max_duration={max_duration_h:g}h",
-    )
-    assert result["verdict"] == "FAIL"
-    marks = result["marks"]
+    marks, result = _non_reacting_bms(tmp_path, 95.0, max_duration_h)
     assert "t_threshold" not in marks
     charge_to_end = result["sim_duration_s"] - marks["t_charge"]
     assert max_duration_h * HOUR_S - 120 <= charge_to_end <= max_duration_h * HOUR_S
