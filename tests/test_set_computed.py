@@ -48,7 +48,8 @@ def _sets(run: Path) -> list[dict[str, float]]:
 def test_the_value_is_computed_from_the_signal_when_the_step_runs(tmp_path: Path) -> None:
     plan = _plan(tmp_path, "psu.voltage * 2")
     step = next(s for s in plan.steps if s.name == "follow the output")
-    assert step.text == "set psu.current_set = 2 A, psu.voltage_set = psu.voltage * 2"
+    # In the file's order, which is the order the values are commanded in.
+    assert step.text == "set psu.voltage_set = psu.voltage * 2, psu.current_set = 2 A"
     assert plan.wanted is not None and "psu.voltage" in plan.wanted
     result = run_plan(plan, tmp_path / "reports", full_report=False)
     assert result.verdict == Verdict.PASS, result.reason

@@ -49,31 +49,25 @@ class ComputedValue:
 
 @dataclass
 class SetPlan(KindPlan):
-    sets: list[SetValue]
-    computed: list[ComputedValue]
+    values: list[SetValue | ComputedValue]  # in the file's order, which is the order commanded
 
     def signals(self) -> set[str]:
-        return {sv.signal for sv in self.sets} | {cv.signal for cv in self.computed} | self.inputs()
+        return {v.signal for v in self.values} | self.inputs()
 
     def inputs(self) -> set[str]:
-        return {name for cv in self.computed for name in cv.expr.signals}
+        return {name for v in self.values if isinstance(v, ComputedValue) for name in v.expr.signals}
 
     def cleanup_needs(self) -> set[str]:
-        return {sv.signal.split(".")[0] for sv in self.sets}
+        return {v.signal.split(".")[0] for v in self.values}
 
 
 def compile_set(c: Compiler, step: SetStep, site: StepSite) -> SetPlan:
-    sets: list[SetValue] = []
-    computed: list[ComputedValue] = []
+    values: list[SetValue | ComputedValue] = []
     for sig, text in step.set.items():
         loc = site.at("set", sig)
-        found = _computed(c, sig, str(text), loc, site.marks)
-        if found is None:
-            sets.append(c.set_value(sig, str(text), loc))
-        else:
-            computed.append(found)
+        values.append(_computed(c, sig, str(text), loc, site.marks) or c.set_value(sig, str(text), loc))
     site.record_mark(c, step.as_)
-    return SetPlan(sets, computed)
+    return SetPlan(values)
 
 
 def _computed(c: Compiler, signal: str, text: str, loc: list[str | int], marks: frozenset[str]) -> ComputedValue | None:
@@ -98,15 +92,13 @@ def _computed(c: Compiler, signal: str, text: str, loc: list[str | int], marks: 
 
 
 def describe(ps: PlanStep[SetPlan]) -> str:
-    values = ", ".join(
-        [f"{sv.signal} = {sv.text}" for sv in ps.plan.sets] + [f"{cv.signal} = {cv.text}" for cv in ps.plan.computed]
-    )
+    values = ", ".join(f"{v.signal} = {v.text}" for v in ps.plan.values)
     return "set " + values + (f" (@{ps.mark})" if ps.mark else "")
 
 
 async def run_set(ctx: RunContext, step: PlanStep[SetPlan]) -> str:
-    # Every computed value first: a value that cannot be had commands nothing of the step.
-    sets = step.plan.sets + [_evaluate(ctx, cv) for cv in step.plan.computed]
+    # Every computed value before any command: a value that cannot be had commands nothing of the step.
+    sets = [_evaluate(ctx, v) if isinstance(v, ComputedValue) else v for v in step.plan.values]
     t = ctx.now()
     text = await ctx.apply(sets)
     if step.mark:
