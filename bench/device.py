@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,15 @@ class Driver(abc.ABC):
         """Stop tasks and close the transport. Must not raise."""
 
 
+@functools.cache
+def _installed(group: str) -> dict[str, EntryPoint]:
+    # Reading the installed distributions' metadata costs ~10 ms a call and a plan asks once per
+    # device; what is installed does not change while a process runs.
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
 def load_driver(kind: str) -> type[Driver]:
-    eps = {ep.name: ep for ep in entry_points(group="bench.drivers")}
+    eps = _installed("bench.drivers")
     if kind not in eps:
         raise LoadError(f"unknown driver '{kind}' (installed: {', '.join(sorted(eps)) or 'none'})")
     cls = eps[kind].load()
@@ -154,7 +162,7 @@ def load_driver(kind: str) -> type[Driver]:
 
 
 def load_plant_builder(kind: str) -> Callable[..., Any]:
-    eps = {ep.name: ep for ep in entry_points(group="bench.simulators")}
+    eps = _installed("bench.simulators")
     if kind not in eps:
         raise LoadError(f"unknown simulator '{kind}' (installed: {', '.join(sorted(eps)) or 'none'})")
     builder: Callable[..., Any] = eps[kind].load()
