@@ -19,11 +19,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
 from pydantic_core import CoreSchema
 
 from bench import stepkinds
 from bench.provenance import CONFIDENCE_TAG as CONFIDENCE_TAG
 from bench.provenance import Origin, require_cited
+from bench.schema import UNKNOWN_STEP, SequenceJsonSchema, cited
 from bench.stepkinds.base import Scalar as Scalar
 from bench.stepkinds.base import StepModel
 from bench.stepkinds.base import as_text as _as_text
@@ -39,7 +41,22 @@ Method = Literal["physical", "hil", "lab"]
 
 
 class Basis(_Model):
-    standard: str = Field(description="e.g. 'UN R100 Rev.3'")
+    """Where the test comes from: the document, its clause and how the bench performs its method."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "standard": "UN R100 Rev.3 (03 series), Part II",
+                    "clause": "6.7, Annex 9G",
+                    "source": "GB 38031-2025 8.2.14 [S]",
+                    "method": "physical",
+                }
+            ]
+        }
+    )
+
+    standard: str = Field(description="the document the test comes from, e.g. 'UN R100 Rev.3'")
     clause: str = Field(description="clause / annex, e.g. '6.7, Annex 9G'")
     source: str | None = Field(
         None, description="where the numbers come from, with confidence tags [C], [C-analog], [S] or [R]"
@@ -56,8 +73,19 @@ class Basis(_Model):
 
 
 class Parameter(_Model):
-    default: str = Field(description="value with unit, e.g. '50 A'")
-    doc: str = ""
+    """A number of the sequence, with its unit; ``name: 50 A`` is short for ``name: {default: 50 A}``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            **cited(),
+            "examples": [
+                {"default": "60 A", "min": "1 A", "doc": ">= C/3", "origin": "regulation", "source": "Annex 9G [S]"}
+            ],
+        }
+    )
+
+    default: str = Field(description="value with unit, e.g. '50 A'; `-p name=value` overrides it for one run")
+    doc: str = Field("", description="what the value means and why it is what it is")
     source: str | None = Field(
         None,
         description="the document and clause the default comes from, with its confidence tag, e.g. "
@@ -68,8 +96,8 @@ class Parameter(_Model):
         description="who set this value: 'regulation' (source names document, clause and tag), 'item' "
         "(the item's or manufacturer's specification) or 'lab' (the laboratory's method)",
     )
-    min: str | None = None
-    max: str | None = None
+    min: str | None = Field(None, description="lowest value an override may take, in the same kind of unit")
+    max: str | None = Field(None, description="highest value an override may take, in the same kind of unit")
 
     _text = field_validator("default", "min", "max", mode="before")(_as_text)
 
@@ -80,10 +108,27 @@ class Parameter(_Model):
 
 
 class Monitor(_Model):
-    name: str | None = None
+    """A condition watched on every new sample while the steps run; the first one true stops them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "max operating temperature + 10 degC",
+                    "when": "bms.cell_temp_max > $t_max_op + 10 degC",
+                    "then": "abort",
+                    "message": "end condition reached without the BMS interrupting the charge",
+                }
+            ]
+        }
+    )
+
+    name: str | None = Field(None, description="the monitor's name in the console, the record and the report")
     when: str = Field(description="condition that must never become true while the steps run")
-    then: Literal["abort", "fail"] = "abort"
-    message: str | None = None
+    then: Literal["abort", "fail"] = Field(
+        "abort", description="the verdict when it trips: 'abort' (ABORTED) or 'fail' (FAIL); cleanup runs either way"
+    )
+    message: str | None = Field(None, description="recorded and reported when the monitor trips")
 
 
 class _KindUnion:
@@ -101,7 +146,7 @@ class _KindUnion:
                 union,
                 Discriminator(
                     _step_kind,
-                    custom_error_type="unknown_step",
+                    custom_error_type=UNKNOWN_STEP,
                     custom_error_message=f"a step needs exactly one of: {one_of}",
                 ),
             ]
@@ -127,16 +172,37 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class Sequence(_Model):
-    id: str = Field(pattern=ID_PATTERN)
-    title: str
-    version: str
-    basis: Basis
-    requires: list[str] = Field(description="device names the station must provide")
-    parameters: dict[str, Parameter] = {}
+    """A test sequence (docs/sequences.md)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            # A method performed at HIL level departs from its basis (_physical_method_deviates).
+            "if": {
+                "properties": {
+                    "basis": {"properties": {"method": {"enum": ["physical", "hil"]}}, "required": ["method"]}
+                },
+                "required": ["basis"],
+            },
+            "then": {"required": ["deviations"], "properties": {"deviations": {"minItems": 1}}},
+        }
+    )
+
+    id: str = Field(
+        pattern=ID_PATTERN, description="names the sequence's runs and records: letters, digits, _ . - (not first)"
+    )
+    title: str = Field(description="what is tested, in words; shown by the console and the report")
+    version: str = Field(description="version of this sequence file, recorded with every run")
+    basis: Basis = Field(description="where the test comes from: standard, clause, source of the numbers, method")
+    requires: list[str] = Field(description="device names the station must provide (and the only ones used)")
+    parameters: dict[str, Parameter] = Field(
+        {}, description="named values ($name) with units; `name: 50 A` is short for `name: {default: 50 A}`"
+    )
     display: list[str] = Field([], description="key signals shown while the sequence runs")
-    monitors: list[Monitor] = []
-    steps: list[Step] = Field(min_length=1)
-    cleanup: list[Step] = []
+    monitors: list[Monitor] = Field([], description="conditions watched while the steps run; the first true stops them")
+    steps: list[Step] = Field(min_length=1, description="what the test does, in order; one key per step says its kind")
+    cleanup: list[Step] = Field(
+        [], description="steps that always run after the steps, whatever ended them (same kinds)"
+    )
     record_interval: str = Field("60 s", description="how often the display signals are written to the record")
     decision_rule: Literal["simple", "guard_band"] | None = Field(None, description="overrides the station's rule")
     deviations: list[str] = Field(
@@ -155,13 +221,26 @@ class Sequence(_Model):
             )
         return self
 
-    @field_validator("parameters", mode="before")
+    @field_validator("parameters", mode="before", json_schema_input_type=dict[str, Parameter | str | int | float])
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         # `name: 50 A` is short for `name: {default: 50 A}`.
         if isinstance(v, dict):
             return {k: ({"default": _as_text(x)} if not isinstance(x, dict) else x) for k, x in v.items()}
         return v
+
+    @classmethod
+    def model_json_schema(
+        cls,
+        by_alias: bool | None = None,
+        ref_template: str = DEFAULT_REF_TEMPLATE,
+        schema_generator: type[GenerateJsonSchema] = SequenceJsonSchema,
+        mode: JsonSchemaMode = "validation",
+        *,
+        union_format: Literal["any_of", "primitive_type_array"] = "any_of",
+    ) -> dict[str, Any]:
+        """The schema of the language as the loader reads it (bench/schema.py), for editors."""
+        return super().model_json_schema(by_alias, ref_template, schema_generator, mode, union_format=union_format)
 
 
 def _rebuild() -> None:

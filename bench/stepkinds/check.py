@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from bench.compiler import Compiler
 from bench.expr import Compiled
@@ -14,8 +14,20 @@ from bench.stepkinds.base import KindPlan, PlanStep, StepFailed, StepKind, StepM
 
 
 class CheckStep(StepModel):
-    check: str = Field(description="condition that must hold now")
-    message: str | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "start SOC in the middle of the normal range",
+                    "check": "bms.soc >= $soc_min and bms.soc <= $soc_max",
+                    "message": "precondition not met",
+                }
+            ]
+        }
+    )
+
+    check: str = Field(description="condition that must hold now: false is FAIL, unknown (no sample yet) ERROR")
+    message: str | None = Field(None, description="recorded with the verdict when the condition does not hold")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from bench.compiler import Compiler
 from bench.dtccodes import DTC_STATUS_BITS, STORED_MASK, dtc_problems, format_dtc, parse_dtc
@@ -31,6 +31,8 @@ from bench.yamlsource import Loc
 
 
 class CheckDtcsSpec(StrictModel):
+    """Which DTCs a device must have stored, with which status, and which others it may have."""
+
     device: str = Field(description="a device of 'requires' whose station entry has 'uds:'")
     stored: list[Scalar] = Field(description="DTCs that must be stored, e.g. [P0AA1-00]; [] = none may be stored")
     status: list[str] = Field(["confirmedDTC"], description="ISO 14229-1 status bits each expected DTC must have")
@@ -41,7 +43,23 @@ class CheckDtcsSpec(StrictModel):
 
 
 class CheckDtcsStep(StepModel):
-    check_dtcs: CheckDtcsSpec
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "weld stored and confirmed, nothing else",
+                    "check_dtcs": {
+                        "device": "bms",
+                        "stored": ["P0AA1-00"],
+                        "status": ["confirmedDTC"],
+                        "within": "3 s",
+                    },
+                }
+            ]
+        }
+    )
+
+    check_dtcs: CheckDtcsSpec = Field(description="reads a device's DTCs and checks them against what is expected")
 
 
 @dataclass

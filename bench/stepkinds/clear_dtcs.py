@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from bench.compiler import Compiler
 from bench.runcontext import RunContext
@@ -13,6 +13,8 @@ from bench.stepkinds.check_dtcs import dtc_request
 
 
 class ClearDtcsStep(StepModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"clear_dtcs": "bms"}, {"clear_dtcs": ["bms", "fccu"]}]})
+
     clear_dtcs: str | list[str] = Field(description="device (or devices) whose DTC memory is cleared")
 
 

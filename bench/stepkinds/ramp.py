@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from bench.compiler import MIN_RAMP_INTERVAL_S, Compiler, SetValue
 from bench.errors import ExpressionError
@@ -31,6 +31,8 @@ from bench.units import TIME, format_value
 
 
 class RampSpec(StrictModel):
+    """Which commanded signals move, from where to where, how fast and in which steps."""
+
     signals: list[str] = Field(min_length=1, description="signals that follow the ramp together")
     from_: Scalar | None = Field(
         None, alias="from", description="start value, e.g. '0 %vol' [default: the first signal's present value]"
@@ -43,7 +45,25 @@ class RampSpec(StrictModel):
 
 
 class RampStep(StepModel):
-    ramp: RampSpec
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "concentration rises to the warning",
+                    "ramp": {
+                        "signals": ["fccu.h2_conc_1", "fccu.h2_conc_2"],
+                        "from": "0 %vol",
+                        "to": "$ramp_end",
+                        "rate": "0.2 %vol/s",
+                    },
+                    "until": "fccu.lamp_h2_warning == ON",
+                    "as": "t_warn",
+                }
+            ]
+        }
+    )
+
+    ramp: RampSpec = Field(description="moves commanded signals together at a rate, one setpoint every interval")
     until: str | None = Field(None, description="stop the ramp as soon as this condition holds")
     as_: str | None = Field(None, alias="as", description="record the instant 'until' became true as @name")
     on_end: Literal["fail", "continue"] = Field(

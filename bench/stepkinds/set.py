@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from bench.compiler import Compiler, SetValue
 from bench.errors import ExpressionError
@@ -24,6 +24,15 @@ from bench.units import Unit, format_value
 
 
 class SetStep(StepModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "start charging", "set": {"psu.voltage_set": "$charger_voltage", "psu.output": "ON"}},
+                {"name": "inject a lost command message", "set": {"bms.inject_bench_command": "LOST"}, "as": "t_fault"},
+            ]
+        }
+    )
+
     set: dict[str, Scalar] = Field(description="signal -> value, e.g. {psu.output: ON, psu.voltage_set: 850 V}")
     as_: str | None = Field(None, alias="as", description="record the instant the values were applied as @name")
 

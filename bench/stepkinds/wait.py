@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from bench.compiler import Compiler
 from bench.runcontext import RunContext
@@ -14,6 +14,10 @@ from bench.units import format_duration
 
 
 class WaitStep(StepModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"wait": "2 s"}, {"name": "soak", "wait": "$observation"}]}
+    )
+
     wait: str = Field(description="duration, e.g. '2 s' or '$soak'")
 
     _text = field_validator("wait", mode="before")(as_text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from bench.compiler import Compiler
 from bench.events import EventKind
@@ -17,10 +17,25 @@ from bench.units import format_duration, format_value
 
 
 class WaitUntilStep(StepModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "BMS interrupts the charge",
+                    "wait_until": "bms.contactors == OPEN or psu.current < 0.5 A",
+                    "timeout": "$max_duration",
+                    "as": "t_interrupt",
+                }
+            ]
+        }
+    )
+
     wait_until: str = Field(description="condition to wait for")
     timeout: str = Field(description="maximum time to wait")
     as_: str | None = Field(None, alias="as", description="record the instant the condition became true as @name")
-    on_timeout: Literal["fail", "continue"] = "fail"
+    on_timeout: Literal["fail", "continue"] = Field(
+        "fail", description="what a timeout means: 'fail' the step, or 'continue' with the next step"
+    )
 
     _text = field_validator("timeout", mode="before")(as_text)
 

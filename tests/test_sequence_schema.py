@@ -1,0 +1,159 @@
+"""The JSON Schema that ``bench schema`` writes for editors agrees with the loader.
+
+Every sequence file of the project that the loader accepts, the schema accepts (an editor shows
+no false errors); the mistakes of tests/schema_bad/ are refused by both, and the schema's error
+for a bad step names the step's field, not only "not valid under any of the given schemas".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from jsonschema.exceptions import ValidationError, best_match
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticError
+
+from bench import stepkinds
+from bench.errors import LoadError
+from bench.plan import load_sequence
+from bench.schema import SequenceJsonSchema
+from bench.yamlsource import load_yaml, plain
+from tests.conftest import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+# Where the project keeps sequence files: shipped, test and example ones (stations, answers and
+# other YAML files in these folders are refused by the loader and so left out below).
+CORPUS = sorted(p for folder in ("sequences", "tests", "examples") for p in (ROOT / folder).rglob("*.y*ml"))
+BAD = sorted((ROOT / "tests" / "schema_bad").glob("*.yaml"))
+UNHELPFUL = "is not valid under any of the given schemas"
+
+
+@pytest.fixture(scope="module")
+def schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("schema") / "sequence.schema.json"
+    r = bench("schema", "-o", out)
+    assert r.rc == 0, r.err
+    loaded: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _errors(validator: jsonschema.protocols.Validator, path: Path) -> list[ValidationError]:
+    return list(validator.iter_errors(plain(load_yaml(path, "sequence").root)))
+
+
+def _where(error: ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path)
+
+
+def _accepted() -> Iterator[Path]:
+    for path in CORPUS:
+        try:
+            load_sequence(path)
+        except LoadError:
+            continue
+        yield path
+
+
+def test_the_schema_accepts_every_sequence_the_loader_accepts(validator: jsonschema.protocols.Validator) -> None:
+    accepted = list(_accepted())
+    shipped = [p for p in CORPUS if p.is_relative_to(ROOT / "sequences")]
+    assert shipped and set(shipped) <= set(accepted), "a shipped sequence no longer loads"
+    assert len(accepted) >= 60
+    false_errors = [
+        f"{path.relative_to(ROOT)}: {_where(e)}: {e.message}" for path in accepted for e in _errors(validator, path)
+    ]
+    assert not false_errors, "\n".join(false_errors)
+
+
+def test_the_documented_short_forms_are_valid(validator: jsonschema.protocols.Validator) -> None:
+    head = {"id": "X", "title": "t", "version": "1", "basis": {"standard": "s", "clause": "1"}, "requires": []}
+    doc = {
+        **head,
+        "parameters": {"max_duration": "12 h", "cells": 192, "gain": 1.5, "soc": {"default": 65, "max": 90}},
+        "steps": [{"wait": 2}, {"wait_until": "x == ON", "timeout": 10}],
+    }
+    assert [e.message for e in validator.iter_errors(doc)] == []
+
+
+def test_a_true_false_field_takes_what_the_loader_takes() -> None:
+    class Flag(BaseModel):
+        on: bool
+
+    check = jsonschema.Draft202012Validator(Flag.model_json_schema(schema_generator=SequenceJsonSchema))
+    for value in [
+        "yes",
+        "No",
+        "ON",
+        "off",
+        "t",
+        "F",
+        "y",
+        "n",
+        "1",
+        "0",
+        "TRUE",
+        1,
+        0,
+        True,
+        "maybe",
+        "2",
+        2,
+        " yes",
+        None,
+    ]:
+        try:
+            Flag.model_validate({"on": value})
+            loader = True
+        except PydanticError:
+            loader = False
+        assert check.is_valid({"on": value}) == loader, value
+
+
+def _expectation(path: Path) -> tuple[str, str, str]:
+    text = path.read_text(encoding="utf-8")
+    loader = re.search(r"^# loader: (.*)$", text, re.M)
+    schema = re.search(r"^# schema: (.*?) \| (.*)$", text, re.M)
+    assert loader and schema, f"{path.name} lacks its '# loader:' and '# schema: where | message' lines"
+    return loader.group(1), schema.group(1).strip(), schema.group(2)
+
+
+def test_there_are_enough_known_bad_files() -> None:
+    assert len(BAD) >= 5
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_a_mistake_is_refused_by_the_loader_and_the_schema(
+    path: Path, validator: jsonschema.protocols.Validator
+) -> None:
+    loader_message, where, message = _expectation(path)
+    with pytest.raises(LoadError) as refused:
+        load_sequence(path)
+    assert loader_message in str(refused.value)
+    errors = _errors(validator, path)
+    assert errors, f"the schema accepts {path.name}"
+    best = best_match(errors)
+    assert (_where(best), UNHELPFUL not in best.message) == (where, True), best.message
+    assert message in best.message
+
+
+def test_a_bad_step_is_reported_against_its_own_kind(validator: jsonschema.protocols.Validator) -> None:
+    # Each kind's subschema is selected by its key: a wrong field of any kind names that field.
+    head = {"id": "X", "title": "t", "version": "1", "basis": {"standard": "s", "clause": "1"}, "requires": []}
+    for kind in stepkinds.names():
+        step = {kind: "x", "no_such_field": 1}
+        errors = list(validator.iter_errors({**head, "steps": [step]}))
+        assert any("'no_such_field' was unexpected" in e.message for e in errors), (kind, [e.message for e in errors])
+        assert all(UNHELPFUL not in e.message for e in errors), (kind, [e.message for e in errors])
