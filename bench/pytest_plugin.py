@@ -60,6 +60,29 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Col
     return SequenceFile.from_parent(parent, path=file_path)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist: every sequence item on one worker, test modules whole.
+
+    The first sequence item of a process runs the campaign for all the sequence items that process
+    collected (``_matrix``). Spread over several workers, each would run the whole matrix again.
+    Test modules stay whole so that their module-scoped fixtures (a served station, a run) are
+    set up once. The largest unit, the matrix, is handed out first.
+    """
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    dirs = _sequence_dirs(config)
+
+    class SequencesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            if file.endswith(".yaml") and any((config.rootpath / file).resolve().is_relative_to(d) for d in dirs):
+                return "bench sequence items"
+            return file
+
+    return SequencesTogether(config, log)
+
+
 class SequenceFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         from bench.campaign import NOMINAL, station_fault_names

@@ -9,6 +9,8 @@ and compares it, on a small slice.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,37 @@ def test_bench_faults_lists_each_fault_once_with_its_plants() -> None:
     assert names == sorted(set(names)) and set(names) == set(station_fault_names(SIM_STATION, "all"))
     stuck = next(line for line in run.out.splitlines() if line.startswith("h2_sensor_stuck"))
     assert stuck.endswith("[bms_pack, fccu]")  # the sensor model's faults act on both plants' sensors
+
+
+def test_under_xdist_the_sequence_items_share_one_campaign(tmp_path: Path) -> None:
+    # Spread over two workers without the plugin's scheduler, each worker ran its own campaign.
+    picks = [SEQUENCES / "r100" / "warning_control_failure.yaml", SEQUENCES / "r134" / "valve_failsafe.yaml"]
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "2",
+            "-p",
+            "no:cacheprovider",
+            *map(str, picks),
+            "--faults",
+            "none",
+            "--bench-reports",
+            str(tmp_path),
+            "--rootdir",
+            str(ROOT),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 passed" in run.stdout
+    campaigns = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert len(campaigns) == 1, campaigns
+    cells = json.loads((campaigns[0] / "fault-matrix.json").read_text())["cells"]
+    assert sorted(c["sequence"] for c in cells) == ["R100-6.13-CONTROL-FAILURE-WARNING", "R134-VALVE-FAILSAFE"]
