@@ -52,7 +52,13 @@ def cited(field: str = "origin") -> JsonSchemaValue:
         "if": {"properties": {field: {"const": "regulation"}}, "required": [field]},
         "then": {
             "required": ["source"],
-            "properties": {"source": {"type": "string", "pattern": CONFIDENCE_TAG.pattern}},
+            "properties": {
+                "source": {
+                    "type": "string",
+                    "pattern": CONFIDENCE_TAG.pattern,
+                    "description": "a regulation's value needs its document, clause and tag [C], [C-analog], [S] or [R]",
+                }
+            },
         },
     }
 

@@ -183,7 +183,15 @@ class Sequence(_Model):
                 },
                 "required": ["basis"],
             },
-            "then": {"required": ["deviations"], "properties": {"deviations": {"minItems": 1}}},
+            "then": {
+                "required": ["deviations"],
+                "properties": {
+                    "deviations": {
+                        "minItems": 1,
+                        "description": "a method performed at HIL level departs from its basis",
+                    }
+                },
+            },
         }
     )
 

@@ -23,6 +23,7 @@ from bench import stepkinds
 from bench.errors import LoadError
 from bench.plan import load_sequence
 from bench.schema import SequenceJsonSchema
+from bench.sequence import Sequence
 from bench.yamlsource import load_yaml, plain
 from tests.conftest import bench
 
@@ -157,3 +158,47 @@ def test_a_bad_step_is_reported_against_its_own_kind(validator: jsonschema.proto
         errors = list(validator.iter_errors({**head, "steps": [step]}))
         assert any("'no_such_field' was unexpected" in e.message for e in errors), (kind, [e.message for e in errors])
         assert all(UNHELPFUL not in e.message for e in errors), (kind, [e.message for e in errors])
+
+
+def _properties(node: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every property of every object of the schema, with where it is."""
+    if isinstance(node, dict):
+        for key, prop in node.get("properties", {}).items():
+            yield f"{where}.{key}", prop
+        for key, value in node.items():
+            if key != "if":  # a condition of a rule, not a field
+                yield from _properties(value, f"{where}.{key}" if key not in ("properties", "$defs") else where)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _properties(item, where)
+
+
+def test_every_property_has_a_description(schema: dict[str, Any]) -> None:
+    found = list(_properties(schema))
+    assert len(found) >= 76
+    missing = sorted({where for where, prop in found if not prop.get("description")})
+    assert not missing, f"properties without a description (Field(description=...)): {missing}"
+
+
+def _examples(schema: dict[str, Any], kind: str) -> list[Any]:
+    # The examples of the step model, else those of its key's model (`measure: {...}`) as whole steps.
+    branch = next(b for b in schema["properties"]["steps"]["items"]["allOf"] if b["if"].get("required") == [kind])
+    model = schema["$defs"][branch["then"]["$ref"].rsplit("/", 1)[1]]
+    if model.get("examples"):
+        return list(model["examples"])
+    key = model["properties"][kind]
+    inner = schema["$defs"][key["$ref"].rsplit("/", 1)[1]] if "$ref" in key else key
+    return [{kind: e} for e in key.get("examples", []) + inner.get("examples", [])]
+
+
+def test_every_step_kind_has_examples_that_both_accept(
+    schema: dict[str, Any], validator: jsonschema.protocols.Validator
+) -> None:
+    head = {"id": "X", "title": "t", "version": "1", "basis": {"standard": "s", "clause": "1"}, "requires": []}
+    for kind in stepkinds.names():
+        examples = _examples(schema, kind)
+        assert examples, f"step kind {kind} has no example (json_schema_extra={{'examples': [...]}})"
+        for example in examples:
+            sequence = {**head, "steps": [example]}
+            assert [e.message for e in validator.iter_errors(sequence)] == [], (kind, example)
+            Sequence.model_validate(sequence)

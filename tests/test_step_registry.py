@@ -7,8 +7,11 @@ import importlib
 import re
 from pathlib import Path
 
-from bench import stepkinds
+from pydantic import BaseModel
+
+from bench import schemadoc, stepkinds
 from bench.sequence import Sequence
+from bench.stepkinds.base import StepModel
 
 ROOT = Path(__file__).resolve().parent.parent
 LIFECYCLE = ROOT / "docs" / "lifecycle.md"
@@ -47,3 +50,52 @@ def test_every_step_kind_has_its_section_in_the_sequence_language() -> None:
     headed = {word for heading in re.findall(r"^### (.+)$", steps.group(1), re.M) for word in heading.split()}
     missing = sorted(set(stepkinds.names()) - headed)
     assert not missing, f"step kinds without a '### kind' section under '## Steps': {missing}"
+
+
+def _section(text: str, kind: str) -> str:
+    steps = re.search(r"^## Steps\n(.*?)(?=^## )", text, re.S | re.M)
+    assert steps
+    for heading, body in re.findall(r"^### ([^\n]+)\n(.*?)(?=^### |\Z)", steps.group(1), re.S | re.M):
+        if kind in heading.split():
+            return str(body)
+    raise AssertionError(f"no section for {kind}")
+
+
+def test_every_step_kind_has_an_example_in_its_section() -> None:
+    text = SEQUENCES.read_text(encoding="utf-8")
+    for kind in stepkinds.names():
+        examples = re.findall(r"^```yaml\n(.*?)^```", _section(text, kind), re.S | re.M)
+        used = [e for e in examples if re.search(rf"(^|[\s{{-]){kind}:", e, re.M)]
+        assert used, f"the section of {kind} in docs/sequences.md has no ```yaml example with '{kind}:'"
+
+
+def test_the_field_tables_of_the_sequence_language_are_the_models() -> None:
+    # The tables are written from the models' descriptions; a field added without its row fails here.
+    documented = schemadoc.documented(SEQUENCES.read_text(encoding="utf-8"))
+    wanted = schemadoc.tables()
+    missing = sorted(set(wanted) - set(documented))
+    assert not missing, f"docs/sequences.md lacks '<!-- fields: X -->' tables for {missing}"
+    stale = sorted(what for what in wanted if documented[what] != wanted[what])
+    assert not stale, f"field tables {stale} of docs/sequences.md differ from the models: run python -m bench.schemadoc"
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> set[str]:
+    names = set()
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{info.alias or name}"
+        names.add(key)
+        inner = info.annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            names |= _fields(inner, f"{key}.")
+    return names
+
+
+def test_every_field_of_every_step_kind_has_its_row() -> None:
+    text = SEQUENCES.read_text(encoding="utf-8")
+    tables = schemadoc.documented(text)
+    rows = {what: set(re.findall(r"^\| `([^`]+)` \|", table, re.M)) for what, table in tables.items()}
+    common = set(StepModel.model_fields)
+    assert rows.get("step") == common
+    for kind in stepkinds.all_kinds():
+        missing = sorted(_fields(kind.model) - common - rows.get(kind.name, set()))
+        assert not missing, f"fields of {kind.name} without a row in docs/sequences.md: {missing}"

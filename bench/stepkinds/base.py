@@ -38,8 +38,10 @@ class StrictModel(BaseModel):
 class StepModel(StrictModel):
     """The fields every step has; a kind's model adds its own key (``set:``, ``wait:``, ...)."""
 
-    name: str | None = Field(None, description="unique within the sequence; defaults to 'NN kind'")
-    doc: str | None = None
+    name: str | None = Field(
+        None, description="unique within the sequence; defaults to 'NN kind' ('cleanup NN kind' in cleanup)"
+    )
+    doc: str | None = Field(None, description="what the step is for, for people reading the file")
 
 
 class KindPlan:
