@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 from jsonschema.exceptions import ValidationError, best_match
 from pydantic import BaseModel
+from ruamel.yaml import YAML
 from pydantic import ValidationError as PydanticError
 
 from bench import stepkinds
@@ -202,3 +203,30 @@ def test_every_step_kind_has_examples_that_both_accept(
             sequence = {**head, "steps": [example]}
             assert [e.message for e in validator.iter_errors(sequence)] == [], (kind, example)
             Sequence.model_validate(sequence)
+
+
+def _doc_step_examples() -> list[tuple[int, list[Any]]]:
+    """The YAML examples of docs/sequences.md that are lists of steps, with their line."""
+    text = (ROOT / "docs" / "sequences.md").read_text(encoding="utf-8")
+    found = []
+    for block in re.finditer(r"^```yaml\n(.*?)^```", text, re.S | re.M):
+        data = YAML(typ="safe").load(block.group(1))
+        if isinstance(data, list):
+            found.append((text.count("\n", 0, block.start()) + 2, data))
+    return found
+
+
+def test_the_step_examples_of_the_doc_are_accepted_by_both(validator: jsonschema.protocols.Validator) -> None:
+    head = {"id": "X", "title": "t", "version": "1", "basis": {"standard": "s", "clause": "1"}, "requires": []}
+    examples = _doc_step_examples()
+    assert len(examples) >= len(stepkinds.names())
+    wrong = []
+    for line, steps in examples:
+        sequence = {**head, "steps": steps}
+        errors = [f"{_where(e)}: {e.message}" for e in validator.iter_errors(sequence)]
+        try:
+            Sequence.model_validate(sequence)
+        except PydanticError as exc:
+            errors.append(f"loader: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+        wrong += [f"docs/sequences.md:{line}: {e}" for e in errors]
+    assert not wrong, "\n".join(wrong)
