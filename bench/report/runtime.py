@@ -7,6 +7,7 @@ a pure function of the plan (station + sequence) and the values seen.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +19,12 @@ from bench.report.equipment import (
     Uncertainty,
     calibration_status,
     decide,
+    devices_used,
     diff_base,
     identity_mismatches,
     instant_uncertainty,
     signal_uncertainty,
+    used_instruments,
 )
 from bench.units import format_value
 
@@ -63,7 +66,7 @@ def out_of_calibration(plan: Plan, on: dt.date) -> list[str]:
 
 def equipment_record(plan: Plan, on: dt.date) -> list[dict[str, Any]]:
     out = []
-    for c in calibration_status(plan.station.model.equipment, on):
+    for c in calibration_status(used_instruments(plan.station.model.equipment, devices_used(plan)), on):
         ins = c.instrument
         out.append(
             {
@@ -101,37 +104,105 @@ def measurement_uncertainty(
     Precedence: a U stated in the sequence (``uncertainty:``), else from the register:
     a signal measurement from its instrument's spec or its signal source; an expression
     ``@a - @b`` from the update periods of the signals whose samples fixed the instants.
-    Expressions that combine signal values are not propagated (no sensitivity coefficients
-    are known here): their U is reported as not evaluated.
+    Expressions that combine signal values (a value or a statistic) are not propagated (no
+    sensitivity coefficients are known here). When U is unknown the budget is one line,
+    ``not evaluated: <why>``, naming the signal or instant that lacks its register data.
     """
     unit = m.unit
     if stated is not None:
         try:
             return diff_base(stated) / unit.factor, [f"stated in the sequence: U = {stated}"]
-        except ExpressionError:
-            return None, []
+        except ExpressionError as exc:
+            return None, [f"{NOT_EVALUATED}: the stated uncertainty '{stated}' cannot be read ({exc})"]
     station = plan.station.model
     unc: Uncertainty | None = None
     if m.signal is not None:
-        unc = signal_uncertainty(m.signal, unit.to_base(value), station.equipment, station.signal_sources)
-    elif m.expr is not None and not m.expr.signals and m.expr.marks:
-        parts: list[tuple[str, float]] = []
-        for mark in sorted(m.expr.marks):
-            src = next((s for s in plan.steps if s.mark == mark), None)
-            if src is None or src.mark_condition is None:
-                return None, []
-            inst = instant_uncertainty(src.mark_condition.signals, station.signal_sources)
-            if inst is None:
-                return None, []
-            parts.append((f"@{mark}: {inst[0]}", inst[1]))
-        import math
-
-        unc = Uncertainty(math.sqrt(sum(u * u for _, u in parts)), [f"{w}: u = {u:.4g} s" for w, u in parts])
+        unc = signal_uncertainty(m.signal, unit.to_base(value), station.equipment, station.signal_sources, unit)
+        why = [] if unc is not None else [missing_signal_data(plan, m.signal)]
+    elif m.expr is None:
+        why = ["a value entered by the operator has no uncertainty from the register"]
+    elif not m.expr.signals and m.expr.marks:
+        unc, why = _instants_uncertainty(plan, m.expr.marks)
+    else:
+        why = [missing_signal_data(plan, s) for s in sorted(m.expr.signals) if not _has_signal_data(plan, s)]
+        if not m.expr.signals:
+            why = ["the expression reads no signal and no instant"]
+        elif not why:
+            why = [
+                "an expression that combines signal values is not propagated (no sensitivity coefficients); "
+                "state its U with 'uncertainty:'"
+            ]
     if unc is None:
-        return None, []
+        return None, [f"{NOT_EVALUATED}: " + "; ".join(why)]
     expanded = unc.expanded_base / unit.factor
     budget = [*unc.budget, f"u_c = {unc.u_base / unit.factor:.3g} {unit.text}, U = k·u_c, k = {COVERAGE_K:g}"]
     return _two_significant(expanded), budget
+
+
+# The first words of the one budget line of a measurement whose U is unknown (the reason follows).
+NOT_EVALUATED = "not evaluated"
+
+
+def _instants_uncertainty(plan: Plan, marks: frozenset[str]) -> tuple[Uncertainty | None, list[str]]:
+    """u of a time between instants, each from the update period of its condition's signals; or why not."""
+    sources = plan.station.model.signal_sources
+    parts: list[tuple[str, float]] = []
+    why: list[str] = []
+    for mark in sorted(marks):
+        src = next((s for s in plan.steps if s.mark == mark), None)
+        if src is None or src.mark_condition is None:
+            where = f" by step '{src.name}'" if src is not None else ""
+            why.append(f"@{mark} is the instant a command went out{where}, not a sample time; its u is not known")
+            continue
+        inst = instant_uncertainty(src.mark_condition.signals, sources)
+        if inst is None:
+            unknown = [s for s in sorted(src.mark_condition.signals) if _period(plan, s) is None]
+            why += [f"@{mark}: {_missing_period(plan, s)}" for s in unknown] or [
+                f"@{mark}: its condition reads no signal"
+            ]
+            continue
+        parts.append((f"@{mark}: {inst[0]}", inst[1]))
+    if why:
+        return None, why
+    return Uncertainty(math.sqrt(sum(u * u for _, u in parts)), [f"{w}: u = {u:.4g} s" for w, u in parts]), []
+
+
+def _period(plan: Plan, signal: str) -> str | None:
+    src = plan.station.model.signal_sources.get(signal)
+    return None if src is None else src.period
+
+
+def _missing_period(plan: Plan, signal: str) -> str:
+    if signal in plan.station.model.signal_sources:
+        return f"the update period of {signal} is unknown (its signal_sources entry has no 'period')"
+    return f"the update period of {signal} is unknown (no signal_sources entry)"
+
+
+def _has_signal_data(plan: Plan, signal: str) -> bool:
+    station = plan.station.model
+    return signal_uncertainty(signal, 0.0, station.equipment, station.signal_sources) is not None
+
+
+def missing_signal_data(plan: Plan, signal: str) -> str:
+    """Why the register gives no uncertainty of ``signal``: which entry is missing or incomplete."""
+    station = plan.station.model
+    device, _, short = signal.partition(".")
+    instruments = [i for i in station.equipment if i.device == device]
+    source = station.signal_sources.get(signal)
+    if any(short in i.signals for i in instruments):
+        return f"{signal}: the accuracy of its instrument in the equipment register cannot be read"
+    if source is not None:
+        if source.accuracy is None and source.resolution is None:
+            return f"{signal}: its signal_sources entry states neither accuracy nor resolution"
+        return f"{signal}: its signal_sources entry cannot be read"
+    if not station.equipment:
+        return f"{signal}: no register entry (the station has no equipment register, and no signal_sources entry)"
+    if not instruments:
+        return (
+            f"{signal}: no register entry (device {device} is not in the equipment register, no signal_sources entry)"
+        )
+    assets = ", ".join(i.asset_id for i in instruments)
+    return f"{signal}: no register entry ({assets} of device {device} states no accuracy of {short}, no signal_sources entry)"
 
 
 def _two_significant(x: float) -> float:
@@ -139,8 +210,6 @@ def _two_significant(x: float) -> float:
     # that the rounding never makes the claim tighter than the calculation.
     if x <= 0:
         return x
-    import math
-
     exp = math.floor(math.log10(x)) - 1
     scale = 10.0**exp
     return float(f"{math.ceil(x / scale - 1e-9) * scale:.12g}")

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from bench.compiler import Compiler, refuse_bare, refuse_mixing
 from bench.errors import ExpressionError
 from bench.events import EventKind
-from bench.expr import NUM, Compiled, compile_expr, constant, expect_dim
+from bench.expr import NUM, Compiled, Env, compile_expr, constant, expect_dim
 from bench.provenance import Origin, require_cited
 from bench.report import runtime
 from bench.result import Measurement, Outcome
 from bench.runcontext import RunContext, rounded
-from bench.stats import max_moving_mean
+from bench.stats import expression_samples, statistic
 from bench.stepkinds.base import (
     KindPlan,
     PlanStep,
@@ -33,15 +32,40 @@ from bench.units import TIME, Unit, format_duration, format_value, mixing_error,
 
 
 class MeasureSpec(StrictModel):
-    name: str
-    signal: str | None = Field(None, description="signal to measure")
-    expr: str | None = Field(None, description="or an expression, e.g. '@t_open - @t_trip'")
-    stat: Literal["value", "min", "max", "mean", "max_moving_mean"] = "value"
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "pack_voltage_error",
+                    "expr": "bms.pack_voltage - pa.voltage_1",
+                    "stat": "mean",
+                    "window": "10 s",
+                    "min": "-0.5 V",
+                    "max": "0.5 V",
+                },
+                {"name": "peak_cell_voltage", "signal": "bms.cell_v_max", "stat": "max", "since": "charging"},
+            ]
+        }
+    )
+
+    name: str = Field(description="name of the measurement in the result and the report")
+    signal: str | None = Field(None, description="signal to measure (exactly one of 'signal' and 'expr')")
+    expr: str | None = Field(
+        None,
+        description="or an expression to measure, e.g. '@t_open - @t_trip' or 'bms.pack_voltage - pa.voltage_1'",
+    )
+    stat: Literal["value", "min", "max", "mean", "max_moving_mean"] = Field(
+        "value",
+        description="'value': the latest value; min, max, mean or max_moving_mean of the samples of a "
+        "'window' or 'since' (of an expression: its values at its signals' sample instants)",
+    )
     over: str | None = Field(None, description="length of the moving window of 'max_moving_mean', e.g. '3 s'")
     window: str | None = Field(None, description="collect for this long from now, then apply stat")
-    since: str | None = Field(None, description="apply stat over the samples since this instant (@mark or step name)")
-    min: Scalar | None = None
-    max: Scalar | None = None
+    since: str | None = Field(
+        None, description="apply stat over the samples from this instant (@mark or step name) to now"
+    )
+    min: Scalar | None = Field(None, description="lower limit, in a unit of the measured quantity")
+    max: Scalar | None = Field(None, description="upper limit, in a unit of the measured quantity")
     unit: str | None = Field(None, description="unit to report the value in")
     uncertainty: Scalar | None = Field(None, description="expanded uncertainty U (k = 2) if known; else computed")
     # The origin of a limit written here (a number or an expression); a limit that is one parameter
@@ -60,7 +84,9 @@ class MeasureSpec(StrictModel):
 
 
 class MeasureStep(StepModel):
-    measure: MeasureSpec
+    measure: MeasureSpec = Field(
+        description="take a value (of a signal, a statistic over a span, or an expression) and judge it against limits"
+    )
 
 
 @dataclass
@@ -104,8 +130,10 @@ def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePl
             raise c.fail([*loc, "expr"], exc) from None
         if compiled.kind != NUM:
             raise c.fail([*loc, "expr"], "a measured expression must be a quantity, not a condition")
-        if m.stat != "value" or m.window or m.since:
-            raise c.fail([*loc, "stat"], "stat, window and since apply to a signal, not to an expression")
+        if (m.stat != "value" or m.window or m.since) and not compiled.signals:
+            raise c.fail(
+                [*loc, "stat"], "a statistic of an expression needs an expression that reads signals (no samples)"
+            )
         dim = compiled.dim
         unit = compiled.display_unit or Unit("", dim, 1.0)
     if m.unit is not None:
@@ -119,12 +147,20 @@ def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePl
     elif dim == TIME:
         unit = Unit("s", TIME, 1.0)
     window = c.duration(m.window, [*loc, "window"]) if m.window is not None else None
+    if window is not None and window <= 0:
+        raise c.fail([*loc, "window"], "the window must be longer than zero (it collects the samples)")
     over = c.duration(m.over, [*loc, "over"]) if m.over is not None else None
     if (m.stat == "max_moving_mean") != (over is not None):
         raise c.fail([*loc, "over" if over is not None else "stat"], "'max_moving_mean' and 'over' go together")
     if over is not None and over <= 0:
         raise c.fail([*loc, "over"], "the moving window must be longer than zero")
-    if m.stat != "value" and m.signal is not None and window is None and m.since is None:
+    if over is not None and window is not None and over > window:
+        raise c.fail(
+            [*loc, "over"],
+            f"the moving window ({format_duration(over)}) is longer than the window it moves in "
+            f"({format_duration(window)})",
+        )
+    if m.stat != "value" and window is None and m.since is None:
         raise c.fail([*loc, "stat"], f"stat '{m.stat}' needs a 'window' or 'since'")
     since = None
     if m.since is not None:
@@ -137,8 +173,9 @@ def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePl
             since = s
         else:
             raise c.fail([*loc, "since"], f"'{s}' is neither an @instant nor the name of an earlier step")
-        assert m.signal is not None
-        site.history.add(m.signal)
+    if window is not None or since is not None:
+        # The run keeps the samples of what is measured, to take a span of them by their timestamps.
+        site.history.update({m.signal} if m.signal is not None else set(compiled.signals if compiled else ()))
     limits: list[float | None] = []
     for bound in ("min", "max"):
         text = getattr(m, bound)
@@ -167,11 +204,16 @@ def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePl
         # The run reads the stated U from the sequence: store it resolved, so that a parameter
         # (`uncertainty: $u_dmm`) counts like a number written there.
         m.uncertainty = str(u)
+    if m.signal is not None:
+        text = f"{m.stat} of {m.signal}"
+    else:
+        # A statistic is of the whole expression: the parentheses say so.
+        text = f"{m.stat} of ({m.expr})" if window is not None or since is not None else str(m.expr)
     return MeasurePlan(
         m.name,
         m.signal,
         compiled,
-        m.expr or f"{m.stat} of {m.signal}",
+        text,
         m.stat,
         window,
         since,
@@ -196,47 +238,91 @@ def describe(ps: PlanStep[MeasurePlan]) -> str:
 
 async def run_measure(ctx: RunContext, step: PlanStep[MeasurePlan]) -> str:
     m = step.plan
-    value: float | None
-    if m.expr is not None:
+    if m.expr is not None and m.window is None and m.since is None:
         value = m.unit.from_base(ctx.evaluate(m.expr, m.expr_text))
-        how = m.expr_text
+        return record_measurement(ctx, step, m, value, m.expr_text)
+    names = sorted(m.expr.signals) if m.expr is not None else [str(m.signal)]
+    if m.window is not None:
+        # From the samples kept, by their timestamps: one sample stamped at the window's first or
+        # last instant counts whichever way the loop ordered its delivery.
+        start = ctx.now()
+        await asyncio.sleep(m.window)
+        held, samples = _kept_since(ctx, names, start)
+        span = f"over {format_duration(m.window)}"
+    elif m.since is not None:
+        held, samples = _kept_since(ctx, names, _since(ctx, m.since))
+        span = f"since {m.since}"
     else:
         assert m.signal is not None
-        info = ctx.plan.catalog[m.signal]
-        if m.window is not None:
-            timed: list[tuple[float, float]] = []
-            sub = ctx.bus.subscribe([m.signal], lambda n, v, t: timed.append((t, v)))
-            try:
-                await asyncio.sleep(m.window)
-            finally:
-                sub.cancel()
-            how = f"{m.stat} of {m.signal} over {format_duration(m.window)}"
-        elif m.since is not None:
-            since = (
-                ctx.bus.marks.get(m.since[1:])
-                if m.since.startswith("@")
-                else ctx.rel(ctx.step_starts.get(m.since, ctx.state.t0))
-            )
-            if since is None:
-                raise StepFailed(Outcome.ERROR, f"instant {m.since} was never recorded")
-            timed = ctx.bus.history(m.signal, ctx.state.t0 + since)
-            how = f"{m.stat} of {m.signal} since {m.since}"
-        else:
-            current = ctx.bus.values.get(m.signal)
-            timed = [] if current is None else [(ctx.now(), current)]
-            how = f"value of {m.signal}"
+        current = ctx.bus.values.get(m.signal)
+        held, samples = {}, [] if current is None else [(ctx.now(), m.signal, current)]
+        span = ""
+    how = f"{m.expr_text} {span}".strip()
+    if m.expr is not None:
+        timed, unknown = _expression_values(ctx, m.expr, held, samples)
+        if not timed:
+            raise StepFailed(Outcome.ERROR, f"cannot measure {how}: {_why_no_value(names, held, samples, unknown)}")
+        without = f", {unknown} without a value" if unknown else ""
+        how += f" ({len(timed)} sample instants{without})"
+        raw_unit = Unit("", m.unit.dim, 1.0)  # the expression's values are in base units already
+    else:
+        timed = [(t, v) for t, _, v in samples]
         if not timed:
             raise StepFailed(Outcome.ERROR, f"no sample of {m.signal} to measure")
-        samples = [v for _, v in timed]
-        if m.stat == "max_moving_mean":
-            assert m.over is not None
-            raw = max_moving_mean(timed, m.over)
-            how = how.replace(m.stat, f"highest {format_duration(m.over)} moving mean", 1)
-        else:
-            stats = {"value": samples[-1], "min": min(samples), "max": max(samples)}
-            raw = stats[m.stat] if m.stat in stats else statistics.fmean(samples)
-        value = m.unit.from_base(info.unit.to_base(raw))
+        raw_unit = ctx.plan.catalog[names[0]].unit
+    if m.stat == "max_moving_mean":
+        assert m.over is not None
+        how = how.replace(m.stat, f"highest {format_duration(m.over)} moving mean", 1)
+    raw = statistic(m.stat, timed, m.over)
+    value = m.unit.from_base(raw_unit.to_base(raw))
     return record_measurement(ctx, step, m, value, how)
+
+
+def _since(ctx: RunContext, since: str) -> float:
+    """The loop time of ``since``: an @instant, or the start of a named step."""
+    rel = ctx.bus.marks.get(since[1:]) if since.startswith("@") else ctx.rel(ctx.step_starts.get(since, ctx.state.t0))
+    if rel is None:
+        raise StepFailed(Outcome.ERROR, f"instant {since} was never recorded")
+    return ctx.state.t0 + rel
+
+
+def _kept_since(
+    ctx: RunContext, names: list[str], start: float
+) -> tuple[dict[str, float], list[tuple[float, str, float]]]:
+    """The samples of ``names`` kept since ``start``, and the value each held before it."""
+    held: dict[str, float] = {}
+    samples: list[tuple[float, str, float]] = []
+    for n in names:
+        for t, v in ctx.bus.history(n, float("-inf")):
+            if t < start:
+                held[n] = v
+            else:
+                samples.append((t, n, v))
+    return held, samples
+
+
+def _expression_values(
+    ctx: RunContext, expr: Compiled, held: dict[str, float], samples: list[tuple[float, str, float]]
+) -> tuple[list[tuple[float, float]], int]:
+    env = Env({}, ctx.bus.marks)
+
+    def evaluate(values: dict[str, float]) -> float | None:
+        env.values = values
+        v = expr.fn(env)
+        return None if v is None else float(v)
+
+    return expression_samples(evaluate, held, samples)
+
+
+def _why_no_value(
+    names: list[str], held: dict[str, float], samples: list[tuple[float, str, float]], unknown: int
+) -> str:
+    never = [n for n in names if n not in held and all(s[1] != n for s in samples)]
+    if never:
+        return f"no sample of {', '.join(never)}"
+    if not samples:
+        return f"no sample of {', '.join(names)} in the span"
+    return f"no value at any of its {unknown} sample instants"
 
 
 def record_measurement(ctx: RunContext, step: PlanStep[Any], m: MeasurePlan, value: float, how: str) -> str:
