@@ -17,8 +17,8 @@ import jsonschema
 import pytest
 from jsonschema.exceptions import ValidationError, best_match
 from pydantic import BaseModel
-from ruamel.yaml import YAML
 from pydantic import ValidationError as PydanticError
+from ruamel.yaml import YAML
 
 from bench import stepkinds
 from bench.errors import LoadError
