@@ -455,7 +455,11 @@ def build_html(
                 [
                     _e(m.name),
                     _num(m.value),
-                    _num(m.uncertainty) if m.uncertainty is not None else '<span class="na">not evaluated</span>',
+                    _num(m.uncertainty)
+                    if m.uncertainty is not None
+                    # The one budget line of an unknown U says why: "not evaluated: <signal>: <what is missing>".
+                    else '<span class="na">not evaluated</span>'
+                    + "".join(f": {_e(b.partition(': ')[2])}" for b in m.uncertainty_budget),
                     _e(m.unit),
                     _limits(m),
                     f'<span class="o {_e(m.outcome)}">{_e(m.outcome)}</span>',
@@ -466,7 +470,7 @@ def build_html(
             "no measurements were taken",
         )
     )
-    budgets = [m for m in result.measurements if m.uncertainty_budget]
+    budgets = [m for m in result.measurements if m.uncertainty_budget and m.uncertainty is not None]
     if budgets:
         a(
             "<p><b>Uncertainty budgets</b> (GUM: rectangular components combined in quadrature, U = 2&middot;u<sub>c</sub>):</p><ul>"
