@@ -22,7 +22,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaV
 from pydantic_core import CoreSchema, core_schema
 
 from bench.provenance import CONFIDENCE_TAG
-from bench.stepkinds.base import as_text
+from bench.stepkinds.base import StepModel, as_text
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -99,15 +99,17 @@ class SequenceJsonSchema(GenerateJsonSchema):
                 selected["not"] = {"anyOf": [{"required": [k]} for k in keys[:i]]}
             branches.append({"if": selected, "then": self.generate_inner(schema["choices"][key])})
         unknown = f"a step needs exactly one of: {', '.join(keys)}"
-        branches.append(
+        common = list(StepModel.model_fields)  # name, doc
+        branches += [
+            # A step without a kind key: name the key that is not one (a misspelt `mesure:`).
             {
                 "if": {"type": "object", "not": {"anyOf": [{"required": [k]} for k in keys]}},
-                "then": {
-                    # Names the key that is not a step kind (a misspelt `mesure:`).
-                    "propertyNames": {"enum": [*keys, "name", "doc"]},
-                    "anyOf": [{"required": [k]} for k in keys],
-                    "errorMessage": unknown,  # shown by the YAML language server instead of its own
-                },
-            }
-        )
+                "then": {"propertyNames": {"enum": [*keys, *common]}},
+            },
+            # A step with nothing but a name and a doc.
+            {
+                "if": {"type": "object", "propertyNames": {"enum": common}},
+                "then": {"anyOf": [{"required": [k]} for k in keys], "errorMessage": unknown},
+            },
+        ]
         return {"type": "object", "description": f"one step: {unknown}", "allOf": branches}
