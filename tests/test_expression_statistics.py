@@ -4,6 +4,7 @@ an instant: the expression is evaluated at every sample instant of its signals, 
 from __future__ import annotations
 
 import bisect
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,25 @@ def test_bad_statistics_of_expressions_are_one_line_errors(tmp_path: Path, measu
     assert run.rc == 2, run.out
     lines: list[Any] = run.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], run.err
+
+
+def test_an_expression_without_a_value_in_its_span_is_an_error_that_says_why(tmp_path: Path) -> None:
+    seq = tmp_path / "zero.yaml"
+    seq.write_text(
+        HEAD.replace("T-EXPR-BAD", "T-EXPR-ZERO")
+        + "  - set: {psu.voltage_set: 700 V, psu.current_set: 20 A, psu.output: ON}\n"
+        + '  - measure: {name: r, expr: "bms.pack_voltage / (psu.voltage_set - psu.voltage_set)",'
+        + " stat: mean, window: 1 s}\n"
+        + "  - measure: {name: after, signal: psu.voltage}\n"
+    )
+    run = bench("run", seq, "--reports", tmp_path, "-q")
+    assert run.rc == 3, run.out + run.err
+    result = run.result()
+    assert result["verdict"] == "ERROR"
+    assert re.search(
+        r"cannot measure mean of \(bms.pack_voltage / \(psu.voltage_set - psu.voltage_set\)\) over 1 s: "
+        r"no value at any of its \d+ sample instants \(division by zero\)",
+        result["reason"],
+    ), result["reason"]
+    assert result["measurements"] == []  # nothing is invented, and the steps end there
+    assert {r["device"]: r["safe"] for r in result["safe_state"]} == {"psu": True, "bms": True}

@@ -259,10 +259,12 @@ async def run_measure(ctx: RunContext, step: PlanStep[MeasurePlan]) -> str:
         span = ""
     how = f"{m.expr_text} {span}".strip()
     if m.expr is not None:
-        timed, unknown = _expression_values(ctx, m.expr, held, samples)
+        timed, unknown, why = _expression_values(ctx, m.expr, held, samples)
         if not timed:
-            raise StepFailed(Outcome.ERROR, f"cannot measure {how}: {_why_no_value(names, held, samples, unknown)}")
-        without = f", {unknown} without a value" if unknown else ""
+            raise StepFailed(
+                Outcome.ERROR, f"cannot measure {how}: {_why_no_value(names, held, samples, unknown, why)}"
+            )
+        without = f", {unknown} without a value{why}" if unknown else ""
         how += f" ({len(timed)} sample instants{without})"
         raw_unit = Unit("", m.unit.dim, 1.0)  # the expression's values are in base units already
     else:
@@ -303,26 +305,31 @@ def _kept_since(
 
 def _expression_values(
     ctx: RunContext, expr: Compiled, held: dict[str, float], samples: list[tuple[float, str, float]]
-) -> tuple[list[tuple[float, float]], int]:
+) -> tuple[list[tuple[float, float]], int, str]:
+    """The expression's values at its sample instants, how many instants had none, and why (' (...)' or '')."""
     env = Env({}, ctx.bus.marks)
+    reasons: set[str] = set()
 
     def evaluate(values: dict[str, float]) -> float | None:
-        env.values = values
+        env.values, env.why_unknown = values, None
         v = expr.fn(env)
+        if v is None and env.why_unknown:
+            reasons.add(env.why_unknown)
         return None if v is None else float(v)
 
-    return expression_samples(evaluate, held, samples)
+    timed, unknown = expression_samples(evaluate, held, samples)
+    return timed, unknown, f" ({', '.join(sorted(reasons))})" if reasons else ""
 
 
 def _why_no_value(
-    names: list[str], held: dict[str, float], samples: list[tuple[float, str, float]], unknown: int
+    names: list[str], held: dict[str, float], samples: list[tuple[float, str, float]], unknown: int, why: str
 ) -> str:
     never = [n for n in names if n not in held and all(s[1] != n for s in samples)]
     if never:
         return f"no sample of {', '.join(never)}"
     if not samples:
         return f"no sample of {', '.join(names)} in the span"
-    return f"no value at any of its {unknown} sample instants"
+    return f"no value at any of its {unknown} sample instants{why}"
 
 
 def record_measurement(ctx: RunContext, step: PlanStep[Any], m: MeasurePlan, value: float, how: str) -> str:
