@@ -5,8 +5,8 @@ steps apart differently, so an editor using that schema would mark good files as
 only "not valid under any of the given schemas" of a bad step. This generator follows the
 loader instead:
 
-* a field read with :func:`bench.stepkinds.base.as_text` (``wait: 2``, ``default: 17``) takes a
-  number as well as text, as the loader does;
+* a field whose validator turns a number into text (:func:`bench.stepkinds.base.as_text`:
+  ``wait: 2``, ``default: 17``) takes a number as well as text, as the loader does;
 * a ``true``/``false`` field takes the spellings pydantic accepts (``yes``, ``off``, ``1``);
 * a step selects its kind's schema by its key (``if: {required: [measure]}, then: ...``), in the
   order of the language, so an error names the kind and the field; a step with none of the keys
@@ -18,11 +18,14 @@ method needs deviations) are written next to them as ``json_schema_extra``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
 from bench.provenance import CONFIDENCE_TAG
-from bench.stepkinds.base import StepModel, as_text
+from bench.stepkinds.base import StepModel
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -63,6 +66,13 @@ def cited(field: str = "origin") -> JsonSchemaValue:
     }
 
 
+def _reads_as_text(validator: Callable[[Any], Any], *samples: object) -> bool:
+    try:
+        return all(isinstance(validator(sample), str) for sample in samples)
+    except (ValueError, TypeError, AssertionError):
+        return False
+
+
 def _admits_numbers(schema: JsonSchemaValue) -> bool:
     members = schema.get("anyOf", [schema])
     return any(m.get("type") in ("number", "integer") for m in members)
@@ -76,12 +86,20 @@ class SequenceJsonSchema(GenerateJsonSchema):
 
     def function_before_schema(self, schema: core_schema.BeforeValidatorFunctionSchema) -> JsonSchemaValue:
         inner = super().function_before_schema(schema)
-        if schema["function"]["function"] is not as_text or _admits_numbers(inner):
+        if schema["function"]["type"] != "no-info":
             return inner
-        # YAML reads `12` and `4.2` as numbers; as_text turns them into text (true/false it refuses).
+        # YAML reads `12`, `4.2` and `yes` as numbers and booleans; a validator that turns them into
+        # text (as_text, which refuses true/false) makes the field take them: ask it which it takes.
+        extra: list[JsonSchemaValue] = []
+        if not _admits_numbers(inner) and _reads_as_text(schema["function"]["function"], 12, 4.2):
+            extra.append({"type": "number"})
+        if _reads_as_text(schema["function"]["function"], True, False):
+            extra.append({"type": "boolean"})
+        if not extra:
+            return inner
         if "anyOf" in inner:
-            return {**inner, "anyOf": [*inner["anyOf"], {"type": "number"}]}
-        return {"anyOf": [inner, {"type": "number"}]}
+            return {**inner, "anyOf": [*inner["anyOf"], *extra]}
+        return {"anyOf": [inner, *extra]}
 
     def bool_schema(self, schema: core_schema.BoolSchema) -> JsonSchemaValue:
         return dict(LAX_BOOL)

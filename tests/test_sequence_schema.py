@@ -7,6 +7,8 @@ for a bad step names the step's field, not only "not valid under any of the give
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -60,24 +62,100 @@ def _where(error: ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path)
 
 
-def _accepted() -> Iterator[Path]:
+@functools.cache
+def _accepted() -> dict[Path, dict[str, Any]]:
+    """The files of the corpus the loader accepts, as the loader reads them."""
+    found = {}
     for path in CORPUS:
         try:
-            load_sequence(path)
+            src, _ = load_sequence(path)
         except LoadError:
             continue
-        yield path
+        found[path] = plain(src.root)
+    return found
 
 
 def test_the_schema_accepts_every_sequence_the_loader_accepts(validator: jsonschema.protocols.Validator) -> None:
-    accepted = list(_accepted())
+    accepted = _accepted()
     shipped = [p for p in CORPUS if p.is_relative_to(ROOT / "sequences")]
     assert shipped and set(shipped) <= set(accepted), "a shipped sequence no longer loads"
     assert len(accepted) >= 60
     false_errors = [
-        f"{path.relative_to(ROOT)}: {_where(e)}: {e.message}" for path in accepted for e in _errors(validator, path)
+        f"{path.relative_to(ROOT)}: {_where(e)}: {e.message}"
+        for path, data in accepted.items()
+        for e in validator.iter_errors(data)
     ]
     assert not false_errors, "\n".join(false_errors)
+
+
+# Where the loader and the schema knowingly disagree, and why (field with list indices as [], value).
+KNOWN = {
+    # pydantic's lax mode reads true as the integer 1, so the loader takes it for DTC 0x000001; the
+    # schema does not follow it there (a loader bug, not a language to teach editors).
+    ("steps[].check_dtcs.stored[]", "True"),
+}
+REPLACEMENTS: tuple[object, ...] = (True, 12, 4.2, [1], {"x": 1}, None)
+DROPPED = object()
+
+
+def _nodes(node: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    yield path, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for key, value in items:
+        yield from _nodes(value, (*path, key))
+
+
+def _replaced(data: dict[str, Any], path: tuple[str | int, ...], value: object) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    node: Any = out
+    for key in path[:-1]:
+        node = node[key]
+    if value is DROPPED:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return out
+
+
+def _field(path: tuple[str | int, ...]) -> str:
+    # The names of parameters and of set signals are the file's own: one field for all of them.
+    parts = ["*" if i and path[i - 1] in ("parameters", "set") else str(p) for i, p in enumerate(path)]
+    return ".".join("[]" if isinstance(p, int) else parts[i] for i, p in enumerate(path)).replace(".[]", "[]")
+
+
+def test_the_loader_and_the_schema_agree_on_every_field_changed(validator: jsonschema.protocols.Validator) -> None:
+    # Each field of every accepted file replaced by a value of every JSON type, or dropped, once per
+    # field of the language: the loader's model and the schema must accept and refuse alike.
+    seen: set[tuple[str, str, str]] = set()
+    disagree: dict[tuple[str, str], str] = {}
+    for path, full in _accepted().items():
+        # One step at a time, in a sequence otherwise as written: small documents, every field reached.
+        alone = [{**full, "steps": [step], "cleanup": []} for step in [*full["steps"], *full.get("cleanup", [])]]
+        rest = {**full, "steps": [{"wait": "1 s"}], "cleanup": []}
+        for data, only_steps in [(rest, False), *((d, True) for d in alone)]:
+            for where, value in list(_nodes(data)):
+                if not where or (only_steps and where[0] != "steps"):
+                    continue
+                field = _field(where)
+                for new in (*REPLACEMENTS, *([DROPPED] if isinstance(where[-1], str) else [])):
+                    key = (field, "dropped" if new is DROPPED else repr(new), type(value).__name__)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    changed = _replaced(data, where, new)
+                    try:
+                        Sequence.model_validate(changed)
+                        loader = True
+                    except PydanticError:
+                        loader = False
+                    if loader != validator.is_valid(changed):
+                        disagree[key[:2]] = (
+                            f"{path.relative_to(ROOT)}: only the {'loader' if loader else 'schema'} accepts it"
+                        )
+    assert len(seen) >= 300
+    new = "\n".join(f"{f} = {v}: {why}" for (f, v), why in disagree.items() if (f, v) not in KNOWN)
+    assert not new, new
+    assert set(disagree) >= KNOWN, f"no longer disagree (remove from KNOWN): {KNOWN - set(disagree)}"
 
 
 def test_the_documented_short_forms_are_valid(validator: jsonschema.protocols.Validator) -> None:
