@@ -17,6 +17,7 @@ import uuid6
 
 from bench.clock import utc
 from bench.errors import LoadError
+from bench.suggest import did_you_mean
 
 
 def campaign(
@@ -75,7 +76,7 @@ def campaign(
     # (a slice of the matrix may not contain the sequences that declare it).
     unknown = [k for k in params if k not in declared and k not in exp_params]
     if unknown:
-        raise LoadError(f"-p {unknown[0]}: no sequence declares this parameter")
+        raise LoadError(f"-p {unknown[0]}: no sequence declares this parameter{did_you_mean(unknown[0], declared)}")
     campaign_id = str(uuid6.uuid7())
     out = reports / campaign_id
     started = utc(time.time())

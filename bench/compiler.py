@@ -23,6 +23,7 @@ from bench.expr import (
     state_list,
     state_value,
 )
+from bench.suggest import did_you_mean
 from bench.units import DIMENSIONLESS, TIME, Quantity, Unit, format_duration, has_unit, mixing_error
 from bench.yamlsource import Loc, YamlSource
 
@@ -92,7 +93,11 @@ class Compiler:
         if info.choices:
             code = state_value(info, text)
             if code is None:
-                raise self.fail(loc, f"{signal} has no state '{text}' (states: {state_list(info.choices)})")
+                raise self.fail(
+                    loc,
+                    f"{signal} has no state '{text}' (states: {state_list(info.choices)})"
+                    + did_you_mean(text.strip().strip("\"'"), info.choices),
+                )
             return SetValue(signal, float(code), text.upper())
         try:
             q = constant(text, self.scope())

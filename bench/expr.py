@@ -28,6 +28,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from bench.errors import ExpressionError
+from bench.suggest import did_you_mean
 from bench.units import (
     CURRENT,
     DIMENSIONLESS,
@@ -223,7 +224,9 @@ def resolve_signal(name: str, signals: Mapping[str, SignalInfo]) -> SignalInfo:
     device = parts[0]
     known = sorted({s.split(".", 1)[0] for s in signals})
     if device not in known:
-        raise ExpressionError(f"unknown device '{device}' in '{name}' (devices: {', '.join(known)})")
+        raise ExpressionError(
+            f"unknown device '{device}' in '{name}' (devices: {', '.join(known)}){did_you_mean(device, known)}"
+        )
     if len(parts) == 2:
         candidates = sorted(
             {
@@ -236,7 +239,8 @@ def resolve_signal(name: str, signals: Mapping[str, SignalInfo]) -> SignalInfo:
             raise ExpressionError(
                 f"'{name}' is ambiguous: {parts[1]} is in {len(candidates)} messages; write {' or '.join(candidates)}"
             )
-    raise ExpressionError(f"unknown signal '{name}'")
+    of_device = [n for n in signals if n.startswith(device + ".")]
+    raise ExpressionError(f"unknown signal '{name}'{did_you_mean(name, of_device)}")
 
 
 def compile_expr(text: str, scope: Scope) -> Compiled:
@@ -302,14 +306,17 @@ def _compile(node: Tree[Token] | Token, scope: Scope) -> Compiled:
     if data == "param":
         name = _tok(kids[0])[1:]
         if name not in scope.params:
-            raise ExpressionError(f"unknown parameter '${name}'")
+            raise ExpressionError(f"unknown parameter '${name}'{did_you_mean(name, scope.params, '$')}")
         pq = scope.params[name]
         pbase = pq.base
         return Compiled(NUM, lambda env: pbase, pq.dim, constant=True, display_unit=pq.unit)
     if data == "mark":
         name = _tok(kids[0])[1:]
         if name not in scope.marks:
-            raise ExpressionError(f"unknown instant '@{name}' (not recorded by an earlier step's 'as:')")
+            raise ExpressionError(
+                f"unknown instant '@{name}' (not recorded by an earlier step's 'as:')"
+                + did_you_mean(name, scope.marks, "@")
+            )
 
         def mark(env: Env, name: str = name) -> Value:
             return env.marks.get(name)
@@ -588,7 +595,9 @@ def _choice(choices: Mapping[str, int], state: str, sig: Compiled) -> int:
             return v
     info = sig.extra.get("signal")
     label = info.name if isinstance(info, SignalInfo) else "the signal"
-    raise ExpressionError(f"{label} has no state '{state}' (states: {state_list(choices)})")
+    raise ExpressionError(
+        f"{label} has no state '{state}' (states: {state_list(choices)}){did_you_mean(state, choices)}"
+    )
 
 
 def quote_state(name: str) -> str:

@@ -31,6 +31,7 @@ from bench.expr import (
 from bench.sequence import Sequence as SequenceModel
 from bench.station import LoadedStation, load_station
 from bench.stepkinds.base import PlanStep, StepSite
+from bench.suggest import did_you_mean
 from bench.units import (
     DIMENSIONLESS,
     Quantity,
@@ -211,7 +212,9 @@ def _param_values(
     for name in overrides:
         if name not in model.parameters:
             known = ", ".join(model.parameters) or "none"
-            raise LoadError(f"-p {name}: unknown parameter of {model.id} (parameters: {known})")
+            raise LoadError(
+                f"-p {name}: unknown parameter of {model.id} (parameters: {known}){did_you_mean(name, model.parameters)}"
+            )
     for name, p in model.parameters.items():
         default = defaults[name]
         value = default

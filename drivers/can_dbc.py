@@ -75,6 +75,7 @@ from bench.device import DEFAULT_CONNECT_TIMEOUT, ConfigError, DeviceContext, Dr
 from bench.dtccodes import ALL_DTC_GROUPS, Dtc
 from bench.errors import DeviceError, ExpressionError
 from bench.expr import state_list, state_value
+from bench.suggest import did_you_mean
 from bench.units import TIME, format_duration, parse_quantity, parse_unit, signal_unit
 from drivers.can_fd import bit_rate_switch, fd_bus_config
 from drivers.can_j1939_rx import J1939Device, is_j1939_dbc
@@ -161,7 +162,8 @@ class CanDbcDriver(Driver):
                 self._tx_signal[f"{m.name}.{s.name}"] = (m, s.name)
         for key, value in dict(self.config.get("initial") or {}).items():
             if key not in self._tx_signal:
-                raise ConfigError(f"initial: '{key}' is not a signal the bench sends", "initial")
+                hint = did_you_mean(str(key), self._tx_signal)
+                raise ConfigError(f"initial: '{key}' is not a signal the bench sends{hint}", "initial")
             m, sig_name = self._tx_signal[key]
             code = _choice_code(m.get_signal_by_name(sig_name), value)
             if code is None and (isinstance(value, bool) or not isinstance(value, int | float)):
@@ -365,6 +367,19 @@ class CanDbcDriver(Driver):
 
     def signals(self) -> list[SignalInfo]:
         return list(self._signals)
+
+    def update_period(self, signal: str) -> float | None:
+        """The cycle time of the message that carries ``signal`` (received, or sent by the bench)."""
+        short = signal.removeprefix(f"{self.name}.")
+        for m in self.db.messages:
+            local = self._local[m.frame_id]
+            prot = self._protection[m.frame_id]
+            names = {*local.values(), *(f"{m.name}.{s}" for s in local)}
+            if prot is not None:
+                names.add(f"{prot.prefix}_e2e")
+            if short in names or self._inject_msg.get(short) is m:
+                return self._cycle[m.frame_id]
+        return None
 
     def files(self) -> list[Path]:
         return [self.dbc_path]
@@ -811,7 +826,10 @@ def _choice_code(sig: Any, value: Any) -> float | None:
     code = state_value(SignalInfo(sig.name, parse_unit(""), choices), value)
     if code is not None:
         return float(code)
-    raise ConfigError(f"initial: {sig.name} has no state '{value}' (states: {state_list(choices)})", "initial")
+    raise ConfigError(
+        f"initial: {sig.name} has no state '{value}' (states: {state_list(choices)}){did_you_mean(value, choices)}",
+        "initial",
+    )
 
 
 def _duration(text: str, what: str, key: str) -> float:
