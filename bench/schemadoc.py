@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import stepkinds
+from bench.schema import LAX_BOOL
 from bench.stepkinds.base import StepModel
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "sequences.md"
@@ -50,7 +51,7 @@ def _value(schema: dict[str, Any], node: dict[str, Any]) -> str:
         return " or ".join(f"`{v}`" for v in node["enum"])
     if "anyOf" in node:
         members = [m for m in node["anyOf"] if m.get("type") != "null"]
-        if any(m.get("type") == "boolean" for m in members):
+        if members == LAX_BOOL["anyOf"]:
             return "true or false"
         words = [_value(schema, m) for m in members]
         return " or ".join(dict.fromkeys(words))
