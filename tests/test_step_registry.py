@@ -99,3 +99,12 @@ def test_every_field_of_every_step_kind_has_its_row() -> None:
     for kind in stepkinds.all_kinds():
         missing = sorted(_fields(kind.model) - common - rows.get(kind.name, set()))
         assert not missing, f"fields of {kind.name} without a row in docs/sequences.md: {missing}"
+
+
+def test_a_field_table_says_what_a_field_takes() -> None:
+    tables = schemadoc.tables()
+    assert "| `wait` | text or number | required | duration, e.g." in tables["wait"]
+    assert "| `then` | `abort` or `fail` | `abort` |" in tables["monitor"].replace("monitors[].", "")
+    assert '| `check_dtcs.status` | list of text | `["confirmedDTC"]` |' in tables["check_dtcs"]
+    assert "| `clear_dtcs` | text or list of text | required |" in tables["clear_dtcs"]
+    assert "| `steps` | list of step | required |" in tables["sequence"]
