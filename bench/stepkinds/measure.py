@@ -173,8 +173,8 @@ def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePl
             since = s
         else:
             raise c.fail([*loc, "since"], f"'{s}' is neither an @instant nor the name of an earlier step")
-    if window is not None or since is not None:
-        # The run keeps the samples of what is measured, to take a span of them by their timestamps.
+    if since is not None:
+        # The run keeps the samples of what is measured since an earlier instant, to look back on them.
         site.history.update({m.signal} if m.signal is not None else set(compiled.signals if compiled else ()))
     limits: list[float | None] = []
     for bound in ("min", "max"):
@@ -243,14 +243,11 @@ async def run_measure(ctx: RunContext, step: PlanStep[MeasurePlan]) -> str:
         return record_measurement(ctx, step, m, value, m.expr_text)
     names = sorted(m.expr.signals) if m.expr is not None else [str(m.signal)]
     if m.window is not None:
-        # From the samples kept, by their timestamps: one sample stamped at the window's first or
-        # last instant counts whichever way the loop ordered its delivery.
-        start = ctx.now()
-        await asyncio.sleep(m.window)
-        held, samples = _kept_since(ctx, names, start)
+        held, samples = await _collect(ctx, names, m.window)
         span = f"over {format_duration(m.window)}"
     elif m.since is not None:
-        held, samples = _kept_since(ctx, names, _since(ctx, m.since))
+        kept = [(t, n, v) for n in names for t, v in ctx.bus.history(n, float("-inf"))]
+        held, samples = _span(kept, _since(ctx, m.since), ctx.now())
         span = f"since {m.since}"
     else:
         assert m.signal is not None
@@ -268,7 +265,7 @@ async def run_measure(ctx: RunContext, step: PlanStep[MeasurePlan]) -> str:
         how += f" ({len(timed)} sample instants{without})"
         raw_unit = Unit("", m.unit.dim, 1.0)  # the expression's values are in base units already
     else:
-        timed = [(t, v) for t, _, v in samples]
+        timed = [(t, v) for t, _, v in sorted(samples, key=lambda s: s[0])]  # stable: arrival order within an instant
         if not timed:
             raise StepFailed(Outcome.ERROR, f"no sample of {m.signal} to measure")
         raw_unit = ctx.plan.catalog[names[0]].unit
@@ -288,19 +285,41 @@ def _since(ctx: RunContext, since: str) -> float:
     return ctx.state.t0 + rel
 
 
-def _kept_since(
-    ctx: RunContext, names: list[str], start: float
+async def _collect(
+    ctx: RunContext, names: list[str], seconds: float
 ) -> tuple[dict[str, float], list[tuple[float, str, float]]]:
-    """The samples of ``names`` kept since ``start``, and the value each held before it."""
-    held: dict[str, float] = {}
+    """The samples of ``names`` in the next ``seconds``, and the value each held before (see ``_span``).
+
+    The latest sample of each signal counts too: stamped at the first instant but delivered
+    just before the step began, it is in the window.
+    """
+    start = ctx.now()
+    heard = [(ctx.bus.times[n], n, ctx.bus.values[n]) for n in names if n in ctx.bus.values]
+    sub = ctx.bus.subscribe(names, lambda n, v, t: heard.append((t, n, v)))
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        sub.cancel()
+    return _span(heard, start, ctx.now())
+
+
+def _span(
+    stamped: list[tuple[float, str, float]], start: float, end: float
+) -> tuple[dict[str, float], list[tuple[float, str, float]]]:
+    """The samples stamped from ``start`` to ``end`` (both included), and each signal's last value before.
+
+    By source timestamp, not by arrival, so the edges do not depend on the order in which the
+    loop delivered samples of one instant.
+    """
+    held: dict[str, tuple[float, float]] = {}
     samples: list[tuple[float, str, float]] = []
-    for n in names:
-        for t, v in ctx.bus.history(n, float("-inf")):
-            if t < start:
-                held[n] = v
-            else:
-                samples.append((t, n, v))
-    return held, samples
+    for t, n, v in stamped:
+        if t < start:
+            if n not in held or t >= held[n][0]:
+                held[n] = (t, v)
+        elif t <= end:
+            samples.append((t, n, v))
+    return {n: v for n, (_, v) in held.items()}, samples
 
 
 def _expression_values(
