@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bench.errors import ExpressionError
-from bench.units import parse_quantity
+from bench.units import Unit, parse_quantity
+
+if TYPE_CHECKING:
+    from bench.plan import Plan
 
 COVERAGE_K = 2.0
 DecisionRule = Literal["simple", "guard_band"]
@@ -156,6 +159,30 @@ def calibration_status(equipment: Iterable[Instrument], on: dt.date) -> list[Cal
     return out
 
 
+def used_instruments(equipment: Iterable[Instrument], devices: Collection[str]) -> list[Instrument]:
+    """The register entries of the instruments a run used: those connected as one of ``devices``
+    (the devices whose signals the sequence refers to or which it commands). An instrument of the
+    station that the sequence never touched is not equipment of the test (ISO/IEC 17025 7.8.2.1)."""
+    return [ins for ins in equipment if ins.device is not None and ins.device in devices]
+
+
+def devices_used(plan: Plan) -> set[str]:
+    """Devices the run used: those whose signals the sequence's steps, monitors, display or the
+    station's environment signals refer to, and those its steps command."""
+    names = set(plan.display)
+    devices: set[str] = set()
+    for st in (*plan.steps, *plan.cleanup):
+        names |= st.plan.signals()
+        devices |= st.plan.cleanup_needs()
+    for mon in plan.monitors:
+        names |= set(mon.cond.signals)
+    lab = plan.station.model.laboratory
+    env = lab.environment if lab else None
+    if env is not None:
+        names |= {s for s in (env.temperature_signal, env.humidity_signal) if s}
+    return devices | {n.split(".", 1)[0] for n in names}
+
+
 def identity_mismatches(ins: Instrument | None, identity: Mapping[str, str], extra: Mapping[str, str]) -> list[str]:
     """Fields of the identity read at connect that differ from the register (empty: it matches)."""
     want: dict[str, str] = {}
@@ -185,8 +212,14 @@ class Uncertainty:
         return COVERAGE_K * self.u_base
 
 
-def _combine(parts: list[tuple[str, float]]) -> Uncertainty:
-    return Uncertainty(math.sqrt(sum(u * u for _, u in parts)), [f"{what}: u = {u:.4g}" for what, u in parts])
+def _combine(parts: list[tuple[str, float]], shown_in: Unit | None) -> Uncertainty:
+    """u_c of the components; each budget line states its u in ``shown_in`` (else in base units, unnamed)."""
+
+    def text(u: float) -> str:
+        # An uncertainty is a difference: the unit's factor applies, its offset (degC) does not.
+        return f"{u / shown_in.factor:.4g} {shown_in.text}".rstrip() if shown_in is not None else f"{u:.4g}"
+
+    return Uncertainty(math.sqrt(sum(u * u for _, u in parts)), [f"{what}: u = {text(u)}" for what, u in parts])
 
 
 def signal_uncertainty(
@@ -194,8 +227,11 @@ def signal_uncertainty(
     value_base: float,
     equipment: Iterable[Instrument],
     sources: Mapping[str, SignalSource],
+    shown_in: Unit | None = None,
 ) -> Uncertainty | None:
-    """u of one reading of ``signal`` at ``value_base``; None when nothing is known about it."""
+    """u of one reading of ``signal`` at ``value_base``; None when nothing is known about it.
+
+    ``shown_in``: the unit of the result, in which the budget states each component."""
     device, _, short = signal.partition(".")
     try:
         for ins in equipment:
@@ -211,7 +247,7 @@ def signal_uncertainty(
             parts = [(f"{ins.asset_id} accuracy {rng.spec_text()} (rectangular)", half / math.sqrt(3))]
             if rng.resolution:
                 parts.append((f"resolution {rng.resolution} (rectangular)", diff_base(rng.resolution) / math.sqrt(12)))
-            return _combine(parts)
+            return _combine(parts, shown_in)
         src = sources.get(signal)
         if src is None or (src.accuracy is None and src.resolution is None):
             return None
@@ -222,7 +258,7 @@ def signal_uncertainty(
             parts.append(
                 (f"{signal} resolution {src.resolution} (rectangular)", diff_base(src.resolution) / math.sqrt(12))
             )
-        return _combine(parts)
+        return _combine(parts, shown_in)
     except ExpressionError:
         return None
 

@@ -4,6 +4,10 @@ CAN signals are decoded from the run's ``can.mf4`` with asammdf (vectorised); si
 not on CAN (a supply polled over SCPI) come from the ``snapshot``/``set``/``condition_met``
 events. Long traces are reduced to min/max per pixel column before plotting, so that a spike is
 never lost and a two-hour run plots as fast as a two-minute one.
+
+Every signal is sampled: it is drawn as held from one sample to the next (``steps-post``), never
+interpolated, so a step never looks like a ramp that starts before it. A trace known only at
+recorded events says so on its panel (its ``note``), and every y axis names its unit.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import numpy as np
 
 _MAX_POINTS = 1500
+_PANEL_IN = 1.2  # height of one panel (inches): three panels and their axes fit a third of a page
 
 
 @dataclass
@@ -26,14 +31,37 @@ class Trace:
     v: np.ndarray
     unit: str = ""
     states: dict[int, str] = field(default_factory=dict)
-    stepwise: bool = False  # only known at recorded events: hold the last value, never interpolate
+    note: str = ""  # how the trace was sampled, when coarser than its source (shown on its panel)
 
 
 @dataclass
 class Marker:
     t: float
     label: str
-    color: str = "#c82333"
+    color: str = ""  # empty: a colour of its own from MARK_COLOURS (the recorded instants)
+
+
+# Colours of the recorded instants (@marks), one per distinct label; none is the colour of a
+# trace, a limit or a fixed kind of event (trip red, cleanup grey, fault purple, contactor green).
+MARK_COLOURS = ("#ff7f0e", "#17becf", "#e377c2", "#8c564b", "#bcbd22", "#008080", "#d4a017", "#000080")
+
+
+def coloured(markers: Sequence[Marker]) -> list[Marker]:
+    """The markers, each one without a colour given one of its own label (the same label, the same colour)."""
+    by_label: dict[str, str] = {}
+    out = []
+    for mk in markers:
+        if not mk.color:
+            colour = by_label.setdefault(mk.label, MARK_COLOURS[len(by_label) % len(MARK_COLOURS)])
+            mk = Marker(mk.t, mk.label, colour)
+        out.append(mk)
+    return out
+
+
+def axis_label(name: str, tr: Trace) -> str:
+    """The y label: the signal and its unit; a state signal's unit is its states, a bare number's is 1."""
+    unit = tr.unit or ("state" if tr.states else "1")
+    return f"{name}\n[{unit}]"
 
 
 def decode_can(mf4: Path, dbc: Sequence[Path], wanted: Mapping[str, str]) -> dict[str, Trace]:
@@ -143,6 +171,18 @@ def figure(
     limits: Mapping[str, Sequence[tuple[float, str]]],
 ) -> str | None:
     """One PNG (base64) with a panel per trace; None when there is nothing to draw."""
+    fig = build_figure(title, traces, window, markers, limits)
+    return None if fig is None else _png(fig)
+
+
+def build_figure(
+    title: str,
+    traces: Mapping[str, Trace],
+    window: tuple[float, float] | None,
+    markers: Sequence[Marker],
+    limits: Mapping[str, Sequence[tuple[float, str]]],
+) -> Any:
+    """The matplotlib figure of :func:`figure` (a panel per trace); None when there is nothing to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,7 +193,7 @@ def figure(
         t, v = tr.t, tr.v
         if window is not None:
             keep = (t >= window[0]) & (t <= window[1])
-            # One sample on each side, so a step-wise signal is drawn across the whole window.
+            # One sample on each side: the one before holds into the window, so it is drawn from its start.
             idx = np.flatnonzero(keep)
             if idx.size:
                 lo, hi = max(idx[0] - 1, 0), min(idx[-1] + 1, t.size - 1)
@@ -165,14 +205,18 @@ def figure(
         panels.append((name, tr, *reduce(t, v)))
     if not panels:
         return None
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.55 * len(panels) + 0.6), sharex=True, squeeze=False)
+    markers = coloured(markers)
+    height = _PANEL_IN * len(panels) + 0.7
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, height), sharex=True, squeeze=False)
     for ax, (name, tr, t, v) in zip(axes[:, 0], panels, strict=True):
-        ax.plot(t, v, lw=0.9, color="#1f4e9c", drawstyle="steps-post" if tr.states or tr.stepwise else "default")
+        ax.plot(t, v, lw=0.9, color="#1f4e9c", drawstyle="steps-post")
         if window is not None:
             ax.set_xlim(*window)
-        ax.set_ylabel(f"{name}\n[{tr.unit}]" if tr.unit else name, fontsize=7)
+        ax.set_ylabel(axis_label(name, tr), fontsize=7)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+        if tr.note:
+            ax.text(0.005, 0.97, tr.note, transform=ax.transAxes, fontsize=6, color="#555555", va="top")
         for value, label in limits.get(name, []):
             ax.axhline(value, color="#b35900", ls="--", lw=0.9)
             ax.annotate(
@@ -189,17 +233,16 @@ def figure(
             ax.set_yticks(ticks, [tr.states[k] for k in ticks], fontsize=6)
         for mk in markers:
             if window is None or window[0] <= mk.t <= window[1]:
-                ax.axvline(mk.t, color=mk.color, lw=0.8, ls=":")
+                ax.axvline(mk.t, color=mk.color, lw=1.0, ls=":")
     # Events go into a legend, not onto the plot: instants a few ms apart would print on top of each other.
     from matplotlib.lines import Line2D
 
     shown = [mk for mk in markers if window is None or window[0] <= mk.t <= window[1]]
     if shown:
-        handles = [Line2D([], [], color=mk.color, ls=":", lw=1.2) for mk in shown[:8]]
+        handles = [Line2D([], [], color=mk.color, ls=":", lw=1.4) for mk in shown[:8]]
         axes[0, 0].legend(handles, [f"{mk.label} ({mk.t:.3f} s)" for mk in shown[:8]], fontsize=6, loc="best")
     axes[-1, 0].set_xlabel("time since run start [s]", fontsize=7)
     fig.suptitle(title, fontsize=9)
     # Fixed margins instead of tight_layout(): it measures every tick label (0.6 s per figure).
-    height = 1.55 * len(panels) + 0.6
     fig.subplots_adjust(left=0.14, right=0.98, top=1 - 0.35 / height, bottom=0.45 / height, hspace=0.12)
-    return _png(fig)
+    return fig

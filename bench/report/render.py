@@ -23,6 +23,7 @@ from bench.events import EventKind
 from bench.report.conformity import basis_html, deviations_html, record_sequence, statements_html
 from bench.report.htmltext import e as _e
 from bench.report.htmltext import num as _num
+from bench.report.operator_entries import operator_rows
 from bench.result import RunResult
 from bench.sequence import Sequence as SequenceModel
 
@@ -96,21 +97,68 @@ def _na(reason: str) -> str:
     return f'<span class="na">{NA}: {_e(reason)}</span>'
 
 
+def _missing(reason: str) -> str:
+    """A mandatory item the station file does not give: never "not applicable" (see missing_mandatory)."""
+    return f'<span class="missing">MISSING (mandatory): {_e(reason)}</span>'
+
+
+def missing_mandatory(lab: dict[str, Any], amendment: dict[str, Any] | None) -> list[str]:
+    """The items of 7.8.2.1 every report must state that the station file does not give.
+
+    Such a report is still rendered (a simulated or development run needs one), but marked NOT FOR
+    ISSUE in its header, its title and the footer of every page, and it names what is missing.
+    """
+    item = lab.get("item") or {}
+    out = []
+    if not (lab.get("name") and lab.get("address")):
+        out.append("7.8.2.1 b) name and address of the laboratory")
+    if not lab.get("location"):
+        out.append("7.8.2.1 c) location where the tests were performed")
+    if not item.get("description"):
+        out.append("7.8.2.1 g) description of the item tested")
+    if not (amendment or lab.get("authorised_by")):
+        out.append("7.8.2.1 o) person authorising the report")
+    return out
+
+
+def _outcome(outcome: str, recorded: bool) -> str:
+    """The outcome cell; a measurement without limits that was taken is "recorded": it has no verdict."""
+    if recorded and outcome == "PASS":
+        return '<span class="rec">recorded</span>'
+    return f'<span class="o {_e(outcome)}">{_e(outcome)}</span>'
+
+
+def _without_limits(m: Any) -> bool:
+    return m.low is None and m.high is None
+
+
 def _limits(m: Any) -> str:
     lo = None if m.low is None else f"&ge; {_num(m.low)}"
     hi = None if m.high is None else f"&le; {_num(m.high)}"
     return ", ".join(x for x in (lo, hi) if x) + f" {_e(m.unit)}" if (lo or hi) else "no limit"
 
 
+# A step gets a figure of its own only where the whole-run figure cannot show it: a step shorter
+# than MIN_STEP_S is a row of the steps table, and one longer than a tenth of the run (ZOOM) is
+# already readable in the whole-run figure. Many timed steps (a test at several points) thus
+# share the whole-run figure instead of a page each.
+MIN_STEP_S = 1.0
+ZOOM = 10.0
+MAX_STEP_FIGURES = 3
+MAX_DETAIL_FIGURES = 4
+DETAIL_S = 2.0  # either side of the recorded instants
+DETAIL_ZOOM = 2.0  # the instants a measurement is taken between are worth a figure from this zoom on
+
+
 def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(caption, base64 PNG) of the key signals: the whole run, then each timed step around its events."""
+    """(caption, base64 PNG) of the key signals: the whole run, short timed steps, and the recorded instants."""
     import numpy as np
 
     from bench.report import plots
 
     started = next((e for e in events if e.get("kind") == EventKind.RUN_STARTED), {})
     dbcs = [run_dir / p for p in started.get("dbc", []) if (run_dir / p).is_file()]
-    display = _display_signals(run_dir, started)
+    display, interval = _display_signals(run_dir, started)
     traces: dict[str, plots.Trace] = {}
     if dbcs:
         wanted = {n: n.split(".", 1)[1] for n in display}
@@ -118,6 +166,9 @@ def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> li
         with contextlib.suppress(Exception):
             traces.update(plots.decode_blf(run_dir / "can.blf", dbcs, wanted))
     # Signals not on CAN: from the events (snapshots every record_interval, read-backs, conditions).
+    # The record holds nothing finer, so the panel says how often the trace was recorded.
+    units = _signal_units(run_dir, started, [n for n in display if n not in traces])
+    note = f"recorded every {interval} (record_interval) and at events, held in between"
     for name in display:
         if name in traces:
             continue
@@ -133,9 +184,10 @@ def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> li
                 ts.append(float(e["t"]))
                 vs.append(float(vals[name]))
         if ts:
-            traces[name] = plots.Trace(np.asarray(ts), np.asarray(vs), stepwise=True)
+            traces[name] = plots.Trace(np.asarray(ts), np.asarray(vs), units.get(name, ""), note=note)
     if not traces:
         return []
+    traces = {n: traces[n] for n in display if n in traces}  # in the order the sequence lists them
     markers = [plots.Marker(0.0, "fault injected: " + ", ".join(result.faults), "#6f42c1")] if result.faults else []
     for e in events:
         k = e.get("kind")
@@ -152,6 +204,7 @@ def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> li
                 is_open = np.isin(tr.v, opened)
                 edges = np.flatnonzero(is_open[1:] & ~is_open[:-1])
                 markers += [plots.Marker(float(tr.t[i + 1]), "contactor open", "#1e7e34") for i in edges[:5]]
+    markers = plots.coloured(markers)  # one colour per recorded instant, the same in every figure
     limits: dict[str, list[tuple[float, str]]] = {}
     for m in result.measurements:
         sig = m.how.split(" of ", 1)[1].split(" ", 1)[0] if " of " in m.how else None
@@ -164,32 +217,40 @@ def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> li
     if whole:
         out.append(("Key signals over the whole run, with limits and events", whole))
     total = max(result.sim_duration_s, 1e-9)
-    # A step of its own figure when it is timed and not most of the run (then the whole-run figure shows it).
-    for s in result.steps:
-        span = s.ended - s.started
-        if s.phase != "steps" or s.kind not in ("wait_until", "wait") or span < 0.5 or span > 0.6 * total:
-            continue
-        pad = max(1.0, 0.02 * span)
-        png = plots.figure(f"step '{s.name}'", traces, (s.started - pad, s.ended + pad), markers, limits)
-        if png:
-            out.append((f"Step '{s.name}' ({s.started:.3f} s to {s.ended:.3f} s)", png))
-    # The instants a reaction time is measured between, 2 s either side, in one figure per cluster.
+    # The instants a reaction time is measured between, DETAIL_S either side, in one figure per cluster.
     instants = sorted(mk.t for mk in markers if mk.label.startswith("@"))
     clusters: list[list[float]] = []
     for t in instants:
-        if clusters and t - clusters[-1][-1] <= 4.0:
+        if clusters and t - clusters[-1][-1] <= 2 * DETAIL_S:
             clusters[-1].append(t)
         else:
             clusters.append([t])
-    for c in clusters[:4]:
-        png = plots.figure("detail around the recorded instants", traces, (c[0] - 2.0, c[-1] + 2.0), markers, limits)
+    details = [(c[0] - DETAIL_S, c[-1] + DETAIL_S, c) for c in clusters[:MAX_DETAIL_FIGURES]]
+    details = [d for d in details if d[1] - d[0] <= total / DETAIL_ZOOM]  # else the whole run shows them
+    steps = []
+    for s in result.steps:
+        span = s.ended - s.started
+        if s.phase != "steps" or s.kind not in ("wait_until", "wait") or span < MIN_STEP_S:
+            continue
+        pad = max(1.0, 0.02 * span)
+        lo, hi = s.started - pad, s.ended + pad
+        if hi - lo > total / ZOOM or any(d_lo <= lo and hi <= d_hi for d_lo, d_hi, _ in details):
+            continue
+        steps.append((s, lo, hi))
+    for s, lo, hi in steps[:MAX_STEP_FIGURES]:
+        png = plots.figure(f"step '{s.name}'", traces, (lo, hi), markers, limits)
+        if png:
+            out.append((f"Step '{s.name}' ({s.started:.3f} s to {s.ended:.3f} s)", png))
+    for lo, hi, c in details:
+        png = plots.figure("detail around the recorded instants", traces, (lo, hi), markers, limits)
         if png:
             names = ", ".join(mk.label for mk in markers if c[0] <= mk.t <= c[-1] and mk.label.startswith("@"))
-            out.append((f"Detail: 2 s either side of {names} ({c[0]:.3f} s to {c[-1]:.3f} s)", png))
+            out.append((f"Detail: {names}, {DETAIL_S:g} s either side ({lo:.3f} s to {hi:.3f} s)", png))
     return out
 
 
-def _display_signals(run_dir: Path, started: dict[str, Any]) -> list[str]:
+def _display_signals(run_dir: Path, started: dict[str, Any]) -> tuple[list[str], str]:
+    """The sequence's display signals and its record_interval (as written), from its copy in inputs/."""
     from bench.yamlsource import load_yaml, plain
 
     rel = (started.get("inputs") or {}).get("sequence")
@@ -197,8 +258,31 @@ def _display_signals(run_dir: Path, started: dict[str, Any]) -> list[str]:
         doc = plain(load_yaml(run_dir / rel, "sequence").root) if rel else {}
     except Exception:
         doc = {}
-    shown = doc.get("display", []) if isinstance(doc, dict) else []
-    return [s for s in shown if isinstance(s, str) and "." in s]
+    doc = doc if isinstance(doc, dict) else {}
+    shown = doc.get("display", [])
+    interval = str(doc.get("record_interval") or SequenceModel.model_fields["record_interval"].default)
+    return [s for s in shown if isinstance(s, str) and "." in s], interval
+
+
+def _signal_units(run_dir: Path, started: dict[str, Any], names: Sequence[str]) -> dict[str, str]:
+    """Units of signals not on CAN, from the drivers of the station as run (inputs/); a device whose
+    driver cannot be built from the copy (a DBC path that is not kept) gives none."""
+    from bench.plan import build_catalog, build_drivers
+    from bench.station import load_station
+
+    rel = (started.get("inputs") or {}).get("station")
+    if not names or not rel:
+        return {}
+    try:
+        station = load_station(run_dir / rel)
+    except Exception:  # a station file that no longer parses: the plots go without units
+        return {}
+    units: dict[str, str] = {}
+    for device in sorted({n.split(".", 1)[0] for n in names}):
+        with contextlib.suppress(Exception):
+            catalog = build_catalog(build_drivers(station, [device]))
+            units.update({n: catalog[n].unit.text for n in names if n in catalog})
+    return units
 
 
 _CSS = """
@@ -220,7 +304,15 @@ span.o{display:inline-block;padding:0 .35em;border-radius:.2em;color:#fff;font-s
 .stmt{border-left:3px solid #1f4e9c;padding:.2em .6em;background:#f6f8fb}
 figure{margin:.6em 0;page-break-inside:avoid}figure img{width:100%}figcaption{font-size:8pt;color:#444}
 .amend{border:2px solid #b35900;padding:.4em .7em;background:#fff6ec}
+.nfi{border:3px solid #b00020;padding:.4em .7em;background:#fdecee}.missing{color:#b00020;font-weight:bold}
+.rec{font-style:italic;color:#444}
 .end{text-align:center;margin-top:2em;font-weight:bold;border-top:2px solid #333;padding-top:.4em}
+"""
+
+
+# A report that lacks a mandatory item says so on every page, not only on the first.
+_NOT_FOR_ISSUE_CSS = """
+@page{@bottom-center{content:"NOT FOR ISSUE";font:bold 8pt 'DejaVu Sans';color:#b00020}}
 """
 
 
@@ -245,8 +337,10 @@ def build_html(
     item = lab.get("item") or {}
     parts: list[str] = []
     a = parts.append
+    missing = missing_mandatory(lab, amendment)
+    not_for_issue = " \u2014 NOT FOR ISSUE" if missing else ""
 
-    a('<header><p class="muted">ISO/IEC 17025:2017 7.8.2.1 a)</p><h1>Test Report</h1>')
+    a(f'<header><p class="muted">ISO/IEC 17025:2017 7.8.2.1 a)</p><h1>Test Report{not_for_issue}</h1>')
     a(f"<p><b>{_e(seq.get('title', ''))}</b> &mdash; {_e(seq.get('id'))} v{_e(seq.get('version'))}</p>")
     a(
         f'<p>Report id: <b id="rid">{_e(rid)}</b> &nbsp; Verdict: <span class="verdict {_e(result.verdict)}">{_e(result.verdict)}</span></p></header>'
@@ -258,6 +352,13 @@ def build_html(
             f"Reason: {_e(amendment['reason'])}. Amended by {_e(amendment['by'])} on {_e(amendment['issued'])}.</div>"
         )
 
+    if missing:
+        a(
+            '<div class="nfi"><b>NOT FOR ISSUE.</b> This document may not be issued as a test report: the '
+            "station file does not give these items, which ISO/IEC 17025:2017 7.8.2.1 requires in every report: "
+            + "; ".join(_e(x) for x in missing)
+            + ". A station whose reports are issued states them in its <code>laboratory:</code> section.</div>"
+        )
     a("<h2>1. Identification</h2>")
     a(
         _kv(
@@ -268,12 +369,12 @@ def build_html(
                     "Laboratory",
                     f'<span id="labname">{_e(lab["name"])}</span>, {_e(lab.get("address", ""))}'
                     if lab.get("name")
-                    else _na("no laboratory stated in the station file"),
+                    else _missing("no laboratory stated in the station file"),
                 ),
                 (
                     "7.8.2.1 c)",
                     "Location of the tests",
-                    _e(lab["location"]) if lab.get("location") else _na("no location stated in the station file"),
+                    _e(lab["location"]) if lab.get("location") else _missing("no location stated in the station file"),
                 ),
                 (
                     "7.8.2.1 d)",
@@ -294,7 +395,7 @@ def build_html(
                     "Authorised by",
                     (_e(amendment["by"]) if amendment else _e(lab["authorised_by"]))
                     if (amendment or lab.get("authorised_by"))
-                    else _na("no authorising person stated; the report is not released for external use"),
+                    else _missing("no authorising person stated in the station file"),
                 ),
             ]
         )
@@ -336,7 +437,7 @@ def build_html(
                     "Description",
                     _e(item["description"])
                     if item.get("description")
-                    else _na("no item described in the station file"),
+                    else _missing("no item described in the station file"),
                 ),
                 (
                     "7.8.2.1 g)",
@@ -347,6 +448,7 @@ def build_html(
                         f"the item{' ' + dut if dut else ''} reported no identity (no UDS identification on this station)"
                     ),
                 ),
+                *operator_rows(result),
                 (
                     "7.8.2.1 g)",
                     "Condition",
@@ -462,7 +564,7 @@ def build_html(
                     + "".join(f": {_e(b.partition(': ')[2])}" for b in m.uncertainty_budget),
                     _e(m.unit),
                     _limits(m),
-                    f'<span class="o {_e(m.outcome)}">{_e(m.outcome)}</span>',
+                    _outcome(m.outcome, _without_limits(m)),
                     _e(m.how),
                 ]
                 for m in result.measurements
@@ -513,6 +615,7 @@ def build_html(
         a("<p>None: every result in this report was obtained by the laboratory itself.</p>")
 
     a("<h2>10. Steps and safe state</h2>")
+    recorded_steps = {m.step for m in result.measurements if _without_limits(m)}
     a(
         _table(
             ["#", "phase", "step", "outcome", "start [s]", "end [s]", "message"],
@@ -521,7 +624,7 @@ def build_html(
                     str(s.index + 1),
                     _e(s.phase),
                     _e(s.name),
-                    f'<span class="o {_e(s.outcome)}">{_e(s.outcome)}</span>',
+                    _outcome(s.outcome, s.name in recorded_steps),
                     _num(s.started),
                     _num(s.ended),
                     _e(s.message),
@@ -568,10 +671,10 @@ def build_html(
         "approval of the laboratory.</p>"
     )
     a(f'<p class="end">End of report {_e(rid)}</p>')
-    title = f"Test Report {rid}"
+    title = f"Test Report {rid}{not_for_issue}"
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n"
+        f"<style>{_CSS}{_NOT_FOR_ISSUE_CSS if missing else ''}</style></head><body>{''.join(parts)}</body></html>\n"
     )
 
 
@@ -619,7 +722,7 @@ def render_campaign(runs: Sequence[Path], output: Path) -> Path:
         meas = "; ".join(
             f"{m.name} = {m.value:.6g}"
             + (f" ± {m.uncertainty:.2g}" if m.uncertainty is not None else "")
-            + f" {m.unit} {m.outcome}"
+            + f" {m.unit} {'recorded' if _without_limits(m) and m.outcome == 'PASS' else m.outcome}"
             for m in r.measurements
             if m.value is not None
         )
