@@ -288,6 +288,9 @@ def _register_subcommands() -> None:
     from bench.cli_campaign import campaign  # the fault matrix (bench/campaign.py)
 
     app.command()(campaign)
+    from bench.cli_signals import signals  # what a sequence may name (docs/signals/)
+
+    app.command()(signals)
 
 
 _register_subcommands()

@@ -96,6 +96,14 @@ class Driver(abc.ABC):
     def signals(self) -> list[SignalInfo]:
         """Every signal of the device, named ``<device>.<signal>``, known before connecting."""
 
+    def update_period(self, signal: str) -> float | None:
+        """How often ``signal`` gets a new sample, in seconds (None: when it is set, or not periodic).
+
+        Shown by ``bench signals``: a condition on a signal sampled every second cannot see a
+        100 ms event.
+        """
+        return None
+
     def files(self) -> list[Path]:
         """Files the driver's behaviour depends on (DBCs ...), hashed into the record."""
         return []

@@ -93,6 +93,9 @@ class H2SensorDriver(Driver):
             SignalInfo(f"{n}.status", parse_unit(""), doc="raw status word"),
         ]
 
+    def update_period(self, signal: str) -> float | None:
+        return self.period  # every line carries every signal
+
     async def connect(self, ctx: DeviceContext) -> None:
         self._ctx = ctx
         self._link = await open_link(self.name, self.transport, ctx.inproc)

@@ -93,6 +93,13 @@ class ScpiDriver(Driver):
         """Whether anything changes on its own and needs the poll task."""
         return True
 
+    def update_period(self, signal: str) -> float | None:
+        # A measured signal comes with every poll; a setpoint is published when it is set.
+        if not self.polls():
+            return None
+        info = next((s for s in self.signals() if s.name == signal), None)
+        return None if info is None or info.writable else self.poll_interval
+
     def publish(self, values: Mapping[str, float]) -> None:
         """Publish short-named values with one timestamp: now, when their reply is in."""
         assert self._ctx is not None
