@@ -124,7 +124,12 @@ def test_instrument_trace_states_its_resolution_and_unit(example: Completed, mon
     from bench.result import RunResult
 
     figures: list[Any] = []
-    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or "png")
+
+    def keep(fig: Any) -> str:
+        figures.append(fig)
+        return "png"
+
+    monkeypatch.setattr(plots, "_png", keep)
     d = example.run_dir()
     result = RunResult.model_validate_json((d / "result.json").read_text(encoding="utf-8"))
     render._plots(d, result, render.load_events(d))
