@@ -16,6 +16,7 @@ title: why an uncertainty is not evaluated
 version: 1.0.0
 basis: {standard: test, clause: uncertainty}
 requires: [psu, bms, pa]
+decision_rule: guard_band
 steps:
   - name: discharge
     set: {psu.voltage_set: 700 V, psu.current_set: 20 A, psu.output: ON, bms.cmd_contactors: CLOSE}
@@ -37,6 +38,7 @@ steps:
   - measure: {name: since_command, expr: "@t_supply - @t_command", unit: ms}
   - measure: {name: supply_vs_analyzer, expr: "psu.voltage - pa.voltage_1"}
   - measure: {name: supply, signal: psu.voltage}
+  - measure: {name: pack_in_range, signal: bms.pack_voltage, min: 100 V, max: 1000 V}
 cleanup:
   - set: {psu.output: OFF, bms.cmd_contactors: OPEN}
 """
@@ -49,7 +51,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict[str, A
     seq = tmp / "u_reason.yaml"
     seq.write_text(SEQUENCE)
     done = bench("run", seq, "--reports", tmp, "-q")
-    assert done.rc == 0, done.out + done.err
+    assert done.rc == 1, done.out + done.err  # pack_in_range: a guard band without U is not accepted
     measurements = {m["name"]: m for m in done.result()["measurements"]}
     return measurements, (done.run_dir() / "report.html").read_text()
 
@@ -80,6 +82,10 @@ def _uncertainty_cell(report: str, name: str) -> str:
         ),
         ("analyzer_energy", "pa.energy_1: no register entry (SIM-PA-01 of device pa states no accuracy of energy_1"),
         ("contactors", "bms.contactors: its signal_sources entry states neither accuracy nor resolution"),
+        (
+            "pack_in_range",
+            "bms.pack_voltage: no register entry (device bms is not in the equipment register, no signal_sources entry)",
+        ),
         ("pack_to_supply", "@t_pack: the update period of bms.pack_voltage is unknown (no signal_sources entry)"),
         ("since_command", "@t_command is the instant a command went out by step 'discharge'"),
         ("supply_vs_analyzer", "an expression that combines signal values is not propagated"),
@@ -110,3 +116,13 @@ def test_an_evaluated_uncertainty_keeps_its_budget(run: tuple[dict[str, dict[str
     assert "supply: SIM-PSU-01 accuracy" in budgets
     # Only an evaluated U is listed as a budget; an unknown one says why in its cell.
     assert "not evaluated" not in budgets
+
+
+def test_a_guard_band_refused_for_want_of_u_says_why_u_is_unknown(run: tuple[dict[str, dict[str, Any]], str]) -> None:
+    measurements, _ = run
+    m = measurements["pack_in_range"]
+    assert m["outcome"] == "FAIL"
+    assert m["decision"] == (
+        "guard band w = U (ILAC-G8:09/2019 4.2.2) required, but U is unknown: not accepted; U not evaluated: "
+        "bms.pack_voltage: no register entry (device bms is not in the equipment register, no signal_sources entry)"
+    )

@@ -216,11 +216,20 @@ def _two_significant(x: float) -> float:
 
 
 def judge(
-    value: float, low: float | None, high: float | None, expanded: float | None, rule: DecisionRule, unit: str
+    value: float,
+    low: float | None,
+    high: float | None,
+    expanded: float | None,
+    rule: DecisionRule,
+    unit: str,
+    budget: list[str] | None = None,
 ) -> tuple[bool, str]:
+    """(pass, decision statement); a guard band refused for want of U says why U is unknown (``budget``)."""
     ok, text = decide(value, low, high, expanded, rule)
     if expanded is not None:
         text += f"; U = {format_value(expanded, unit)} (k = 2)"
+    elif rule == "guard_band" and (low is not None or high is not None) and budget:
+        text += f"; U {budget[0]}"
     return ok, text
 
 

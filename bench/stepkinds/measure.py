@@ -357,7 +357,7 @@ def record_measurement(ctx: RunContext, step: PlanStep[Any], m: MeasurePlan, val
     spec = getattr(plan.sequence.steps[step.index], "measure", None) if step.phase == "steps" else None
     stated = None if spec is None or spec.uncertainty is None else str(spec.uncertainty)
     expanded, budget = runtime.measurement_uncertainty(plan, step, m, value, stated)
-    ok, decision = runtime.judge(value, m.low, m.high, expanded, runtime.decision_rule(plan), m.unit.text)
+    ok, decision = runtime.judge(value, m.low, m.high, expanded, runtime.decision_rule(plan), m.unit.text, budget)
     outcome = Outcome.PASS if ok else Outcome.FAIL
     meas = Measurement(
         name=m.name,
