@@ -70,6 +70,9 @@ def test_every_axis_names_its_unit(drawn: list[Any]) -> None:
         "daq.cell_v_max_id\n[1]",
     ]
     assert drawn[0].axes[-1].get_xlabel() == "time since run start [s]"
+    # Plain tick values: no "+7e2" offset over an axis, easily misread as part of the unit.
+    plain = [ax for ax in drawn[0].axes if "[state]" not in ax.get_ylabel()]
+    assert all(ax.yaxis.get_major_formatter().get_useOffset() is False for ax in plain)
 
 
 def test_a_trace_known_only_at_recorded_events_says_so_on_its_panel(drawn: list[Any]) -> None:

@@ -214,6 +214,9 @@ def build_figure(
             ax.set_xlim(*window)
         ax.set_ylabel(axis_label(name, tr), fontsize=7)
         ax.tick_params(labelsize=7)
+        if not tr.states:
+            # Plain values on the ticks: an offset ("+7.276e2" over the axis) is easily misread.
+            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.grid(alpha=0.3)
         if tr.note:
             ax.text(0.005, 0.97, tr.note, transform=ax.transAxes, fontsize=6, color="#555555", va="top")

@@ -225,7 +225,8 @@ def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> li
             clusters[-1].append(t)
         else:
             clusters.append([t])
-    details = [(c[0] - DETAIL_S, c[-1] + DETAIL_S, c) for c in clusters[:MAX_DETAIL_FIGURES]]
+    # Within the run: nothing was recorded before its start or after its end.
+    details = [(max(c[0] - DETAIL_S, 0.0), min(c[-1] + DETAIL_S, total), c) for c in clusters[:MAX_DETAIL_FIGURES]]
     details = [d for d in details if d[1] - d[0] <= total / DETAIL_ZOOM]  # else the whole run shows them
     steps = []
     for s in result.steps:
@@ -245,7 +246,7 @@ def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> li
         png = plots.figure("detail around the recorded instants", traces, (lo, hi), markers, limits)
         if png:
             names = ", ".join(mk.label for mk in markers if c[0] <= mk.t <= c[-1] and mk.label.startswith("@"))
-            out.append((f"Detail: {names}, {DETAIL_S:g} s either side ({lo:.3f} s to {hi:.3f} s)", png))
+            out.append((f"Detail: {names}, up to {DETAIL_S:g} s either side ({lo:.3f} s to {hi:.3f} s)", png))
     return out
 
 
