@@ -8,11 +8,13 @@ ten simulated minutes, so logs stay short but show progress.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console, Group
@@ -55,7 +57,24 @@ class RunView:
             self._live = Live(self, console=self.console, refresh_per_second=4, transient=True)
             self._live.__enter__()
             self._keys_on()
+            if self.run.opt.answers is not None:
+                self.run.opt.answers.hold = self.aside
         return self
+
+    @contextlib.contextmanager
+    def aside(self) -> Iterator[None]:
+        """Out of the way while the operator types an answer: no live panel, and the terminal
+        reads lines again, so that the 'a' or 'e' of an answer is not taken for a stop key."""
+        live = self._live
+        self._keys_off()
+        if live is not None:
+            live.stop()
+        try:
+            yield
+        finally:
+            if live is not None and self._live is live:
+                live.start()
+                self._keys_on()
 
     def __exit__(self, *exc: Any) -> None:
         self._keys_off()

@@ -36,9 +36,12 @@ async def finish_record(ctx: RunContext) -> RunResult:
     unsafe = [s.device for s in ctx.safe_readbacks if not s.safe]
     if unsafe:
         # The rig may still be energised: that outranks whatever the test itself concluded.
+        unsafe_end = f"UNSAFE END: safe state not confirmed for {', '.join(unsafe)}"
         if verdict == Verdict.PASS:
-            verdict = Verdict.ERROR
-        reason += f"; UNSAFE END: safe state not confirmed for {', '.join(unsafe)}"
+            # The line under the verdict ERROR says why it is ERROR, not that everything passed.
+            verdict, reason = Verdict.ERROR, unsafe_end
+        else:
+            reason += f"; {unsafe_end}"
     end = ctx.now()
     ctx.rec.close_traffic()
     verdict, reason = _with_record_failure(ctx, verdict, reason)
@@ -80,6 +83,7 @@ async def finish_record(ctx: RunContext) -> RunResult:
         devices=ctx.identities,
         safe_state=ctx.safe_readbacks,
         dtcs=ctx.dtc_reads,
+        operator_entries=ctx.operator_entries,
         unsafe_end=bool(unsafe),
         record_error=ctx.rec.write_error,
         code_version=__version__,

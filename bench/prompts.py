@@ -4,6 +4,14 @@ An answers file is YAML, keyed by step name::
 
     confirm enclosure closed: yes
     ambient temperature: 23.4 degC
+    DUT serial number: 0000012345
+
+Every answer is kept as it is written in the file: ``0000012345`` is the text ``0000012345``,
+not the number 12345. Given the sequence's prompts (``checks``), the file is checked before
+anything moves: a key that is no prompt step, or an answer its prompt cannot take (not yes/no,
+not a number with the prompt's unit, text that does not match the prompt's pattern), is one
+``error:`` line naming the file's line. At the bench, an answer the prompt cannot take is asked
+again.
 
 In virtual time nobody can be asked (the clock would jump past them), so a prompt without an
 answer in the file fails with a line saying which key to add.
@@ -12,30 +20,49 @@ answer in the file fails with a line saying which key to add.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+from ruamel.yaml import YAML
+
 from bench.errors import LoadError
-from bench.yamlsource import load_yaml, plain
+from bench.yamlsource import load_yaml
 
 YES = {"yes", "y", "ok", "confirm", "confirmed", "true", "done"}
 NO = {"no", "n", "false", "refuse", "refused", "abort"}
 
+# Why a prompt cannot take an answer, or None when it can.
+AnswerCheck = Callable[[str], str | None]
+
 
 class Answers:
-    def __init__(self, path: Path | None = None, interactive: bool = False) -> None:
+    def __init__(
+        self, path: Path | None = None, interactive: bool = False, checks: Mapping[str, AnswerCheck] | None = None
+    ) -> None:
         self.path = path
         self.interactive = interactive
         self.given: dict[str, str] = {}
+        # Set by the operator's view: it steps aside (no live panel, no single keys) while asked.
+        self.hold: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         if path is not None:
-            src = load_yaml(path, "answers")
-            data = plain(src.root)
-            for key, value in data.items():
+            src = load_yaml(path, "answers")  # bounds, UTF-8, syntax, line numbers
+            # The same text read with every scalar as text, exactly as written.
+            written = YAML(typ="base").load(src.text)
+            for key, (name, value) in zip(src.root, written.items(), strict=True):
                 if isinstance(value, dict | list):
                     raise src.error([key], "an answer must be a single value")
-                self.given[str(key)] = "yes" if value is True else "no" if value is False else str(value)
+                self.given[str(name)] = str(value).strip()
+                if checks is not None:
+                    problem = _refusal(str(name), self.given[str(name)], checks)
+                    if problem is not None:
+                        raise src.error([key], problem)
 
-    async def ask(self, step: str, text: str) -> tuple[str, str]:
-        """The answer to the prompt of ``step`` and where it came from."""
+    async def ask(self, step: str, text: str, check: AnswerCheck | None = None) -> tuple[str, str]:
+        """The answer to the prompt of ``step`` and where it came from; at the bench, asked until ``check`` takes it."""
         if step in self.given:
             return self.given[step], f"answers file {self.path}"
         if not self.interactive:
@@ -45,5 +72,51 @@ class Answers:
                 else f"run with --answers FILE containing '{step}: ...'"
             )
             raise LoadError(f"prompt '{step}' needs an answer and nobody can be asked here: {where}")
-        reply = await asyncio.to_thread(input, f"\n>>> {text}\n    answer: ")
-        return reply.strip(), "operator at the bench"
+        question = f"\n>>> {text}\n    answer: "
+        while True:
+            with self.hold():
+                reply = (await read_line(question)).strip()
+            problem = check(reply) if check is not None else None
+            if problem is None:
+                return reply, "operator at the bench"
+            question = f"    not taken: {problem}; answer again: "
+
+
+def _refusal(step: str, answer: str, checks: Mapping[str, AnswerCheck]) -> str | None:
+    if step not in checks:
+        names = ", ".join(f"'{n}'" for n in checks) or "none"
+        return f"the sequence has no prompt step '{step}' (its prompt steps: {names})"
+    problem = checks[step](answer)
+    return None if problem is None else f"not an answer to prompt '{step}': {problem}"
+
+
+async def read_line(question: str) -> str:
+    """One line typed at the terminal, read on the event loop.
+
+    Not ``input()`` in a thread: a prompt that times out would leave that thread blocked in
+    ``input()``, and the process could not end until someone pressed Enter.
+    """
+    print(question, end="", flush=True)
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+    line = bytearray()
+    done: asyncio.Future[str] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # a terminal that went away
+            chunk = b""
+        line.extend(chunk)
+        if done.done():
+            return
+        if not chunk:
+            done.set_exception(LoadError("the terminal was closed: nobody can answer the prompt"))
+        elif b"\n" in line:
+            done.set_result(line.split(b"\n", 1)[0].decode(errors="replace"))
+
+    loop.add_reader(fd, readable)
+    try:
+        return await done
+    finally:
+        loop.remove_reader(fd)

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 # rule, environment and the equipment used (all additive, defaults keep 1.0 files readable).
 # 1.2: record_error and report_degraded (additive).
 # 1.3: dtcs, the DUTs' DTCs read at the start and the end of the run (additive).
-RESULT_SCHEMA_VERSION = "1.3"
+# 1.4: operator_entries, the text answers of prompts (identification, remarks) (additive).
+RESULT_SCHEMA_VERSION = "1.4"
 
 
 class Verdict(StrEnum):
@@ -100,6 +101,17 @@ class DtcRead(_Model):
     error: str | None = Field(default=None, description="the read failed: why (it does not change the verdict)")
 
 
+class OperatorEntry(_Model):
+    """A text the operator entered at a prompt: recorded as it was written, never judged."""
+
+    step: str = Field(description="the prompt step")
+    prompt: str = Field(description="what the operator was asked")
+    answer: str = Field(description="the answer, verbatim (a serial number keeps its leading zeros)")
+    record: str = Field(description="'identification' (of the item tested) or 'remark'")
+    source: str = Field(description="the answers file or the operator at the bench")
+    t: float = Field(description="seconds since run start when the answer was taken")
+
+
 class RunResult(_Model):
     schema_version: str = RESULT_SCHEMA_VERSION
     run_id: str
@@ -120,6 +132,9 @@ class RunResult(_Model):
     devices: list[DeviceIdentity]
     safe_state: list[SafeStateReadback]
     dtcs: list[DtcRead] = Field([], description="DTCs read at the start and the end of the run, per device")
+    operator_entries: list[OperatorEntry] = Field(
+        [], description="text answers of prompts: identification of the item and remarks, never measurements"
+    )
     unsafe_end: bool = Field(False, description="a device's safe state could not be read back as safe")
     record_error: str | None = Field(
         default=None,

@@ -24,7 +24,16 @@ from bench.expr import Compiled
 from bench.interlock import Interlock
 from bench.prompts import Answers
 from bench.report import runtime
-from bench.result import DeviceIdentity, DtcRead, Measurement, Outcome, SafeStateReadback, StepResult, Verdict
+from bench.result import (
+    DeviceIdentity,
+    DtcRead,
+    Measurement,
+    OperatorEntry,
+    Outcome,
+    SafeStateReadback,
+    StepResult,
+    Verdict,
+)
 from bench.runrecord import RunRecorder
 from bench.signals import SignalBus
 from bench.stepkinds.base import PlanStep, StepFailed
@@ -96,6 +105,7 @@ class RunContext:
         self.measurements: list[Measurement] = []
         self.safe_readbacks: list[SafeStateReadback] = []
         self.dtc_reads: list[DtcRead] = []
+        self.operator_entries: list[OperatorEntry] = []
         self.first_fail: str | None = None
         self.deviations: list[str] = [*options.deviations, *runtime.parameter_deviations(plan)]
 

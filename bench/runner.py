@@ -41,6 +41,7 @@ from bench.prompts import Answers
 from bench.result import RunResult
 from bench.runcontext import Listener
 from bench.stationlock import hold_station
+from bench.stepkinds.prompt import answer_checks
 from bench.vtime import new_loop
 
 # Wraps the run inside its loop (``bench run``'s live view); entered right before the engine starts.
@@ -156,8 +157,9 @@ def run_plan(
             start_epoch=start_epoch,
             started_utc=utc(start_epoch),
             wall_clock=lambda: time.monotonic() - wall0,
-            # Nobody can be asked in virtual time: prompts need an answers file there.
-            answers=Answers(answers, interactive=interactive and not virtual),
+            # Nobody can be asked in virtual time: prompts need an answers file there. The file is
+            # checked against the sequence's prompts here, before anything moves.
+            answers=Answers(answers, interactive=interactive and not virtual, checks=answer_checks(plan)),
             interlock=interlock,
             deviations=accepted,
             allow_identity_mismatch=allow_identity_mismatch,
