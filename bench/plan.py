@@ -260,7 +260,9 @@ def _compile_steps(
     for i, step in enumerate(steps):
         loc: list[str | int] = [phase, i]
         kind = stepkinds.of_model(step)
-        default = kind.default_name(step, i) if kind.default_name else f"{i + 1:02d} {kind.name}"
+        # A cleanup step's default name says so: '01 set' of the steps and of the cleanup would clash.
+        numbered = f"{i + 1:02d} {kind.name}" if phase == "steps" else f"cleanup {i + 1:02d} {kind.name}"
+        default = kind.default_name(step, i) if kind.default_name else numbered
         name = step.name or default
         if name in step_names:
             raise c.fail([*loc, "name"], f"duplicate step name '{name}'")

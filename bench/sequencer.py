@@ -54,7 +54,8 @@ class Sequencer:
             outcome, message = exc.outcome, str(exc)
             go_on = exc.outcome == Outcome.FAIL and kind.goes_on_after_fail
         except asyncio.CancelledError:
-            outcome = Outcome.ABORTED
+            # A `then: fail` monitor ends the run with FAIL: the step it stopped failed, it was not aborted.
+            outcome = Outcome.FAIL if ctx.stop and ctx.stop[0] == Verdict.FAIL else Outcome.ABORTED
             message = ctx.stop[1] if ctx.stop else "cancelled"
             self._record(step, phase, start, outcome, message)
             raise
