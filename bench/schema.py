@@ -5,8 +5,9 @@ steps apart differently, so an editor using that schema would mark good files as
 only "not valid under any of the given schemas" of a bad step. This generator follows the
 loader instead:
 
-* a field whose validator turns a number into text (:func:`bench.stepkinds.base.as_text`:
-  ``wait: 2``, ``default: 17``) takes a number as well as text, as the loader does;
+* a field whose before-validator turns a number into text (:func:`bench.stepkinds.base.as_text`:
+  ``wait: 2``, ``default: 17``) takes a number as well as text, as the loader does (and
+  true/false where the validator takes those too);
 * a ``true``/``false`` field takes the spellings pydantic accepts (``yes``, ``off``, ``1``);
 * a step selects its kind's schema by its key (``if: {required: [measure]}, then: ...``), in the
   order of the language, so an error names the kind and the field; a step with none of the keys
@@ -49,10 +50,10 @@ LAX_BOOL: JsonSchemaValue = {
 }
 
 
-def cited(field: str = "origin") -> JsonSchemaValue:
+def cited() -> JsonSchemaValue:
     """``origin: regulation`` needs a ``source:`` with a confidence tag (bench.provenance.require_cited)."""
     return {
-        "if": {"properties": {field: {"const": "regulation"}}, "required": [field]},
+        "if": {"properties": {"origin": {"const": "regulation"}}, "required": ["origin"]},
         "then": {
             "required": ["source"],
             "properties": {
