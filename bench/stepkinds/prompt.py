@@ -77,11 +77,12 @@ class PromptSpec(StrictModel):
     )
 
     _text = field_validator("min", "max", "timeout", mode="before")(as_text)
-    _pattern = field_validator("pattern", mode="before")(lambda v: str(v) if isinstance(v, int | float) else v)
 
 
 class PromptStep(StepModel):
-    prompt: PromptSpec
+    prompt: PromptSpec = Field(
+        description="ask the operator: a confirmation, a value judged like a measurement, or a text recorded verbatim"
+    )
 
 
 @dataclass
