@@ -60,6 +60,8 @@ def cited() -> JsonSchemaValue:
                 "source": {
                     "type": "string",
                     "pattern": CONFIDENCE_TAG.pattern,
+                    # Shown by VS Code's YAML and JSON language servers instead of the bare pattern.
+                    "patternErrorMessage": "a regulation's source needs a confidence tag [C], [C-analog], [S] or [R]",
                     "description": "a regulation's value needs its document, clause and tag [C], [C-analog], [S] or [R]",
                 }
             },

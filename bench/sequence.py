@@ -196,7 +196,11 @@ class Sequence(_Model):
     )
 
     id: str = Field(
-        pattern=ID_PATTERN, description="names the sequence's runs and records: letters, digits, _ . - (not first)"
+        pattern=ID_PATTERN,
+        description="names the sequence's runs and records: letters, digits, _ . - (not first)",
+        json_schema_extra={
+            "patternErrorMessage": "an id is letters, digits, _ . and -, starting with a letter or digit"
+        },
     )
     title: str = Field(description="what is tested, in words; shown by the console and the report")
     version: str = Field(description="version of this sequence file, recorded with every run")
