@@ -139,7 +139,7 @@ def test_instrument_trace_states_its_resolution_and_unit(example: Completed, mon
     assert list(by_label) == ["bms.pack_voltage", "pa.voltage_1", "bms.soc"]  # the sequence's display order
     analyzer = by_label["pa.voltage_1"]
     assert analyzer.get_ylabel() == "pa.voltage_1\n[V]"
-    assert any("recorded every 1 s (record_interval)" in t.get_text() for t in analyzer.texts)
+    assert any("recorded every 200 ms (record_interval)" in t.get_text() for t in analyzer.texts)
     assert not by_label["bms.pack_voltage"].texts, "a CAN trace is plotted at its own rate: no note"
 
 

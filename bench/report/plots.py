@@ -219,7 +219,8 @@ def build_figure(
             ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.grid(alpha=0.3)
         if tr.note:
-            ax.text(0.005, 0.97, tr.note, transform=ax.transAxes, fontsize=6, color="#555555", va="top")
+            box = {"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1}  # readable over the trace
+            ax.text(0.005, 0.97, tr.note, transform=ax.transAxes, fontsize=6, color="#555555", va="top", bbox=box)
         for value, label in limits.get(name, []):
             ax.axhline(value, color="#b35900", ls="--", lw=0.9)
             ax.annotate(
