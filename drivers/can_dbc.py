@@ -98,6 +98,8 @@ _OVERLAP = re.compile(
     r"The signals (\w+) and (\w+) are overlapping in message (\w+)"
 )  # payload bytes of a classic and of an FD frame
 _UDS_KEYS = {"tx_id", "rx_id", "expect", "timeout"}
+# Decoded payloads kept per message; a message whose payloads never repeat starts afresh at this many.
+_DECODE_CACHE = 4096
 
 
 class _Protection:
@@ -152,6 +154,12 @@ class CanDbcDriver(Driver):
             for m in db.messages
         }
         self._protection = {m.frame_id: self._find_protection(m) for m in db.messages}
+        # What a received frame is published as: each signal's full name, the E2E state's name.
+        self._published = {
+            i: {sig: f"{name}.{local}" for sig, local in by_signal.items()} for i, by_signal in self._local.items()
+        }
+        self._e2e_name = {i: f"{name}.{p.prefix}_e2e" for i, p in self._protection.items() if p is not None}
+        self._decode_cache: dict[int, dict[bytes, tuple[list[tuple[str, float]], bool, int] | tuple[()]]] = {}
         self._tx_values: dict[str, dict[str, float]] = {}
         # Local name (and the qualified "Message.signal" of a unique one) -> message and signal.
         self._tx_signal: dict[str, tuple[Message, str]] = {}
@@ -607,24 +615,44 @@ class CanDbcDriver(Driver):
                 self._all_seen.set_result(None)
         if m.frame_id not in self._decoded:
             return
+        # A cyclic message mostly repeats its payload (a status, a slowly moving value): the
+        # samples of a payload are decoded once. Same payload, same signals, so the same values.
+        cache = self._decode_cache.setdefault(m.frame_id, {})
+        key = bytes(data)
+        samples = cache.get(key)
+        if samples is None:
+            samples = self._samples(m, key)
+            if len(cache) >= _DECODE_CACHE:
+                cache.clear()
+            cache[key] = samples
+        if not samples:
+            return  # a frame that does not fit its DBC definition carries no usable signals
+        publish = ctx.publish
+        for name, value in samples[0]:
+            publish(name, value, t)
+        prot = self._protection[m.frame_id]
+        if prot is not None:
+            publish(self._e2e_name[m.frame_id], float(self._check(prot, samples[1], samples[2])), t)
+
+    def _samples(self, m: Message, data: bytes) -> tuple[list[tuple[str, float]], bool, int] | tuple[()]:
+        """The signals a payload carries (published names and values), whether its CRC holds and
+        its alive count; empty when it does not decode."""
         try:
             decoded = cast(dict[str, float], m.decode(data, decode_choices=False, scaling=True))
         except Exception:
-            return  # a frame that does not fit its DBC definition carries no usable signals
-        publish = ctx.publish
-        prefix = self.name + "."
-        local = self._local[m.frame_id]
-        for sig, value in decoded.items():
-            publish(prefix + local[sig], float(value), t)
+            return ()
+        names = self._published[m.frame_id]
+        values = [(names[sig], float(value)) for sig, value in decoded.items()]
         prot = self._protection[m.frame_id]
-        if prot is not None:
-            publish(prefix + prot.prefix + "_e2e", float(self._check(prot, data, decoded)), t)
+        if prot is None:
+            return values, True, 0
+        crc_ok = len(data) > prot.crc_byte and crc8_j1850(bytes(data[: prot.crc_byte])) == data[prot.crc_byte]
+        return values, crc_ok, int(decoded.get(prot.alive, 0))
 
     @staticmethod
-    def _check(prot: _Protection, data: bytes | bytearray, decoded: Mapping[str, Any]) -> int:
-        if len(data) <= prot.crc_byte or crc8_j1850(bytes(data[: prot.crc_byte])) != data[prot.crc_byte]:
+    def _check(prot: _Protection, crc_ok: bool, alive: int) -> int:
+        if not crc_ok:
             return E2E_STATES["CRC_ERROR"]
-        alive = int(decoded.get(prot.alive, 0))
         last, prot.last_alive = prot.last_alive, alive
         if last is not None and alive != (last + 1) % 16:
             return E2E_STATES["ALIVE_ERROR"]

@@ -71,9 +71,13 @@ class _Mainframe:
     first_tc: int
     instr: ScpiInstrument | None = None
 
-    @property
-    def channels(self) -> set[int]:
-        return set(self.cells) | set(self.thermocouples)
+    def __post_init__(self) -> None:
+        self.channels = set(self.cells) | set(self.thermocouples)
+        # The order a scan returns its readings in: the scan list, which the instrument sorts.
+        self.scan_order = sorted(self.channels)
+        where = {ch: k for k, ch in enumerate(self.scan_order)}
+        self.cell_at = [where[ch] for ch in self.cells]
+        self.tc_at = [where[ch] for ch in self.thermocouples]
 
 
 def parse_channels(text: Any, key: str) -> list[int]:
@@ -245,24 +249,30 @@ class Daq970aDriver(ScpiDriver):
 
     async def poll_once(self, instr: ScpiInstrument) -> dict[str, float]:
         """One scan of every mainframe; the extremes over all of them, or an error."""
-        volts: list[tuple[float, int]] = []
-        temps: list[tuple[float, int]] = []
+        volts: list[float] = []
+        temps: list[float] = []
         for frame in self.frames:
             assert frame.instr is not None
-            readings = _readings(await frame.instr.query("READ?"), frame.label)
-            if readings.keys() != frame.channels:
-                expected = sorted(frame.channels)
-                raise ValueError(f"{frame.label}: scanned channels {sorted(readings)}, expected {expected}")
-            volts += [(readings[ch], frame.first_cell + k) for k, ch in enumerate(frame.cells)]
-            temps += [(readings[ch], frame.first_tc + k) for k, ch in enumerate(frame.thermocouples)]
+            channels, values = _readings(await frame.instr.query("READ?"), frame.label)
+            if channels != frame.scan_order:
+                # Not the scan list as sent (another order, a channel twice or missing): by channel.
+                readings = dict(zip(channels, values, strict=True))
+                if readings.keys() != frame.channels:
+                    expected = sorted(frame.channels)
+                    raise ValueError(f"{frame.label}: scanned channels {sorted(readings)}, expected {expected}")
+                values = [readings[ch] for ch in frame.scan_order]
+            volts += [values[k] for k in frame.cell_at]
+            temps += [values[k] for k in frame.tc_at]
         out: dict[str, float] = {}
         for prefix, values in (("cell_v", volts), ("cell_t", temps)):
             if values:
-                hi, lo = max(values), min(values)
-                out |= {f"{prefix}_max": hi[0], f"{prefix}_min": lo[0]}
-                out |= {f"{prefix}_max_id": float(hi[1]), f"{prefix}_min_id": float(lo[1])}
+                # Numbered 1.. in order; a tie goes to the highest number for the maximum and the
+                # lowest for the minimum (as max/min over (value, number) pairs).
+                hi, lo = _last_max(values), _first_min(values)
+                out |= {f"{prefix}_max": values[hi], f"{prefix}_min": values[lo]}
+                out |= {f"{prefix}_max_id": float(hi + 1), f"{prefix}_min_id": float(lo + 1)}
             if self.per_channel:
-                out |= {f"{prefix}_{number}": value for value, number in values}
+                out |= {f"{prefix}_{number}": value for number, value in enumerate(values, start=1)}
         return out
 
     async def set(self, values: Mapping[str, float]) -> dict[str, float]:
@@ -281,18 +291,42 @@ class Daq970aDriver(ScpiDriver):
                     await instr.transport.close()
 
 
-def _readings(reply: str, label: str) -> dict[int, float]:
-    """``+4.1E+00,101,+4.2E+00,102`` -> {101: 4.1, 102: 4.2}; a ValueError for an overload."""
-    fields = [f.strip() for f in reply.split(",")]
+def _readings(reply: str, label: str) -> tuple[list[int], list[float]]:
+    """``+4.1E+00,101,+4.2E+00,102`` -> ([101, 102], [4.1, 4.2]); a ValueError for an overload."""
+    fields = reply.split(",")
     if len(fields) % 2:
         raise ValueError(f"{label}: expected <reading>,<channel> pairs, got '{reply}'")
-    out: dict[int, float] = {}
+    try:
+        # float() and int() ignore the blanks around a field, as the instrument may send them.
+        values = list(map(float, fields[::2]))
+        channels = list(map(int, fields[1::2]))
+    except ValueError:
+        raise _first_problem(reply, fields, label) from None
+    if not all(map(_OVERLOAD.__gt__, map(abs, values))):  # also NaN
+        raise _first_problem(reply, fields, label)
+    return channels, values
+
+
+def _first_problem(reply: str, fields: list[str], label: str) -> ValueError:
+    """What is wrong with the first pair of a reply that does not read as a scan, in reply order."""
     for value_text, channel_text in zip(fields[::2], fields[1::2], strict=True):
         try:
             value, channel = float(value_text), int(channel_text)
         except ValueError:
-            raise ValueError(f"{label}: expected <reading>,<channel> pairs, got '{reply}'") from None
-        if not abs(value) < _OVERLOAD:  # also NaN
-            raise ValueError(f"{label}: channel {channel} reads overload ({value_text}): open thermocouple or tap?")
-        out[channel] = value
-    return out
+            break
+        if not abs(value) < _OVERLOAD:
+            return ValueError(
+                f"{label}: channel {channel} reads overload ({value_text.strip()}): open thermocouple or tap?"
+            )
+    return ValueError(f"{label}: expected <reading>,<channel> pairs, got '{reply}'")
+
+
+def _last_max(values: list[float]) -> int:
+    """Index of the maximum; of the last one where several are equal."""
+    top = max(values)
+    return len(values) - 1 - values[::-1].index(top)
+
+
+def _first_min(values: list[float]) -> int:
+    """Index of the minimum; of the first one where several are equal."""
+    return values.index(min(values))

@@ -32,8 +32,9 @@ seeded noise well inside the instrument's accuracy, no systematic error.
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from simulators.scpi_device import (
@@ -71,6 +72,20 @@ _ON_OFF = {"ON": True, "1": True, "OFF": False, "0": False}
 
 # A channel's source: the true value at its terminals, read when the channel is scanned.
 Source = Callable[[], float]
+# Many quantities of one model read together: their values at the given indices.
+GroupRead = Callable[[Sequence[int]], list[float]]
+
+
+@dataclass(frozen=True)
+class Tap:
+    """A source that is one of a group of quantities the plant computes together (a pack's cell
+    voltages): a scan reads all the taps of one group in one call instead of one call each."""
+
+    read: GroupRead
+    index: int
+
+    def __call__(self) -> float:
+        return self.read((self.index,))[0]
 
 
 @dataclass(frozen=True)
@@ -131,7 +146,12 @@ class Daq970a(ScpiDevice):
         }
         self.scan: list[int] = []
         self.format_channel = False
-        self.memory: list[tuple[int, float]] = []
+        # The last scan: its plan (channels, reply formats) and its readings, for FETCh?.
+        self._scanned: _ScanPlan | None = None
+        self._readings: list[float] = []
+        # The scan as compiled for the current configuration; None after any change to it.
+        self._plan: _ScanPlan | None = None
+        self._handler_table = self._handlers()  # built once: a poll sends READ? every second
 
     # -- SCPI -------------------------------------------------------------------------------
 
@@ -144,7 +164,7 @@ class Daq970a(ScpiDevice):
         for ch in self.channels.values():
             ch.function, ch.range_v = "VOLT", None
         self.scan = []
-        self.memory = []
+        self._scanned, self._readings, self._plan = None, [], None
         self.format_channel = False
 
     def device_command(self, header: str, query: bool, arg: str) -> str | None:
@@ -154,7 +174,7 @@ class Daq970a(ScpiDevice):
             if short is None:
                 raise ScpiError(ERR_UNDEFINED)
             nodes.append(short)
-        handler = self._handlers().get((tuple(nodes), query))
+        handler = self._handler_table.get((tuple(nodes), query))
         if handler is None:
             raise ScpiError(ERR_UNDEFINED)
         return handler(arg)
@@ -189,7 +209,7 @@ class Daq970a(ScpiDevice):
             range_v = _dcv_range(params[0])
         for ch in channels:
             self.channels[ch].function, self.channels[ch].range_v = "VOLT", range_v
-        self.scan = channels
+        self.scan, self._plan = channels, None
         return None
 
     def _conf_temp(self, arg: str) -> str | None:
@@ -201,11 +221,11 @@ class Daq970a(ScpiDevice):
             raise ScpiError(ERR_ILLEGAL)  # only type-K thermocouples are simulated
         for ch in channels:
             self.channels[ch].function, self.channels[ch].range_v = "TEMP", None
-        self.scan = channels
+        self.scan, self._plan = channels, None
         return None
 
     def _route_scan(self, arg: str) -> str | None:
-        self.scan = parse_scan_list(arg)
+        self.scan, self._plan = parse_scan_list(arg), None
         return None
 
     def _format_channel(self, arg: str) -> str | None:
@@ -221,14 +241,16 @@ class Daq970a(ScpiDevice):
         self._no_arg(arg)
         if not self.scan:
             raise ScpiError(ERR_CONFLICT)  # nothing to scan
-        self.memory = [(ch, self._measure(ch)) for ch in self.scan]
+        if self._plan is None:
+            self._plan = self._compile_scan()
+        self._scanned, self._readings = self._plan, self._plan.take(self._rng.random)
         return None
 
     def _fetch(self, arg: str) -> str | None:
         self._no_arg(arg)
-        if self.format_channel:
-            return ",".join(f"{value:+.8E},{ch}" for ch, value in self.memory)
-        return ",".join(f"{value:+.8E}" for _, value in self.memory)
+        if self._scanned is None:
+            return ""
+        return self._scanned.reply(self._readings, self.format_channel)
 
     def _read(self, arg: str) -> str | None:
         self._initiate(arg)
@@ -236,17 +258,74 @@ class Daq970a(ScpiDevice):
 
     # -- measurement ------------------------------------------------------------------------
 
-    def _measure(self, ch: int) -> float:
-        cfg = self.channels[ch]
-        source = self.sources.get(ch)
-        noise = self._rng.random() * 2.0 - 1.0
-        if cfg.function == "TEMP":
-            if source is None:
-                return OVERLOAD  # no thermocouple on the terminals: open circuit
-            return source() + noise * self.spec.noise_c
-        value = (source() if source is not None else 0.0) + noise * self.spec.noise_v
-        limit = _OVER_RANGE * (cfg.range_v if cfg.range_v is not None else _DCV_RANGES[-1])
-        return OVERLOAD if abs(value) > limit else value
+    def _compile_scan(self) -> _ScanPlan:
+        """What one scan of the current scan list reads, worked out once per configuration."""
+        entries: list[tuple[Source, float, float]] = []
+        open_tc: list[int] = []
+        for k, ch in enumerate(self.scan):
+            cfg = self.channels[ch]
+            source = self.sources.get(ch)
+            if cfg.function == "TEMP":
+                if source is None:
+                    open_tc.append(k)  # no thermocouple on the terminals: open circuit
+                # A thermocouple reading has no range to exceed.
+                entries.append((source or _no_voltage, self.spec.noise_c, math.inf))
+            else:
+                limit = _OVER_RANGE * (cfg.range_v if cfg.range_v is not None else _DCV_RANGES[-1])
+                entries.append((source or _no_voltage, self.spec.noise_v, limit))
+        return _ScanPlan(list(self.scan), entries, open_tc)
+
+
+class _ScanPlan:
+    """One scan list as compiled: each channel's source, noise amplitude and overload limit, and
+    the reply formats (NR3 readings, with or without channel numbers)."""
+
+    def __init__(self, channels: list[int], entries: list[tuple[Source, float, float]], open_tc: list[int]) -> None:
+        self.channels = channels
+        self.noise = [noise for _, noise, _ in entries]
+        self.limits = [limit for _, _, limit in entries]
+        self.open_tc = open_tc
+        # Taps of one group are read in one call (scan positions, indices in the group); the
+        # other sources one by one.
+        groups: dict[GroupRead, tuple[list[int], list[int]]] = {}
+        self.single: list[tuple[int, Source]] = []
+        for k, (source, _, _) in enumerate(entries):
+            if isinstance(source, Tap):
+                positions, indices = groups.setdefault(source.read, ([], []))
+                positions.append(k)
+                indices.append(source.index)
+            else:
+                self.single.append((k, source))
+        self.groups = [(read, positions, indices) for read, (positions, indices) in groups.items()]
+        self.formats = {
+            False: ",".join("%+.8E" for _ in channels),
+            True: ",".join(f"%+.8E,{ch}" for ch in channels),
+        }
+
+    def take(self, uniform: Callable[[], float]) -> list[float]:
+        """The readings of one scan, in scan order: the true value plus uniform noise (one draw per
+        channel, in scan order), an overload above the range."""
+        true = [0.0] * len(self.channels)
+        for read, positions, indices in self.groups:
+            for k, value in zip(positions, read(indices), strict=True):
+                true[k] = value
+        for k, source in self.single:
+            true[k] = source()
+        readings = [
+            OVERLOAD if abs(v := value + (uniform() * 2.0 - 1.0) * noise) > limit else v
+            for value, noise, limit in zip(true, self.noise, self.limits, strict=True)
+        ]
+        for k in self.open_tc:
+            readings[k] = OVERLOAD
+        return readings
+
+    def reply(self, readings: list[float], with_channels: bool) -> str:
+        return self.formats[with_channels] % tuple(readings)
+
+
+def _no_voltage() -> float:
+    """Nothing wired to the terminals: 0 V (plus the reading's noise)."""
+    return 0.0
 
 
 def _split_scan_list(arg: str) -> tuple[list[str], list[int]]:

@@ -85,6 +85,22 @@ class OcvCurve:
         v0 = g[i]
         return v0 + (g[i + 1] - v0) * (x - i)
 
+    def many(self, socs: Sequence[float]) -> list[float]:
+        """``[self(soc) for soc in socs]`` in one pass: the same arithmetic, without a call per value."""
+        lo, inv, g, last = self.lo, self._inv, self._grid, self._last
+        out: list[float] = []
+        for soc in socs:
+            x = (soc - lo) * inv
+            i = int(x)
+            if i < 0:
+                out.append(g[0])
+            elif i >= last:
+                out.append(g[last])
+            else:
+                v0 = g[i]
+                out.append(v0 + (g[i + 1] - v0) * (x - i))
+        return out
+
 
 def _interp(table: Sequence[tuple[float, float]], soc: float) -> float:
     socs = [p[0] for p in table]
@@ -266,6 +282,12 @@ class Pack:
 
     def cell_voltage(self, i: int) -> float:
         return self.ocv(self._a[i] + self._b[i] * self.s) + self.current_a * self.r_cell
+
+    def cell_voltages(self, indices: Sequence[int]) -> list[float]:
+        """``cell_voltage(i)`` for each of ``indices``, computed together (a DAQ scan of its taps)."""
+        a, b, s = self._a, self._b, self.s
+        ir = self.current_a * self.r_cell
+        return [v + ir for v in self.ocv.many([a[i] + b[i] * s for i in indices])]
 
     def max_cell(self) -> int:
         return self._max_cell(self.s)

@@ -22,7 +22,7 @@ from simulators.bms_firmware import COMMAND_FRAME, Bms, BmsParams, Contactors
 from simulators.can_plant import CanPlant
 from simulators.chamber import Chamber, ChamberSpec
 from simulators.config_spec import NUM, Spec, check_section
-from simulators.daq import Daq970a, DaqSpec, pack_wiring
+from simulators.daq import Daq970a, DaqSpec, Tap, pack_wiring
 from simulators.fault_box import Channel, FaultBox
 from simulators.faults import CATALOGUE, Faults
 from simulators.h2_sensor import H2Sensor, H2SensorSpec
@@ -265,7 +265,7 @@ def _daq(
 
     def source(kind: str, index: int) -> Callable[[], float]:
         if kind == "cell":
-            return lambda: pack.cell_voltage(index)
+            return Tap(pack.cell_voltages, index)  # a scan reads its cells in one pass
         return lambda: pack.sensor_temp(index)
 
     for m, wiring in enumerate(pack_wiring(pack.n, pack.p.temp_sensors), start=1):
