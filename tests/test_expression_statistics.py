@@ -168,6 +168,7 @@ steps:
         ),
         ('{name: e, expr: "2 V * 3", stat: mean, window: 10 s}', "needs an expression that reads signals"),
         ('{name: e, expr: "bms.pack_voltage - pa.voltage_1", stat: mean, since: nowhere}', "neither an @instant"),
+        ('{name: e, expr: "bms.contactors", stat: mean, window: 1 s}', "is a state signal; only 'value'"),
     ],
 )
 def test_bad_statistics_of_expressions_are_one_line_errors(tmp_path: Path, measure: str, message: str) -> None:

@@ -134,6 +134,8 @@ def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePl
             raise c.fail(
                 [*loc, "stat"], "a statistic of an expression needs an expression that reads signals (no samples)"
             )
+        if compiled.choices and m.stat != "value":
+            raise c.fail([*loc, "stat"], f"{m.expr} is a state signal; only 'value' can be measured")
         dim = compiled.dim
         unit = compiled.display_unit or Unit("", dim, 1.0)
     if m.unit is not None:
