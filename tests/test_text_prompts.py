@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ROOT, bench
 from tests.report_support import plain_text
 
@@ -131,6 +133,28 @@ def test_a_text_prompt_needs_to_say_where_it_is_recorded(tmp_path: Path) -> None
     r = bench("validate", path)
     assert r.rc == 2, r.out + r.err
     assert "steps[1].prompt.record: a text answer needs 'record: identification' or 'record: remark'" in r.err
+
+
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        (
+            ("Confirm the enclosure is closed\n", "Confirm the enclosure is closed\n      pattern: x\n"),
+            "steps[2].prompt.pattern: 'pattern' needs 'answer: text' (this prompt has 'answer: confirm')",
+        ),
+        (('"^[0-9]{10}$"', '"^[0-9{10}$"'), "steps[0].prompt.pattern: not a valid regular expression: "),
+        (("record: remark", "record: remarks"), "steps[1].prompt.record: "),
+    ],
+)
+def test_a_text_prompt_that_cannot_work_is_refused_at_load(
+    tmp_path: Path, replace: tuple[str, str], message: str
+) -> None:
+    path = tmp_path / "text_prompts.yaml"
+    assert replace[0] in SEQUENCE
+    path.write_text(SEQUENCE.replace(*replace).replace("TIMEOUT", "1 min"))
+    r = bench("validate", path)
+    assert r.rc == 2, r.out + r.err
+    assert message in r.err and len(r.err.strip().splitlines()) == 1, r.err
 
 
 class Terminal:

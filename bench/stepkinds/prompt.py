@@ -127,13 +127,16 @@ class PromptPlan(KindPlan):
         return q
 
 
+# The fields that belong to one kind of answer only.
+_FIELD_NEEDS = {"unit": "value", "min": "value", "max": "value", "pattern": "text", "record": "text"}
+
+
 def compile_prompt(c: Compiler, step: PromptStep, site: StepSite) -> PromptPlan:
     loc = site.at("prompt")
     p = step.prompt
     gate = c.condition(p.when, [*loc, "when"], site.marks) if p.when else None
-    for name in ("unit", "min", "max", "pattern", "record"):
-        if getattr(p, name) is not None and p.answer != ("text" if name in ("pattern", "record") else "value"):
-            needs = "text" if name in ("pattern", "record") else "value"
+    for name, needs in _FIELD_NEEDS.items():
+        if getattr(p, name) is not None and p.answer != needs:
             raise c.fail([*loc, name], f"'{name}' needs 'answer: {needs}' (this prompt has 'answer: {p.answer}')")
     if p.answer == "text" and p.record is None:
         raise c.fail(
