@@ -2,8 +2,8 @@
 
 The loop's clock starts at 0 and jumps straight to the next scheduled timer whenever nothing
 is ready to run, so hours of simulated bench time pass in seconds of wall time. File
-descriptors are still polled (without blocking) on every iteration, so signal handlers
-(Ctrl-C) and real I/O keep working.
+descriptors are still polled (without blocking) before every jump of the clock, and every few
+iterations while callbacks are ready, so signal handlers (Ctrl-C) and real I/O keep working.
 
 Everything in the engine, the drivers and the simulators takes time from ``loop.time()``,
 ``asyncio.sleep`` and ``asyncio.timeout``, which is what makes this substitution possible. Two
@@ -16,13 +16,24 @@ import asyncio
 import selectors
 from typing import Any
 
+# While callbacks are ready (timeout 0) the descriptors are polled only every this many
+# iterations: a poll is a system call, and a busy virtual-time run makes hundreds of thousands of
+# iterations with nothing on its descriptors. An idle loop (before the clock jumps) always polls.
+_BUSY_POLL_EVERY = 16
+
 
 class _VirtualSelector(selectors.DefaultSelector):
     def __init__(self) -> None:
         super().__init__()
         self.loop: VirtualTimeLoop | None = None
+        self._busy = 0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout == 0 and self.loop is not None:
+            self._busy += 1
+            if self._busy < _BUSY_POLL_EVERY:
+                return []
+        self._busy = 0
         events: list[tuple[selectors.SelectorKey, int]] = super().select(0)
         if events or self.loop is None:
             return events

@@ -98,8 +98,8 @@ _OVERLAP = re.compile(
     r"The signals (\w+) and (\w+) are overlapping in message (\w+)"
 )  # payload bytes of a classic and of an FD frame
 _UDS_KEYS = {"tx_id", "rx_id", "expect", "timeout"}
-# Decoded payloads kept per message; a message whose payloads never repeat starts afresh at this many.
-_DECODE_CACHE = 4096
+# Payloads kept per message (decoded or encoded); one whose payloads never repeat starts afresh at this many.
+_CODEC_CACHE = 4096
 
 
 class _Protection:
@@ -160,6 +160,7 @@ class CanDbcDriver(Driver):
         }
         self._e2e_name = {i: f"{name}.{p.prefix}_e2e" for i, p in self._protection.items() if p is not None}
         self._decode_cache: dict[int, dict[bytes, tuple[list[tuple[str, float]], bool, int] | tuple[()]]] = {}
+        self._encode_cache: dict[int, dict[tuple[float, ...], bytes]] = {}
         self._tx_values: dict[str, dict[str, float]] = {}
         # Local name (and the qualified "Message.signal" of a unique one) -> message and signal.
         self._tx_signal: dict[str, tuple[Message, str]] = {}
@@ -555,9 +556,10 @@ class CanDbcDriver(Driver):
                     raw[prot.alive] = int(values[prot.alive])
                 data = bytearray(m.encode(raw, strict=False, scaling=False))
             else:
-                data = bytearray(m.encode(values, strict=False, scaling=True))
+                data = self._sealed(m, values, prot)
             if prot is not None:
-                data[prot.crc_byte] = crc8_j1850(bytes(data[: prot.crc_byte]))
+                if inject in (_STUCK, _IMPLAUSIBLE):
+                    data[prot.crc_byte] = crc8_j1850(bytes(data[: prot.crc_byte]))
                 if inject == _CRC_CORRUPTED:
                     data[prot.crc_byte] ^= 0xFF
                 values[prot.crc] = float(data[prot.crc_byte])
@@ -570,6 +572,21 @@ class CanDbcDriver(Driver):
             timestamp=self._ctx.loop.time(),
             is_rx=False,
         )
+
+    def _sealed(self, m: Message, values: Mapping[str, float], prot: _Protection | None) -> bytearray:
+        """The payload of ``values`` with its CRC. The bench's commands change seldom and the alive
+        counter has 16 values, so a payload is encoded once and then reused."""
+        cache = self._encode_cache.setdefault(m.frame_id, {})
+        key = tuple(values.values())  # the message's signals, always in the same order
+        sealed = cache.get(key)
+        if sealed is None:
+            data = bytearray(m.encode(values, strict=False, scaling=True))
+            if prot is not None:
+                data[prot.crc_byte] = crc8_j1850(bytes(data[: prot.crc_byte]))
+            if len(cache) >= _CODEC_CACHE:
+                cache.clear()
+            cache[key] = sealed = bytes(data)
+        return bytearray(sealed)
 
     def _transmit(self, m: Message) -> None:
         assert self._bus is not None and self._ctx is not None
@@ -622,7 +639,7 @@ class CanDbcDriver(Driver):
         samples = cache.get(key)
         if samples is None:
             samples = self._samples(m, key)
-            if len(cache) >= _DECODE_CACHE:
+            if len(cache) >= _CODEC_CACHE:
                 cache.clear()
             cache[key] = samples
         if not samples:
