@@ -32,7 +32,7 @@ from bench.result import RunResult, Verdict
 from bench.runcontext import format_signal
 from bench.units import format_value
 
-_COLOURS = {"PASS": "green", "FAIL": "red", "ERROR": "magenta", "ABORTED": "yellow"}
+_COLOURS = {"PASS": "green", "FAIL": "red", "ERROR": "magenta", "ABORTED": "yellow", "recorded": "cyan"}
 
 
 def hms(seconds: float) -> str:
@@ -219,9 +219,8 @@ def print_parameters(console: Console, plan: Plan) -> None:
 def print_summary(console: Console, result: RunResult, run_dir: str) -> None:
     colour = _COLOURS[result.verdict.value]
     for m in result.measurements:
-        mark = (
-            "[green]PASS[/]" if m.outcome.value == "PASS" else f"[{_COLOURS.get(m.outcome.value, 'red')}]{m.outcome}[/]"
-        )
+        label = m.outcome_text()
+        mark = "[green]PASS[/]" if label == "PASS" else f"[{_COLOURS.get(label, 'red')}]{label}[/]"
         lims = []
         if m.low is not None:
             lims.append(f">= {format_value(m.low, m.unit)}")

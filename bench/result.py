@@ -52,6 +52,14 @@ class Measurement(_Model):
     uncertainty_budget: list[str] = Field([], description="the standard-uncertainty components, for the report")
     decision: str = Field("", description="decision rule applied to the limits (ISO/IEC 17025 7.8.6)")
 
+    @property
+    def has_limits(self) -> bool:
+        return self.low is not None or self.high is not None
+
+    def outcome_text(self) -> str:
+        """The outcome as shown: a value taken without limits is "recorded", since it has no verdict."""
+        return "recorded" if not self.has_limits and self.outcome is Outcome.PASS else self.outcome.value
+
 
 class StepResult(_Model):
     index: int

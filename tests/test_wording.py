@@ -3,7 +3,8 @@
 * an unnamed step of the steps and one of the cleanup get different default names;
 * the verdict line of an unsafe end does not say that everything passed;
 * the step stopped by a ``then: fail`` monitor is FAIL, like the verdict the monitor gives;
-* an operator prompt nobody answers in time is ERROR, like one nobody can be asked.
+* an operator prompt nobody answers in time is ERROR, like one nobody can be asked;
+* a value measured without limits is "recorded" on the console, not PASS: it has no verdict.
 """
 
 from __future__ import annotations
@@ -85,3 +86,17 @@ def test_the_safety_doc_says_an_unanswered_prompt_is_error() -> None:
     section = text.split("## Operator prompts", 1)[1].split("\n## ", 1)[0]
     assert "prompt without an answer fails" not in section
     assert "ERROR" in section and "17025" in section
+
+
+def test_a_value_without_limits_is_recorded_not_passed_on_the_console(tmp_path: Path) -> None:
+    seq = write(
+        tmp_path,
+        "steps:\n  - name: supply on\n    set: {psu.voltage_set: 10 V, psu.current_set: 1 A, psu.output: ON}\n"
+        "  - wait: 1 s\n  - measure: {name: supply_voltage, signal: psu.voltage}\n"
+        "  - measure: {name: supply_current, signal: psu.current, max: 2 A}\n"
+        "cleanup:\n  - set: {psu.output: OFF}\n",
+    )
+    r = bench("run", seq, "--reports", tmp_path)
+    assert r.rc == 0, r.out + r.err
+    lines = {line.split()[1]: line.split()[0] for line in r.out.splitlines() if line.startswith("  ") and " = " in line}
+    assert lines == {"supply_voltage": "recorded", "supply_current": "PASS"}, r.out

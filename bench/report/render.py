@@ -128,10 +128,6 @@ def _outcome(outcome: str, recorded: bool) -> str:
     return f'<span class="o {_e(outcome)}">{_e(outcome)}</span>'
 
 
-def _without_limits(m: Any) -> bool:
-    return m.low is None and m.high is None
-
-
 def _limits(m: Any) -> str:
     lo = None if m.low is None else f"&ge; {_num(m.low)}"
     hi = None if m.high is None else f"&le; {_num(m.high)}"
@@ -565,7 +561,7 @@ def build_html(
                     + "".join(f": {_e(b.partition(': ')[2])}" for b in m.uncertainty_budget),
                     _e(m.unit),
                     _limits(m),
-                    _outcome(m.outcome, _without_limits(m)),
+                    _outcome(m.outcome, not m.has_limits),
                     _e(m.how),
                 ]
                 for m in result.measurements
@@ -616,7 +612,9 @@ def build_html(
         a("<p>None: every result in this report was obtained by the laboratory itself.</p>")
 
     a("<h2>10. Steps and safe state</h2>")
-    recorded_steps = {m.step for m in result.measurements if _without_limits(m)}
+    # Steps that only took a value without limits, or an operator's text, carry no verdict either.
+    recorded_steps = {m.step for m in result.measurements if not m.has_limits}
+    recorded_steps |= {e.step for e in result.operator_entries}
     a(
         _table(
             ["#", "phase", "step", "outcome", "start [s]", "end [s]", "message"],
@@ -723,7 +721,7 @@ def render_campaign(runs: Sequence[Path], output: Path) -> Path:
         meas = "; ".join(
             f"{m.name} = {m.value:.6g}"
             + (f" ± {m.uncertainty:.2g}" if m.uncertainty is not None else "")
-            + f" {m.unit} {'recorded' if _without_limits(m) and m.outcome == 'PASS' else m.outcome}"
+            + f" {m.unit} {m.outcome_text()}"
             for m in r.measurements
             if m.value is not None
         )
