@@ -70,6 +70,11 @@ def test_unknown_instant_suggests_the_closest(tmp_path: Path) -> None:
     body += "  - check: '@t_strat < 5 s'\n"
     line = _validate(tmp_path, body)
     assert "unknown instant '@t_strat'" in line and "did you mean '@t_start'?" in line, line
+    # The span of a statistic names its start the same way.
+    body = "steps:\n  - wait_until: bms.soc > 1 %\n    timeout: 1 s\n    as: t_start\n  - wait: 1 s\n"
+    body += "  - measure: {name: v, signal: bms.pack_voltage, stat: max, since: '@t_strat'}\n"
+    line = _validate(tmp_path, body)
+    assert "unknown instant '@t_strat'" in line and "did you mean '@t_start'?" in line, line
 
 
 def test_unknown_parameter_on_the_command_line_suggests_the_closest(tmp_path: Path) -> None:

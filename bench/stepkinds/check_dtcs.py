@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -40,6 +41,14 @@ class CheckDtcsSpec(StrictModel):
     within: str | None = Field(None, description="re-read until it holds, at most this long")
 
     _text = field_validator("within", mode="before")(as_text)
+
+    @field_validator("stored", "allow", mode="before")
+    @classmethod
+    def _no_true_false(cls, v: Any) -> Any:
+        # Left to pydantic, true would be read as the number 1: DTC 0x000001.
+        if isinstance(v, list) and any(isinstance(x, bool) for x in v):
+            raise ValueError("a DTC is a code such as P0AA1-00 or its number, not true/false")
+        return v
 
 
 class CheckDtcsStep(StepModel):

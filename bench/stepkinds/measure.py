@@ -28,6 +28,7 @@ from bench.stepkinds.base import (
     StrictModel,
     as_text,
 )
+from bench.suggest import did_you_mean
 from bench.units import TIME, Unit, format_duration, format_value, mixing_error, parse_unit
 
 
@@ -169,7 +170,11 @@ def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePl
         s = m.since.strip()
         if s.startswith("@"):
             if s[1:] not in marks:
-                raise c.fail([*loc, "since"], f"unknown instant '{s}' (not recorded by an earlier step's 'as:')")
+                raise c.fail(
+                    [*loc, "since"],
+                    f"unknown instant '{s}' (not recorded by an earlier step's 'as:')"
+                    + did_you_mean(s[1:], marks, "@"),
+                )
             since = s
         elif s in site.step_names:
             since = s
