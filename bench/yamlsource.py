@@ -45,6 +45,8 @@ class YamlSource:
             if isinstance(node, CommentedMap) and part in node:
                 if nxt is not None and nxt != part and nxt in node:
                     continue  # ``part`` is a union tag that pydantic inserted; the next key sits here
+                if nxt is not None and i > 0 and isinstance(parts[i - 1], int) and _is_tag(node[part], part, nxt):
+                    continue  # the tag of a list item's kind (a step's): what follows is the item's own
                 line = node.lc.key(part)[0] + 1
                 node = node[part]
                 kept.append(part)
@@ -69,6 +71,18 @@ class YamlSource:
     def validation_error(self, exc: ValidationError) -> LoadError:
         err = exc.errors()[0]
         return self.error(list(err["loc"]), _pydantic_message(err))
+
+
+def _is_tag(child: Any, part: str | int, nxt: str | int) -> bool:
+    """Whether ``part``, a key of a list item followed by ``nxt`` in pydantic's location, is the union tag.
+
+    pydantic names a tagged union's member after the item's index: ``steps[1].measure.measure`` is
+    the tag, then the kind's own key; ``steps[0].wait_until.timeout`` is the tag, then a field of
+    the step itself, since the kind's key holds a plain value that has no fields.
+    """
+    if nxt == part:
+        return not (isinstance(child, CommentedMap) and part in child)
+    return not isinstance(child, CommentedMap | CommentedSeq)
 
 
 def field_name(loc: Loc) -> str:

@@ -16,6 +16,7 @@ from bench.provenance import Origin, require_cited
 from bench.report import runtime
 from bench.result import Measurement, Outcome
 from bench.runcontext import RunContext, rounded
+from bench.schema import cited
 from bench.stats import expression_samples, statistic
 from bench.stepkinds.base import (
     KindPlan,
@@ -35,6 +36,7 @@ from bench.units import TIME, Unit, format_duration, format_value, mixing_error,
 class MeasureSpec(StrictModel):
     model_config = ConfigDict(
         json_schema_extra={
+            **cited(),
             "examples": [
                 {
                     "name": "pack_voltage_error",
@@ -45,7 +47,7 @@ class MeasureSpec(StrictModel):
                     "max": "0.5 V",
                 },
                 {"name": "peak_cell_voltage", "signal": "bms.cell_v_max", "stat": "max", "since": "charging"},
-            ]
+            ],
         }
     )
 
