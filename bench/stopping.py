@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from bench.events import EventKind
 from bench.result import Verdict
@@ -34,6 +37,19 @@ class RecordStageInterrupted(BaseException):
     report's fallbacks) can swallow it, but not a KeyboardInterrupt, which the command-line
     framework would turn into a bare exit code without this message.
     """
+
+
+HARD_EXIT_AFTER_S = 1.5  # after a second stop signal whose exception did not end the process
+
+
+def _end_process(message: str) -> None:
+    """End the process from a thread, as a dropped ``RecordStageInterrupted`` would have."""
+    from bench.console import EXIT_CODES  # the console imports the engine, which imports this module
+
+    sys.stdout.flush()
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    os._exit(EXIT_CODES[Verdict.ABORTED])
 
 
 class StopLevels:
@@ -114,19 +130,41 @@ class StopLevels:
             yield
             return
 
+        backstops: list[threading.Timer] = []
+
         def on_signal(signum: int, frame: object) -> None:
             self._stop_signals += 1
             if self._stop_signals >= 2:
-                raise RecordStageInterrupted(
+                message = (
                     f"emergency stop: {signal.Signals(signum).name} while the record was being written; "
                     "ended at once, the safe state had been commanded before; the record is not sealed"
                 )
+                # Python drops an exception raised inside a finalizer (a __del__ of the MF4 or PDF
+                # writers). Unless this one is seen leaving the stage, a thread ends the process.
+                backstop = threading.Timer(HARD_EXIT_AFTER_S, _end_process, (message,))
+                backstop.daemon = True
+                backstops.append(backstop)
+                backstop.start()
+                raise RecordStageInterrupted(message)
+
+        previous_hook = sys.unraisablehook
+
+        def dropped(unraisable: Any) -> None:
+            if not isinstance(unraisable.exc_value, RecordStageInterrupted):
+                previous_hook(unraisable)
+            # else: no traceback; the backstop ends the process with the one line
 
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
             signal.signal(sig, on_signal)
+        sys.unraisablehook = dropped
         try:
             yield
+        except RecordStageInterrupted:
+            for backstop in backstops:
+                backstop.cancel()  # it left the stage: the caller ends the process with its line
+            raise
         finally:
+            sys.unraisablehook = previous_hook
             for sig, handler in previous.items():
                 signal.signal(sig, signal.SIG_DFL if handler is None else handler)

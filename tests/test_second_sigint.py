@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -126,3 +127,36 @@ def test_second_sigterm_is_an_emergency_stop(tmp_path: Path) -> None:
     safe = {e["device"]: e["safe"] for e in events if e["kind"] == "safe_state"}
     assert safe == {"psu": True, "bms": True}, safe
     assert (run / "manifest.json").is_file()
+
+
+FINALIZER_SCRIPT = """
+import os, signal, time
+from bench.stopping import StopLevels
+
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the second signal lands in a finalizer: Python drops its exception
+        time.sleep(0.05)
+
+levels = StopLevels(None, None)
+with levels.signals_while_recording():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)
+    obj = Finalised()
+    del obj
+    time.sleep(10)  # the rest of a long record stage
+print("the record stage went on")
+"""
+
+
+def test_a_second_signal_whose_exception_a_finalizer_drops_still_ends_the_process() -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", FINALIZER_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    took = time.monotonic() - started
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "the record stage went on" not in proc.stdout
+    assert took < 8.0, f"{took:.1f} s"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emergency stop: SIGINT while the record"), proc.stderr
