@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bench.plan import load_sequence
 from tests.conftest import ROOT, Completed, bench
 from tests.report_support import pdf_pages, plain_text, station_copy
 
@@ -133,14 +134,19 @@ def test_instrument_trace_states_its_resolution_and_unit(example: Completed, mon
     monkeypatch.setattr(plots, "_png", keep)
     d = example.run_dir()
     result = RunResult.model_validate_json((d / "result.json").read_text(encoding="utf-8"))
-    render._plots(d, result, render.load_events(d))
-    whole = figures[0]
-    by_label = {ax.get_ylabel().split("\n")[0]: ax for ax in whole.axes}
-    assert list(by_label) == ["bms.pack_voltage", "pa.voltage_1", "bms.soc"]  # the sequence's display order
-    analyzer = by_label["pa.voltage_1"]
-    assert analyzer.get_ylabel() == "pa.voltage_1\n[V]"
-    assert any("recorded every 200 ms (record_interval)" in t.get_text() for t in analyzer.texts)
-    assert not by_label["bms.pack_voltage"].texts, "a CAN trace is plotted at its own rate: no note"
+    # Rendered later from the record (the sequence read from its copy), and by the run itself (the
+    # sequence it loaded): the same figure.
+    _, loaded = load_sequence(EXAMPLE)
+    for sequence in (None, loaded):
+        figures.clear()
+        render._plots(d, result, render.load_events(d), sequence)
+        whole = figures[0]
+        by_label = {ax.get_ylabel().split("\n")[0]: ax for ax in whole.axes}
+        assert list(by_label) == ["bms.pack_voltage", "pa.voltage_1", "bms.soc"]  # the sequence's display order
+        analyzer = by_label["pa.voltage_1"]
+        assert analyzer.get_ylabel() == "pa.voltage_1\n[V]"
+        assert any("recorded every 200 ms (record_interval)" in t.get_text() for t in analyzer.texts)
+        assert not by_label["bms.pack_voltage"].texts, "a CAN trace is plotted at its own rate: no note"
 
 
 def test_without_a_laboratory_the_report_is_marked_not_for_issue(no_lab: Completed) -> None:

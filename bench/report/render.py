@@ -146,7 +146,9 @@ DETAIL_S = 2.0  # either side of the recorded instants
 DETAIL_ZOOM = 2.0  # the instants a measurement is taken between are worth a figure from this zoom on
 
 
-def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def _plots(
+    run_dir: Path, result: RunResult, events: list[dict[str, Any]], sequence: SequenceModel | None
+) -> list[tuple[str, str]]:
     """(caption, base64 PNG) of the key signals: the whole run, short timed steps, and the recorded instants."""
     import numpy as np
 
@@ -154,7 +156,7 @@ def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> li
 
     started = next((e for e in events if e.get("kind") == EventKind.RUN_STARTED), {})
     dbcs = [run_dir / p for p in started.get("dbc", []) if (run_dir / p).is_file()]
-    display, interval = _display_signals(run_dir, started)
+    display, interval = _display_signals(run_dir, started, sequence)
     traces: dict[str, plots.Trace] = {}
     if dbcs:
         wanted = {n: n.split(".", 1)[1] for n in display}
@@ -246,10 +248,16 @@ def _plots(run_dir: Path, result: RunResult, events: list[dict[str, Any]]) -> li
     return out
 
 
-def _display_signals(run_dir: Path, started: dict[str, Any]) -> tuple[list[str], str]:
-    """The sequence's display signals and its record_interval (as written), from its copy in inputs/."""
+def _display_signals(run_dir: Path, started: dict[str, Any], sequence: SequenceModel | None) -> tuple[list[str], str]:
+    """The sequence's display signals and its record_interval (as written).
+
+    From the sequence the run loaded; a report rendered later reads them from the copy in inputs/
+    (parsing it again costs seconds for a long sequence, so a run's own report does not).
+    """
     from bench.yamlsource import load_yaml, plain
 
+    if sequence is not None:
+        return [s for s in sequence.display if "." in s], sequence.record_interval
     rel = (started.get("inputs") or {}).get("sequence")
     try:
         doc = plain(load_yaml(run_dir / rel, "sequence").root) if rel else {}
@@ -650,7 +658,7 @@ def build_html(
     )
 
     if with_plots:
-        figs = _plots(run_dir, result, events)
+        figs = _plots(run_dir, result, events, sequence)
         if figs:
             a("<h2>11. Plots of key signals</h2>")
             for caption, png in figs:
