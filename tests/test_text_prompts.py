@@ -172,6 +172,22 @@ class Terminal:
         )
         os.close(child)
         self.seen = ""
+        self.open = True
+
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # A test that failed half-way leaves neither the process nor the terminal behind.
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.close()
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            os.close(self.fd)
 
     def read_until(self, text: str, timeout: float = 60) -> str:
         end = time.monotonic() + timeout
@@ -205,7 +221,7 @@ class Terminal:
                 self.seen += chunk.decode(errors="replace")
             return rc
         finally:
-            os.close(self.fd)
+            self.close()
 
     def run_dir(self) -> Path:
         line = next(x for x in self.seen.splitlines() if x.startswith("run folder: "))
@@ -215,8 +231,7 @@ class Terminal:
 def test_at_the_bench_a_refused_serial_number_is_asked_again(tmp_path: Path) -> None:
     # With the live panel: its stop keys are off while an answer is typed (the 'e' of "yes"
     # would otherwise be an emergency stop).
-    term = Terminal("run", sequence(tmp_path), "--reports", tmp_path, "--realtime")
-    try:
+    with Terminal("run", sequence(tmp_path), "--reports", tmp_path, "--realtime") as term:
         term.read_until("DUT serial number (10 digits, from the type plate)")
         term.type("12345")
         term.read_until("not taken: '12345' does not match the pattern ^[0-9]{10}$")
@@ -227,9 +242,6 @@ def test_at_the_bench_a_refused_serial_number_is_asked_again(tmp_path: Path) -> 
         term.read_until("Confirm the enclosure is closed")
         term.type("yes")
         rc = term.finish()
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
     assert rc == 0, term.seen
     result = json.loads((term.run_dir() / "result.json").read_text())
     assert [(x["answer"], x["source"]) for x in result["operator_entries"]] == [
@@ -240,13 +252,9 @@ def test_at_the_bench_a_refused_serial_number_is_asked_again(tmp_path: Path) -> 
 
 
 def test_at_the_bench_a_prompt_nobody_answers_in_time_is_error(tmp_path: Path) -> None:
-    term = Terminal("run", sequence(tmp_path, timeout="2 s"), "--reports", tmp_path, "--realtime", "-q")
-    try:
+    with Terminal("run", sequence(tmp_path, timeout="2 s"), "--reports", tmp_path, "--realtime", "-q") as term:
         term.read_until("DUT serial number (10 digits, from the type plate)")
         rc = term.finish()
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
     assert rc == 3, term.seen
     result = json.loads((term.run_dir() / "result.json").read_text())
     assert result["verdict"] == "ERROR"
@@ -261,16 +269,12 @@ def test_the_stop_keys_work_again_once_the_operator_has_answered(tmp_path: Path)
         + "steps:\n  - name: confirm enclosure closed\n    prompt: {text: Confirm the enclosure is closed}\n"
         "  - name: hold\n    wait: 1 h\ncleanup:\n  - set: {psu.output: OFF}\n"
     )
-    term = Terminal("run", path, "--reports", tmp_path, "--realtime")
-    try:
+    with Terminal("run", path, "--reports", tmp_path, "--realtime") as term:
         term.read_until("Confirm the enclosure is closed")
         term.type("yes")
         term.read_until("hold")  # the live panel shows the next step
         os.write(term.fd, b"a")
         rc = term.finish(60)
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
     assert rc == 4, term.seen
     result = json.loads((term.run_dir() / "result.json").read_text())
     assert result["reason"] == "aborted by operator (key a)", result["reason"]
