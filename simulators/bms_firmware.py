@@ -160,6 +160,9 @@ class BmsParams:
     thermal_event_rate_c_per_s: float = 1.0
     # A current this many times oc_threshold_a is a short circuit: trip at once, no debounce.
     short_circuit_factor: float = 5.0
+    # BMS_CellVoltages frames (multiplexer groups, round-robin) sent per cycle: 1 as the DBC
+    # describes it (a sweep of 192 cells in 64 cycles); the group count sends every cell every cycle.
+    cell_groups_per_cycle: int = 1
 
 
 class Bms:
@@ -235,6 +238,11 @@ class Bms:
                 if m.name not in self._builders:
                     log.warning("no model for %s: it is sent with all signals 0", m.name)
         self._cell_layout = self._cell_groups()
+        if params.cell_groups_per_cycle > len(self._cell_layout):
+            raise ValueError(
+                f"bms_pack config: bms.cell_groups_per_cycle must be <= {len(self._cell_layout)} (the groups of"
+                f" {pack.n} cells in BMS_CellVoltages), got {params.cell_groups_per_cycle}"
+            )
         self._iso_on_frame = any("BMS_Isolation" in names for names in self.schedule.values())
         self._frames = {
             name: can.Message(arbitration_id=c.frame_id, is_extended_id=False, dlc=c.length, data=bytes(c.length))
@@ -522,6 +530,12 @@ class Bms:
         """Send ``names`` every ``period`` s on absolute deadlines, so the schedule never drifts."""
         loop = asyncio.get_running_loop()
         builders = [(self._frames[n], self._builders.get(n, self._zeros(n))) for n in names]
+        # More than one cell group per cycle: the next groups follow in the same instant.
+        builders = [
+            entry
+            for n, entry in zip(names, builders, strict=True)
+            for _ in range(self.p.cell_groups_per_cycle if n == "BMS_CellVoltages" else 1)
+        ]
         deadline = loop.time() + phase
         while True:
             delay = deadline - loop.time()

@@ -15,7 +15,6 @@ from dataclasses import fields
 from typing import Any
 
 import can
-import cantools
 
 from simulators.analyzer import AnalyzerSpec, PowerAnalyzer
 from simulators.bms_firmware import COMMAND_FRAME, Bms, BmsParams, Contactors
@@ -23,6 +22,7 @@ from simulators.can_plant import CanPlant
 from simulators.chamber import Chamber, ChamberSpec
 from simulators.config_spec import NUM, Spec, check_section
 from simulators.daq import Daq970a, DaqSpec, Tap, pack_wiring
+from simulators.dbc import load_ecu_dbc
 from simulators.fault_box import Channel, FaultBox
 from simulators.faults import CATALOGUE, Faults
 from simulators.h2_sensor import H2Sensor, H2SensorSpec
@@ -97,6 +97,7 @@ _BMS: dict[str, Spec] = {
     "iso_warning_ohm_per_v": (NUM, None, 0, None, True),
     "iso_error_ohm_per_v": (NUM, None, 0, None, True),
     "short_circuit_factor": (NUM, 5.0, 0, None, False),
+    "cell_groups_per_cycle": ((int,), 1, 1, None, False),
 }
 _SUPPLY: dict[str, Spec] = {
     "voltage_max_v": (NUM, 1000.0, 0, None, True),
@@ -201,16 +202,7 @@ def build_plant(
             f" {max_working_v:g} V (bms.iso_warning_ohm_per_v, bms.iso_error_ohm_per_v)"
         )
 
-    try:
-        db = cantools.database.load_file(top["dbc"])
-    except Exception as exc:  # cantools raises several unrelated types for bad files
-        raise ValueError(f"bms_pack config: cannot load dbc {top['dbc']!r}: {exc}") from exc
-    if not isinstance(db, cantools.database.can.Database):
-        raise ValueError(f"bms_pack config: {top['dbc']!r} is not a CAN database")
-    names = {m.name for m in db.messages}
-    for needed in ("BMS_Status", "BMS_CellVoltages", COMMAND_FRAME):
-        if needed not in names:
-            raise ValueError(f"bms_pack config: dbc {top['dbc']!r} has no message {needed}")
+    db = load_ecu_dbc(top["dbc"], "bms_pack", ("BMS_Status", "BMS_CellVoltages", COMMAND_FRAME))
     cell_signals = sum(1 for s in db.get_message_by_name("BMS_CellVoltages").signals if not s.is_multiplexer)
     if top["cells"] > cell_signals:
         raise ValueError(
