@@ -7,6 +7,7 @@ the field they concern.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,11 +115,8 @@ MAX_ALIAS_EXPANSIONS = 1000
 
 def load_yaml(path: Path, what: str) -> YamlSource:
     text = _read_text(path, what)
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    yaml.max_depth = MAX_DEPTH  # ruamel composes recursively: without a bound, deep nesting crashes it
     try:
-        root = yaml.load(text)
+        root = _parse(text)
     except MaxDepthExceededError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 1
         raise LoadError(f"invalid YAML: nested deeper than {MAX_DEPTH} levels", path, line) from None
@@ -133,6 +131,22 @@ def load_yaml(path: Path, what: str) -> YamlSource:
         raise LoadError(f"a {what} file must be a YAML mapping", path, 1)
     _check_alias_expansion(root, path)
     return YamlSource(path, text, root)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(text: str) -> Any:
+    """The parsed document of ``text``, parsed once per process for the same text.
+
+    A fault-matrix worker loads the same station and sequence for every cell, and ruamel's
+    round-trip parse costs about 0.2 s for the station. The key is the whole text, so an edited
+    file is parsed again. The tree is shared between the loads of the same text: nothing may
+    change it in place (every reader converts it with ``plain`` or only reads its line marks).
+    A parse that fails raises and is not remembered.
+    """
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    yaml.max_depth = MAX_DEPTH  # ruamel composes recursively: without a bound, deep nesting crashes it
+    return yaml.load(text)
 
 
 def _read_text(path: Path, what: str) -> str:

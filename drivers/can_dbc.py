@@ -753,6 +753,26 @@ def _load_dbc(path: Path, label: str) -> Database:
         raise ConfigError(f"cannot read DBC {label}: {exc.strerror or exc}", "dbc") from None
     if not text.strip():
         raise ConfigError(f"{label} has no messages (the file is empty)", "dbc")
+    key = (path.suffix.lower(), text)
+    if key in _LOADED:
+        return _LOADED[key]
+    db = _parse_dbc(path, label)
+    if len(_LOADED) >= _LOADED_MAX:
+        _LOADED.clear()
+    _LOADED[key] = db
+    return db
+
+
+# A DBC parsed once per process for the same file contents and format: a fault-matrix worker
+# connects the same station for every cell, and cantools takes about 0.07 s per parse. The key
+# is the whole contents, so an edited file is parsed again; the database is only read (decode,
+# encode, look-ups), so sharing it between the runs of one process changes nothing. A file that
+# is refused raises and is not remembered.
+_LOADED: dict[tuple[str, bytes], Database] = {}
+_LOADED_MAX = 32
+
+
+def _parse_dbc(path: Path, label: str) -> Database:
     logger = logging.getLogger("cantools")
     sink = io.StringIO()
     handler = logging.StreamHandler(sink)
