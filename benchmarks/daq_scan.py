@@ -7,19 +7,27 @@ Baseline in the same run: the same mainframes with every cell tap a plain callab
 ``Pack.cell_voltage`` call per channel, as before the taps were read in one pass); both must
 reply the same text. Process CPU time, not wall time: the figure holds on a loaded machine.
 
-    .venv/bin/python benchmarks/daq_scan.py [--polls 2000]
+    .venv/bin/python benchmarks/daq_scan.py [--polls 2000] [--smoke] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from drivers.daq970a import _readings, scan_list
-from simulators.daq import Daq970a, DaqSpec, Tap, pack_wiring
-from simulators.pack import Pack, PackParams
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.table import Row, add_arguments, emit  # noqa: E402
+from drivers.daq970a import _readings, scan_list  # noqa: E402
+from simulators.daq import Daq970a, DaqSpec, Tap, pack_wiring  # noqa: E402
+from simulators.pack import Pack, PackParams  # noqa: E402
+
+SMOKE_POLLS = 50
 
 
 def mainframes(pack: Pack, taps: bool) -> list[Daq970a]:
@@ -51,9 +59,13 @@ def mainframes(pack: Pack, taps: bool) -> list[Daq970a]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--polls", type=int, default=2000)
+    add_arguments(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.polls = SMOKE_POLLS
     per = 1e3 / args.polls
     replies: dict[bool, list[str]] = {}
+    simulator_ms: dict[bool, float] = {}
     for taps in (False, True):
         pack = Pack(PackParams(), random.Random(1))
         pack.current_a = 60.0
@@ -67,10 +79,16 @@ def main() -> None:
         for reply in out:
             _readings(reply, "mainframe")
         t2 = time.process_time()
+        simulator_ms[taps] = (t1 - t0) * per
         label = "taps read in one pass" if taps else "one call per channel (baseline)"
         print(f"{label}: simulator {(t1 - t0) * per:.3f} ms CPU per poll (4 mainframes, 208 channels),", end=" ")
         print(f"driver parse {(t2 - t1) * per:.3f} ms")
-    assert replies[True] == replies[False], "the two wirings must read the same"
+    if replies[True] != replies[False]:
+        sys.exit("error: the two wirings read differently")
+    ours, baseline = simulator_ms[True], simulator_ms[False]
+    figure = "simulated DAQ poll, 4 mainframes, 208 channels (CPU)"
+    row = Row("daq_scan", figure, ours, baseline, "ms/poll", ours / baseline, "ours / one call per cell tap")
+    emit([row], args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ lab) with the persistence of examples/mosquitto/mosquitto.conf (autosave every s
 6. after the archive: one agent restarted, its connect-to-ready time and history read.
 
     .venv/bin/python benchmarks/lab_scale.py [--agents 20] [--history 10000] [--jobs 100] [--stagger 0]
+        [--smoke] [--json FILE]
+
+--smoke: 2 agents, 20 finished jobs, 2 jobs, shorter pauses; the same phases and checks.
 
 All agents run on this one machine: each reads the history with its own CPU share, which a lab,
 where every bench has its own controller, does not have to share.
@@ -52,12 +55,18 @@ from bench.lab.mqtt import Broker  # noqa: E402
 from bench.lab.mqtt import client as mqtt_client  # noqa: E402
 from bench.lab.protocol import Claim, Result, encode  # noqa: E402
 from benchmarks.local_broker import start_broker  # noqa: E402
+from benchmarks.table import Row, add_arguments, emit  # noqa: E402
 
 SHORT = ROOT / "tests" / "lab" / "short.yaml"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_s(pid: int) -> float:
+    # The scheduler's own count of the time on a CPU, in ns: the clock ticks of utime + stime
+    # (10 ms) would round a short idle phase of the smoke run to nothing.
+    schedstat = Path(f"/proc/{pid}/schedstat")
+    if schedstat.exists():
+        return int(schedstat.read_text().split()[0]) / 1e9
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
@@ -183,7 +192,12 @@ def main() -> None:
     ap.add_argument(
         "--stagger", type=float, default=0.0, help="seconds between agent starts (0: all at once, as after a power cut)"
     )
+    add_arguments(ap)
     args = ap.parse_args()
+    # Pauses (s): idle phase, subscriber settling, after the archive.
+    idle_s, settle_s, archive_s = (3.0, 1.0, 3.0) if args.smoke else (10.0, 3.0, 10.0)
+    if args.smoke:
+        args.agents, args.history, args.jobs, args.stagger = 2, 20, 2, 0.0
     # A SIGTERM (a timeout, the operator) ends the run through the cleanup below: no agent is left.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("error: terminated"))
     folder = Path(tempfile.mkdtemp(prefix="bench-lab-scale-"))
@@ -244,8 +258,8 @@ def main() -> None:
             sys.exit("error: not every agent read the history; the job phase would measure a lab that is not up")
 
         cpu0 = cpu_s(broker_proc.pid)
-        time.sleep(10)
-        idle = (cpu_s(broker_proc.pid) - cpu0) / 10
+        time.sleep(idle_s)
+        idle = (cpu_s(broker_proc.pid) - cpu0) / idle_s
         db = sum(f.stat().st_size for f in (folder / "data").iterdir())
         print(f"idle: broker CPU {idle * 100:.1f} % of a core (autosave of a {db / 1e6:.1f} MB database every second)")
 
@@ -256,11 +270,11 @@ def main() -> None:
                 stdout=out,
                 stderr=subprocess.DEVNULL,
             )
-        time.sleep(3)  # the retained messages it gets on subscribing are not counted anyway
+        time.sleep(settle_s)  # the retained messages it gets on subscribing are not counted anyway
         before = asyncio.run(sys_counters(broker))
         cpu0 = cpu_s(broker_proc.pid)
         ref = client.sequence_ref(str(SHORT))
-        jobs = [client.make_job(ref, {"hold": "2 s"}, {}) for _ in range(args.jobs)]
+        jobs = [client.make_job(ref, {"hold": "1 s" if args.smoke else "2 s"}, {}) for _ in range(args.jobs)]
         ids = {j.job for j in jobs}
         t0 = time.perf_counter()
 
@@ -268,7 +282,10 @@ def main() -> None:
             waiting = asyncio.create_task(wait_results(broker, ids, within=900))
             await asyncio.sleep(1.0)
             await client.submit(broker, jobs, check=False)
-            return await waiting
+            try:
+                return await waiting
+            except TimeoutError:
+                sys.exit("error: the jobs did not all end within 900 s")
 
         results = asyncio.run(run_jobs())
         wall = time.perf_counter() - t0
@@ -310,7 +327,7 @@ def main() -> None:
         print(f"operator: lab submit {took:.2f} s (exit {sb.returncode})")
         took, ar = cli("lab", "archive", "--to", str(folder / "archive.jsonl"), "--broker", url)
         print(f"operator: lab archive {took:.2f} s: {(ar.stdout or ar.stderr).strip()}")
-        time.sleep(10)  # the agents clear their claims and results of the archived jobs
+        time.sleep(archive_s)  # the agents clear their claims and results of the archived jobs
         took, st = cli("lab", "status", "--broker", url)
         line = st.stdout.strip().splitlines()[-1] if st.stdout.strip() else st.stderr.strip()
         left = asyncio.run(client.snapshot(broker)).retained
@@ -330,6 +347,12 @@ def main() -> None:
         print(f"keepalive drops (broker connection lost) in the agents' logs: {sum(lost.values())}")
         dropped = (folder / "mosquitto.log").read_text(errors="replace").count("being dropped")
         print(f"broker: 'Outgoing messages are being dropped' {dropped} times")
+        # The baseline: the idle broker's CPU over the same wall time, per job.
+        ours, baseline = jobs_cpu / args.jobs * 1e3, idle * wall / args.jobs * 1e3
+        figure = f"broker CPU per job, {args.jobs} jobs on {args.agents} agents, {args.history} finished jobs retained"
+        emit(
+            [Row("lab_scale", figure, ours, baseline, "ms/job", ours / baseline, "ours / idle broker, same time")], args
+        )
     finally:
         if sub is not None:
             sub.kill()
