@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test lint typecheck pytest clean
+.PHONY: demo serve test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ pytest: $(STAMP)
 	$(BIN)/pytest -n auto
 
 test: lint typecheck pytest
+
+# Every benchmark, one after the other (tens of minutes): one JSON table in
+# benchmarks/results/latest.json, and its markdown in benchmarks/README.md ("Last table").
+# `make test` runs each one's short --smoke mode (tests/test_benchmarks_smoke.py).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --readme
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache .mypy_cache .ruff_cache
