@@ -241,10 +241,13 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def run_all(scripts: list[Path], skipped: list[Path], smoke: bool, timeout: float, echo: bool) -> dict[str, Any]:
+def run_all(
+    scripts: list[Path], skipped: list[Path], smoke: bool, only: bool, timeout: float, echo: bool
+) -> dict[str, Any]:
     table: dict[str, Any] = {
         "date": now(),
         "smoke": smoke,
+        "subset": only,
         "commit": commit(),
         "machine": machine(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
@@ -283,7 +286,8 @@ def markdown(table: dict[str, Any]) -> str:
     m = table["machine"]
     start, end = table["load_average_start"], table["load_average_end"]
     lines = [
-        f"{'Smoke run' if table['smoke'] else 'Full run'} of {table['date']} (finished {table['finished']}),"
+        f"{'Smoke run' if table['smoke'] else 'Full run'}{' of some benchmarks' if table.get('subset') else ''}"
+        f" of {table['date']} (finished {table['finished']}),"
         f" commit {table['commit'] or 'unknown'}; {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB,"
         f" {m['kernel']}, {m['python']}; load average (1, 5, 15 min) {', '.join(map(str, start))} at the start,"
         f" {', '.join(map(str, end))} at the end.",
@@ -299,6 +303,8 @@ def markdown(table: dict[str, Any]) -> str:
         cells = [row["benchmark"], row["figure"], *(_number(row[k]) for k in ("ours", "baseline"))]
         cells += [row["unit"], _number(row["ratio"]), row["ratio_means"], row["goal"], met]
         lines.append("| " + " | ".join(_cell(str(c)) for c in cells) + " |")
+    times = ", ".join(f"{Path(e['script']).stem} {e['seconds']:.0f} s" for e in table["scripts"])
+    lines += ["", f"Time per script: {times}."]
     if table.get("not_on_the_table"):
         lines += ["", f"Not on the table (no `--json` yet): {', '.join(table['not_on_the_table'])}."]
     return "\n".join(lines) + "\n"
@@ -329,8 +335,8 @@ def main() -> None:
             table = json.loads(args.source.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             sys.exit(f"error: {args.source}: {exc}")
-        if args.readme is not None and table.get("smoke"):
-            sys.exit("error: --readme takes the table of a full run, not of a smoke run")
+        if args.readme is not None and (table.get("smoke") or table.get("subset")):
+            sys.exit("error: --readme takes the table of a full run of every benchmark")
     else:
         scripts, skipped = discover(args.folder)
         if args.only:
@@ -343,7 +349,7 @@ def main() -> None:
         if args.readme is not None and (args.smoke or args.only):
             sys.exit("error: --readme takes the table of a full run of every benchmark")
         timeout = args.timeout or (300.0 if args.smoke else 3600.0)
-        table = run_all(scripts, skipped, args.smoke, timeout, echo=not args.quiet)
+        table = run_all(scripts, skipped, args.smoke, bool(args.only), timeout, echo=not args.quiet)
         out = args.out or (None if args.smoke or args.only else LATEST)
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -123,12 +123,14 @@ def test_run_all_keeps_the_table_when_a_script_fails(tmp_path: Path) -> None:
     assert "| failing | **failed**: exit 1: error: the instrument is gone |" in text
     assert "| good | a cost | 2 | 4 | ms | 0.5 | ours / baseline | <= 3 ms | yes |" in text
     assert "Not on the table (no `--json` yet): older.py." in text
+    assert text.startswith("# Benchmarks\n\n## Last table\n\n" + BEGIN + "\nFull run of ")
     assert "| good | a cost |" in r.stdout
 
     only = subprocess.run([*argv, "--smoke", "--only", "good"], capture_output=True, text=True)
     assert only.returncode == 0, only.stderr
     assert "| good | a cost | 2 | 4 | ms | 0.5 | ours / baseline | <= 3 ms |  |" in only.stdout
     assert "failing" not in only.stdout
+    assert "Smoke run of some benchmarks of " in only.stdout
 
     refused = subprocess.run([*argv, "--only", "nothing"], capture_output=True, text=True)
     assert refused.returncode == 1
