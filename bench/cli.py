@@ -18,18 +18,28 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import typer
+from bench.heldback import hold_back, placeholder
 
-from bench import origins
-from bench.cli_args import default_station, parse_pairs
-from bench.console import EXIT_CODES, RunView, print_parameters, print_summary, run_exit_code, stderr_console
-from bench.engine import RecordStageInterrupted
-from bench.errors import BenchError, LoadError
-from bench.interlock import Interlock
-from bench.plan import build_plan, check_station, load_sequence
-from bench.result import Verdict
-from bench.station import load_station
+# typer's rich help imports rich's Markdown renderer (markdown-it) and Traceback renderer (pygments)
+# at its top, for help text written in Markdown and for pretty tracebacks: this app has neither
+# (rich_markup_mode "rich", pretty_exceptions_enable False). Held back, they cost `bench --help`
+# nothing; used after all, they load then.
+hold_back(
+    "typer.rich_utils",
+    {
+        "rich.markdown": placeholder("rich.markdown", "Markdown"),
+        "rich.traceback": placeholder("rich.traceback", "Traceback"),
+    },
+)
 
+import typer  # noqa: E402  (after the hold-back above, which must precede typer's first import)
+
+from bench.cli_args import default_station, parse_pairs  # noqa: E402
+from bench.errors import BenchError, LoadError  # noqa: E402
+
+# Every other module of the bench is imported inside the command that uses it: `bench --help`
+# builds its text from the signatures alone, and the models, parsers and drivers behind them cost
+# most of a second (tests/test_lazy_imports.py, benchmarks/startup.py).
 if TYPE_CHECKING:
     from bench.engine import Run
 
@@ -62,7 +72,8 @@ def run(
     ] = None,
 ) -> None:
     """Run a sequence on a station and write its record under reports/<run-id>/."""
-    from bench.console import Console
+    from bench.console import Console, RunView, print_parameters, print_summary, run_exit_code
+    from bench.plan import build_plan
     from bench.runner import new_run_id, run_plan
 
     plan = build_plan(sequence, station or default_station(), parse_pairs(param, "-p"), fault or [])
@@ -107,6 +118,10 @@ def validate(
     station: Annotated[Path | None, typer.Option(help="station to check sequences against")] = None,
 ) -> None:
     """Check sequence and station files without running them."""
+    from bench import origins
+    from bench.plan import build_plan, check_station
+    from bench.station import load_station
+
     for path in files:
         kind = _kind(path)
         if kind == "station":
@@ -232,6 +247,9 @@ def reset_interlock(
     by: Annotated[str, typer.Option(help="who resets it (recorded)")] = os.environ.get("USER", "unknown"),
 ) -> None:
     """Clear a latched supervisor trip of a station, with a recorded reason."""
+    from bench.interlock import Interlock
+    from bench.station import load_station
+
     if not reason.strip():
         raise LoadError("--reason must say why it is safe to run again")
     st = load_station(station or default_station())
@@ -247,6 +265,7 @@ def reset_interlock(
 def faults(station: Annotated[Path | None, typer.Option(help="station file")] = None) -> None:
     """List the fault modes of the station's simulators."""
     from bench.device import fault_catalogue
+    from bench.station import load_station
 
     st = load_station(station or default_station())
     # A fault of a shared model (the H2 sensor) acts on every plant that has one: listed once.
@@ -261,6 +280,8 @@ def faults(station: Annotated[Path | None, typer.Option(help="station file")] = 
 @app.command()
 def sequences(sequence_file: Annotated[Path, typer.Argument(help="sequence file")]) -> None:
     """Show a sequence's parameters with their defaults and sources."""
+    from bench.plan import load_sequence
+
     _, model = load_sequence(sequence_file)
     for name, p in model.parameters.items():
         origin = f"  ({p.origin})" if p.origin else ""
@@ -296,34 +317,56 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+def _stderr() -> Any:
+    from bench.console import stderr_console
+
+    return stderr_console()
+
+
+def _aborted_exit_code() -> int:
+    from bench.console import EXIT_CODES
+    from bench.result import Verdict
+
+    return EXIT_CODES[Verdict.ABORTED]
+
+
+def _is_record_stage_interrupted(exc: BaseException) -> bool:
+    # Raised by a run only: when its module was never imported, this cannot be one.
+    stopping = sys.modules.get("bench.stopping")
+    return stopping is not None and isinstance(exc, stopping.RecordStageInterrupted)
+
+
 def main() -> None:
-    err = stderr_console()
     try:
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except BenchError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        _stderr().print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted", markup=False)
-        sys.exit(EXIT_CODES[Verdict.ABORTED])
-    except RecordStageInterrupted as exc:  # a second stop signal after the safe state (bench/engine.py)
-        err.print(str(exc), markup=False, highlight=False, emoji=False)
-        sys.exit(EXIT_CODES[Verdict.ABORTED])
+        _stderr().print("interrupted", markup=False)
+        sys.exit(_aborted_exit_code())
     except Exception as exc:  # click's usage errors and anything unexpected: one line, never a traceback
+        err = _stderr()
         # typer vendors click; its usage errors carry format_message() and exit code 2.
         format_message = getattr(exc, "format_message", None)
         if callable(format_message) and getattr(exc, "exit_code", None) == 2:
             err.print(f"error: {format_message()}", markup=False)
             sys.exit(2)
         if type(exc).__name__ == "Abort":
-            sys.exit(EXIT_CODES[Verdict.ABORTED])
+            sys.exit(_aborted_exit_code())
         if os.environ.get("BENCH_DEBUG"):
             raise
         err.print(f"internal error: {type(exc).__name__}: {exc} (set BENCH_DEBUG=1 for details)", markup=False)
         sys.exit(3)
+    except BaseException as exc:  # a BaseException, so that no `except Exception` of a run swallows it
+        if not _is_record_stage_interrupted(exc):
+            raise  # SystemExit
+        # a second stop signal after the safe state (bench/stopping.py)
+        _stderr().print(str(exc), markup=False, highlight=False, emoji=False)
+        sys.exit(_aborted_exit_code())
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uuid6
 
 from bench.clock import utc
 from bench.errors import LoadError
@@ -41,6 +40,8 @@ def campaign(
     ] = None,
 ) -> None:
     """Run every sequence against the nominal simulator and every fault mode; write the fault matrix."""
+    import uuid6
+
     from bench.campaign import (
         collect_sequences,
         compare,

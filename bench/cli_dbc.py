@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bench.console import shown
 from bench.errors import ExpressionError, LoadError
-from bench.expr import quote_state
 from bench.units import format_value, signal_unit
+
+# The console (and the run engine behind it), the expression parser and the CAN driver are
+# imported inside the commands: `bench --help` loads this module for its help text only.
 
 if TYPE_CHECKING:
     from cantools.database.can import Message, Signal
@@ -36,6 +37,7 @@ SERVED_CHANNEL = "dut0"
 
 def _driver(dbc: Path, node: str | None = None) -> CanDbcDriver:
     """The CAN driver on ``dbc``: its loader's checks, one line and exit 2 for what it refuses."""
+    from bench.console import shown
     from bench.device import ConfigError
     from drivers.can_dbc import CanDbcDriver
 
@@ -93,12 +95,16 @@ def _mux(s: Signal) -> str:
 
 
 def _states(s: Signal) -> str:
+    from bench.expr import quote_state
+
     return ", ".join(f"{int(code)} {quote_state(str(name))}" for code, name in (s.choices or {}).items())
 
 
 @dbc_app.command("show")
 def show(dbc: Annotated[Path, typer.Argument(help="DBC file")]) -> None:
     """List messages and signals: qualified names, units, cycle times, senders and value tables."""
+    from bench.console import shown
+
     drv = _driver(dbc)
     db = drv.db
     short = {alias: info.name for info in drv.signals() for alias in (info.name, *info.aliases)}
@@ -219,6 +225,8 @@ def _can_lines(can: str, bitrate: int) -> tuple[list[str], bool]:
 
 
 def _skeleton(drv: CanDbcDriver, dbc: str, stem: str, node: str | None, can: str, bitrate: int) -> str:
+    from bench.console import shown
+
     db = drv.db
     nodes = [n.name for n in db.nodes]
     sent = [m.name for m in drv.tx_msgs]

@@ -6,10 +6,8 @@ Registered on the main app by ``bench/cli.py``. aiomqtt is imported inside the c
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
-import logging
 import sys
 import time
 from collections.abc import Callable
@@ -118,6 +116,8 @@ def agent(
     ] = 3.0,
 ) -> None:
     """Put this bench online: take matching jobs from the lab's queue and stream their events."""
+    import logging
+
     from bench.lab.agent import Agent, run_agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -158,6 +158,8 @@ def submit(
     ] = 30.0,
 ) -> None:
     """Queue a job; an idle bench whose capabilities match takes it."""
+    import asyncio
+
     from bench.lab import client
 
     ref = client.sequence_ref(sequence)
@@ -197,6 +199,8 @@ def status(
     ] = 0.0,
 ) -> None:
     """Benches (online, state, lease, progress) and jobs: every open one, the last finished ones."""
+    import asyncio
+
     from bench.lab import client, overview
     from bench.lab.archive import read_archive
 
@@ -230,6 +234,8 @@ def archive_cmd(
     ] = None,
 ) -> None:
     """Move finished jobs out of the broker: append them to a file (fsync), then clear their records."""
+    import asyncio
+
     from bench.lab.archive import archive, parse_older_than
 
     age = parse_older_than(older_than) if older_than is not None else None
@@ -247,6 +253,8 @@ def _progress(message: str) -> None:
 def _quiet_transport() -> None:
     """The broker going away is the watcher's to tell (it waits and reconnects); paho's and asyncio's
     own words about the dead socket would only interleave with the run's lines."""
+    import logging
+
     for name in ("mqtt", "asyncio", "paho"):
         logging.getLogger(name).addHandler(logging.NullHandler())
         logging.getLogger(name).propagate = False
@@ -267,6 +275,8 @@ WATCHED_EVENTS = frozenset(
 
 
 def _watch(b: Broker, job: str, timeout: float | None, keys: dict[str, str] | None) -> None:
+    import asyncio
+
     from bench.lab import client
     from bench.lab.protocol import Claim, Event, Result, State
 
@@ -330,6 +340,8 @@ def _control(
     job: str | None = None,
     run_id: str | None = None,
 ) -> None:
+    import asyncio
+
     from bench.lab import client
 
     ctl = client.make_control(op, holder or client.who(), reason=reason, ttl_s=ttl, job=job, run_id=run_id)
@@ -340,6 +352,8 @@ def _control(
 
 def _running_job(b: Broker, bench: str) -> str:
     """The job a bench runs now, from its retained state: a stop names what it stops."""
+    import asyncio
+
     from bench.lab import client
 
     snap = asyncio.run(client.snapshot(b, history=False))
@@ -362,6 +376,8 @@ def lease(
     release: Annotated[bool, typer.Option("--release", help="give the lease back")] = False,
 ) -> None:
     """Take (or renew, or release) the lease a bench's remote control needs; it expires unless renewed."""
+    import asyncio
+
     if release:
         _control("release", bench, holder, "", ttl, b)
         return

@@ -13,15 +13,19 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bench.errors import LoadError
-from bench.expr import SignalInfo, state_list
-from bench.station import LoadedStation, load_station
 from bench.suggest import did_you_mean
 from bench.units import format_value
+
+# The station's models and the expression parser are imported by the command itself, not by
+# `bench --help`, which loads this module for its help text.
+if TYPE_CHECKING:
+    from bench.expr import SignalInfo
+    from bench.station import LoadedStation
 
 # The docs page of a station: docs/signals/<station id>.md.
 DOCS_DIR = Path("docs") / "signals"
@@ -40,6 +44,7 @@ class SignalRow:
 
 def signal_rows(station: LoadedStation, device: str | None = None, pattern: str | None = None) -> list[SignalRow]:
     """The station's signals (of ``device``, matching the glob ``pattern``), in the drivers' order."""
+    from bench.expr import state_list
     from bench.plan import build_catalog, build_drivers
 
     devices = list(station.model.devices)
@@ -168,6 +173,7 @@ def signals(
 ) -> None:
     """List the signals a sequence may name: unit, states, set or read, period, range, doc."""
     from bench.cli_args import default_station
+    from bench.station import load_station
 
     path = station or default_station()
     loaded = load_station(path)
