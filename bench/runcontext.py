@@ -11,7 +11,6 @@ All time comes from the running event loop (virtual or wall), never from the wal
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +114,7 @@ class RunContext:
         return asyncio.get_running_loop()
 
     def now(self) -> float:
-        return self.loop.time()
+        return asyncio.get_running_loop().time()
 
     def rel(self, t: float) -> float:
         """``t`` (loop time) as seconds since the run started."""
@@ -124,7 +123,7 @@ class RunContext:
     # -- the record -------------------------------------------------------------------------
     def event(self, kind: EventKind, **fields: Any) -> None:
         if self.rec is not None and self.state.phase != "done":
-            self.rec.event(kind, self.now(), **fields)
+            self.rec.event_fields(kind, asyncio.get_running_loop().time(), fields)
 
     # -- signal values, as recorded and as shown --------------------------------------------
     def values(self, names: Iterable[str]) -> dict[str, Any]:
@@ -164,14 +163,15 @@ class RunContext:
                     readback = await self.plan.drivers[dev].set(values)
             except TimeoutError:
                 raise DeviceError(dev, f"no answer within {COMMAND_TIMEOUT:g} s") from None
+            texts = {f"{dev}.{k}": format_signal(self.plan, f"{dev}.{k}", v) for k, v in readback.items()}
             self.event(
                 EventKind.SET,
                 device=dev,
                 requested={k: rounded(v) for k, v in values.items()},
                 readback={k: rounded(v) for k, v in readback.items()},
-                shown={f"{dev}.{k}": format_signal(self.plan, f"{dev}.{k}", v) for k, v in readback.items()},
+                shown=texts,
             )
-            shown += [f"{dev}.{k} = {format_signal(self.plan, f'{dev}.{k}', v)}" for k, v in readback.items()]
+            shown += [f"{name} = {text}" for name, text in texts.items()]
         return "read back " + ", ".join(shown)
 
     async def wait_for(self, cond: Compiled, within: float) -> float:
@@ -195,9 +195,10 @@ class RunContext:
 
 def rounded(v: float) -> float:
     """``v`` to 9 significant digits for the record (None, booleans, NaN and infinities as they are)."""
-    if v is None or isinstance(v, bool) or math.isnan(v) or math.isinf(v):
+    if v is None or isinstance(v, bool):
         return v
-    return float(f"{v:.9g}")
+    r = float(f"{v:.9g}")
+    return r if r - r == 0.0 else v  # NaN and the infinities (r - r is NaN) as they are
 
 
 def format_signal(plan: Plan, name: str, v: Any) -> str:

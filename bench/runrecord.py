@@ -96,12 +96,18 @@ class RunRecorder:
 
     def event(self, kind: EventKind, t: float, **fields: Any) -> None:
         """Record one event; never raises for a failed write (the caller may be the safe state)."""
+        self.event_fields(kind, t, fields)
+
+    def event_fields(self, kind: EventKind, t: float, fields: dict[str, Any]) -> None:
+        """``event`` with the fields as one dictionary (the engine's path: not copied on the way)."""
         rel = t - self.t0
         self._last_rel = rel
         if self.write_error is not None and kind == EventKind.SNAPSHOT:
             self.events_lost += 1  # the space left is kept for the events that prove the end
         else:
             self._append(kind, rel, fields)
+        if not self.listeners:
+            return
         for listener in list(self.listeners):
             try:
                 listener(kind, rel, fields)
@@ -112,7 +118,7 @@ class RunRecorder:
 
     def _append(self, kind: EventKind, rel: float, fields: dict[str, Any]) -> None:
         try:
-            self.log.append(kind, rel, **fields)
+            self.log.append_fields(kind, rel, fields)
             return
         except OSError as exc:
             first = self.write_error is None
@@ -120,7 +126,7 @@ class RunRecorder:
         if first:
             # Once more, into the space that the first failure freed (a torn line was cut off).
             with contextlib.suppress(OSError):
-                self.log.append(kind, rel, **fields)
+                self.log.append_fields(kind, rel, fields)
                 return
         self.events_lost += 1
 

@@ -239,3 +239,80 @@ def test_html_empty_sections(result: RunResult, tmp_path: Path) -> None:
     write_report_html(bare, path)
     text = path.read_text(encoding="utf-8")
     assert "No measurements." in text and "No steps were run." in text
+
+
+def _elementtree_junit(result: RunResult) -> bytes:
+    """The document as ElementTree builds, indents and writes it: the form CI tools read, and the
+    one the text writer of bench/record/junit.py must reproduce byte for byte."""
+    from bench.record.junit import _limits, _num, _seconds, _x
+
+    def child(case: ET.Element, outcome: Outcome | Verdict, message: str, text: str) -> None:
+        tag = {"FAIL": "failure", "ERROR": "error", "ABORTED": "error", "SKIPPED": "skipped"}.get(str(outcome))
+        if tag is not None:
+            el = ET.SubElement(case, tag, {"message": _x(message), "type": str(outcome)})
+            if text:
+                el.text = _x(text)
+
+    seq_id = str(result.sequence.get("id", "sequence"))
+    root = ET.Element("testsuites", {"name": _x(seq_id)})
+    suite = ET.SubElement(root, "testsuite", {"name": _x(seq_id)})
+    props = ET.SubElement(suite, "properties")
+    for key, value in (
+        ("run_id", result.run_id),
+        ("verdict", str(result.verdict)),
+        ("reason", result.reason),
+        ("sequence_version", str(result.sequence.get("version", ""))),
+        ("seed", str(result.seed)),
+        ("faults", ",".join(result.faults)),
+        ("station", str(result.station.get("id", ""))),
+        ("code_version", result.code_version),
+    ):
+        ET.SubElement(props, "property", {"name": key, "value": _x(value)})
+    for s in result.steps:
+        name = f"{s.index:02d} {s.name}" + (f" [{s.phase}]" if s.phase != "steps" else "")
+        case = ET.SubElement(
+            suite, "testcase", {"classname": _x(seq_id), "name": _x(name), "time": _seconds(s.ended - s.started)}
+        )
+        detail = f"{s.kind} step at line {s.line}, {s.phase}: {s.outcome}" + (f"\n{s.message}" if s.message else "")
+        child(case, s.outcome, s.message or str(s.outcome), detail)
+    for m in result.measurements:
+        case = ET.SubElement(
+            suite, "testcase", {"classname": _x(seq_id), "name": _x(f"measure: {m.name}"), "time": "0.000000"}
+        )
+        unit = f" {m.unit}" if m.unit else ""
+        message = f"{m.name} = {_num(m.value)}{unit}, limits {_limits(m)}: {m.outcome}"
+        child(case, m.outcome, message, f"{message}\nstep: {m.step}\nt: {m.t!r} s\nhow: {m.how}")
+    verdict = ET.SubElement(
+        suite, "testcase", {"classname": _x(seq_id), "name": "verdict", "time": _seconds(result.sim_duration_s)}
+    )
+    child(verdict, result.verdict, f"{result.verdict}: {result.reason}", result.reason)
+    cases = suite.findall("testcase")
+    suite.set("tests", str(len(cases)))
+    for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
+        suite.set(attr, str(sum(1 for c in cases if c.find(tag) is not None)))
+    suite.set("time", _seconds(result.sim_duration_s))
+    suite.set("timestamp", _x(result.started_utc))
+    suite.set("hostname", _x(result.station.get("id", "")))
+    for attr in ("tests", "failures", "errors", "skipped", "time"):
+        root.set(attr, suite.get(attr, ""))
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+@pytest.mark.parametrize("verdict", [Verdict.FAIL, Verdict.PASS, Verdict.ERROR, Verdict.ABORTED])
+def test_junit_is_the_bytes_elementtree_writes(result: RunResult, tmp_path: Path, verdict: Verdict) -> None:
+    tricky = "a & b < c > d \"q\" 's'\ttab\r\ncrlf \x00nul \ud800 ✓"
+    result = result.model_copy(
+        update={
+            "verdict": verdict,
+            "reason": "" if verdict == Verdict.ERROR else tricky,
+            "sequence": {**result.sequence, "id": f"ID {tricky}"},
+            "station": {**result.station, "id": tricky},
+            "started_utc": tricky,
+            "code_version": tricky,
+            "steps": [*result.steps, _step(7, tricky, Outcome.FAIL, 1.0, 0.5, message=tricky)],
+        }
+    )
+    path = tmp_path / "junit.xml"
+    write_junit(result, path)
+    assert path.read_bytes() == _elementtree_junit(result)

@@ -9,11 +9,14 @@ of the last line so that losing lines at the end is detected too (see ``verify.p
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
 import os
 import threading
+from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +47,25 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=False, ensure_ascii=False, allow_nan=False)
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encoder() -> Callable[[dict[str, Any]], str]:
+    """``json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``, made once.
+
+    ``json.dumps`` with arguments builds a new encoder for every call, which costs as much as
+    encoding a whole event line. The C encoder it builds is made once here instead, with the same
+    arguments, so the bytes are the same. Without the circular-reference check: an event holding
+    itself could not be encoded either way (the slow path below recursed without end before).
+    """
+    if c_make_encoder is None:  # a Python without the C accelerator
+        return functools.partial(json.dumps, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    encode = c_make_encoder(None, _refuse, encode_basestring, None, ":", ",", False, False, False)
+    return lambda obj: "".join(encode(obj, 0))
+
+
+_dumps = _encoder()
 
 
 def encode_line(obj: dict[str, Any]) -> bytes:
@@ -107,8 +127,12 @@ class EventLog:
         ``t`` is seconds since run start in event-loop time; it is rounded to 1 µs so that the
         log does not pretend to a resolution the clock does not have.
         """
-        clash = RESERVED_KEYS.intersection(fields)
-        if clash:
+        return self.append_fields(kind, t, fields)
+
+    def append_fields(self, kind: str, t: float, fields: dict[str, Any]) -> str:
+        """``append`` with the fields as one dictionary (not copied again on the way)."""
+        if not RESERVED_KEYS.isdisjoint(fields):
+            clash = RESERVED_KEYS.intersection(fields)
             raise ValueError(f"event field name(s) reserved by the log: {', '.join(sorted(clash))}")
         with self._lock:
             if self._closed:
@@ -117,17 +141,12 @@ class EventLog:
             obj.update(fields)
             obj["prev"] = self._last_hash
             line = encode_line(obj)
-            digest = line_hash(line)
+            digest = hashlib.sha256(line).hexdigest()  # line_hash(), inlined: this runs for every event
             data = line + b"\n"
-            # FileIO.write may in principle write less than asked; a short line would break the
-            # chain for every later line, so finish it.
-            view = memoryview(data)
             try:
-                while view:
-                    written = self._file.write(view)
-                    if written is None:  # only for non-blocking files, which this is not
-                        raise OSError(f"could not write to {self._path}")
-                    view = view[written:]
+                written = self._file.write(data)
+                if written != len(data):
+                    self._finish(data, written)
             except OSError:
                 # A full disk can leave part of the line behind; cut it off so that the file
                 # stays a whole, verifiable chain up to the last line that was written.
@@ -138,6 +157,18 @@ class EventLog:
             self._last_hash = digest
             self._count += 1
             return digest
+
+    def _finish(self, data: bytes, written: int | None) -> None:
+        """FileIO.write may in principle write less than asked; a short line would break the
+        chain for every later line, so finish it."""
+        view = memoryview(data)
+        while True:
+            if written is None:  # only for non-blocking files, which this is not
+                raise OSError(f"could not write to {self._path}")
+            view = view[written:]
+            if not view:
+                return
+            written = self._file.write(view)
 
     def close(self) -> None:
         """Flush to stable storage and close. Safe to call more than once."""
