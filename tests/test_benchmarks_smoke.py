@@ -135,3 +135,37 @@ def test_run_all_keeps_the_table_when_a_script_fails(tmp_path: Path) -> None:
     refused = subprocess.run([*argv, "--only", "nothing"], capture_output=True, text=True)
     assert refused.returncode == 1
     assert refused.stderr.strip() == "error: no benchmark named nothing (known: failing, good)"
+
+
+HANGING = """\
+    import subprocess, sys, time
+    sys.path.insert(0, {root!r})
+    import benchmarks.table  # on the protocol
+    # A child that would outlive a script stopped alone: its pid for the test.
+    child = subprocess.Popen(["sleep", "600"])
+    open({pid_file!r}, "w").write(str(child.pid))
+    print("waiting for an instrument that never answers", flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; its new parent reaps it
+
+
+def test_run_all_stops_a_script_that_hangs_with_what_it_started(tmp_path: Path) -> None:
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    pid_file = tmp_path / "child.pid"
+    (folder / "hanging.py").write_text(textwrap.dedent(HANGING.format(root=str(ROOT), pid_file=str(pid_file))))
+    argv = [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--folder", str(folder), "--quiet"]
+    r = subprocess.run([*argv, "--smoke", "--timeout", "8"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "| hanging | **failed**: timed out after 8 s |" in r.stdout
+    assert r.stderr.strip().splitlines()[-1] == "error: 1 benchmark(s) failed: hanging.py"
+    child = int(pid_file.read_text())
+    assert not _alive(child), "the script's child outlived it"
