@@ -252,13 +252,22 @@ def run_all(
         "machine": machine(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }
-    entries = []
+    entries: list[dict[str, Any]] = []
     t0 = time.monotonic()
     for i, script in enumerate(scripts, 1):
         _progress(
             f"[{i}/{len(scripts)}] {script.name}{' --smoke' if smoke else ''} ({time.monotonic() - t0:.0f} s so far)"
         )
-        entry = run_one(script, smoke, timeout, echo)
+        started = time.monotonic()
+        try:
+            entry = run_one(script, smoke, timeout, echo)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the script is stopped; the table so far is kept
+            seconds = round(time.monotonic() - started, 2)
+            entries.append({"script": script.name, "exit_code": None, "seconds": seconds, "error": "interrupted"})
+            entries[-1] |= {"rows": [], "output_tail": []}
+            table["interrupted"] = [p.name for p in scripts[i:]]
+            _progress(f"[{i}/{len(scripts)}] {script.name}: interrupted; not run: {', '.join(table['interrupted'])}")
+            break
         state = f"FAILED: {entry['error']}" if entry["error"] else f"{len(entry['rows'])} rows"
         _progress(f"[{i}/{len(scripts)}] {script.name}: {entry['seconds']:.1f} s, {state}")
         entries.append(entry)
@@ -305,6 +314,8 @@ def markdown(table: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(_cell(str(c)) for c in cells) + " |")
     times = ", ".join(f"{Path(e['script']).stem} {e['seconds']:.0f} s" for e in table["scripts"])
     lines += ["", f"Time per script: {times}."]
+    if table.get("interrupted"):
+        lines += ["", f"Interrupted; not run: {', '.join(table['interrupted']) or 'none'}."]
     if table.get("not_on_the_table"):
         lines += ["", f"Not on the table (no `--json` yet): {', '.join(table['not_on_the_table'])}."]
     return "\n".join(lines) + "\n"
@@ -330,12 +341,15 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true", help="do not echo the scripts' own output")
     ap.add_argument("--folder", type=Path, default=FOLDER, help=argparse.SUPPRESS)  # the tests' own scripts
     args = ap.parse_args()
+    # SIGTERM (a CI timeout, the operator) stops the running script like Ctrl-C: it runs in its own
+    # session, so without this it would outlive us.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.source is not None:
         try:
             table = json.loads(args.source.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             sys.exit(f"error: {args.source}: {exc}")
-        if args.readme is not None and (table.get("smoke") or table.get("subset")):
+        if args.readme is not None and (table.get("smoke") or table.get("subset") or "interrupted" in table):
             sys.exit("error: --readme takes the table of a full run of every benchmark")
     else:
         scripts, skipped = discover(args.folder)
@@ -351,6 +365,11 @@ def main() -> None:
         timeout = args.timeout or (300.0 if args.smoke else 3600.0)
         table = run_all(scripts, skipped, args.smoke, bool(args.only), timeout, echo=not args.quiet)
         out = args.out or (None if args.smoke or args.only else LATEST)
+        if "interrupted" in table:  # printed below; the last full table stays where it is
+            out = args.out
+            if args.readme is not None or out is None:
+                _progress("interrupted: the last table in benchmarks/results and the README is kept")
+            args.readme = None
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(table, indent=1) + "\n")

@@ -11,9 +11,11 @@ these are not timed tests.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,17 @@ def test_run_all_stops_a_script_that_hangs_with_what_it_started(tmp_path: Path) 
     assert r.stderr.strip().splitlines()[-1] == "error: 1 benchmark(s) failed: hanging.py"
     child = int(pid_file.read_text())
     assert not _alive(child), "the script's child outlived it"
+
+    # Stopped from outside (a CI timeout): the script and its child are stopped, the table printed.
+    pid_file.unlink()
+    proc = subprocess.Popen([*argv, "--smoke"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, "the script did not start"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "| hanging | **failed**: interrupted |" in out
+    assert "Traceback" not in err
+    assert not _alive(int(pid_file.read_text())), "the script's child outlived the interrupted run"
