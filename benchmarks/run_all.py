@@ -132,7 +132,9 @@ def run_one(script: Path, smoke: bool, timeout: float, echo: bool = True) -> dic
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # Station locks and interlock latches of its own: a run on the same station elsewhere
+            # (a demo, the tests) neither refuses the benchmark nor is refused by it.
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_STATE_DIR": str(Path(tmp) / "state")},
             start_new_session=True,
         )
         tail: deque[str] = deque(maxlen=40)
