@@ -11,8 +11,8 @@ lab) with the persistence of examples/mosquitto/mosquitto.conf (autosave every s
 3. idle: broker CPU for 10 s with N agents connected and the history retained (keepalives, and the
    autosave that rewrites the database every second);
 4. jobs: J jobs of tests/lab/short.yaml submitted at once; every message on ``lab/#`` counted by
-   kind by a ``mosquitto_sub`` in its own process, broker CPU (utime + stime of the mosquitto
-   process, /proc/<pid>/stat) and the broker's own message counters ($SYS, published and sent);
+   kind by a ``mosquitto_sub`` in its own process, broker CPU (the mosquitto process's time on a
+   CPU, /proc/<pid>/schedstat) and the broker's own message counters ($SYS, published and sent);
    claims and withdrawals per job;
 5. operator: ``bench lab status`` and ``bench lab submit`` as processes, with the history, and
    ``bench lab archive`` moving the finished jobs out;
