@@ -14,9 +14,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.events import EventKind
 from bench.plan import build_plan
-from bench.record.chain import GENESIS, EventLog, encode_line
+from bench.record.chain import GENESIS, EventLog, encode_line, event_line
 from bench.result import Measurement
 from bench.runner import run_plan
 from tests.conftest import SIM_STATION
@@ -76,6 +78,26 @@ def test_the_encoder_writes_what_json_dumps_writes(tmp_path: Path) -> None:
     # The slow paths stay: non-finite floats become null, a lone surrogate is escaped.
     assert encode_line({"v": math.nan, "w": [math.inf]}) == b'{"v":null,"w":[null]}'
     assert encode_line({"s": "\ud800"}) == b'{"s":"\\ud800"}'
+
+
+@pytest.mark.parametrize(
+    ("t", "kind", "fields"),
+    [
+        (1.25, EventKind.STEP_STARTED, {"step": "00 set", "line": 7, "text": "set psu.voltage_set = 100 V"}),
+        (3, "snapshot", {}),
+        (0.1 + 0.2, "x", {"v": math.nan, "u": [1.0, math.inf]}),
+        (math.nan, "x", {"v": 1}),
+        (math.inf, "x", {}),
+        (2.5, "x", {"s": "lone \ud800 surrogate", "é": "✓"}),
+        (2.5, "kind \ud800", {"a": None}),
+        (1e-7, "x", {1: "int key", "b": True, "n": {"deep": [{"x": -0.0}]}}),
+    ],
+)
+def test_event_lines_are_encode_line_of_the_whole_object(t: float, kind: str, fields: dict[Any, Any]) -> None:
+    prev = "ab" * 32
+    assert event_line(42, t, kind, fields, prev) == encode_line(
+        {"seq": 42, "t": t, "kind": kind, **fields, "prev": prev}
+    )
 
 
 def test_the_log_refuses_what_it_cannot_encode_and_keeps_its_chain(tmp_path: Path) -> None:

@@ -82,6 +82,26 @@ def encode_line(obj: dict[str, Any]) -> bytes:
         return json.dumps(_finite(obj), separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
+def event_line(seq: int, t: float, kind: str, fields: dict[str, Any], prev: str) -> bytes:
+    """``encode_line({"seq": seq, "t": t, "kind": kind, **fields, "prev": prev})``: the same bytes.
+
+    The log's own keys are written around the encoded fields instead of building that dictionary
+    and encoding the chain hash through the encoder: most events are small (``step_started``,
+    ``step_ended``), and for them that halves the cost of the line. Whatever the short way cannot
+    write as ``json.dumps`` would (a time that is not a finite number, a non-finite float or a
+    lone surrogate among the fields) takes the general way, ``encode_line``.
+    """
+    if (t.__class__ is float or t.__class__ is int) and t - t == 0 and isinstance(kind, str):
+        try:
+            body = _dumps(fields)
+            head = f'{{"seq":{seq:d},"t":{t!r},"kind":{encode_basestring(kind)}'
+            text = f'{head},{body[1:-1]},"prev":"{prev}"}}' if fields else f'{head},"prev":"{prev}"}}'
+            return text.encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            pass
+    return encode_line({"seq": seq, "t": t, "kind": kind, **fields, "prev": prev})
+
+
 class EventLog:
     """Append-only, hash-chained JSON-lines log.
 
@@ -137,10 +157,7 @@ class EventLog:
         with self._lock:
             if self._closed:
                 raise ValueError(f"event log {self._path} is closed")
-            obj: dict[str, Any] = {"seq": self._count, "t": round(t, 6), "kind": kind}
-            obj.update(fields)
-            obj["prev"] = self._last_hash
-            line = encode_line(obj)
+            line = event_line(self._count, round(t, 6), kind, fields, self._last_hash)
             digest = hashlib.sha256(line).hexdigest()  # line_hash(), inlined: this runs for every event
             data = line + b"\n"
             try:

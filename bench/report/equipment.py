@@ -19,6 +19,7 @@ u = q/√12; the components are combined in quadrature and U = k·u_c with k = 2
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ class SignalSource(_Model):
     _t = field_validator("resolution", "accuracy", "period", mode="before")(_text)
 
 
+@functools.lru_cache(maxsize=1024)  # read for every measurement of a run: the texts are the register's few
 def diff_base(text: str) -> float:
     """A quantity as a *difference* in base units: the unit's offset (degC) does not apply."""
     q = parse_quantity(str(text))
