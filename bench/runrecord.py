@@ -21,6 +21,7 @@ import can
 
 from bench.events import EventKind
 from bench.record import EventLog, file_sha256, write_junit, write_manifest, write_report_html
+from bench.record.blf import FrameWriter
 from bench.result import RunResult
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class RunRecorder:
         self.log = EventLog(self.dir / "events.jsonl")
         self.frames = 0
         self._last_frame_t = t0
-        self._blf: can.BLFWriter | None = can.BLFWriter(str(self.dir / "can.blf"))
+        self._blf: can.BLFWriter | None = FrameWriter(str(self.dir / "can.blf"))
         # Frame offsets are taken from the run start on the loop clock; the header gets the epoch at stop().
         self._blf.start_timestamp = t0
         self.listeners: list[Any] = []

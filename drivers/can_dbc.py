@@ -62,8 +62,8 @@ import re
 import socket
 import threading
 import warnings
-from collections import Counter
-from collections.abc import Collection, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -100,6 +100,9 @@ _OVERLAP = re.compile(
 _UDS_KEYS = {"tx_id", "rx_id", "expect", "timeout"}
 # Payloads kept per message (decoded or encoded); one whose payloads never repeat starts afresh at this many.
 _CODEC_CACHE = 4096
+# A bus read on a thread: how often it looks whether it should stop, and the most frames handed over at once.
+_READ_POLL_S = 0.1
+_MAX_BATCH = 4096
 
 
 class _Protection:
@@ -188,14 +191,16 @@ class CanDbcDriver(Driver):
         self._identity: dict[str, str] = {}
         self._ctx: DeviceContext | None = None
         self._bus: can.BusABC | None = None
-        self._notifier: can.Notifier | None = None
+        self._reader: _BatchReader | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ts_offset: float | None = 0.0
         self._unseen: set[int] = set()
         self._tx_lock = threading.Lock()
         self._sender: CyclicSender | None = None
         self._all_seen: asyncio.Future[None] | None = None
-        self._decoded: set[int] = set()
+        # What a received frame is published as, once connect knows what the run refers to (_receive_only).
+        self._publish_names: dict[int, dict[str, str]] = {}
+        self._e2e_published: dict[int, str] = {}
 
     def _sent_messages(self, send: Any) -> list[Message]:
         """What the bench sends: the ``send`` list when given, else its node's messages, else nothing."""
@@ -409,15 +414,22 @@ class CanDbcDriver(Driver):
             self._j1939.start(bus, ctx.loop, self._send_raw, ctx.publish, self._on_message)
         add_listener = getattr(bus, "add_listener", None)
         if callable(add_listener):
-            add_listener(self._on_frame)  # the in-process link stamps frames with loop time
+            # The in-process link stamps frames with loop time and hands over those of one instant at once.
+            add_batch = getattr(bus, "add_batch_listener", None)
+            if callable(add_batch):
+                add_batch(self._on_frames)
+            else:
+                add_listener(self._on_frame)
         else:
             # Interfaces stamp frames on their own clock; the first frame maps it onto the loop's.
             self._ts_offset = None
-            self._notifier = can.Notifier(bus, [self._on_frame], loop=ctx.loop)
+            self._reader = _BatchReader(bus, ctx.loop, self._on_frames, self._read_failed, f"{self.name}-rx")
         # Connected once every awaited message has been seen. Decoding is most of the cost of a
         # frame; a message nobody refers to is only recorded.
         self._unseen = self._awaited(ctx.wanted)
-        self._decoded = self._referenced(ctx.wanted)
+        self._receive_only(ctx.wanted)
+        if self._reader is not None:
+            self._reader.start()
         self._all_seen = ctx.loop.create_future()
         if not self._unseen:
             self._all_seen.set_result(None)
@@ -601,26 +613,46 @@ class CanDbcDriver(Driver):
         self._ctx.record_frame(msg, True)
 
     def _on_frame(self, msg: can.Message) -> None:
+        """One received frame (the in-process link hands over frames one by one when asked to)."""
+        self._on_frames((msg,))
+
+    def _on_frames(self, frames: Sequence[can.Message]) -> None:
+        """Received frames in bus order, on the loop: each recorded, then decoded and published.
+
+        The in-process link hands over the frames of one instant, a bus read on a thread what
+        arrived since its last batch (:class:`_BatchReader`): one call, not one loop callback, per frame.
+        """
         ctx = self._ctx
         if ctx is None:
             return
-        if msg.is_error_frame:
-            ctx.record_frame(msg, False)
-            ctx.fault(self.name, f"CAN error frame on the bus: {_error_class(msg)}")
-            return
-        ctx.record_frame(msg, False)
+        record = ctx.record_frame
+        rx_msgs = self.rx_msgs
+        j1939 = self._j1939
         uds = self._uds
-        if uds is not None and msg.arbitration_id == uds.rx_id:
-            # A Notifier calls listeners from its own thread; the ISO-TP state lives on the loop.
-            ctx.loop.call_soon_threadsafe(uds.feed, msg)
-            return
-        m = self.rx_msgs.get(msg.arbitration_id) if self._j1939 is None else self._j1939.on_frame(msg)
-        if m is None:
-            return
-        if self._ts_offset is None:
-            self._ts_offset = ctx.loop.time() - msg.timestamp
-        # More than 8 bytes with is_fd false is an FD frame from python-can's socketcand client: decoded alike.
-        self._on_message(m, bytes(msg.data), msg.timestamp + self._ts_offset)
+        uds_rx = -1 if uds is None else uds.rx_id
+        on_message = self._on_message
+        for msg in frames:
+            if msg.is_error_frame:
+                record(msg, False)
+                ctx.fault(self.name, f"CAN error frame on the bus: {_error_class(msg)}")
+                continue
+            record(msg, False)
+            if msg.arbitration_id == uds_rx:
+                assert uds is not None
+                # The ISO-TP state lives on the loop; fed after the frames before it, as a callback.
+                ctx.loop.call_soon_threadsafe(uds.feed, msg)
+                continue
+            m = rx_msgs.get(msg.arbitration_id) if j1939 is None else j1939.on_frame(msg)
+            if m is None:
+                continue
+            if self._ts_offset is None:
+                self._ts_offset = ctx.loop.time() - msg.timestamp
+            # More than 8 bytes with is_fd false is an FD frame from python-can's socketcand client: decoded alike.
+            on_message(m, bytes(msg.data), msg.timestamp + self._ts_offset)
+
+    def _read_failed(self, exc: Exception) -> None:
+        if self._ctx is not None and self._reader is not None:
+            self._ctx.fault(self.name, f"CAN bus read failed: {exc}")
 
     def _on_message(self, m: Message, data: bytes, t: float) -> None:
         """A received DBC message at loop time ``t``: one frame, or a J1939 multi-packet message."""
@@ -630,12 +662,12 @@ class CanDbcDriver(Driver):
             self._unseen.discard(m.frame_id)
             if not self._unseen and self._all_seen is not None and not self._all_seen.done():
                 self._all_seen.set_result(None)
-        if m.frame_id not in self._decoded:
-            return
+        cache = self._decode_cache.get(m.frame_id)
+        if cache is None:
+            return  # nobody refers to a signal of it: recorded, not decoded
         # A cyclic message mostly repeats its payload (a status, a slowly moving value): the
         # samples of a payload are decoded once. Same payload, same signals, so the same values.
-        cache = self._decode_cache.setdefault(m.frame_id, {})
-        key = bytes(data)
+        key = data if type(data) is bytes else bytes(data)
         samples = cache.get(key)
         if samples is None:
             samples = self._samples(m, key)
@@ -649,22 +681,45 @@ class CanDbcDriver(Driver):
             publish(name, value, t)
         prot = self._protection[m.frame_id]
         if prot is not None:
-            publish(self._e2e_name[m.frame_id], float(self._check(prot, samples[1], samples[2])), t)
+            state = float(self._check(prot, samples[1], samples[2]))
+            e2e = self._e2e_published.get(m.frame_id)
+            if e2e is not None:
+                publish(e2e, state, t)
 
     def _samples(self, m: Message, data: bytes) -> tuple[list[tuple[str, float]], bool, int] | tuple[()]:
-        """The signals a payload carries (published names and values), whether its CRC holds and
-        its alive count; empty when it does not decode."""
+        """The signals of a payload somebody refers to (published names and values), whether its
+        CRC holds and its alive count; empty when it does not decode."""
         try:
             decoded = cast(dict[str, float], m.decode(data, decode_choices=False, scaling=True))
         except Exception:
             return ()
-        names = self._published[m.frame_id]
-        values = [(names[sig], float(value)) for sig, value in decoded.items()]
+        names = self._publish_names[m.frame_id]
+        values = [(names[sig], float(value)) for sig, value in decoded.items() if sig in names]
         prot = self._protection[m.frame_id]
         if prot is None:
             return values, True, 0
         crc_ok = len(data) > prot.crc_byte and crc8_j1850(bytes(data[: prot.crc_byte])) == data[prot.crc_byte]
         return values, crc_ok, int(decoded.get(prot.alive, 0))
+
+    def _receive_only(self, wanted: Collection[str] | None) -> None:
+        """Decode the received messages a signal of which ``wanted`` names, and publish those signals only.
+
+        Decoding is most of the cost of a frame. A signal nobody refers to has no reader: no
+        step, monitor, limit, display, statistic or record names it (DeviceContext.wanted), so
+        it is not published; its frame is recorded whatever it carries. Every sample of a
+        signal somebody refers to is published, changed or not, at its frame's time.
+        """
+        message_names = {m.frame_id: m.name for m in self.db.messages}
+
+        def referred(frame_id: int, sig: str, full: str) -> bool:
+            return wanted is None or full in wanted or f"{self.name}.{message_names[frame_id]}.{sig}" in wanted
+
+        self._decode_cache = {i: {} for i in self._referenced(wanted)}
+        self._publish_names = {
+            i: {sig: full for sig, full in by_signal.items() if referred(i, sig, full)}
+            for i, by_signal in self._published.items()
+        }
+        self._e2e_published = {i: n for i, n in self._e2e_name.items() if wanted is None or n in wanted}
 
     @staticmethod
     def _check(prot: _Protection, crc_ok: bool, alive: int) -> int:
@@ -729,14 +784,82 @@ class CanDbcDriver(Driver):
         if self._sender is not None:
             self._sender.stop()
             self._sender = None
-        if self._notifier is not None:
-            with contextlib.suppress(Exception):
-                self._notifier.stop()
-            self._notifier = None
+        if self._reader is not None:
+            self._reader.stop()
+            self._reader = None
         if self._bus is not None:
             with contextlib.suppress(Exception):
                 self._bus.shutdown()
             self._bus = None
+
+
+class _BatchReader:
+    """Reads a bus on a thread and hands the frames to the loop in batches, in bus order.
+
+    The thread takes everything the interface has already received (``recv(0)``) into a queue
+    and asks the loop to collect it with one ``call_soon_threadsafe``, unless a collection is
+    already due: frames that arrive while the loop is busy join the batch it collects next. A
+    busy bus costs one loop wake-up per batch instead of one per frame; a quiet bus gives
+    batches of one frame, handed over as soon as it arrives.
+    """
+
+    def __init__(
+        self,
+        bus: can.BusABC,
+        loop: asyncio.AbstractEventLoop,
+        on_frames: Callable[[list[can.Message]], None],
+        on_error: Callable[[Exception], None],
+        name: str,
+    ) -> None:
+        self._bus = bus
+        self._loop = loop
+        self._on_frames = on_frames
+        self._on_error = on_error
+        self._queue: deque[can.Message] = deque()
+        self._due = False  # a collection is scheduled on the loop and has not begun
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        recv = self._bus.recv
+        queue = self._queue
+        while not self._stopped:
+            try:
+                msg = recv(_READ_POLL_S)
+                if msg is None:
+                    continue
+                queue.append(msg)
+                taken = 1
+                while taken < _MAX_BATCH and (msg := recv(0)) is not None:
+                    queue.append(msg)
+                    taken += 1
+            except Exception as exc:
+                if not self._stopped:
+                    with contextlib.suppress(RuntimeError):  # the loop is gone
+                        self._loop.call_soon_threadsafe(self._on_error, exc)
+                return
+            if not self._due:
+                self._due = True
+                try:
+                    self._loop.call_soon_threadsafe(self._collect)
+                except RuntimeError:
+                    return  # the loop is closed: nobody is left to hand frames to
+
+    def _collect(self) -> None:
+        """On the loop: everything queued so far, as one batch."""
+        self._due = False  # from here on a frame queued is collected now or by the next collection
+        queue = self._queue
+        frames = [queue.popleft() for _ in range(len(queue))]
+        if frames and not self._stopped:
+            self._on_frames(frames)
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2 * _READ_POLL_S + 1.0)
 
 
 def _load_dbc(path: Path, label: str) -> Database:

@@ -7,8 +7,14 @@ deterministic and runs as fast as the event loop can go.
 
 It is registered as the python-can interface ``inproc``: ``can.Bus(interface="inproc",
 channel="bench0")``. Buses on the same channel (in one process) see each other's frames.
-Consumers that live on the event loop register a callback with :meth:`InProcBus.add_listener`;
-``recv()`` only drains frames that arrived while no listener was registered.
+Consumers that live on the event loop register a callback with :meth:`InProcBus.add_listener`
+(one frame per call) or :meth:`InProcBus.add_batch_listener` (the frames of one instant per
+call); ``recv()`` only drains frames that arrived while no listener was registered.
+
+Delivery: the frames a node receives while the loop runs one round of callbacks (a plant's
+burst of cyclic frames at one instant) are handed over together, by one loop callback per
+node, in the order they were sent; a frame sent while that callback runs goes into the next
+one. Per node this is the order one callback per frame would give.
 
 CAN FD: a node opened with ``fd=True`` (python-can's own keyword, as for ``socketcan`` or
 ``pcan``) sends and receives FD frames of up to 64 bytes with their BRS flag. Like a controller,
@@ -29,6 +35,7 @@ from typing import Any
 import can
 
 FrameCallback = Callable[[can.Message], None]
+BatchCallback = Callable[[list[can.Message]], None]
 
 MAX_CLASSIC_LEN = 8
 MAX_FD_LEN = 64
@@ -54,7 +61,9 @@ class InProcBus(can.BusABC):
         self._fd = bool(fd)
         self._can_protocol = can.CanProtocol.CAN_FD if self._fd else can.CanProtocol.CAN_20
         self._receive_own = receive_own_messages
-        self._listeners: list[FrameCallback] = []
+        # In the order they were added; True for a batch listener.
+        self._listeners: list[tuple[Callable[[Any], None], bool]] = []
+        self._pending: list[can.Message] = []  # received, their delivery already scheduled
         self._backlog: deque[can.Message] = deque(maxlen=10000)
         self._peers = _channels.setdefault(channel, [])
         self._peers.append(self)
@@ -62,11 +71,14 @@ class InProcBus(can.BusABC):
 
     def add_listener(self, callback: FrameCallback) -> None:
         """Call ``callback(msg)`` on the event loop for every frame this node receives."""
-        self._listeners.append(callback)
+        self._listeners.append((callback, False))
 
-    def remove_listener(self, callback: FrameCallback) -> None:
-        if callback in self._listeners:
-            self._listeners.remove(callback)
+    def add_batch_listener(self, callback: BatchCallback) -> None:
+        """Call ``callback(frames)`` on the event loop with the frames this node received since the last call."""
+        self._listeners.append((callback, True))
+
+    def remove_listener(self, callback: FrameCallback | BatchCallback) -> None:
+        self._listeners = [entry for entry in self._listeners if entry[0] != callback]
 
     @property
     def state(self) -> can.BusState:
@@ -89,7 +101,7 @@ class InProcBus(can.BusABC):
                 is_rx=True,
             )
             for peer in self._peers:
-                loop.call_soon(peer._deliver, frame)
+                peer._receive(frame, loop)
 
     def send(self, msg: can.Message, timeout: float | None = None) -> None:
         if not self._open:
@@ -114,7 +126,7 @@ class InProcBus(can.BusABC):
         )
         for peer in self._peers:
             if peer is not self or self._receive_own:
-                loop.call_soon(peer._deliver, frame)
+                peer._receive(frame, loop)
 
     def _payload(self, msg: can.Message) -> bytes:
         """The bytes that go on the wire; CanOperationError for a frame this node cannot send."""
@@ -140,16 +152,30 @@ class InProcBus(can.BusABC):
         wire_len = can.util.dlc2len(can.util.len2dlc(len(data)))
         return data + bytes(wire_len - len(data))
 
-    def _deliver(self, frame: can.Message) -> None:
-        if not self._open:
-            return
+    def _receive(self, frame: can.Message, loop: asyncio.AbstractEventLoop) -> None:
+        """A frame for this node: delivered by the loop callback already scheduled, or by a new one."""
         if frame.is_fd and not self._fd:
             frame = self._form_error(frame)
-        if self._listeners:
-            for callback in self._listeners:
-                callback(frame)
+        if self._pending:
+            self._pending.append(frame)
         else:
-            self._backlog.append(frame)
+            self._pending = [frame]
+            loop.call_soon(self._deliver)
+
+    def _deliver(self) -> None:
+        frames, self._pending = self._pending, []
+        if not self._open:
+            return
+        listeners = self._listeners
+        if not listeners:
+            self._backlog.extend(frames)
+        elif len(listeners) == 1 and listeners[0][1]:
+            listeners[0][0](frames)
+        else:
+            # Frame by frame, every listener in turn: the order one callback per frame gives.
+            for frame in frames:
+                for callback, batch in tuple(listeners):
+                    callback([frame] if batch else frame)
 
     def _form_error(self, fd_frame: can.Message) -> can.Message:
         """What a classic controller makes of an FD frame: a protocol (form) error, not the data."""

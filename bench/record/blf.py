@@ -1,0 +1,85 @@
+"""can.blf as python-can writes it, with the per-frame cost of a classic CAN frame cut to one struct.pack.
+
+python-can's ``BLFWriter.on_message_received`` works out the channel number with a regular
+expression, packs the frame, then its two object headers, each with a struct of its own, for
+every frame: most of the cost of recording a busy bus. :class:`FrameWriter` packs a classic
+data or remote frame (what a CAN bus nearly always carries) with one precompiled struct of the
+same layout, and remembers each channel's number. Everything else (CAN FD and error frames,
+the containers, their compression, the file header) is python-can's own code. The bytes
+written are the same: tests/test_ingest_blf.py writes the same frames both ways and compares
+the files.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import can
+from can.io import blf
+from can.util import channel2int
+
+# The object header (base and V1) and CAN_MSG_STRUCT of python-can's blf.py, in one struct:
+# signature, header size, header version, object size, object type, flags, client index,
+# object version, timestamp; channel, flags, dlc, arbitration id, 8 data bytes.
+_CAN_OBJECT = struct.Struct("<4sHHLL" + "LHHQ" + "HBBL8s")
+_HEADER_SIZE = blf.OBJ_HEADER_BASE_STRUCT.size + blf.OBJ_HEADER_V1_STRUCT.size
+_OBJECT_SIZE = _HEADER_SIZE + blf.CAN_MSG_STRUCT.size
+assert _CAN_OBJECT.size == _OBJECT_SIZE and blf.CAN_MSG_STRUCT.size % 4 == 0  # no padding to add
+
+
+class FrameWriter(can.BLFWriter):
+    """python-can's BLF writer; classic CAN frames take the short path (same bytes)."""
+
+    def __init__(self, file: Any, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._channel_numbers: dict[Any, int] = {}
+
+    def on_message_received(self, msg: can.Message) -> None:
+        start = self.start_timestamp
+        if msg.is_fd or msg.is_error_frame or start is None:
+            super().on_message_received(msg)
+            return
+        try:
+            channel = self._channel_numbers.get(msg.channel)
+        except TypeError:  # an unhashable channel (a list of numbers) is python-can's to number
+            super().on_message_received(msg)
+            return
+        if channel is None:
+            channel = self._channel_number(msg.channel)
+        arb_id = msg.arbitration_id | blf.CAN_MSG_EXT if msg.is_extended_id else msg.arbitration_id
+        flags = blf.REMOTE_FLAG if msg.is_remote_frame else 0
+        if not msg.is_rx:
+            flags |= blf.DIR
+        timestamp = msg.timestamp
+        self.stop_timestamp = timestamp
+        offset = int((timestamp - start) * 1e9)
+        self._buffer.append(
+            _CAN_OBJECT.pack(
+                b"LOBJ",
+                _HEADER_SIZE,
+                1,
+                _OBJECT_SIZE,
+                blf.CAN_MESSAGE,
+                blf.TIME_ONE_NANS,
+                0,
+                0,
+                offset if offset > 0 else 0,
+                channel,
+                flags,
+                msg.dlc,
+                arb_id,
+                bytes(msg.data),
+            )
+        )
+        self._buffer_size += _OBJECT_SIZE
+        self.object_count += 1
+        if self._buffer_size >= self.max_container_size:
+            self._flush()
+
+    def _channel_number(self, channel: Any) -> int:
+        """The BLF channel of ``channel`` as python-can numbers it (from 1), remembered."""
+        number = channel2int(channel)
+        number = self.channel if number is None else number + 1
+        self._channel_numbers[channel] = number
+        return number
