@@ -11,7 +11,8 @@ else (docs/lifecycle.md, "Identical reruns"):
   the start);
 * ``can.mf4``: the start time of its HD block and the time of each FH (file history) block;
 * ``result.json``: ``run_id``, ``started_utc``, ``ended_utc`` and ``wall_duration_s``;
-* ``junit.xml`` and ``report.html``: the run id and the start and end times (the date with them).
+* ``junit.xml`` and ``report.html``: the run id and the start and end times (the date with them);
+  the plain report of a fault-matrix cell also its "Duration (wall clock)" row.
 
 The two runs are separate processes with different ``PYTHONHASHSEED``: an order that came from
 hashing (a set of strings) would differ. The fault-matrix cells run twice in one process, so a
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -49,6 +51,7 @@ BLF_HEADER_SIZE = 144
 BLF_WALL_CLOCK = (40, 72)
 # Outputs whose bytes carry the run id or the wall clock; each is compared below on its own.
 OUTPUTS_WITH_WALL_CLOCK = {"can.blf", "can.mf4", "result.json", "junit.xml", "report.html"}
+WALL_DURATION_ROW = re.compile(r"<tr><th>Duration \(wall clock\)</th><td>[^<]*</td></tr>")
 
 
 def _run(reports: Path, hash_seed: str) -> Path:
@@ -108,16 +111,23 @@ def _frames(path: Path) -> list[tuple[Any, ...]]:
     ]
 
 
-def _with_wall_clock_of(text: str, mine: dict[str, Any], theirs: dict[str, Any]) -> str:
-    """``text`` with this run's id and start and end times written as the other run's."""
+def _with_wall_clock_of(text: str, mine: dict[str, Any], theirs: dict[str, Any], other: str) -> str:
+    """``text`` with this run's id, start and end times and wall duration written as the other run's
+    (``other``: the other run's text, where its wall duration is read)."""
     for key in ("run_id", "started_utc", "ended_utc"):
         text = text.replace(mine[key], theirs[key])
     for key in ("started_utc", "ended_utc"):  # the dates shown on their own (date of issue)
         text = text.replace(mine[key][:10], theirs[key][:10])
+    # The plain report (of a fault-matrix cell) shows the wall duration in a row of its own.
+    theirs_wall = WALL_DURATION_ROW.search(other)
+    if theirs_wall is not None:
+        text = WALL_DURATION_ROW.sub(lambda _: theirs_wall.group(0), text)
     return text
 
 
-def _compare_outputs(a: Path, b: Path) -> None:
+def _compare_outputs(a: Path, b: Path, min_frames: int = 100) -> None:
+    files_a = sorted(p.name for p in a.iterdir())
+    assert files_a == sorted(p.name for p in b.iterdir())
     result_a = json.loads((a / "result.json").read_text())
     result_b = json.loads((b / "result.json").read_text())
     assert set(result_a) == set(result_b)
@@ -128,14 +138,17 @@ def _compare_outputs(a: Path, b: Path) -> None:
     assert blf_a[BLF_HEADER_SIZE:] == blf_b[BLF_HEADER_SIZE:], "CAN frames differ"
     assert _masked(blf_a[:BLF_HEADER_SIZE], [BLF_WALL_CLOCK]) == _masked(blf_b[:BLF_HEADER_SIZE], [BLF_WALL_CLOCK])
     frames = _frames(a / "can.blf")
-    assert len(frames) > 100 and frames == _frames(b / "can.blf")
+    assert len(frames) > min_frames and frames == _frames(b / "can.blf")
 
-    mf4_a, mf4_b = (a / "can.mf4").read_bytes(), (b / "can.mf4").read_bytes()
-    assert _masked(mf4_a, _mf4_wall_clock(mf4_a)) == _masked(mf4_b, _mf4_wall_clock(mf4_b))
+    if "can.mf4" in files_a:  # a fault-matrix cell writes none, nor a rendered report
+        mf4_a, mf4_b = (a / "can.mf4").read_bytes(), (b / "can.mf4").read_bytes()
+        assert _masked(mf4_a, _mf4_wall_clock(mf4_a)) == _masked(mf4_b, _mf4_wall_clock(mf4_b))
 
     for name in ("junit.xml", "report.html"):
+        if name not in files_a:
+            continue
         text_a, text_b = (a / name).read_text(), (b / name).read_text()
-        assert _with_wall_clock_of(text_a, result_a, result_b) == text_b, name
+        assert _with_wall_clock_of(text_a, result_a, result_b, text_b) == text_b, name
 
 
 def _compare_events(a: Path, b: Path) -> None:
@@ -232,6 +245,10 @@ def test_a_fault_matrix_cell_is_the_same_run_to_run(tmp_path: Path, sequence: st
     second = run_cell(path, str(SIM_STATION), fault, params, str(tmp_path / "second"), SEED)
     assert first.verdict in ("PASS", "FAIL", "ABORTED"), first.reason
     assert first.run_id != second.run_id
+    # Their records too, as for two runs of the command line.
+    run_a, run_b = (tmp_path / run / "runs" / cell.run_id for run, cell in (("first", first), ("second", second)))
+    _compare_outputs(run_a, run_b, min_frames=10)
+    _compare_events(run_a, run_b)
     assert (first.verdict, first.reason, first.sim_s, first.unsafe_end, first.measurements) == (
         second.verdict,
         second.reason,
