@@ -1,6 +1,6 @@
 """``bench report ...`` and ``bench keys ...`` (the calibration gate of every run is in bench/runner.py).
 
-Registered on the main app by ``bench/cli.py``. Heavy imports (WeasyPrint, matplotlib,
+Registered on the main app by ``bench/cli.py``. Heavy imports (the Typst typesetter, matplotlib,
 asammdf, cryptography) happen inside the commands, so ``bench --help`` stays fast.
 """
 

@@ -257,6 +257,12 @@ def run_problem(result: RunResult, run_dir: str) -> str | None:
             f"warning: report degraded: {result.report_degraded}; the record is complete "
             f"(bench report render {run_dir} -o DIR renders it again)"
         )
+    from bench.record.pdfseal import pdf_error
+
+    pdf = pdf_error(run_dir)
+    if pdf is not None:
+        # After the seal: the verdict, the record and the exit code are the run's (bench/finish.py).
+        return f"warning: report.pdf not written: {pdf}; the record is complete and sealed (bench report render {run_dir} -o DIR renders it again)"
     return None
 
 

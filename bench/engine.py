@@ -27,7 +27,7 @@ from bench.device import DeviceContext, load_plant_builder, plant_faults
 from bench.dtcs import record_dtcs
 from bench.errors import BenchError, DeviceError, LoadError
 from bench.events import EventKind
-from bench.finish import finish_record
+from bench.finish import finish_record, typeset_pdf
 from bench.plan import Plan
 from bench.report import runtime
 from bench.result import DeviceIdentity, RunResult, Verdict
@@ -111,7 +111,10 @@ class Run(RunContext):
                     sub.cancel()
         self.state.phase = "record"
         with self.stops.signals_while_recording():
-            return await finish_record(self)
+            result = await finish_record(self)
+        # After the seal and out of the record stage: the verdict and record are final (finish.py).
+        typeset_pdf(self)
+        return result
 
     def _begin_record(self) -> None:
         """Create the run folder, copy the inputs in and write ``run_started``; or refuse the run."""

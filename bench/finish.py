@@ -1,16 +1,23 @@
 """The end of a run's record (stage 7 of docs/lifecycle.md): the verdict, result.json, the
-reports, ``run_ended`` and the manifest.
+reports, ``run_ended`` and the manifest; then (stage 8) the PDF of the sealed report.
 
 Runs after the safe state was read back and the devices were closed. The verdict is the stop
 reason (or the first failure, or PASS), then a failed cleanup step turns a PASS into ERROR, an
 unsafe end names the device, and a record that could not be written makes it ERROR naming the
 write. Nothing written here may raise into the run: a failed write is noted by the recorder and
 the record is sealed for what it holds.
+
+The PDF comes after the seal: the verdict, the record and the manifest are final before it is
+typeset, so a typesetter that fails cannot change any of them. What failed is written into
+``report-pdf.json`` (bench/record/pdfseal.py) and said in one line on stderr; the run's verdict
+and exit code stay what the record says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import time
 from typing import Any
 
 from bench import __version__
@@ -134,6 +141,46 @@ async def finish_record(ctx: RunContext) -> RunResult:
         rec.note_write_failure("manifest.json", exc)
     _mark_record_failure(ctx, result)
     return result
+
+
+def typeset_pdf(ctx: RunContext) -> None:
+    """Stage 8: ``report.pdf`` from the sealed ``report.html``, and ``report-pdf.json`` vouching for it.
+
+    Never raises: the run is over and its record sealed. A failure leaves no PDF, and the seal
+    file names what failed (or, on a disk too full for that, nothing is written after the seal).
+    """
+    rec = ctx.rec
+    if rec is None or not rec.pdf_pending or ctx.state.phase != "done":
+        return
+    from bench.record.pdfseal import PDF_NAME, seal_pdf
+    from bench.report import render
+
+    t = time.perf_counter()
+    target = rec.dir / PDF_NAME
+    error: str | None = None
+    try:
+        render.write_pdf((rec.dir / "report.html").read_text(encoding="utf-8"), target)
+    except Exception as exc:  # any failure of the typesetter is the report's, never the run's
+        error = f"pdf: {type(exc).__name__}: {exc}"
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)  # a half-written PDF must not look like a report
+    try:
+        seal_pdf(rec.dir, error, _typesetter())
+    except Exception as exc:  # a full disk, or a key that cannot be read: no seal file
+        error = "; ".join(filter(None, [error, f"report-pdf.json: {type(exc).__name__}: {exc}"]))
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)  # not vouched for: `bench verify` would call it added
+    rec.pdf_error = error
+    rec.timings["pdf_s"] = time.perf_counter() - t
+
+
+def _typesetter() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"typst {version('typst')}"
+    except PackageNotFoundError:
+        return "typst"
 
 
 def _skipped(ctx: RunContext) -> list[str]:

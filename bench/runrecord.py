@@ -49,6 +49,9 @@ class RunRecorder:
         # Wall time of the post-run work (MF4, report, PDF), for benchmarks/report_archive.py.
         self.timings: dict[str, float] = {}
         self.render_error: str | None = None
+        # The 17025 HTML was written and its PDF is wanted: typeset after the seal (bench/finish.py).
+        self.pdf_pending = False
+        self.pdf_error: str | None = None  # what failed typesetting it (also in report-pdf.json)
         # The first write that failed (a full disk, an I/O error). The run goes on to its safe
         # state regardless, and the engine turns the verdict into ERROR naming this failure.
         self.write_error: str | None = None
@@ -173,9 +176,10 @@ class RunRecorder:
         """Write the outputs of the run; the SHA-256 of each file written.
 
         ``result.json`` and ``junit.xml`` are the record: an ``OSError`` writing them is raised.
-        The report (17025 HTML, PDF, the MF4 archive copy) is not: what fails there is kept in
+        The report (17025 HTML, the MF4 archive copy) is not: what fails there is kept in
         ``render_error``, the plain report stands in for it, the result is marked
-        ``report_degraded``, and the run is still sealed.
+        ``report_degraded``, and the run is still sealed. The PDF is not written here: it is
+        typeset from the sealed ``report.html`` once the record is final (``pdf_pending``).
         """
         self._write_result(result)
         write_junit(result, self.dir / "junit.xml")
@@ -211,7 +215,7 @@ class RunRecorder:
             self._report_failed(f"report.html: {exc}")
 
     def _render_full(self, result: RunResult) -> list[str]:
-        """The 17025 report, its PDF and the MF4 archive copy; the names of the files written."""
+        """The 17025 report and the MF4 archive copy; the names of the files written."""
         names: list[str] = []
         timings = self.timings
         archive: threading.Thread | None = None
@@ -246,18 +250,7 @@ class RunRecorder:
             self._plain_report(result)
             text = ""
         timings["html_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        if text and os.environ.get("BENCH_REPORT_PDF", "1") != "0" and _pdf_available():
-            try:
-                from bench.report.render import write_pdf
-
-                write_pdf(text, self.dir / "report.pdf")
-                names.append("report.pdf")
-            except Exception as exc:  # a PDF that was begun and failed (a full disk) is a degraded report
-                self._report_failed(f"pdf: {type(exc).__name__}: {exc}")
-                with contextlib.suppress(OSError):
-                    (self.dir / "report.pdf").unlink(missing_ok=True)
-        timings["pdf_s"] = time.perf_counter() - t
+        self.pdf_pending = bool(text) and os.environ.get("BENCH_REPORT_PDF", "1") != "0" and _pdf_available()
         if archive is not None:
             archive.join()
             if mf4_error:
@@ -311,9 +304,9 @@ def _set_aside(path: Path) -> int | None:
 
 
 def _pdf_available() -> bool:
-    """Whether WeasyPrint and its Pango load here; without them the HTML report stands alone."""
+    """Whether the typesetter (Typst) loads here; without it the HTML report stands alone."""
     try:
-        import weasyprint  # noqa: F401
+        import typst  # noqa: F401
     except (ImportError, OSError):
         return False
     return True

@@ -70,6 +70,19 @@ def _edit_manifest_and_reseal(run: Path, tmp: Path) -> None:
     (run / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def _replace_pdf_and_reseal(run: Path, tmp: Path) -> None:
+    # The PDF comes after the seal: a replaced PDF with its report-pdf.json recomputed is caught
+    # by that file's signature.
+    from bench.record.manifest import file_sha256
+    from bench.record.pdfseal import _self_sha256
+
+    _flip(run / "report.pdf")
+    seal = json.loads((run / "report-pdf.json").read_text())
+    seal["sha256"] = file_sha256(run / "report.pdf")
+    seal["self_sha256"] = _self_sha256(seal)
+    (run / "report-pdf.json").write_text(json.dumps(seal, indent=2) + "\n")
+
+
 TAMPERS: dict[str, tuple[Callable[[Path, Path], None], str, str]] = {
     "result.json": (lambda r, t: _flip(r / "result.json"), "result.json", "content changed"),
     "report.pdf": (lambda r, t: _flip(r / "report.pdf"), "report.pdf", "content changed"),
@@ -82,6 +95,9 @@ TAMPERS: dict[str, tuple[Callable[[Path, Path], None], str, str]] = {
     "signature removed": (lambda r, t: (r / "manifest.sig").unlink(), "manifest.sig", "missing"),
     "other key": (_resign_with_other_key, "manifest.sig", "untrusted key"),
     "manifest resealed": (_edit_manifest_and_reseal, "manifest.sig", "signature does not match"),
+    "pdf resealed": (_replace_pdf_and_reseal, "report-pdf.sig", "signature does not match"),
+    "pdf seal removed": (lambda r, t: (r / "report-pdf.json").unlink(), "report.pdf", "added after sealing"),
+    "pdf signature removed": (lambda r, t: (r / "report-pdf.sig").unlink(), "report-pdf.sig", "missing"),
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.record import file_sha256
 from tests.conftest import OVERCHARGE, Completed, bench
 from tests.report_support import pdf_pages, plain_text, station_copy
 
@@ -139,9 +140,15 @@ def test_plots_of_key_signals(run: Completed) -> None:
 def test_record_is_signed_and_lists_new_files(run: Completed, keydir: Path) -> None:
     d = run.run_dir()
     manifest = json.loads((d / "manifest.json").read_text())
-    assert {"can.mf4", "report.pdf", "report.html", "result.json", "can.blf"} <= set(manifest["files"])
+    assert {"can.mf4", "report.html", "result.json", "can.blf"} <= set(manifest["files"])
     assert manifest["signer"]["algorithm"] == "Ed25519"
     assert (d / "manifest.sig").is_file()
+    # The PDF is typeset after the seal; report-pdf.json vouches for it, signed by the same key.
+    assert "report.pdf" not in manifest["files"]
+    seal = json.loads((d / "report-pdf.json").read_text())
+    assert seal["file"] == "report.pdf" and seal["manifest_sha256"] == file_sha256(d / "manifest.json")
+    assert seal["source"] == {"file": "report.html", "sha256": manifest["files"]["report.html"]}
+    assert (d / "report-pdf.sig").is_file()
     r = bench("verify", d, env={"BENCH_KEY_DIR": str(keydir)})
     assert r.rc == 0, r.err
     assert "intact and signed (" in r.out and "Ed25519, station key" in r.out

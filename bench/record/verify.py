@@ -399,8 +399,13 @@ def verify_run(run_dir: Path, trust: Path | None = None) -> list[Problem]:
         elif file_sha256(path) != files[rel] and not (rel == events_name and event_problems):
             problems.append(Problem(rel, "content changed (sha256 mismatch)"))
 
+    from bench.record.pdfseal import check_pdf_seal
+
+    # The report's PDF is typeset after the seal; report-pdf.json vouches for it (pdfseal.py).
+    after_seal, pdf_problems = check_pdf_seal(run_dir, manifest, trust)
     for rel in list_run_files(run_dir):
-        if rel not in files and rel not in UNLISTED:
+        if rel not in files and rel not in UNLISTED and rel not in after_seal:
             problems.append(Problem(rel, "not listed in the manifest (added after sealing)"))
+    problems.extend(pdf_problems)
     problems.extend(_check_signature(run_dir, manifest, trust))
     return problems

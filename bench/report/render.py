@@ -6,8 +6,9 @@ Nothing is taken from live state, so a report can be re-rendered, amended or aud
 
 Every item of 7.8.2.1 a-p, 7.8.3.1 and 7.8.6 appears in the document under its clause number,
 either with its content or with "not applicable" and the reason (``docs/reports.md`` maps each
-item to its source). The PDF repeats the report id and "page n of N" on every page
-(``@page`` margin boxes) and the document ends with an end-of-report mark.
+item to its source). The PDF (typeset.py) repeats the report id and "page n of N" on every
+page, as the ``@page`` margin boxes of the CSS say for a browser's print, and the document ends
+with an end-of-report mark.
 """
 
 from __future__ import annotations
@@ -203,13 +204,20 @@ def _plots(
                 edges = np.flatnonzero(is_open[1:] & ~is_open[:-1])
                 markers += [plots.Marker(float(tr.t[i + 1]), "contactor open", "#1e7e34") for i in edges[:5]]
     markers = plots.coloured(markers)  # one colour per recorded instant, the same in every figure
-    limits: dict[str, list[tuple[float, str]]] = {}
+    # One line per distinct limit of a signal, naming the measurements that share it: a sequence
+    # that measures one signal at 200 points would otherwise draw 400 lines and labels on top of
+    # each other (seconds of drawing, and unreadable).
+    shared: dict[str, dict[tuple[float, str, str], list[str]]] = {}
     for m in result.measurements:
         sig = m.how.split(" of ", 1)[1].split(" ", 1)[0] if " of " in m.how else None
         if sig in traces:
             for v, what in ((m.low, "min"), (m.high, "max")):
                 if v is not None:
-                    limits.setdefault(sig, []).append((float(v), f"{m.name} {what} {v:g} {m.unit}"))
+                    shared.setdefault(sig, {}).setdefault((float(v), what, m.unit), []).append(m.name)
+    limits = {
+        sig: [(v, f"{_measurement_names(names)} {what} {v:g} {unit}") for (v, what, unit), names in lines.items()]
+        for sig, lines in shared.items()
+    }
     out: list[tuple[str, str]] = []
     whole = plots.figure(f"{result.sequence.get('id')}: key signals, whole run", traces, None, markers, limits)
     if whole:
@@ -246,6 +254,11 @@ def _plots(
             names = ", ".join(mk.label for mk in markers if c[0] <= mk.t <= c[-1] and mk.label.startswith("@"))
             out.append((f"Detail: {names}, up to {DETAIL_S:g} s either side ({lo:.3f} s to {hi:.3f} s)", png))
     return out
+
+
+def _measurement_names(names: list[str]) -> str:
+    """The measurements that share a limit line: up to three by name, more as first … last (count)."""
+    return ", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]} ({len(names)} measurements)"
 
 
 def _display_signals(run_dir: Path, started: dict[str, Any], sequence: SequenceModel | None) -> tuple[list[str], str]:
@@ -686,19 +699,10 @@ def build_html(
 
 
 def write_pdf(html_text: str, target: Path) -> Path:
-    """PDF from the same HTML with WeasyPrint; fonts are the system's (DejaVu), nothing is fetched."""
-    import logging
+    """PDF from the same HTML, typeset by Typst (typeset.py); fonts are the system's DejaVu, nothing is fetched."""
+    from bench.report import typeset
 
-    from weasyprint import HTML
-
-    # WeasyPrint logs every unsupported CSS property; the report's CSS is ours and known.
-    logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    logging.getLogger("fontTools").setLevel(logging.ERROR)
-
-    # The document is self-contained (inline CSS, data: images, system fonts by family name); a
-    # base_url of None means a relative reference cannot resolve to anything on disk or network.
-    HTML(string=html_text, base_url=None).write_pdf(str(target))
-    return target
+    return typeset.write_pdf(html_text, target)
 
 
 def render_report(
