@@ -171,9 +171,9 @@ def run_one(script: Path, smoke: bool, timeout: float, echo: bool = True) -> dic
             error = _error_line(list(tail), proc.returncode)
         if not error and not rows:
             error = "no rows"
-        if not error:
-            problems = [f"row {i + 1}: {p}" for i, row in enumerate(rows) for p in row_problems(row, name, smoke)]
-            error = "; ".join(problems)
+        problems = [f"row {i + 1}: {p}" for i, row in enumerate(rows) for p in row_problems(row, name, smoke)]
+        if problems:  # the rows are dropped, not tabled half-formed; the error says why
+            error, rows = "; ".join([*([error] if error else []), *problems]), []
     return {
         "script": script.name,
         "exit_code": proc.returncode,

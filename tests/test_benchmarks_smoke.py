@@ -93,6 +93,17 @@ GOOD = """\
     args = ap.parse_args()
     emit([Row("good", "a cost", 2.0, 4.0, "ms", 0.5, "ours / baseline", "<= 3 ms", True)], args)
 """
+MALFORMED = """\
+    import argparse, json
+    # on the protocol (benchmarks.table) in name, but its rows are written by hand, one field short
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json")
+    ap.add_argument("--smoke", action="store_true")
+    args = ap.parse_args()
+    row = dict(benchmark="malformed", figure="a cost", ours=1.0, baseline=2.0, ratio=0.5)
+    row.update(ratio_means="ours / baseline", goal="", met=None, smoke=False)
+    open(args.json, "w").write(json.dumps([row]))
+"""
 FAILING = """\
     import sys
     # benchmarks.table is not imported yet: the script fails before
@@ -106,6 +117,7 @@ def test_run_all_keeps_the_table_when_a_script_fails(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "good.py").write_text(textwrap.dedent(GOOD.format(root=str(ROOT))))
     (folder / "failing.py").write_text(textwrap.dedent(FAILING))
+    (folder / "malformed.py").write_text(textwrap.dedent(MALFORMED))
     (folder / "older.py").write_text("print('no --json here')\n")
     (folder / "table.py").write_text("# a helper, not a benchmark: benchmarks.table\n")
     readme = tmp_path / "README.md"
@@ -114,13 +126,14 @@ def test_run_all_keeps_the_table_when_a_script_fails(tmp_path: Path) -> None:
     argv = [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--folder", str(folder), "--quiet"]
     r = subprocess.run([*argv, "--out", str(out), "--readme", str(readme)], capture_output=True, text=True)
     assert r.returncode == 1, r.stderr
-    assert r.stderr.strip().splitlines()[-1] == "error: 1 benchmark(s) failed: failing.py"
+    assert r.stderr.strip().splitlines()[-1] == "error: 2 benchmark(s) failed: failing.py, malformed.py"
     assert "Traceback" not in r.stderr
     table = json.loads(out.read_text())
-    assert [e["script"] for e in table["scripts"]] == ["failing.py", "good.py"]
+    assert [e["script"] for e in table["scripts"]] == ["failing.py", "good.py", "malformed.py"]
     assert table["not_on_the_table"] == ["older.py"]
-    failing, good = table["rows"]
+    failing, good, malformed = table["rows"]
     assert failing == {"benchmark": "failing", "error": "exit 1: error: the instrument is gone"}
+    assert malformed == {"benchmark": "malformed", "error": "row 1: field 'unit' missing"}
     assert good["ours"] == 2.0 and good["met"] is True and good["smoke"] is False
     assert table["machine"]["cores"] >= 1 and len(table["load_average_end"]) == 3
     text = readme.read_text()
@@ -134,12 +147,12 @@ def test_run_all_keeps_the_table_when_a_script_fails(tmp_path: Path) -> None:
     only = subprocess.run([*argv, "--smoke", "--only", "good"], capture_output=True, text=True)
     assert only.returncode == 0, only.stderr
     assert "| good | a cost | 2 | 4 | ms | 0.5 | ours / baseline | <= 3 ms |  |" in only.stdout
-    assert "failing" not in only.stdout
+    assert "failing" not in only.stdout and "malformed" not in only.stdout
     assert "Smoke run of some benchmarks of " in only.stdout
 
     refused = subprocess.run([*argv, "--only", "nothing"], capture_output=True, text=True)
     assert refused.returncode == 1
-    assert refused.stderr.strip() == "error: no benchmark named nothing (known: failing, good)"
+    assert refused.stderr.strip() == "error: no benchmark named nothing (known: failing, good, malformed)"
 
 
 HANGING = """\
