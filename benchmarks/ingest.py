@@ -39,11 +39,13 @@ import asyncio
 import contextlib
 import functools
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -414,6 +416,171 @@ async def naive_virtual(frames: list[Frame], channel: str) -> float:
     return spent
 
 
+# -- socketcand: python-can's client against `bench sim serve` --------------------------------------
+SOCKETCAND_CHANNEL = "ingest"
+# Frames a second the feeder offers the server; the server relays them to every other client.
+SOCKETCAND_RATE = 20_000
+COMMAND_ID = 0x200  # BENCH_Command, which the device itself sends on the channel
+
+
+@contextlib.contextmanager
+def served_station(tmp: Path) -> Iterator[int]:
+    """`bench sim serve` of the simulated station with one more CAN channel, empty; its socketcand port."""
+    from tests.served import dump_yaml, load_yaml, sim_serve, write_stations
+
+    stations = write_stations(tmp / "station")
+    served = load_yaml(stations.served)
+    served["serve"]["can"]["channels"] = ["bench0", SOCKETCAND_CHANNEL]
+    with sim_serve(dump_yaml(served, stations.served)):
+        yield stations.can_port
+
+
+def _handshake(port: int, raw: bool) -> socket.socket:
+    """A socketcand client on the channel (raw: frames flow to it at once)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    replies = [b"< open " + SOCKETCAND_CHANNEL.encode() + b" >"] + ([b"< rawmode >"] if raw else [])
+    got = sock.recv(64)
+    for line in replies:
+        sock.sendall(line)
+        got += sock.recv(64)
+    if raw:
+        sock.sendall(b"< echo >")  # talking after rawmode tells the server the handshake is done
+    if got.count(b"< ok >") != len(replies):
+        raise CheckFailed(f"socketcand handshake failed: {got!r}")
+    return sock
+
+
+def send_lines(frames: list[Frame]) -> list[bytes]:
+    """The traffic as socketcand ``< send >`` elements (made before anything is measured)."""
+    return [f"< send {fid:03X} {len(data):X} {' '.join(f'{b:X}' for b in data)} >".encode() for _, fid, data in frames]
+
+
+def feed_socketcand(port: int, lines: list[bytes]) -> threading.Thread:
+    """A thread that sends ``lines`` to the server, SOCKETCAND_RATE frames a second."""
+    chunk = 100
+
+    def run() -> None:
+        sock = _handshake(port, raw=False)
+        t0 = time.monotonic()
+        for i in range(0, len(lines), chunk):
+            sock.sendall(b"".join(lines[i : i + chunk]))
+            ahead = t0 + (i + chunk) / SOCKETCAND_RATE - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        time.sleep(1.0)  # closed only once the server has relayed everything
+        sock.close()
+
+    return threading.Thread(target=run, name="ingest-feeder", daemon=True)
+
+
+class Observer:
+    """A raw socketcand client on the channel, in a process of its own (so that it takes no CPU
+    or GIL from what is measured): what the server put on the channel, with the server's times."""
+
+    def __init__(self, port: int, out: Path) -> None:
+        self._out = out
+        argv = [sys.executable, __file__, "--observe", str(port), "--out", str(out)]
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != "ready":
+            self._proc.kill()
+            raise CheckFailed("the observer did not start")
+
+    def frames(self) -> list[tuple[float, int, bytes]]:
+        """Stop it; every frame seen except the device's own commands: (timestamp, id, payload)."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        if self._proc.wait(timeout=30) != 0:
+            raise CheckFailed(f"the observer failed (exit code {self._proc.returncode})")
+        out = []
+        for element in self._out.read_bytes().split(b">"):
+            fields = element.split()
+            if len(fields) >= 4 and fields[1] == b"frame":
+                fid = int(fields[2], 16)
+                if fid != COMMAND_ID:
+                    out.append((float(fields[3]), fid, bytes.fromhex(fields[4].decode()) if len(fields) > 4 else b""))
+        return out
+
+
+def observe(port: int, out: Path) -> int:
+    """The observer process: everything the server sends to ``out``, until stdin closes."""
+    sock = _handshake(port, raw=True)
+    sock.settimeout(0.1)
+    print("ready", flush=True)
+    stop = threading.Event()
+
+    def until_stdin_closes() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=until_stdin_closes, daemon=True).start()
+    chunks = []
+    while not stop.is_set():
+        try:
+            data = sock.recv(1 << 16)
+        except TimeoutError:
+            continue
+        if not data:
+            break
+        chunks.append(data)
+    sock.close()
+    out.write_bytes(b"".join(chunks))
+    return 0
+
+
+async def ours_socketcand(plan: Plan, frames: list[Frame], run_dir: Path, port: int) -> float:
+    """CPU seconds of the loop and the driver's reader thread, reading python-can's socketcand client."""
+    loop = asyncio.get_running_loop()
+    cfg = {"interface": "socketcand", "host": "127.0.0.1", "port": port, "channel": SOCKETCAND_CHANNEL}
+    b = bench_parts(plan, loop, run_dir, cfg)
+    all_heard = last_frame(b, frames)
+    observer = Observer(port, run_dir / "observed.txt")
+    lines = send_lines(frames)
+    cpu = cpu_clock(None)
+    c0 = cpu()
+    connecting = loop.create_task(b.driver.connect(b.dctx))
+    while b.driver._bus is None:  # noqa: ASYNC110 (the device opens its bus in connect; nothing to wait on)
+        await asyncio.sleep(0.001)
+    reader = reader_thread("bms-rx")
+    reader_cpu = cpu_clock(reader)
+    r0 = reader_cpu()
+    await asyncio.sleep(RAW_SETTLE)
+    feeder = feed_socketcand(port, lines)
+    feeder.start()
+    await connecting
+    await all_heard()
+    spent = cpu() - c0 + reader_cpu() - r0
+    await b.driver.close()
+    feeder.join()
+    seen = observer.frames()
+    check_sequence("socketcand observer", [(fid, data) for _, fid, data in seen], frames)
+    sent_t = [t for t, _, _ in seen]
+    first = next(i for i, (_, fid, _) in enumerate(frames) if fid == 0x101)  # carries CHECKED[0]
+    hist = b.ctx.bus.history(CHECKED[0], float("-inf"))
+    offset = hist[0][0] - sent_t[first] if hist else 0.0
+    finish(b, "socketcand", frames, sent_t, lambda i: sent_t[i] + offset, 1e-6)
+    return spent
+
+
+async def naive_socketcand(frames: list[Frame], port: int) -> float:
+    cfg = {"interface": "socketcand", "host": "127.0.0.1", "port": port, "channel": SOCKETCAND_CHANNEL}
+    bus = can.Bus(**cfg, tcp_tune=True)  # type: ignore[arg-type]
+    await asyncio.sleep(RAW_SETTLE)
+    feeder = feed_socketcand(port, send_lines(frames))
+    try:
+        spent, got = await naive(bus, len(frames), feeder.start, "Notifier")
+    finally:
+        bus.shutdown()
+    feeder.join()
+    check_sequence("naive socketcand", got, frames)
+    return spent
+
+
+# The server forwards frames to a python-can client this long after its rawmode (simulators/serve_can.py).
+RAW_SETTLE = 0.4
+
+
 # -- main -------------------------------------------------------------------------------------------
 def run_on(virtual_time: bool, coro_fn: Callable[[], Any]) -> Any:
     loop = new_loop(virtual_time)
@@ -423,26 +590,47 @@ def run_on(virtual_time: bool, coro_fn: Callable[[], Any]) -> Any:
         loop.close()
 
 
+def report(r: int, path: str, n: int, ours: float, base: float) -> None:
+    print(
+        f"round {r + 1} {path}: ours {n / ours:,.0f} frames/CPU-s, naive {n / base:,.0f} (ratio {base / ours:.2f})",
+        file=sys.stderr,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0, help="traffic duration (about 670 frames a second)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--paths", default="inproc,virtual,socketcand", help="which paths to measure")
+    parser.add_argument("--observe", type=int, help=argparse.SUPPRESS)  # the observer process (its port)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     add_arguments(parser)
     args = parser.parse_args()
+    if args.observe:
+        return observe(args.observe, args.out)
     if args.smoke:
-        args.seconds, args.rounds = 6.0, 1
+        args.seconds, args.rounds = 3.0, 1
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, for every thread started after
     frames = traffic(args.seconds)
     plan = build_plan(SEQUENCE, STATION)
     paths = args.paths.split(",")
     results: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in paths}
-    with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
+    port: int | None = None
+    with tempfile.TemporaryDirectory(prefix="ingest-") as tmp, contextlib.ExitStack() as stack:
         for r in range(args.rounds):
             for path in paths:
                 work = Path(tmp) / f"{path}-{r}"
                 work.mkdir()
+                if path == "socketcand":
+                    if port is None:
+                        port = stack.enter_context(served_station(Path(tmp)))
+                    base = run_on(False, functools.partial(naive_socketcand, frames, port))
+                    ours = run_on(False, functools.partial(ours_socketcand, plan, frames, work, port))
+                    results[path][0].append(ours)
+                    results[path][1].append(base)
+                    report(r, path, len(frames), ours, base)
+                    continue
                 base = run_on(False, functools.partial(naive_virtual, frames, f"naive-{r}"))
                 if path == "inproc":
                     # The naive pipeline's sender is a thread of its own, not counted: nor is ours.
@@ -454,10 +642,7 @@ def main() -> int:
                     continue
                 results[path][0].append(ours)
                 results[path][1].append(base)
-                print(
-                    f"round {r + 1} {path}: ours {len(frames) / ours:,.0f} frames/s, naive {len(frames) / base:,.0f} frames/s (ratio {base / ours:.2f})",
-                    file=sys.stderr,
-                )
+                report(r, path, len(frames), ours, base)
     rows = []
     for path, (ours_s, base_s) in results.items():
         if not ours_s:
