@@ -75,6 +75,7 @@ from bench.device import DEFAULT_CONNECT_TIMEOUT, ConfigError, DeviceContext, Dr
 from bench.dtccodes import ALL_DTC_GROUPS, Dtc
 from bench.errors import DeviceError, ExpressionError
 from bench.expr import state_list, state_value
+from bench.periodic import Periodic
 from bench.suggest import did_you_mean
 from bench.units import TIME, format_duration, parse_quantity, parse_unit, signal_unit
 from drivers.can_fd import bit_rate_switch, fd_bus_config
@@ -531,14 +532,22 @@ class CanDbcDriver(Driver):
         return self._uds
 
     async def _cyclic(self, period: float, msgs: list[Message]) -> None:
+        """Sends ``msgs`` now and every ``period`` s on absolute deadlines (no drift however long
+        sending took), from a timer: the task only waits, so that a send that raises ends it."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time()
-        while True:
+        failed: asyncio.Future[None] = loop.create_future()
+
+        def send() -> None:
             for m in msgs:
                 self._transmit(m)
-            # Absolute deadlines: no drift however long sending took.
-            deadline += period
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
+
+        timer = Periodic(
+            loop, period, send, loop.time(), name=f"{self.name}-tx", body_first=True, on_error=failed.set_exception
+        )
+        try:
+            await failed
+        finally:
+            timer.cancel()
 
     def _encode(self, m: Message) -> can.Message | None:
         """The next frame of ``m``: current values, next alive count, CRC; None while it is LOST."""

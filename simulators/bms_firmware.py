@@ -238,6 +238,10 @@ class Bms:
                 if m.name not in self._builders:
                     log.warning("no model for %s: it is sent with all signals 0", m.name)
         self._cell_layout = self._cell_groups()
+        self._all_readings: tuple[tuple[float, float, float, int], list[float]] | None = None
+        self._cell_payloads: list[tuple[tuple[float, float, float, int], bytes] | None] = [None] * len(
+            self._cell_layout
+        )
         if params.cell_groups_per_cycle > len(self._cell_layout):
             raise ValueError(
                 f"bms_pack config: bms.cell_groups_per_cycle must be <= {len(self._cell_layout)} (the groups of"
@@ -526,9 +530,8 @@ class Bms:
 
     # -- cyclic transmission ----------------------------------------------------------------
 
-    async def transmit(self, bus: can.BusABC, period: float, names: list[str], phase: float) -> None:
-        """Send ``names`` every ``period`` s on absolute deadlines, so the schedule never drifts."""
-        loop = asyncio.get_running_loop()
+    def sender(self, bus: can.BusABC, names: list[str]) -> Callable[[], None]:
+        """What one cycle of ``names`` sends: each frame built from the latest snapshot."""
         builders = [(self._frames[n], self._builders.get(n, self._zeros(n))) for n in names]
         # More than one cell group per cycle: the next groups follow in the same instant.
         builders = [
@@ -536,14 +539,14 @@ class Bms:
             for n, entry in zip(names, builders, strict=True)
             for _ in range(self.p.cell_groups_per_cycle if n == "BMS_CellVoltages" else 1)
         ]
-        deadline = loop.time() + phase
-        while True:
-            delay = deadline - loop.time()
-            await asyncio.sleep(delay if delay > 0.0 else 0.0)
+        send = bus.send
+
+        def send_cycle() -> None:
             for frame, build in builders:
                 frame.data = build()
-                bus.send(frame)
-            deadline += period
+                send(frame)
+
+        return send_cycle
 
     def _zeros(self, name: str) -> Callable[[], bytearray]:
         length = self._codecs[name].length
@@ -641,10 +644,35 @@ class Bms:
         groups = self._cell_layout
         g = self._cell_group
         self._cell_group = (g + 1) % len(groups)
+        # A cell reading depends only on the pack's charge state, its current and resistance and
+        # the open sense line: while they stay the same (a pack at rest), so does the payload.
+        pack = self.pack
+        state = (pack.s, pack.current_a, pack.r_cell, self.open_wire)
+        cached = self._cell_payloads[g]
+        if cached is not None and cached[0] == state:
+            return bytearray(cached[1])
         values: dict[str, float] = {"cell_group": g}
-        for name, i in groups[g]:
-            values[name] = self.cell_reading(i)
-        return self._codecs["BMS_CellVoltages"].encode(values)
+        if self.p.cell_groups_per_cycle > 1:
+            # Several groups from one snapshot: every cell's reading in one pass, once per state.
+            if self._all_readings is None or self._all_readings[0] != state:
+                self._all_readings = (state, self._cell_readings())
+            readings = self._all_readings[1]
+            for name, i in groups[g]:
+                values[name] = readings[i]
+        else:
+            for name, i in groups[g]:
+                values[name] = self.cell_reading(i)
+        data = self._codecs["BMS_CellVoltages"].encode(values)
+        self._cell_payloads[g] = (state, bytes(data))
+        return data
+
+    def _cell_readings(self) -> list[float]:
+        """``cell_reading(i)`` of every cell, computed together (the same arithmetic)."""
+        off = self._v_offset
+        readings = [v + off for v in self.pack.cell_voltages(range(self.pack.n))]
+        if 0 < self.open_wire <= self.pack.n:
+            readings[self.open_wire - 1] = 0.0
+        return readings
 
 
 def _clamp(x: float) -> float:

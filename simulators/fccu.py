@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -24,7 +24,7 @@ import can
 import cantools
 
 from simulators.bms_firmware import FrameCodec
-from simulators.can_plant import CanPlant
+from simulators.can_plant import CanPlant, Cyclic
 from simulators.config_spec import NUM, Spec, check_section
 from simulators.fault_box import Channel, FaultBox
 from simulators.faults import CATALOGUE as SENSOR_CATALOGUE
@@ -354,10 +354,10 @@ class FccuPlant(CanPlant):
     def on_frame(self) -> Callable[[can.Message], None]:
         return self.fccu.on_frame
 
-    def transmitters(self, bus: can.BusABC) -> list[tuple[Coroutine[Any, Any, None], str]]:
-        # One task per frame, each on its own phase, so the frames of one cycle never share an instant.
+    def transmitters(self, bus: can.BusABC) -> list[Cyclic]:
+        # One timer per frame, each on its own phase, so the frames of one cycle never share an instant.
         return [
-            (self.fccu.transmit(bus, period, name, 0.001 * (k + 1)), f"fccu-tx-{name}")
+            Cyclic(period, 0.001 * (k + 1), self.fccu.sender(bus, name), f"fccu-tx-{name}")
             for k, (period, name) in enumerate(self.fccu.schedule)
         ]
 

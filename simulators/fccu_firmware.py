@@ -450,17 +450,15 @@ class Fccu:
 
     # -- cyclic transmission --------------------------------------------------------------------
 
-    async def transmit(self, bus: can.BusABC, period: float, name: str, phase: float) -> None:
-        """Send ``name`` every ``period`` s on absolute deadlines, so the schedule never drifts."""
-        loop = asyncio.get_running_loop()
+    def sender(self, bus: can.BusABC, name: str) -> Callable[[], None]:
+        """What one cycle of ``name`` sends: the frame built from the latest state."""
         codec = self._codecs[name]
         build = self._builders.get(name) or (lambda: bytearray(codec.length))
-        deadline = loop.time() + phase
-        while True:
-            delay = deadline - loop.time()
-            await asyncio.sleep(delay if delay > 0.0 else 0.0)
+
+        def send() -> None:
             bus.send(can.Message(arbitration_id=codec.frame_id, is_extended_id=False, data=build()))
-            deadline += period
+
+        return send
 
     def _status(self) -> bytearray:
         latched = self.latched

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -18,7 +18,7 @@ import can
 
 from simulators.analyzer import AnalyzerSpec, PowerAnalyzer
 from simulators.bms_firmware import COMMAND_FRAME, Bms, BmsParams, Contactors
-from simulators.can_plant import CanPlant
+from simulators.can_plant import CanPlant, Cyclic
 from simulators.chamber import Chamber, ChamberSpec
 from simulators.config_spec import NUM, Spec, check_section
 from simulators.daq import Daq970a, DaqSpec, Tap, pack_wiring
@@ -317,10 +317,10 @@ class Plant(CanPlant):
     def on_frame(self) -> Callable[[can.Message], None]:
         return self.bms.on_frame
 
-    def transmitters(self, bus: can.BusABC) -> list[tuple[Coroutine[Any, Any, None], str]]:
+    def transmitters(self, bus: can.BusABC) -> list[Cyclic]:
         # Stagger cycle groups so frames of different periods do not share one instant.
         return [
-            (self.bms.transmit(bus, period, names, 0.001 * (k + 1)), f"bms-tx-{period:g}s")
+            Cyclic(period, 0.001 * (k + 1), self.bms.sender(bus, names), f"bms-tx-{period:g}s")
             for k, (period, names) in enumerate(sorted(self.bms.schedule.items()))
         ]
 

@@ -37,6 +37,8 @@ from collections import deque
 from collections.abc import Callable
 
 _ERROR_QUEUE_LEN = 20
+# Distinct lines kept split per instrument (a poll repeats one line; setpoints vary).
+_LINE_CACHE_SIZE = 64
 
 ERR_NONE = (0, "No error")
 ERR_SYNTAX = (-102, "Syntax error")
@@ -99,6 +101,8 @@ class ScpiDevice(abc.ABC):
         self.sre = 0
         # Replies already produced on the line being parsed: the output queue behind MAV.
         self._pending: list[str] = []
+        # Lines as split into commands: a poll sends the same line every time.
+        self._lines: dict[str, list[tuple[str, bool, str]]] = {}
 
     @abc.abstractmethod
     def identity(self) -> str:
@@ -128,13 +132,19 @@ class ScpiDevice(abc.ABC):
 
     def scpi(self, line: str) -> str | None:
         """Process one line (commands separated by ';'); reply to its queries, or None."""
+        commands = self._lines.get(line)
+        if commands is None:
+            commands = _split_line(line)
+            if len(self._lines) >= _LINE_CACHE_SIZE:
+                self._lines.clear()  # setpoints with ever new numbers: keep only the recent lines
+            self._lines[line] = commands
         replies = self._pending = []
-        for raw in line.split(";"):
-            command = raw.strip()
-            if not command:
-                continue
+        for header, query, arg in commands:
             try:
-                reply = self._execute(command)
+                if header.startswith("*"):
+                    reply = self._common(header, query, arg)
+                else:
+                    reply = self.program_header(header, query, arg)
             except ScpiError as exc:
                 self.push_error(exc.error)
                 continue
@@ -142,17 +152,6 @@ class ScpiDevice(abc.ABC):
                 replies.append(reply)
         self._pending = []  # the line's replies go out with it: the output queue is empty again
         return ";".join(replies) if replies else None
-
-    def _execute(self, command: str) -> str | None:
-        header, _, arg = command.replace("\t", " ").partition(" ")
-        arg = arg.strip()
-        header = header.upper()
-        query = header.endswith("?")
-        if query:
-            header = header[:-1]
-        if header.startswith("*"):
-            return self._common(header, query, arg)
-        return self.program_header(header, query, arg)
 
     # -- IEEE 488.2 common commands ---------------------------------------------------------
 
@@ -228,6 +227,20 @@ class ScpiDevice(abc.ABC):
     def pop_error(self) -> str:
         code, text = self.errors.popleft() if self.errors else ERR_NONE
         return f'{code},"{text}"'
+
+
+def _split_line(line: str) -> list[tuple[str, bool, str]]:
+    """A line's commands as (header in upper case without '?', query, argument), empty ones left out."""
+    commands = []
+    for raw in line.split(";"):
+        command = raw.strip()
+        if not command:
+            continue
+        header, _, arg = command.replace("\t", " ").partition(" ")
+        header = header.upper()
+        query = header.endswith("?")
+        commands.append((header[:-1] if query else header, query, arg.strip()))
+    return commands
 
 
 def _register_value(arg: str) -> int:

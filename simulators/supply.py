@@ -75,6 +75,7 @@ class Supply(ScpiDevice):
         self.meas_current = 0.0
         # The header path of the previous command on the line being parsed (IEEE 488.2).
         self._path: tuple[str, ...] = ()
+        self._resolved: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
         # Interface watchdog: output off when the controller has been silent this long (0 = off).
         self.watchdog_s = 0.0
         self.watchdog_tripped = False
@@ -144,6 +145,13 @@ class Supply(ScpiDevice):
         return None
 
     def _resolve(self, header: str, path: tuple[str, ...]) -> tuple[str, ...]:
+        # A poll resolves the same few headers on the same paths again and again.
+        key = self._resolved.get((header, path))
+        if key is None:
+            key = self._resolved[header, path] = self._resolve_header(header, path)
+        return key
+
+    def _resolve_header(self, header: str, path: tuple[str, ...]) -> tuple[str, ...]:
         absolute = header.startswith(":")
         nodes = []
         for node in header.lstrip(":").upper().split(":"):

@@ -9,6 +9,7 @@ frame (benchmarks/ingest.py's checks, which raise CheckFailed).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from benchmarks import ingest
 
 SECONDS = 4.0  # about 2700 frames
+READ_FAILED = "CAN bus read failed:"
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +47,33 @@ def test_the_checks_see_a_lost_frame(tmp_path: Path, plan: ingest.Plan, traffic:
     swapped = [*traffic[:50], traffic[51], traffic[50], *traffic[52:]]
     with pytest.raises(ingest.CheckFailed, match="frame 50 is"):
         ingest.check_sequence("received", [(fid, data) for _, fid, data in swapped], traffic)
+
+
+def test_a_bus_read_that_fails_is_a_device_fault(
+    tmp_path: Path, plan: ingest.Plan, traffic: list[ingest.Frame]
+) -> None:
+    """An interface that fails under the reader thread stops the run with the device named, not silently."""
+
+    async def run() -> list[str]:
+        loop = asyncio.get_running_loop()
+        b = ingest.bench_parts(plan, loop, tmp_path, {"interface": "virtual", "channel": "test-ingest-fail"})
+        faults: list[str] = []
+        b.dctx.fault = lambda device, reason: faults.append(f"{device}: {reason}")
+        connecting = loop.create_task(b.driver.connect(b.dctx))
+        while b.driver._bus is None:  # noqa: ASYNC110 (the device opens its bus in connect)
+            await asyncio.sleep(0.001)
+        ingest.feed_virtual("test-ingest-fail", traffic, ingest.START_EPOCH).start()
+        await connecting
+        b.driver._bus.shutdown()  # the interface goes away under the reader
+        for _ in range(100):
+            if any(READ_FAILED in f for f in faults):
+                break
+            await asyncio.sleep(0.02)
+        await b.driver.close()
+        b.rec.close_traffic()
+        b.rec.log.close()
+        return faults
+
+    faults = ingest.run_on(False, run)
+    # The cyclic sender may say its part too; the reader must say that reading failed.
+    assert any(f.startswith(f"bms: {READ_FAILED}") for f in faults), faults
