@@ -3,8 +3,8 @@
 The HTML (``render.py``) is the one source of the report's content; this module reads it back
 (it is our own, small HTML: headings, paragraphs, tables, lists, figures and a few classes of
 ``span``) and lays the same text out with the Typst compiler, in-process. WeasyPrint took
-10-35 s for the 46 pages of a 600-step run; Typst takes a fraction of a second
-(benchmarks/report_render.py).
+17-20 s of CPU for the 46 pages of a 600-step run; Typst takes about 1 s for the same content
+(39 pages; benchmarks/report_render.py).
 
 Every piece of text is passed to Typst as a string literal in code mode, never as markup, so
 nothing a sequence, a station file or a device says can be read as a Typst command. Fonts come
@@ -323,6 +323,10 @@ def write_pdf(html_text: str, target: Path) -> Path:
 
 def pdf_bytes(html_text: str) -> bytes:
     import typst
+
+    if not (FONT_DIR / "DejaVuSans.ttf").is_file():
+        # Typst would lay the text out in no font at all: a PDF without its words is no report.
+        raise FileNotFoundError(f"{FONT_DIR / 'DejaVuSans.ttf'}: the report's font (Debian fonts-dejavu-core)")
 
     with tempfile.TemporaryDirectory(prefix="report-") as folder:
         root = Path(folder)
