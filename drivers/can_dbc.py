@@ -640,6 +640,7 @@ class CanDbcDriver(Driver):
         uds = self._uds
         uds_rx = -1 if uds is None else uds.rx_id
         on_message = self._on_message
+        decoded = self._decode_cache
         for msg in frames:
             if msg.is_error_frame:
                 record(msg, False)
@@ -656,6 +657,8 @@ class CanDbcDriver(Driver):
                 continue
             if self._ts_offset is None:
                 self._ts_offset = ctx.loop.time() - msg.timestamp
+            if m.frame_id not in decoded and not self._unseen:
+                continue  # nobody refers to a signal of it (and connect waits for none): recorded only
             # More than 8 bytes with is_fd false is an FD frame from python-can's socketcand client: decoded alike.
             on_message(m, bytes(msg.data), msg.timestamp + self._ts_offset)
 
