@@ -71,7 +71,7 @@ class OcvCurve:
         self.lo = socs[0]
         n = round((socs[-1] - self.lo) / self.STEP) + 1
         self._inv = 1.0 / self.STEP
-        self._grid = [_interp(table, self.lo + k * self.STEP) for k in range(n)]
+        self._grid = [_interp(table, socs, self.lo + k * self.STEP) for k in range(n)]
         self._last = n - 1
 
     def __call__(self, soc: float) -> float:
@@ -102,8 +102,7 @@ class OcvCurve:
         return out
 
 
-def _interp(table: Sequence[tuple[float, float]], soc: float) -> float:
-    socs = [p[0] for p in table]
+def _interp(table: Sequence[tuple[float, float]], socs: Sequence[float], soc: float) -> float:
     k = min(max(bisect_right(socs, soc) - 1, 0), len(table) - 2)
     (x0, y0), (x1, y1) = table[k], table[k + 1]
     return y0 + (y1 - y0) * (soc - x0) / (x1 - x0)
