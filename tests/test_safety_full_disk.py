@@ -65,17 +65,18 @@ def _psu_safe(readback: list[Any]) -> bool:
 def test_event_log_full_still_commands_and_reads_back_the_safe_state(
     tmp_path: Path, sequence: Path, monkeypatch: pytest.MonkeyPatch, failing_from: str
 ) -> None:
-    real_append = EventLog.append
+    real_append = EventLog.append_fields
     full: list[bool] = []
 
-    def append(self: EventLog, kind: str, t: float, **fields: Any) -> str:
+    # Every line of the log goes through append_fields (append passes its fields on to it).
+    def append_fields(self: EventLog, kind: str, t: float, fields: dict[str, Any]) -> str:
         if kind == failing_from:
             full.append(True)
         if full:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_append(self, kind, t, **fields)
+        return real_append(self, kind, t, fields)
 
-    monkeypatch.setattr(EventLog, "append", append)
+    monkeypatch.setattr(EventLog, "append_fields", append_fields)
     started: list[Started] = []
     plan = build_plan(sequence, SIM_STATION, {"hold": "2 min"})
     result = run_plan(plan, tmp_path / "reports", full_report=False, on_started=started.append)
