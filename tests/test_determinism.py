@@ -234,6 +234,8 @@ CELLS = [
     ("iso26262/bms_message_lost.yaml", "slow_reaction"),
     ("iso26262/bms_message_lost.yaml", "crc_corrupted"),
     ("iso26262/fccu_message_lost.yaml", "fc_command_timeout_ignored"),
+    # The reference sequence, long enough for every plant (pack, supply, DAQ, analyzer) to matter.
+    ("r100/overcharge.yaml", "slow_reaction"),
 ]
 
 

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -122,8 +121,6 @@ SHORT = ("-p", "observation=1min")
     ("fault", "params", "verdicts", "reason"),
     [
         ("overvoltage_protection_disabled", (), {"FAIL"}, r"'BMS interrupts the charge or signals its termination'"),
-        # The BMS signals termination and the charger stops; the contactors stay welded.
-        ("contactor_welded", (), {"FAIL"}, r"'contactors still open after observation'"),
         # Counting only the interruption (not the termination signal GB 38031-2025 8.2.14.4 b accepts).
         (
             "slow_reaction",
@@ -149,31 +146,15 @@ def test_faults_are_caught(
 
 
 def test_welded_contactor_is_an_unsafe_end(tmp_path: Path) -> None:
+    # The BMS signals termination and the charger stops; the contactors stay welded.
     r = bench("run", OVERCHARGE, "--reports", tmp_path, "--fault", "contactor_welded", "-q", *SHORT, timeout=600)
     result = r.result()
+    assert result["verdict"] == "FAIL" and "'contactors still open after observation'" in result["reason"]
     assert r.rc == 5
     assert result["unsafe_end"] is True
     assert "UNSAFE END" in result["reason"] and "bms" in result["reason"]
     bms = next(s for s in result["safe_state"] if s["device"] == "bms")
     assert not bms["safe"] and "WELDED" in bms["detail"]
-
-
-def _comparable(run: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in (run / "events.jsonl").read_text().splitlines():
-        e = json.loads(line)
-        for volatile in ("prev", "run_id", "started_utc", "inputs", "outputs"):
-            e.pop(volatile, None)
-        out.append(e)
-    return out
-
-
-def test_same_seed_same_run(nominal: Completed, tmp_path: Path) -> None:
-    again = bench("run", OVERCHARGE, "--reports", tmp_path, "-q")
-    assert again.rc == 0
-    a, b = _comparable(nominal.run_dir()), _comparable(again.run_dir())
-    assert len(a) == len(b)
-    assert a == b
 
 
 def test_sigint_runs_cleanup_and_aborts(tmp_path: Path) -> None:
