@@ -21,11 +21,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import can
-import cantools
 
 from simulators.bms_firmware import FrameCodec
 from simulators.can_plant import CanPlant, Cyclic
 from simulators.config_spec import NUM, Spec, check_section
+from simulators.dbc import load_ecu_dbc
 from simulators.fault_box import Channel, FaultBox
 from simulators.faults import CATALOGUE as SENSOR_CATALOGUE
 from simulators.faults import H2_SENSOR_FAULTS, Faults, checked_names
@@ -177,16 +177,7 @@ def build_plant(
     if len(cfg["vin"]) != 17:
         raise ValueError(f"fccu config: vin must have 17 characters (ISO 3779), got {cfg['vin']!r}")
 
-    try:
-        db = cantools.database.load_file(cfg["dbc"])
-    except Exception as exc:  # cantools raises several unrelated types for bad files
-        raise ValueError(f"fccu config: cannot load dbc {cfg['dbc']!r}: {exc}") from exc
-    if not isinstance(db, cantools.database.can.Database):
-        raise ValueError(f"fccu config: {cfg['dbc']!r} is not a CAN database")
-    names = {m.name for m in db.messages}
-    for needed in (*TX_FRAMES, COMMAND_FRAME, *SENSOR_FRAMES, TANK_FRAME):
-        if needed not in names:
-            raise ValueError(f"fccu config: dbc {cfg['dbc']!r} has no message {needed}")
+    db = load_ecu_dbc(cfg["dbc"], "fccu", (*TX_FRAMES, COMMAND_FRAME, *SENSOR_FRAMES, TANK_FRAME))
     try:
         for m in db.messages:
             FrameCodec(m)
