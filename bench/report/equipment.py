@@ -224,6 +224,90 @@ def _combine(parts: list[tuple[str, float]], shown_in: Unit | None) -> Uncertain
     return Uncertainty(math.sqrt(sum(u * u for _, u in parts)), [f"{what}: u = {text(u)}" for what, u in parts])
 
 
+# What the uncertainty of a reading needs from the register is read once per register entry, not
+# once per measurement: the caches below are keyed on the entry's content (its texts and numbers),
+# so an edited register is read again, and each is a pure function of that content. Per
+# measurement only what depends on the value is left: the range that holds it, the reading term,
+# and the lines that state a u that depends on the value.
+_SQRT3 = math.sqrt(3)
+_SQRT12 = math.sqrt(12)
+_RangeKey = tuple[str, float, float, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _RangeSpec:
+    """One range of an instrument's signal, read: its full scale and the terms that do not depend on the value."""
+
+    full_scale: float  # base units
+    reading: float  # reading_pct / 100
+    range_term: float  # range_pct / 100 * full scale, base units
+    absolute: float | None  # the fixed term, base units (None: none stated)
+    accuracy_line: str  # the budget line's words for the accuracy component
+    resolution: tuple[str, float] | None  # (its budget words, its u in base units)
+    readable: bool  # False: its fixed term or its resolution cannot be read (no U from this range)
+
+
+def _range_key(r: Range) -> _RangeKey:
+    return (r.range, r.reading_pct, r.range_pct, r.absolute, r.resolution)
+
+
+@functools.lru_cache(maxsize=256)  # the register's few (instrument, signal) entries
+def _range_specs(asset_id: str, ranges: tuple[_RangeKey, ...]) -> tuple[_RangeSpec, ...] | None:
+    """The ranges of one signal of an instrument, smallest full scale first; None when a full scale cannot be read."""
+    try:
+        # sorted() is stable: ranges of the same full scale keep the register's order.
+        ordered = sorted(ranges, key=lambda k: diff_base(k[0]))
+    except ExpressionError:
+        return None
+    out = []
+    for rng, reading_pct, range_pct, absolute_text, resolution_text in ordered:
+        r = Range(
+            range=rng, reading_pct=reading_pct, range_pct=range_pct, absolute=absolute_text, resolution=resolution_text
+        )
+        full_scale = diff_base(r.range)
+        readable = True
+        absolute: float | None = None
+        resolution: tuple[str, float] | None = None
+        try:
+            if r.absolute:
+                absolute = diff_base(r.absolute)
+            if r.resolution:
+                resolution = (f"resolution {r.resolution} (rectangular)", diff_base(r.resolution) / _SQRT12)
+        except ExpressionError:
+            readable = False
+        out.append(
+            _RangeSpec(
+                full_scale,
+                r.reading_pct / 100,
+                r.range_pct / 100 * full_scale,
+                absolute,
+                f"{asset_id} accuracy {r.spec_text()} (rectangular)",
+                resolution,
+                readable,
+            )
+        )
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)  # the register's few signal sources, in the few units they are shown in
+def _source_uncertainty(
+    signal: str, accuracy: str | None, resolution: str | None, shown_in: Unit | None
+) -> tuple[float, tuple[str, ...]] | None:
+    """u_c and budget lines of a signal source (none of it depends on the value); None when nothing is known."""
+    if accuracy is None and resolution is None:
+        return None
+    parts = []
+    try:
+        if accuracy:
+            parts.append((f"{signal} accuracy ±{accuracy} (rectangular)", diff_base(accuracy) / _SQRT3))
+        if resolution:
+            parts.append((f"{signal} resolution {resolution} (rectangular)", diff_base(resolution) / _SQRT12))
+    except ExpressionError:
+        return None
+    unc = _combine(parts, shown_in)
+    return unc.u_base, tuple(unc.budget)
+
+
 def signal_uncertainty(
     signal: str,
     value_base: float,
@@ -235,34 +319,29 @@ def signal_uncertainty(
 
     ``shown_in``: the unit of the result, in which the budget states each component."""
     device, _, short = signal.partition(".")
-    try:
-        for ins in equipment:
-            if ins.device != device or short not in ins.signals:
-                continue
-            x = abs(value_base)
-            ranges = sorted(ins.signals[short], key=lambda r: diff_base(r.range))
-            # The smallest range that holds the value (instruments autorange; the spec names it).
-            rng = next((r for r in ranges if x <= diff_base(r.range)), ranges[-1])
-            half = rng.reading_pct / 100 * x + rng.range_pct / 100 * diff_base(rng.range)
-            if rng.absolute:
-                half += diff_base(rng.absolute)
-            parts = [(f"{ins.asset_id} accuracy {rng.spec_text()} (rectangular)", half / math.sqrt(3))]
-            if rng.resolution:
-                parts.append((f"resolution {rng.resolution} (rectangular)", diff_base(rng.resolution) / math.sqrt(12)))
-            return _combine(parts, shown_in)
-        src = sources.get(signal)
-        if src is None or (src.accuracy is None and src.resolution is None):
+    for ins in equipment:
+        if ins.device != device or short not in ins.signals:
+            continue
+        specs = _range_specs(ins.asset_id, tuple(map(_range_key, ins.signals[short])))
+        if not specs:  # a full scale that cannot be read, or no range at all
             return None
-        parts = []
-        if src.accuracy:
-            parts.append((f"{signal} accuracy ±{src.accuracy} (rectangular)", diff_base(src.accuracy) / math.sqrt(3)))
-        if src.resolution:
-            parts.append(
-                (f"{signal} resolution {src.resolution} (rectangular)", diff_base(src.resolution) / math.sqrt(12))
-            )
+        x = abs(value_base)
+        # The smallest range that holds the value (instruments autorange; the spec names it).
+        rng = next((r for r in specs if x <= r.full_scale), specs[-1])
+        if not rng.readable:
+            return None
+        half = rng.reading * x + rng.range_term
+        if rng.absolute is not None:
+            half += rng.absolute
+        parts = [(rng.accuracy_line, half / _SQRT3)]
+        if rng.resolution is not None:
+            parts.append(rng.resolution)
         return _combine(parts, shown_in)
-    except ExpressionError:
+    src = sources.get(signal)
+    if src is None:
         return None
+    known = _source_uncertainty(signal, src.accuracy, src.resolution, shown_in)
+    return None if known is None else Uncertainty(known[0], list(known[1]))
 
 
 def instant_uncertainty(signals: Iterable[str], sources: Mapping[str, SignalSource]) -> tuple[str, float] | None:

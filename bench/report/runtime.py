@@ -7,6 +7,7 @@ a pure function of the plan (station + sequence) and the values seen.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from bench.report.equipment import (
     signal_uncertainty,
     used_instruments,
 )
-from bench.units import format_value
+from bench.units import Unit, format_value
 
 if TYPE_CHECKING:
     from bench.plan import Plan, PlanStep
@@ -134,9 +135,8 @@ def measurement_uncertainty(
             ]
     if unc is None:
         return None, [f"{NOT_EVALUATED}: " + "; ".join(why)]
-    expanded = unc.expanded_base / unit.factor
-    budget = [*unc.budget, f"u_c = {unc.u_base / unit.factor:.3g} {unit.text}, U = k·u_c, k = {COVERAGE_K:g}"]
-    return _two_significant(expanded), budget
+    expanded, combined = _expanded(unc.u_base, unit)
+    return expanded, [*unc.budget, combined]
 
 
 # The first words of the one budget line of a measurement whose U is unknown (the reason follows).
@@ -203,6 +203,13 @@ def missing_signal_data(plan: Plan, signal: str) -> str:
         )
     assets = ", ".join(i.asset_id for i in instruments)
     return f"{signal}: no register entry ({assets} of device {device} states no accuracy of {short}, no signal_sources entry)"
+
+
+@functools.lru_cache(maxsize=1024)  # a u that does not depend on the value (a signal source's) recurs every time
+def _expanded(u_base: float, unit: Unit) -> tuple[float, str]:
+    """U (k = 2) in ``unit``, stated to two significant digits, and the budget's line that combines the u."""
+    combined = f"u_c = {u_base / unit.factor:.3g} {unit.text}, U = k·u_c, k = {COVERAGE_K:g}"
+    return _two_significant(COVERAGE_K * u_base / unit.factor), combined
 
 
 def _two_significant(x: float) -> float:
