@@ -57,6 +57,9 @@ class DeviceContext:
     # Signals the run refers to anywhere (None: all). A driver may skip decoding the others: a
     # frame's raw bytes are recorded whatever it carries.
     wanted: Collection[str] | None = None
+    # Received frames for the record in one call, in bus order: ``record_frame(msg, False)`` for
+    # each, which it is when None.
+    record_frames: Callable[[list[can.Message]], None] | None = None
 
     def start_task(self, device: str, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         if self.spawn is not None:

@@ -210,6 +210,7 @@ class Run(RunContext):
             self._inproc,
             spawn=self._spawn,
             wanted=self.plan.wanted,
+            record_frames=self.rec.frames_received if self.rec else None,
         )
         for name, driver in self.plan.drivers.items():
             if self.stops.estop_task is not None:

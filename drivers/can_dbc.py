@@ -630,37 +630,72 @@ class CanDbcDriver(Driver):
 
         The in-process link hands over the frames of one instant, a bus read on a thread what
         arrived since its last batch (:class:`_BatchReader`): one call, not one loop callback, per frame.
+        The frames are recorded together, in runs: those before a frame that publishes anything
+        (or raises a fault) are recorded before it is, so the record sees what one call per frame
+        would. A payload already decoded that publishes nothing (a cell voltage nobody shows, the
+        usual case on a busy bus) is recorded and costs a dictionary look-up.
         """
         ctx = self._ctx
         if ctx is None:
             return
-        record = ctx.record_frame
+        record_frames = ctx.record_frames or self._record_each
         rx_msgs = self.rx_msgs
         j1939 = self._j1939
         uds = self._uds
         uds_rx = -1 if uds is None else uds.rx_id
         on_message = self._on_message
         decoded = self._decode_cache
+        protected = self._protection
+        unseen = self._unseen  # messages connect waits for; emptied by _on_message
+        pending: list[can.Message] = []  # received, not recorded yet
         for msg in frames:
+            pending.append(msg)
             if msg.is_error_frame:
-                record(msg, False)
+                record_frames(pending)
+                pending = []
                 ctx.fault(self.name, f"CAN error frame on the bus: {_error_class(msg)}")
                 continue
-            record(msg, False)
-            if msg.arbitration_id == uds_rx:
+            fid = msg.arbitration_id
+            if fid == uds_rx:
                 assert uds is not None
                 # The ISO-TP state lives on the loop; fed after the frames before it, as a callback.
                 ctx.loop.call_soon_threadsafe(uds.feed, msg)
                 continue
-            m = rx_msgs.get(msg.arbitration_id) if j1939 is None else j1939.on_frame(msg)
-            if m is None:
-                continue
+            if j1939 is None:
+                m = rx_msgs.get(fid)
+                if m is None:
+                    continue
+            else:
+                record_frames(pending)
+                pending = []
+                m = j1939.on_frame(msg)
+                if m is None:
+                    continue
+                fid = m.frame_id
             if self._ts_offset is None:
                 self._ts_offset = ctx.loop.time() - msg.timestamp
-            if m.frame_id not in decoded and not self._unseen:
+            cache = decoded.get(fid)
+            if cache is None and not unseen:
                 continue  # nobody refers to a signal of it (and connect waits for none): recorded only
             # More than 8 bytes with is_fd false is an FD frame from python-can's socketcand client: decoded alike.
-            on_message(m, bytes(msg.data), msg.timestamp + self._ts_offset)
+            data = bytes(msg.data)
+            if cache is not None and not unseen:
+                samples = cache.get(data)
+                if samples is not None and not (samples and (samples[0] or protected[fid] is not None)):
+                    continue  # decoded before: no signal of it that anybody refers to, no E2E state
+            if pending:
+                record_frames(pending)
+                pending = []
+            on_message(m, data, msg.timestamp + self._ts_offset)
+        if pending:
+            record_frames(pending)
+
+    def _record_each(self, frames: list[can.Message]) -> None:
+        """Received frames for the record, one call each (a context that records no batches)."""
+        assert self._ctx is not None
+        record = self._ctx.record_frame
+        for msg in frames:
+            record(msg, False)
 
     def _read_failed(self, exc: Exception) -> None:
         if self._ctx is not None and self._reader is not None:

@@ -13,6 +13,7 @@ the files.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 import can
@@ -36,46 +37,76 @@ class FrameWriter(can.BLFWriter):
         self._channel_numbers: dict[Any, int] = {}
 
     def on_message_received(self, msg: can.Message) -> None:
+        self.write_frames((msg,))
+
+    def write_frames(self, msgs: Iterable[can.Message]) -> None:
+        """Write ``msgs`` in their order, as many calls of ``on_message_received`` would.
+
+        A busy bus hands frames over in batches: one call packs all of them. A container is
+        written as soon as the buffer holds a container's worth, as python-can does after each
+        frame, so the containers and their bytes are the same. On a failed write (OSError),
+        ``object_count`` includes the frame whose write failed and none after it.
+        """
         start = self.start_timestamp
-        if msg.is_fd or msg.is_error_frame or start is None:
-            super().on_message_received(msg)
-            return
-        try:
-            channel = self._channel_numbers.get(msg.channel)
-        except TypeError:  # an unhashable channel (a list of numbers) is python-can's to number
-            super().on_message_received(msg)
-            return
-        if channel is None:
-            channel = self._channel_number(msg.channel)
-        arb_id = msg.arbitration_id | blf.CAN_MSG_EXT if msg.is_extended_id else msg.arbitration_id
-        flags = blf.REMOTE_FLAG if msg.is_remote_frame else 0
-        if not msg.is_rx:
-            flags |= blf.DIR
-        timestamp = msg.timestamp
-        self.stop_timestamp = timestamp
-        offset = int((timestamp - start) * 1e9)
-        self._buffer.append(
-            _CAN_OBJECT.pack(
-                b"LOBJ",
-                _HEADER_SIZE,
-                1,
-                _OBJECT_SIZE,
-                blf.CAN_MESSAGE,
-                blf.TIME_ONE_NANS,
-                0,
-                0,
-                offset if offset > 0 else 0,
-                channel,
-                flags,
-                msg.dlc,
-                arb_id,
-                bytes(msg.data),
+        numbers = self._channel_numbers
+        pack = _CAN_OBJECT.pack
+        limit = self.max_container_size
+        append = self._buffer.append
+        size = self._buffer_size
+        count = 0  # frames appended since object_count and _buffer_size were last brought up to date
+        for msg in msgs:
+            try:
+                channel: int | None = numbers[msg.channel]
+            except KeyError:
+                channel = self._channel_number(msg.channel)
+            except TypeError:  # an unhashable channel (a list of numbers) is python-can's to number
+                channel = None
+            if channel is None or msg.is_fd or msg.is_error_frame or start is None:
+                # python-can's own code, which keeps the buffer's size and count itself.
+                self._buffer_size = size
+                self.object_count += count
+                count = 0
+                super().on_message_received(msg)
+                start = self.start_timestamp  # python-can takes it from the first frame when unset
+                append = self._buffer.append
+                size = self._buffer_size
+                continue
+            arb_id = msg.arbitration_id | blf.CAN_MSG_EXT if msg.is_extended_id else msg.arbitration_id
+            flags = blf.REMOTE_FLAG if msg.is_remote_frame else 0
+            if not msg.is_rx:
+                flags |= blf.DIR
+            timestamp = msg.timestamp
+            self.stop_timestamp = timestamp
+            offset = int((timestamp - start) * 1e9)
+            append(
+                pack(
+                    b"LOBJ",
+                    _HEADER_SIZE,
+                    1,
+                    _OBJECT_SIZE,
+                    blf.CAN_MESSAGE,
+                    blf.TIME_ONE_NANS,
+                    0,
+                    0,
+                    offset if offset > 0 else 0,
+                    channel,
+                    flags,
+                    msg.dlc,
+                    arb_id,
+                    bytes(msg.data),
+                )
             )
-        )
-        self._buffer_size += _OBJECT_SIZE
-        self.object_count += 1
-        if self._buffer_size >= self.max_container_size:
-            self._flush()
+            size += _OBJECT_SIZE
+            count += 1
+            if size >= limit:
+                self._buffer_size = size
+                self.object_count += count
+                count = 0
+                self._flush()  # replaces the buffer with what did not fit in the container
+                append = self._buffer.append
+                size = self._buffer_size
+        self._buffer_size = size
+        self.object_count += count
 
     def _channel_number(self, channel: Any) -> int:
         """The BLF channel of ``channel`` as python-can numbers it (from 1), remembered."""
