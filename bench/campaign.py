@@ -113,6 +113,7 @@ def run_campaign(
     with station_guard(load_station(station).model.id, campaign_id, f"campaign {campaign_id}"):
         columns = [NOMINAL, *faults]
         todo = [(sid, f) for sid in sequences for f in columns]
+        idle = faults_out_of_reach(sequences, station, faults, params)
         out_dir.mkdir(parents=True, exist_ok=False)
         matrix = Matrix(
             campaign_id,
@@ -130,6 +131,7 @@ def run_campaign(
             futures = {
                 pool.submit(run_cell, str(sequences[sid]), str(station), f, dict(params), str(out_dir), seed): (sid, f)
                 for sid, f in todo
+                if (sid, f) not in idle
             }
             try:
                 for fut in as_completed(futures):
@@ -145,10 +147,65 @@ def run_campaign(
                 for fut in futures:
                     fut.cancel()
                 raise
+        for (sid, f), kinds in idle.items():
+            nominal = matrix.cell(sid, NOMINAL)
+            assert nominal is not None  # the nominal column is always run
+            matrix.cells.append(stands_on_nominal(nominal, f, kinds))
+            if progress is not None:
+                progress(len(matrix.cells), len(todo), matrix.cells[-1])
     order = {(sid, f): i for i, (sid, f) in enumerate(todo)}
     matrix.cells.sort(key=lambda c: order[(c.sequence, c.fault)])
     matrix.wall_s = time.perf_counter() - t0
     return matrix
+
+
+def faults_out_of_reach(
+    sequences: Mapping[str, Path], station: Path, faults: Sequence[str], params: Mapping[str, str]
+) -> dict[tuple[str, str], list[str]]:
+    """Cells whose fault cannot act on the sequence, with the simulators that carry the fault.
+
+    A fault acts only through the plant of the simulator that carries it (``plant_faults`` in the
+    engine), and a run starts only the plants behind the devices it uses
+    (``Plan.simulators_started``). A fault of a plant the sequence never starts leaves the run
+    exactly the nominal run, so such a cell is not run again: it stands on the nominal cell
+    (``Cell.same_as``). A sequence whose plan cannot be built keeps all its cells (each says why).
+    """
+    from bench.plan import build_plan, load_sequence
+
+    carriers: dict[str, set[str]] = {}
+    for sim in load_station(station).model.simulators:
+        for f in fault_catalogue(sim.kind):
+            carriers.setdefault(f, set()).add(sim.kind)
+    idle: dict[tuple[str, str], list[str]] = {}
+    for sid, path in sequences.items():
+        try:
+            _, model = load_sequence(path)
+            overrides = {k: v for k, v in params.items() if k in model.parameters}
+            plan = build_plan(path, station, overrides, [])
+        except BenchError:
+            continue
+        started = {sim.kind for _, sim in plan.simulators_started()}
+        for f in faults:
+            kinds = carriers.get(f, set())
+            if kinds and not kinds & started:
+                idle[(sid, f)] = sorted(kinds)
+    return idle
+
+
+def stands_on_nominal(nominal: Cell, fault: str, kinds: Sequence[str]) -> Cell:
+    return Cell(
+        nominal.sequence,
+        fault,
+        nominal.verdict,
+        f"not run: {fault} is a fault of the {' and '.join(kinds)} simulator, which this sequence does not"
+        f" start; its run is the nominal run ({nominal.reason})",
+        nominal.run_id,
+        nominal.sim_s,
+        0.0,
+        nominal.unsafe_end,
+        nominal.measurements,
+        same_as=NOMINAL,
+    )
 
 
 def write_matrix(matrix: Matrix, out_dir: Path) -> tuple[Path, Path]:

@@ -185,9 +185,7 @@ class Run(RunContext):
             self.stop = (Verdict.ERROR, f"internal error in steps: {exc!r}")
 
     async def _start_plants(self) -> None:
-        for i, sim in enumerate(self.plan.station.model.simulators):
-            if sim.devices and not any(d in self.plan.drivers for d in sim.devices):
-                continue  # nothing this run uses sits behind this plant
+        for i, sim in self.plan.simulators_started():
             builder = load_plant_builder(sim.kind)
             config = dict(sim.config)
             if "dbc" in config:

@@ -14,7 +14,7 @@ NOMINAL = "nominal"
 # ABORTED), or the bench stopped on the faulty instrument itself (ERROR: a driver fault, whose
 # run is invalid by design). The matrix shows the three apart.
 CAUGHT = ("FAIL", "ABORTED", "ERROR")
-MATRIX_SCHEMA = "1.0"
+MATRIX_SCHEMA = "1.1"  # 1.1: a cell's same_as
 
 
 @dataclass
@@ -28,10 +28,13 @@ class Cell:
     wall_s: float = 0.0
     unsafe_end: bool = False
     measurements: list[dict[str, Any]] = field(default_factory=list)
+    # The column whose run stands for this cell, when the cell's fault cannot act on the sequence
+    # (its simulator is not started by the sequence's runs): the cell is not run (bench/campaign.py).
+    same_as: str = ""
 
     @property
     def caught(self) -> bool:
-        return self.verdict in CAUGHT
+        return self.verdict in CAUGHT and not self.same_as
 
 
 @dataclass

@@ -29,7 +29,7 @@ from bench.expr import (
     opaque_units,
 )
 from bench.sequence import Sequence as SequenceModel
-from bench.station import LoadedStation, load_station
+from bench.station import LoadedStation, SimulatorEntry, load_station
 from bench.stepkinds.base import PlanStep, StepSite
 from bench.suggest import did_you_mean
 from bench.units import (
@@ -107,6 +107,19 @@ class Plan:
             names.update(sv.signal for sv in ss.sets)
             names.update(ss.verify.signals)
         return frozenset(names)
+
+    def simulators_started(self) -> list[tuple[int, SimulatorEntry]]:
+        """The station's simulators (with their index) whose plant a run of this plan starts.
+
+        A plant stands behind the station devices it names; a run that uses none of them does not
+        start it (a plant that names no devices always starts). A fault of a plant that is not
+        started therefore cannot act on the run (bench/campaign.py relies on it).
+        """
+        return [
+            (i, sim)
+            for i, sim in enumerate(self.station.model.simulators)
+            if not sim.devices or any(d in self.drivers for d in sim.devices)
+        ]
 
     @property
     def sequence_sha256(self) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from bench.campaign import collect_sequences, load_expected, station_fault_names
+from bench.campaign import collect_sequences, faults_out_of_reach, load_expected, run_cell, station_fault_names
 from bench.matrix import CAUGHT, NOMINAL
 from tests.conftest import ROOT, SIM_STATION, bench
 
@@ -99,6 +99,26 @@ def test_campaign_writes_the_matrix_and_compares_it(
     assert "R134-VALVE-FAILSAFE" in html and "shutoff_valve_normally_open" in html
     # One progress line per cell on stderr.
     assert sum(1 for line in run.err.splitlines() if line.startswith("[")) == 6
+    # The FCCU's fault cannot act on the BMS sequence (no FCCU plant in its runs): that cell stands
+    # on the nominal run instead of repeating it.
+    idle = [(c["sequence"], c["fault"], c["same_as"]) for c in data["cells"] if c["same_as"]]
+    assert idle == [("R100-6.13-CONTROL-FAILURE-WARNING", "shutoff_valve_normally_open", NOMINAL)]
+    assert len(list((folder / "runs").iterdir())) == 5
+    assert "5 runs in" in html
+
+
+def test_a_fault_of_a_simulator_the_sequence_does_not_start_leaves_the_nominal_run(tmp_path: Path) -> None:
+    """What lets the campaign skip such a cell: run anyway, it is the nominal run in every respect."""
+    sequence = next(SEQUENCES.rglob("warning_control_failure.yaml"))
+    fault = "shutoff_valve_normally_open"
+    assert faults_out_of_reach({"S": sequence}, SIM_STATION, [fault], {}) == {("S", fault): ["fccu"]}
+    nominal = run_cell(str(sequence), str(SIM_STATION), NOMINAL, {}, str(tmp_path / "a"), 1)
+    faulted = run_cell(str(sequence), str(SIM_STATION), fault, {}, str(tmp_path / "b"), 1)
+    assert nominal.verdict == "PASS"
+    same = ("verdict", "reason", "sim_s", "unsafe_end", "measurements")
+    assert [getattr(faulted, k) for k in same] == [getattr(nominal, k) for k in same]
+    # ... while a fault of the BMS's own simulator is in reach of it.
+    assert faults_out_of_reach({"S": sequence}, SIM_STATION, ["command_timeout_ignored"], {}) == {}
 
 
 def test_a_differing_cell_fails_the_campaign(

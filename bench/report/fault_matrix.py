@@ -15,7 +15,7 @@ th,td{border:1px solid #d0d0d0;padding:.25em .4em;vertical-align:top}
 th{background:#f2f2f2}th.f{writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap}
 td.c{text-align:center;font-weight:bold;color:#fff;min-width:2.5em}
 .PASS{background:#1e7e34}.FAIL{background:#c82333}.ERROR{background:#b35900}.ABORTED{background:#6f42c1}
-.nominal{border-right:3px solid #333}
+.nominal{border-right:3px solid #333}td.c.same{color:#666;font-weight:normal}
 .muted{color:#666}ul.find li{color:#c82333}
 """
 _SHORT = {"PASS": "P", "FAIL": "F", "ABORTED": "A", "ERROR": "E"}
@@ -37,6 +37,9 @@ def render_matrix_html(m: Matrix) -> str:
                 cells.append('<td class="muted">-</td>')
                 continue
             title = f"{c.verdict}: {c.reason}" + (" (unsafe end)" if c.unsafe_end else "") + f" [run {c.run_id}]"
+            if c.same_as:
+                cells.append(f'<td class="c same" title="{_e(title)}">=</td>')
+                continue
             extra = " nominal" if f == NOMINAL else ""
             cells.append(f'<td class="c {c.verdict}{extra}" title="{_e(title)}">{_SHORT.get(c.verdict, "?")}</td>')
         caught = sum(1 for f in m.faults if (c := m.cell(seq, f)) is not None and c.caught)
@@ -61,17 +64,20 @@ def render_matrix_html(m: Matrix) -> str:
             f"<td class='muted'>{_e(c.run_id)}</td><td class='muted'>{c.sim_s:g} s / {c.wall_s:g} s</td></tr>"
         )
     params = ", ".join(f"{k} = {v}" for k, v in m.params.items()) or "none (every sequence at its defaults)"
+    runs = sum(1 for c in m.cells if not c.same_as)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Fault matrix {_e(m.campaign_id)}</title>
 <style>{_CSS}</style></head><body>
 <h1>Fault matrix</h1>
 <p>Campaign <b>{_e(m.campaign_id)}</b>, started {_e(m.started_utc)}, station <code>{_e(m.station)}</code>,
 {len(m.sequences)} sequences x {len(columns)} simulator configurations (nominal + {len(m.faults)} fault modes),
-{len(m.cells)} runs in {m.wall_s:.0f} s.</p>
+{runs} runs in {m.wall_s:.0f} s.</p>
 <p>Parameters applied to every sequence that declares them: {_e(params)}.</p>
 <p>P = PASS, F = FAIL, A = ABORTED (caught by the sequence), E = ERROR (caught by the bench: it stopped on a
 device fault, the run is not valid).
-Hover over a cell for its reason; every cell has its own run record under <code>runs/</code>.</p>
+= : not run, the fault is in a simulator this sequence does not start, so its run is the nominal run
+({len(m.cells) - runs} cells). Hover over a cell for its reason; every run has its own record under
+<code>runs/</code>.</p>
 <h2>Findings</h2>{find_html}
 <h2>Matrix</h2>
 <table><tr><th>sequence</th>{head}<th>faults caught</th></tr>
