@@ -644,6 +644,7 @@ class CanDbcDriver(Driver):
         uds = self._uds
         uds_rx = -1 if uds is None else uds.rx_id
         on_message = self._on_message
+        publish = self._publish
         decoded = self._decode_cache
         protected = self._protection
         unseen = self._unseen  # messages connect waits for; emptied by _on_message
@@ -681,8 +682,13 @@ class CanDbcDriver(Driver):
             data = bytes(msg.data)
             if cache is not None and not unseen:
                 samples = cache.get(data)
-                if samples is not None and not (samples and (samples[0] or protected[fid] is not None)):
-                    continue  # decoded before: no signal of it that anybody refers to, no E2E state
+                if samples is not None:  # decoded before: _on_message's work without decoding
+                    if samples and (samples[0] or protected[fid] is not None):
+                        if pending:
+                            record_frames(pending)
+                            pending = []
+                        publish(fid, samples, msg.timestamp + self._ts_offset)
+                    continue  # else no signal of it that anybody refers to, no E2E state: recorded only
             if pending:
                 record_frames(pending)
                 pending = []
@@ -721,15 +727,19 @@ class CanDbcDriver(Driver):
             if len(cache) >= _CODEC_CACHE:
                 cache.clear()
             cache[key] = samples
-        if not samples:
-            return  # a frame that does not fit its DBC definition carries no usable signals
-        publish = ctx.publish
+        if samples:  # else a frame that does not fit its DBC definition carries no usable signals
+            self._publish(m.frame_id, samples, t)
+
+    def _publish(self, frame_id: int, samples: tuple[list[tuple[str, float]], bool, int], t: float) -> None:
+        """The decoded samples of one frame at loop time ``t``, and its E2E state (checked on every frame)."""
+        assert self._ctx is not None
+        publish = self._ctx.publish
         for name, value in samples[0]:
             publish(name, value, t)
-        prot = self._protection[m.frame_id]
+        prot = self._protection[frame_id]
         if prot is not None:
             state = float(self._check(prot, samples[1], samples[2]))
-            e2e = self._e2e_published.get(m.frame_id)
+            e2e = self._e2e_published.get(frame_id)
             if e2e is not None:
                 publish(e2e, state, t)
 

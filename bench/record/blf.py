@@ -20,13 +20,18 @@ import can
 from can.io import blf
 from can.util import channel2int
 
-# The object header (base and V1) and CAN_MSG_STRUCT of python-can's blf.py, in one struct:
-# signature, header size, header version, object size, object type, flags, client index,
-# object version, timestamp; channel, flags, dlc, arbitration id, 8 data bytes.
-_CAN_OBJECT = struct.Struct("<4sHHLL" + "LHHQ" + "HBBL8s")
+# The object header (base and V1) and CAN_MSG_STRUCT of python-can's blf.py, in one struct: the
+# header's fields up to the timestamp are the same for every classic frame (signature, header
+# size, header version, object size, object type, flags, client index, object version), packed
+# once; then the timestamp; channel, flags, dlc, arbitration id, 8 data bytes.
 _HEADER_SIZE = blf.OBJ_HEADER_BASE_STRUCT.size + blf.OBJ_HEADER_V1_STRUCT.size
 _OBJECT_SIZE = _HEADER_SIZE + blf.CAN_MSG_STRUCT.size
+_CAN_HEADER = struct.pack(
+    "<4sHHLL" + "LHH", b"LOBJ", _HEADER_SIZE, 1, _OBJECT_SIZE, blf.CAN_MESSAGE, blf.TIME_ONE_NANS, 0, 0
+)
+_CAN_OBJECT = struct.Struct(f"<{len(_CAN_HEADER)}s" + "Q" + "HBBL8s")
 assert _CAN_OBJECT.size == _OBJECT_SIZE and blf.CAN_MSG_STRUCT.size % 4 == 0  # no padding to add
+_EXTENDED, _REMOTE, _SENT = blf.CAN_MSG_EXT, blf.REMOTE_FLAG, blf.DIR
 
 
 class FrameWriter(can.BLFWriter):
@@ -50,6 +55,8 @@ class FrameWriter(can.BLFWriter):
         start = self.start_timestamp
         numbers = self._channel_numbers
         pack = _CAN_OBJECT.pack
+        header = _CAN_HEADER
+        timestamp = self.stop_timestamp
         limit = self.max_container_size
         append = self._buffer.append
         size = self._buffer_size
@@ -63,48 +70,37 @@ class FrameWriter(can.BLFWriter):
                 channel = None
             if channel is None or msg.is_fd or msg.is_error_frame or start is None:
                 # python-can's own code, which keeps the buffer's size and count itself.
+                self.stop_timestamp = timestamp
                 self._buffer_size = size
                 self.object_count += count
                 count = 0
                 super().on_message_received(msg)
                 start = self.start_timestamp  # python-can takes it from the first frame when unset
+                timestamp = self.stop_timestamp
                 append = self._buffer.append
                 size = self._buffer_size
                 continue
-            arb_id = msg.arbitration_id | blf.CAN_MSG_EXT if msg.is_extended_id else msg.arbitration_id
-            flags = blf.REMOTE_FLAG if msg.is_remote_frame else 0
+            arb_id = msg.arbitration_id | _EXTENDED if msg.is_extended_id else msg.arbitration_id
+            flags = _REMOTE if msg.is_remote_frame else 0
             if not msg.is_rx:
-                flags |= blf.DIR
+                flags |= _SENT
             timestamp = msg.timestamp
-            self.stop_timestamp = timestamp
             offset = int((timestamp - start) * 1e9)
-            append(
-                pack(
-                    b"LOBJ",
-                    _HEADER_SIZE,
-                    1,
-                    _OBJECT_SIZE,
-                    blf.CAN_MESSAGE,
-                    blf.TIME_ONE_NANS,
-                    0,
-                    0,
-                    offset if offset > 0 else 0,
-                    channel,
-                    flags,
-                    msg.dlc,
-                    arb_id,
-                    bytes(msg.data),
-                )
-            )
+            data: bytes | bytearray = msg.data  # a bytearray: struct's "8s" takes it as it is and pads it with zeros
+            if type(data) is not bytearray:
+                data = bytes(data)
+            append(pack(header, offset if offset > 0 else 0, channel, flags, msg.dlc, arb_id, data))
             size += _OBJECT_SIZE
             count += 1
             if size >= limit:
+                self.stop_timestamp = timestamp
                 self._buffer_size = size
                 self.object_count += count
                 count = 0
                 self._flush()  # replaces the buffer with what did not fit in the container
                 append = self._buffer.append
                 size = self._buffer_size
+        self.stop_timestamp = timestamp
         self._buffer_size = size
         self.object_count += count
 
