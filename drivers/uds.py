@@ -7,9 +7,11 @@ virtual-time loop. So this module uses the two libraries' pure layers only:
 * **can-isotp** ``TransportLayerLogic``: the ISO 15765-2 state machine (single frame, first /
   consecutive frames, flow control, padding) with non-blocking ``rxfn`` / ``txfn`` callbacks.
   We call ``process()`` whenever a frame arrives or a request is queued, so the stack moves
-  exactly when the bus does. Its internal timers (N_Cr, STmin) read ``perf_counter``; they only
-  bound the gaps *inside* one transfer, while the request timeout (P2 / P2*) is ours, on the
-  loop clock.
+  exactly when the bus does. Its timers (N_Bs, N_Cr, STmin) read ``perf_counter`` in the
+  library; here they read the event loop's clock (``_LoopTimer``), like the request timeout
+  (P2 / P2*). On the wall clock, a loaded machine in a virtual-time run took more than N_Cr's
+  1 s of wall time between two consecutive frames sent 1 ms apart, and the transfer failed
+  (``UnexpectedConsecutiveFrameError``).
 * **udsoncan** ``services.ReadDataByIdentifier``, ``ReadDTCInformation`` (sub-function 0x02,
   reportDTCByStatusMask) and ``ClearDiagnosticInformation``: build the request and interpret the
   response (negative responses, echoes, codecs, DTC records), exactly as its blocking client would.
@@ -69,6 +71,46 @@ CODECS: dict[int | str, Any] = {
 }
 
 
+def _loop_ns() -> int:
+    return int(asyncio.get_running_loop().time() * 1e9)
+
+
+class _LoopTimer(isotp.tools.Timer):
+    """can-isotp's timer on the event loop's clock: virtual time in a simulated run."""
+
+    def start(self, timeout: float | None = None) -> None:
+        if timeout is not None:
+            self.set_timeout(timeout)
+        self.start_time = _loop_ns()
+
+    def elapsed_ns(self) -> int:
+        return 0 if self.start_time is None else _loop_ns() - self.start_time
+
+    def elapsed(self) -> float:
+        return self.elapsed_ns() / 1e9
+
+
+class _LoopTransport(isotp.TransportLayerLogic):
+    """The ISO-TP state machine with every timer on the loop clock (the library makes them anew)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timer_tx_stmin = _LoopTimer(timeout=0)
+
+    def load_params(self) -> None:
+        super().load_params()
+        self.timer_rx_fc = _LoopTimer(timeout=float(self.params.rx_flowcontrol_timeout) / 1000)
+        self.timer_rx_cf = _LoopTimer(timeout=float(self.params.rx_consecutive_frame_timeout) / 1000)
+
+    def _start_rx_fc_timer(self) -> None:
+        self.timer_rx_fc = _LoopTimer(timeout=float(self.params.rx_flowcontrol_timeout) / 1000)
+        self.timer_rx_fc.start()
+
+    def _start_rx_cf_timer(self) -> None:
+        self.timer_rx_cf = _LoopTimer(timeout=float(self.params.rx_consecutive_frame_timeout) / 1000)
+        self.timer_rx_cf.start()
+
+
 class UdsClient:
     """One ISO-TP channel (tester side) and a ReadDataByIdentifier helper on top."""
 
@@ -89,7 +131,7 @@ class UdsClient:
         self.p2_star = p2_star
         self._rx: deque[isotp.CanMessage] = deque()
         self._errors: list[str] = []
-        self._stack = isotp.TransportLayerLogic(
+        self._stack = _LoopTransport(
             rxfn=self._rxfn,
             txfn=self._txfn,
             address=isotp.Address(isotp.AddressingMode.Normal_11bits, txid=tx_id, rxid=rx_id),

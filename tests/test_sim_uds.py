@@ -132,3 +132,37 @@ def test_plant_refuses_a_bad_vin() -> None:
     dbc = str(Path(__file__).resolve().parents[1] / "dbc" / "bms.dbc")
     with pytest.raises(ValueError, match=r"bms\.vin must have 17 characters"):
         build_plant({"dbc": dbc, "can_channel": "x", "bms": {"vin": "SHORT"}}, faults=[], seed=1, register=print)
+
+
+def test_iso_tp_timers_run_on_the_loop_clock_not_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loaded machine may take seconds of wall time between two frames 1 ms apart in virtual time."""
+    import isotp.tools
+
+    wall = iter(range(0, 10**15, 5 * 10**9))  # every read of the wall clock: 5 s later
+    monkeypatch.setattr(isotp.tools.time, "perf_counter_ns", lambda: next(wall))
+
+    async def read_vin() -> str:
+        _, client, _ = _pair()
+        return str(await client.read_did(0xF190))
+
+    assert run_virtual(read_vin) == "WDB9634031L000001"
+
+    async def late_consecutive_frame() -> str:
+        # The second consecutive frame 1.5 s late on the loop clock: beyond N_Cr (1 s).
+        loop = asyncio.get_running_loop()
+        server, client, _ = _pair()
+        late = server._send
+
+        def delay_second(m: can.Message) -> None:
+            if bytes(m.data)[0] == 0x22:
+                loop.call_later(1.5, late, m)
+            else:
+                late(m)
+
+        server._send = delay_second
+        client.p2 = 5.0  # the request waits longer than the late frame: the ISO-TP timer must judge it
+        with pytest.raises(UdsError):
+            await client.read_did(0xF190)
+        return " ".join(client._errors)
+
+    assert "ConsecutiveFrameTimeoutError" in run_virtual(late_consecutive_frame)
