@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -110,11 +109,6 @@ class MeasurePlan(KindPlan):
 
     def signals(self) -> set[str]:
         return ({self.signal} if self.signal else set()) | (set(self.expr.signals) if self.expr else set())
-
-    @functools.cached_property
-    def limits_text(self) -> str:
-        """The limits as the step's message states them: written once per step, not once per reading."""
-        return _limits(self)
 
 
 def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePlan:
@@ -393,7 +387,7 @@ def record_measurement(ctx: RunContext, step: PlanStep[Any], m: MeasurePlan, val
     ctx.measurements.append(Measurement(**fields, t=rounded(ctx.rel(ctx.now()))))
     ctx.event(EventKind.MEASUREMENT, **fields)
     shown_u = "" if expanded is None else f" ± {format_value(expanded, m.unit.text)}"
-    text = f"{m.name} = {format_value(value, m.unit.text)}{shown_u} ({m.limits_text})"
+    text = f"{m.name} = {format_value(value, m.unit.text)}{shown_u} ({_limits(m)})"
     if outcome == Outcome.FAIL:
         inside = (m.low is None or value >= m.low) and (m.high is None or value <= m.high)
         raise StepFailed(Outcome.FAIL, f"{text}: {'not accepted: ' + decision if inside else 'outside the limit'}")
