@@ -10,6 +10,7 @@ the ``BENCH_REQUIRE_SIGNATURE`` policy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -45,6 +46,16 @@ def downgrade(run: Path, *, drop_signer_key: bool = False) -> None:
     manifest["self_sha256"] = manifest_self_sha256(manifest)
     (run / "manifest.json").write_bytes(canonical_json(manifest))
     (run / "manifest.sig").unlink()
+    # The PDF's seal names the manifest it was made for: made again for the rewritten one, unsigned.
+    seal_path = run / "report-pdf.json"
+    if seal_path.exists():
+        seal = json.loads(seal_path.read_text())
+        seal["manifest_sha256"] = file_sha256(run / "manifest.json")
+        seal["self_sha256"] = hashlib.sha256(
+            canonical_json({k: v for k, v in seal.items() if k != "self_sha256"})
+        ).hexdigest()
+        seal_path.write_text(json.dumps(seal, indent=2) + "\n")
+        (run / "report-pdf.sig").unlink(missing_ok=True)
 
 
 @pytest.fixture(params=["signer null", "signer removed"])
