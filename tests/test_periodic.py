@@ -86,12 +86,6 @@ def test_a_periodic_runs_where_a_sleeping_task_would() -> None:
     assert with_timer == with_task
 
 
-def test_the_virtual_loops_pass_runs_what_the_base_loops_pass_runs_in_the_same_order() -> None:
-    # Debug mode runs asyncio's own _run_once; the fast pass must do the same.
-    for use_timer in (False, True):
-        assert _run(use_timer) == _run(use_timer, debug=True)
-
-
 def test_body_first_then_on_absolute_deadlines() -> None:
     stamps: list[float] = []
 
