@@ -355,6 +355,14 @@ def feed_virtual(channel: str, frames: list[Frame], base: float) -> threading.Th
     return threading.Thread(target=run, name="ingest-feeder", daemon=True)
 
 
+async def start_reading(b: Bench, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Task[None], Callable[[], float]]:
+    """Start the device's connect, which opens its bus and its reader thread; that thread's CPU clock."""
+    connecting = loop.create_task(b.driver.connect(b.dctx))
+    while b.driver._bus is None:  # noqa: ASYNC110 (the device opens its bus in connect; nothing to wait on)
+        await asyncio.sleep(0.001)
+    return connecting, cpu_clock(reader_thread("bms-rx"))
+
+
 async def ours_virtual(plan: Plan, frames: list[Frame], run_dir: Path, channel: str) -> float:
     """CPU seconds of the loop and the driver's reader thread, reading python-can's virtual bus."""
     loop = asyncio.get_running_loop()
@@ -362,11 +370,7 @@ async def ours_virtual(plan: Plan, frames: list[Frame], run_dir: Path, channel: 
     all_heard = last_frame(b, frames)
     cpu = cpu_clock(None)
     c0 = cpu()
-    connecting = loop.create_task(b.driver.connect(b.dctx))
-    while b.driver._bus is None:  # noqa: ASYNC110 (the device opens its bus in connect; nothing to wait on)
-        await asyncio.sleep(0.001)
-    reader = reader_thread("bms-rx")
-    reader_cpu = cpu_clock(reader)
+    connecting, reader_cpu = await start_reading(b, loop)
     r0 = reader_cpu()
     feeder = feed_virtual(channel, frames, START_EPOCH)
     feeder.start()
@@ -548,11 +552,7 @@ async def ours_socketcand(plan: Plan, frames: list[Frame], run_dir: Path, port: 
     lines = send_lines(frames)
     cpu = cpu_clock(None)
     c0 = cpu()
-    connecting = loop.create_task(b.driver.connect(b.dctx))
-    while b.driver._bus is None:  # noqa: ASYNC110 (the device opens its bus in connect; nothing to wait on)
-        await asyncio.sleep(0.001)
-    reader = reader_thread("bms-rx")
-    reader_cpu = cpu_clock(reader)
+    connecting, reader_cpu = await start_reading(b, loop)
     r0 = reader_cpu()
     await asyncio.sleep(RAW_SETTLE)
     feeder = feed_socketcand(port, lines)
