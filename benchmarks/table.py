@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 
@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def emit(rows: list[Row], args: argparse.Namespace) -> None:
     """Print the rows and, with --json, append them to the file (a smoke run's rows say so)."""
+    if args.smoke:  # a smoke run's figure is not a measurement of the goal, printed or written
+        rows = [replace(row, met=None) for row in rows]
     for row in rows:
         print(row.line())
     if args.json is None:
@@ -50,7 +52,5 @@ def emit(rows: list[Row], args: argparse.Namespace) -> None:
     for row in rows:
         entry = asdict(row)
         entry["smoke"] = bool(args.smoke)
-        if args.smoke:
-            entry["met"] = None  # a smoke run's figure is not a measurement of the goal
         existing.append(entry)
     args.json.write_text(json.dumps(existing, indent=1) + "\n")
