@@ -6,7 +6,6 @@ claim (docs/lab.md, Jobs)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import time
 from pathlib import Path
@@ -145,8 +144,9 @@ class QuickAgent(Agent):
     real broker, and that does not depend on what a run does."""
 
     async def _run(self, name: str, attempt: int) -> None:
-        # 0.5 .. 1.5 s, drawn from the job id: runs differ in length, as real ones do.
-        await asyncio.sleep(0.5 + int(hashlib.sha256(name.encode()).hexdigest()[:4], 16) / 0xFFFF)
+        # Every run exactly 1 s: the benches of each wave become idle at the same instant with a
+        # backlog of open jobs, the case where claims collide most (runs of 0.5 to 1.5 s collide less).
+        await asyncio.sleep(1.0)
         await self._finish(name, attempt, Result(job=name, bench=self.bench, attempt=attempt, verdict="PASS"))
 
 
@@ -154,7 +154,8 @@ def test_with_twenty_benches_a_job_draws_about_one_claim(
     lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Twenty agents (in one process, each with its own connections), 60 jobs in one burst: the
-    bench that got the wake-up claims; the others only claim a job still unclaimed at their turn."""
+    bench that got the wake-up claims; the others only claim a job still unclaimed at their turn;
+    benches freed at once with a backlog mostly claim different jobs of the oldest few."""
     add_users(lab.broker, {b: f"{b}-secret" for b in BENCHES_20})
     monkeypatch.setenv("BENCH_REPORT_PDF", "0")
     monkeypatch.setenv("BENCH_STATE_DIR", str(tmp_path / "state"))
