@@ -29,8 +29,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # One worker per core; the sequence items stay together on one (docs/campaign.md, "pytest").
+# The 20 slowest tests are listed at the end, so every run shows where the time goes.
 pytest: $(STAMP)
-	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto --durations=20
 
 test: lint typecheck pytest
 
