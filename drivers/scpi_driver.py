@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.device import ConfigError, DeviceContext, Driver
 from bench.errors import DeviceError
-from drivers.scpi import ScpiInstrument, check_transport, open_transport
+from drivers.scpi import ScpiInstrument, ScpiTransport, check_transport, open_transport
 
 MAX_POLL_FAILURES = 3
 
@@ -107,9 +107,13 @@ class ScpiDriver(Driver):
         for short, value in values.items():
             self._ctx.publish(f"{self.name}.{short}", value, t)
 
+    def open_transport(self, ctx: DeviceContext) -> ScpiTransport:
+        """The pipe to the instrument; a driver whose instrument shares a bus wraps it (addressing)."""
+        return open_transport(self.name, self.config["transport"], ctx.inproc)
+
     async def connect(self, ctx: DeviceContext) -> None:
         self._ctx = ctx
-        transport = open_transport(self.name, self.config["transport"], ctx.inproc)
+        transport = self.open_transport(ctx)
         self._instr = instr = ScpiInstrument(self.name, transport, error_query=self.error_query)
         try:
             # *IDN? first: something answers, and it is the instrument the station names, before

@@ -5,7 +5,8 @@ Station file sections (all optional, see docs/reports.md):
 * ``laboratory``: name, address, location of the tests, who authorises reports, customer,
   item under test, environment (fixed values or signals);
 * ``equipment``: one entry per instrument (maker, model, serial, asset id, calibration
-  certificate, dates, accuracy per range per signal), and ``identity_match`` for extra identity
+  certificate, dates, accuracy per range per signal; a signal key may be an fnmatch pattern,
+  ``m*c*_voltage``, for the many channels of one kind), and ``identity_match`` for extra identity
   fields (e.g. UDS data of a DUT);
 * ``signal_sources``: resolution, accuracy and update period of signals that come from the DUT
   or another non-calibrated source (CAN signals);
@@ -19,6 +20,7 @@ u = q/√12; the components are combined in quadrature and U = k·u_c with k = 2
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import functools
 import math
 from collections.abc import Collection, Iterable, Mapping
@@ -320,9 +322,10 @@ def signal_uncertainty(
     ``shown_in``: the unit of the result, in which the budget states each component."""
     device, _, short = signal.partition(".")
     for ins in equipment:
-        if ins.device != device or short not in ins.signals:
+        ranges = register_ranges(ins, short) if ins.device == device else None
+        if ranges is None:
             continue
-        specs = _range_specs(ins.asset_id, tuple(map(_range_key, ins.signals[short])))
+        specs = _range_specs(ins.asset_id, tuple(map(_range_key, ranges)))
         if not specs:  # a full scale that cannot be read, or no range at all
             return None
         x = abs(value_base)
@@ -342,6 +345,19 @@ def signal_uncertainty(
         return None
     known = _source_uncertainty(signal, src.accuracy, src.resolution, shown_in)
     return None if known is None else Uncertainty(known[0], list(known[1]))
+
+
+def register_ranges(ins: Instrument, short: str) -> list[Range] | None:
+    """The register's ranges of signal ``short`` of an instrument: its own entry, else the first
+    entry whose key is a pattern that matches it (``m*c*_voltage`` for every cell channel of an
+    emulator, fnmatch rules); None when the register states nothing for it."""
+    ranges = ins.signals.get(short)
+    if ranges is not None:
+        return ranges
+    for key, pattern_ranges in ins.signals.items():
+        if any(ch in key for ch in "*?[") and fnmatch.fnmatchcase(short, key):
+            return pattern_ranges
+    return None
 
 
 def instant_uncertainty(signals: Iterable[str], sources: Mapping[str, SignalSource]) -> tuple[str, float] | None:
