@@ -469,3 +469,29 @@ def test_driver_over_tcp_scpi_served_by_bench_sim_serve(tmp_path: Path) -> None:
     assert harness.last("emu.m02c8_fault") == 1
     assert harness.last("emu.r01c4_temperature") == pytest.approx(45.0, abs=0.001)
     assert isinstance(ntc_model(BETA), BetaModel)
+
+
+def test_a_query_right_after_a_write_is_not_held_back_by_nagle() -> None:
+    """The set's one write is followed at once by read-back queries: with Nagle's algorithm on the
+    client socket, each such query waited for the delayed ACK of the write (40 ms on Linux)."""
+    import socket
+
+    from drivers.scpi import VisaTransport
+    from simulators.serve_scpi import ScpiServer
+
+    async def main() -> tuple[int, str]:
+        server = ScpiServer("cells", _bus(units=1, resistors=0), port=0)
+        await server.start()
+        transport = VisaTransport("emu", f"TCPIP::127.0.0.1::{server.port}::SOCKET", timeout=2.0)
+        try:
+            await transport.write("@1 SOUR:VOLT 3.3,(@1:8)")
+            reply = await transport.query("@1 SOUR8:VOLT?")
+            link = transport._link
+            assert link is not None and link.transport is not None
+            nodelay = link.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            return nodelay, reply
+        finally:
+            await transport.close()
+            await server.stop()
+
+    assert asyncio.run(main()) == (1, "3.3000")
