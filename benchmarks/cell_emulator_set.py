@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import signal
 import statistics
 import subprocess
@@ -45,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.device import DeviceContext  # noqa: E402
+from benchmarks.scpi_roundtrip import start_server  # noqa: E402
 from benchmarks.table import Row, add_arguments, emit  # noqa: E402
 from drivers.cell_emulator import CellEmulatorDriver  # noqa: E402
 from tests.ports import free_ports  # noqa: E402
@@ -92,26 +91,6 @@ def write_stations(folder: Path, can_port: int, scpi_port: int) -> Path:
     return folder / "served.yaml"
 
 
-def start_server(station: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "sim", "serve", "--station", str(station)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    resource = ""
-    for line in proc.stdout:
-        found = re.search(r"scpi\s+cells\s+(TCPIP::\S+::SOCKET)", line)
-        if found:
-            resource = found.group(1)
-        if line.startswith("ready"):
-            return proc, resource
-    raise RuntimeError("bench sim serve did not start")
-
-
 def voltage_sets(driver: CellEmulatorDriver) -> list[dict[str, float]]:
     """Two sets of 192 distinct voltages: every set changes every cell."""
     return [
@@ -132,7 +111,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         can_port, scpi_port = free_ports(2)
         station = write_stations(Path(tmp), can_port, scpi_port)
-        proc, resource = start_server(station)
+        proc, resource = start_server(["--station", str(station)], "cells")
         try:
             times, text, held = measure(station, resource, args.sets, args.rounds)
         finally:

@@ -66,10 +66,10 @@ def _free_offset() -> int:
     raise RuntimeError("no free ports")
 
 
-def start_server(serial_dir: str) -> tuple[subprocess.Popen[str], str]:
-    offset = _free_offset()
+def start_server(serve_args: list[str], endpoint: str = "psu") -> tuple[subprocess.Popen[str], str]:
+    """`bench sim serve SERVE_ARGS` in a process of its own, and the VISA resource of ``endpoint``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "sim", "serve", "--port-offset", str(offset), "--serial-dir", serial_dir],
+        [sys.executable, "-m", "bench.cli", "sim", "serve", *serve_args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -79,7 +79,7 @@ def start_server(serial_dir: str) -> tuple[subprocess.Popen[str], str]:
     assert proc.stdout is not None
     resource = ""
     for line in proc.stdout:
-        found = re.search(r"scpi\s+psu\s+(TCPIP::\S+::SOCKET)", line)
+        found = re.search(rf"scpi\s+{endpoint}\s+(TCPIP::\S+::SOCKET)", line)
         if found:
             resource = found.group(1)
         if line.startswith("ready"):
@@ -119,7 +119,7 @@ def main() -> None:
     # SIGTERM (a timeout of make bench) ends the run through the finally below: the server is stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory() as tmp:
-        proc, resource = start_server(tmp)
+        proc, resource = start_server(["--port-offset", str(_free_offset()), "--serial-dir", tmp])
         try:
             rm = pyvisa.ResourceManager("@py")
             inst = rm.open_resource(resource, read_termination="\n", write_termination="\n", timeout=2000)

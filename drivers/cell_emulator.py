@@ -55,7 +55,7 @@ from bench.device import ConfigError, DeviceContext, SignalInfo
 from bench.errors import DeviceError
 from bench.units import parse_unit
 from drivers.ntc import NtcModel, ntc_model
-from drivers.scpi import ScpiInstrument, ScpiTransport, parse_number
+from drivers.scpi import ScpiInstrument, ScpiTransport, channel_list, parse_number
 from drivers.scpi_driver import ScpiDriver
 
 CELLS_PER_UNIT = 8
@@ -105,22 +105,6 @@ class _Module:
     identity: str = ""
     # channel -> {quantity: text value} to send, gathered per set
     pending: dict[str, dict[int, str]] = field(default_factory=dict)
-
-
-def channel_list(channels: Sequence[int]) -> str:
-    """[1, 2, 3, 5] -> ``(@1:3,5)``."""
-    parts: list[str] = []
-    run: list[int] = []
-    for ch in sorted(channels):
-        if run and ch == run[-1] + 1:
-            run.append(ch)
-            continue
-        if run:
-            parts.append(f"{run[0]}:{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [ch]
-    if run:
-        parts.append(f"{run[0]}:{run[-1]}" if len(run) > 1 else str(run[0]))
-    return "(@" + ",".join(parts) + ")"
 
 
 def _ids(config: Mapping[str, Any], key: str) -> list[int]:

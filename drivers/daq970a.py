@@ -46,7 +46,7 @@ from typing import Any
 from bench.device import ConfigError, DeviceContext, SignalInfo
 from bench.errors import DeviceError
 from bench.units import parse_unit
-from drivers.scpi import ScpiInstrument, check_transport, open_transport
+from drivers.scpi import ScpiInstrument, channel_list, check_transport, open_transport
 from drivers.scpi_driver import ScpiDriver
 
 _KEYS = {"transport", "poll_interval", "model", "cells", "thermocouples", "mainframes", "per_channel"}
@@ -109,18 +109,7 @@ def parse_channels(text: Any, key: str) -> list[int]:
 
 def scan_list(channels: list[int]) -> str:
     """[101, 102, 103, 201] -> ``(@101:103,201)``: the instrument's own notation, ranges joined."""
-    parts: list[str] = []
-    run: list[int] = []
-    for ch in sorted(channels):
-        if run and ch == run[-1] + 1:
-            run.append(ch)
-            continue
-        if run:
-            parts.append(f"{run[0]}:{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [ch]
-    if run:
-        parts.append(f"{run[0]}:{run[-1]}" if len(run) > 1 else str(run[0]))
-    return "(@" + ",".join(parts) + ")"
+    return channel_list(channels)
 
 
 class Daq970aDriver(ScpiDriver):

@@ -23,7 +23,7 @@ import contextlib
 import queue
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from bench.device import ConfigError
@@ -533,6 +533,22 @@ class ScpiInstrument:
         parts = [p.strip() for p in idn.split(",")]
         parts += [""] * (4 - len(parts))
         return {"maker": parts[0], "model": parts[1], "serial": parts[2], "firmware": ",".join(parts[3:]).strip(",")}
+
+
+def channel_list(channels: Iterable[int]) -> str:
+    """[1, 2, 3, 5] -> ``(@1:3,5)``: a SCPI channel list, sorted, consecutive channels as ranges."""
+    parts: list[str] = []
+    run: list[int] = []
+    for ch in sorted(channels):
+        if run and ch == run[-1] + 1:
+            run.append(ch)
+            continue
+        if run:
+            parts.append(f"{run[0]}:{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [ch]
+    if run:
+        parts.append(f"{run[0]}:{run[-1]}" if len(run) > 1 else str(run[0]))
+    return "(@" + ",".join(parts) + ")"
 
 
 def parse_number(reply: str) -> float:

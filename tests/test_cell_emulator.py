@@ -17,8 +17,9 @@ from bench.errors import DeviceError, LoadError
 from bench.plan import build_drivers
 from bench.report.equipment import Instrument, Range, signal_uncertainty
 from bench.station import load_station
-from drivers.cell_emulator import CellEmulatorDriver, channel_list
+from drivers.cell_emulator import CellEmulatorDriver
 from drivers.ntc import BetaModel, SteinhartHart, ntc_model
+from drivers.scpi import channel_list
 from simulators.cell_emulator import AbsUnit, CellEmulatorBus, ResistorModule, build_bus
 from tests.expected_protocol import Harness, connected, make, run_virtual, settle
 from tests.ports import free_ports
