@@ -240,7 +240,8 @@ class CellEmulatorDriver(ScpiDriver):
         if self._ctx is not None and self._ctx.wanted is not None:
             # Poll only the units whose measurements the run reads.
             wanted = {w.partition(".")[2] for w in self._ctx.wanted if w.startswith(f"{self.name}.")}
-            self._polled = [m for m in self.cell_modules if any(w.startswith(m.label) for w in wanted)]
+            measured = {w for w in wanted if w.endswith(("_voltage", "_current"))}
+            self._polled = [m for m in self.cell_modules if any(w.startswith(m.label) for w in measured)]
 
     def polls(self) -> bool:
         return bool(self._polled)

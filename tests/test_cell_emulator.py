@@ -496,3 +496,73 @@ def test_a_query_right_after_a_write_is_not_held_back_by_nagle() -> None:
             await server.stop()
 
     assert asyncio.run(main()) == (1, "3.3000")
+
+
+# -- end to end: a sequence through the real CLI, in-process, virtual time -----------------------
+
+SEQUENCE = """\
+id: TEST-CELL-EMULATOR
+title: cells and NTC channels set, read back and measured with the register's uncertainty
+version: 1.0.0
+basis: {standard: test, clause: cell emulator}
+requires: [emu]
+steps:
+  - set: {emu.all_current_limit: 1 A, emu.all_voltage_set: 3.7 V, emu.all_output: ON}
+  - set: {emu.m02c1_voltage_set: 4.05 V, emu.r01c2_temperature: 40 degC, emu.m01c3_fault: OPEN}
+  - wait: 2 s
+  - measure: {name: cell_9, signal: emu.m02c1_voltage, min: 4.04 V, max: 4.06 V}
+  - measure: {name: cell_1, signal: emu.m01c1_voltage, min: 3.69 V, max: 3.71 V}
+  - check: emu.m01c3_fault == OPEN and emu.r01c2_temperature > 39.99 degC
+cleanup:
+  - set: {emu.all_output: OFF, emu.all_fault: NONE}
+"""
+
+
+def test_a_sequence_sets_and_measures_cells_with_the_register_uncertainty(tmp_path: Path, reports: Path) -> None:
+    from tests.conftest import bench
+
+    simulators = [{"kind": "cell_emulator", "devices": ["emu"], "config": {"units": 2, "resistor_modules": 1}}]
+    equipment = [
+        {
+            "asset_id": f"ABS-0{k}",
+            "device": "emu",
+            "maker": "Bloomy Controls",
+            "model": "ABS",
+            "serial": f"SIMABS0{k}",
+            # One pattern entry covers the eight cells of each unit.
+            "signals": {f"m0{k}c*_voltage": [{"range": "5 V", "reading_pct": 0.05, "absolute": "2 mV"}]},
+        }
+        for k in (1, 2)
+    ]
+    station = _station(tmp_path, {"inproc": "cells"}, simulators=simulators, equipment=equipment)
+    sequence = tmp_path / "cells.yaml"
+    sequence.write_text(SEQUENCE)
+    run = bench("run", sequence, "--station", station, "--reports", reports)
+    assert run.rc == 0, run.out + run.err
+    result = run.result()
+    assert result["verdict"] == "PASS"
+    cell = {m["name"]: m for m in result["measurements"]}["cell_9"]
+    half = 0.0005 * 4.05 + 0.002
+    assert cell["uncertainty"] == pytest.approx(2 * half / math.sqrt(3), rel=0.05)  # U stated to two digits
+    assert any("ABS-02 accuracy" in line for line in cell["uncertainty_budget"])
+
+
+def test_only_the_units_whose_measurements_a_run_reads_are_polled() -> None:
+    spy = Spy(_bus(units=3, resistors=0))
+    driver = make(CellEmulatorDriver, _config(units=3, resistors=0, poll_interval="100 ms"), "emu")
+    harness = Harness()
+
+    async def main() -> None:
+        ctx = harness.context(asyncio.get_running_loop(), {"cells": spy})
+        ctx.wanted = {"emu.m02c5_voltage", "emu.m03c1_voltage_set", "emu.all_output"}
+        await driver.connect(ctx)
+        try:
+            spy.calls.clear()
+            await asyncio.sleep(1.0)
+        finally:
+            await driver.close()
+
+    run_virtual(main)
+    polls = {c.split(" ", 1)[0] for c in spy.calls if "MEAS:VOLT?" in c}
+    assert polls == {"@2"}  # unit 3's setpoint does not need its measurements
+    assert len(spy.calls) == 10  # one query a poll interval
