@@ -339,7 +339,9 @@ class CellEmulatorDriver(ScpiDriver):
             if short.startswith("all_"):
                 readback[short] = self._all_readback(short, readback, float(values[short]))
         self.publish(readback)
-        return readback
+        # Every channel's read-back is published; the step's record names what it set (a set of
+        # all_voltage_set is one value there, not 192).
+        return {short: readback[short] for short in values}
 
     def _command_value(self, short: str, quantity: str, value: float) -> tuple[str, float]:
         """(the text the instrument gets, the value its read-back must show) for one signal's value."""

@@ -265,12 +265,16 @@ def test_one_value_for_many_cells_uses_a_channel_list() -> None:
     spy = Spy(_bus(units=3, resistors=0))
     driver = make(CellEmulatorDriver, _config(units=3, resistors=0), "emu")
 
-    async def main() -> None:
-        async with connected(driver, Harness(), {"cells": spy}):
-            spy.calls.clear()
-            await driver.set({"all_voltage_set": 3.65, "all_current_limit": 0.5, "all_output": 1})
+    harness = Harness()
 
-    run_virtual(main)
+    async def main() -> dict[str, float]:
+        async with connected(driver, harness, {"cells": spy}):
+            spy.calls.clear()
+            return await driver.set({"all_voltage_set": 3.65, "all_current_limit": 0.5, "all_output": 1})
+
+    # The step's record gets what it set; every channel's read-back is published.
+    assert run_virtual(main) == {"all_voltage_set": 3.65, "all_current_limit": 0.5, "all_output": 1}
+    assert harness.last("emu.m03c8_current_limit") == 0.5
     assert spy.calls[0].split("\n")[1] == (
         "@2 :SOUR:VOLT 3.6500,(@1:8);:SOUR:CURR:SRC 0.5000,(@1:8);:SOUR:CURR:SNK 0.5000,(@1:8);:OUTP 1,(@1:8)"
     )
