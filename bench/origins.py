@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bench import stepkinds
 from bench.provenance import CONFIDENCE_TAG
 from bench.sequence import Sequence
 
@@ -42,12 +43,12 @@ class Limit:
 
 
 def measure_specs(model: Sequence) -> Iterator[tuple[Loc, Any]]:
-    """(location, measure spec) of every measure step of the sequence and its cleanup."""
+    """(location, spec) of every judged measurement of the sequence and its cleanup (a measure's, a search's)."""
     for phase in ("steps", "cleanup"):
         for i, step in enumerate(getattr(model, phase)):
-            spec = getattr(step, "measure", None)
-            if spec is not None:
-                yield [phase, i, "measure"], spec
+            key = stepkinds.of_model(step).judged
+            if key is not None:
+                yield [phase, i, key], getattr(step, key)
 
 
 def limits(model: Sequence) -> list[Limit]:

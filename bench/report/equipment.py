@@ -216,7 +216,7 @@ class Uncertainty:
         return COVERAGE_K * self.u_base
 
 
-def _combine(parts: list[tuple[str, float]], shown_in: Unit | None) -> Uncertainty:
+def combine(parts: list[tuple[str, float]], shown_in: Unit | None) -> Uncertainty:
     """u_c of the components; each budget line states its u in ``shown_in`` (else in base units, unnamed)."""
 
     def text(u: float) -> str:
@@ -306,7 +306,7 @@ def _source_uncertainty(
             parts.append((f"{signal} resolution {resolution} (rectangular)", diff_base(resolution) / _SQRT12))
     except ExpressionError:
         return None
-    unc = _combine(parts, shown_in)
+    unc = combine(parts, shown_in)
     return unc.u_base, tuple(unc.budget)
 
 
@@ -339,7 +339,7 @@ def signal_uncertainty(
         parts = [(rng.accuracy_line, half / _SQRT3)]
         if rng.resolution is not None:
             parts.append(rng.resolution)
-        return _combine(parts, shown_in)
+        return combine(parts, shown_in)
     src = sources.get(signal)
     if src is None:
         return None

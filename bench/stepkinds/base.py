@@ -132,3 +132,6 @@ class StepKind(Generic[M, P]):
     default_name: Callable[[M, int], str] | None = None
     # A failed step of this kind lets the steps go on (so that every measurement is taken).
     goes_on_after_fail: bool = False
+    # The key of the kind's mapping that is a judged measurement: its 'name', 'min', 'max', 'origin'
+    # and 'source' are the measurement's and its limits' (bench/origins.py); None: the kind has none.
+    judged: str | None = None

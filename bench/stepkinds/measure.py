@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -32,8 +32,28 @@ from bench.stepkinds.base import (
 from bench.suggest import did_you_mean
 from bench.units import TIME, Unit, format_duration, format_value, mixing_error, parse_unit
 
+# The fields of a value judged against limits, the same in every kind that judges one (measure, search).
+LowLimit = Annotated[Scalar | None, Field(description="lower limit, in a unit of the measured quantity")]
+HighLimit = Annotated[Scalar | None, Field(description="upper limit, in a unit of the measured quantity")]
+ReportUnit = Annotated[str | None, Field(description="unit to report the value in")]
+# The origin of a limit written here (a number or an expression); a limit that is one parameter
+# has the parameter's origin (docs/sequences.md, "Origins of limits and deviations").
+LimitsOrigin = Annotated[
+    Origin | None, Field(description="who set the limits written here: regulation, item or lab [default: lab]")
+]
+LimitsSource = Annotated[str | None, Field(description="where those limits come from; for a regulation with its tag")]
 
-class MeasureSpec(StrictModel):
+
+class JudgedSpec(StrictModel):
+    """The mapping of a kind that judges a value against limits: a regulation's limits need a tagged source."""
+
+    @model_validator(mode="after")
+    def _regulation_is_cited(self) -> Self:
+        require_cited(getattr(self, "origin", None), getattr(self, "source", None))
+        return self
+
+
+class MeasureSpec(JudgedSpec):
     model_config = ConfigDict(
         json_schema_extra={
             **cited(),
@@ -67,23 +87,14 @@ class MeasureSpec(StrictModel):
     since: str | None = Field(
         None, description="apply stat over the samples from this instant (@mark or step name) to now"
     )
-    min: Scalar | None = Field(None, description="lower limit, in a unit of the measured quantity")
-    max: Scalar | None = Field(None, description="upper limit, in a unit of the measured quantity")
-    unit: str | None = Field(None, description="unit to report the value in")
+    min: LowLimit = None
+    max: HighLimit = None
+    unit: ReportUnit = None
     uncertainty: Scalar | None = Field(None, description="expanded uncertainty U (k = 2) if known; else computed")
-    # The origin of a limit written here (a number or an expression); a limit that is one parameter
-    # has the parameter's origin (docs/sequences.md, "Origins of limits and deviations").
-    origin: Origin | None = Field(
-        None, description="who set the limits written here: regulation, item or lab [default: lab]"
-    )
-    source: str | None = Field(None, description="where those limits come from; for a regulation with its tag")
+    origin: LimitsOrigin = None
+    source: LimitsSource = None
 
     _text = field_validator("window", "over", "min", "max", "uncertainty", mode="before")(as_text)
-
-    @model_validator(mode="after")
-    def _regulation_is_cited(self) -> MeasureSpec:
-        require_cited(self.origin, self.source)
-        return self
 
 
 class MeasureStep(StepModel):
@@ -142,13 +153,7 @@ def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePl
         dim = compiled.dim
         unit = compiled.display_unit or Unit("", dim, 1.0)
     if m.unit is not None:
-        try:
-            wanted = parse_unit(m.unit, c.scope().opaque)
-        except ExpressionError as exc:
-            raise c.fail([*loc, "unit"], exc) from None
-        if wanted.dim != dim or mixing_error(wanted, unit) is not None:
-            raise c.fail([*loc, "unit"], f"unit mismatch: '{m.unit}' is not a unit of the measured quantity")
-        unit = wanted
+        unit = report_unit(c, [*loc, "unit"], m.unit, unit)
     elif dim == TIME:
         unit = Unit("s", TIME, 1.0)
     window = c.duration(m.window, [*loc, "window"]) if m.window is not None else None
@@ -185,23 +190,7 @@ def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePl
     if since is not None:
         # The run keeps the samples of what is measured since an earlier instant, to look back on them.
         site.history.update({m.signal} if m.signal is not None else set(compiled.signals if compiled else ()))
-    limits: list[float | None] = []
-    for bound in ("min", "max"):
-        text = getattr(m, bound)
-        if text is None:
-            limits.append(None)
-            continue
-        try:
-            q = constant(str(text), c.scope())
-            refuse_mixing(
-                q.unit, unit, f"the '{bound}' limit is in {q.unit.text or 'no unit'}, the value in {unit.text}"
-            )
-            expect_dim(q, dim, f"the '{bound}' limit")
-        except ExpressionError as exc:
-            raise c.fail([*loc, bound], exc) from None
-        limits.append(unit.from_base(q.base))
-    if limits[0] is not None and limits[1] is not None and limits[0] > limits[1]:
-        raise c.fail([*loc, "min"], "min is above max")
+    low, high = compile_limits(c, loc, m.min, m.max, unit)
     if m.uncertainty is not None:
         try:
             u = constant(str(m.uncertainty), c.scope())
@@ -226,12 +215,46 @@ def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePl
         m.stat,
         window,
         since,
-        limits[0],
-        limits[1],
+        low,
+        high,
         unit,
         unit.factor,
         over,
     )
+
+
+def report_unit(c: Compiler, loc: list[str | int], text: str, unit: Unit) -> Unit:
+    """The unit ``text`` a value in ``unit`` is reported in (``unit:`` of a measure or a search)."""
+    try:
+        wanted = parse_unit(text, c.scope().opaque)
+    except ExpressionError as exc:
+        raise c.fail(loc, exc) from None
+    if wanted.dim != unit.dim or mixing_error(wanted, unit) is not None:
+        raise c.fail(loc, f"unit mismatch: '{text}' is not a unit of the measured quantity")
+    return wanted
+
+
+def compile_limits(
+    c: Compiler, loc: list[str | int], low: Scalar | None, high: Scalar | None, unit: Unit
+) -> tuple[float | None, float | None]:
+    """The ``min`` and ``max`` of a judged value, in ``unit`` (None where there is none)."""
+    limits: list[float | None] = []
+    for bound, text in (("min", low), ("max", high)):
+        if text is None:
+            limits.append(None)
+            continue
+        try:
+            q = constant(str(text), c.scope())
+            refuse_mixing(
+                q.unit, unit, f"the '{bound}' limit is in {q.unit.text or 'no unit'}, the value in {unit.text}"
+            )
+            expect_dim(q, unit.dim, f"the '{bound}' limit")
+        except ExpressionError as exc:
+            raise c.fail([*loc, bound], exc) from None
+        limits.append(unit.from_base(q.base))
+    if limits[0] is not None and limits[1] is not None and limits[0] > limits[1]:
+        raise c.fail([*loc, "min"], "min is above max")
+    return limits[0], limits[1]
 
 
 def default_name(step: MeasureStep, index: int) -> str:
@@ -360,12 +383,24 @@ def _why_no_value(
     return f"no value at any of its {unknown} sample instants{why}"
 
 
-def record_measurement(ctx: RunContext, step: PlanStep[Any], m: MeasurePlan, value: float, how: str) -> str:
-    """Judge ``value`` against the limits (with its uncertainty and the decision rule) and record it."""
+def record_measurement(
+    ctx: RunContext,
+    step: PlanStep[Any],
+    m: MeasurePlan,
+    value: float,
+    how: str,
+    uncertainty: tuple[float | None, list[str]] | None = None,
+) -> str:
+    """Judge ``value`` against the limits (with its uncertainty and the decision rule) and record it.
+
+    ``uncertainty``: U and its budget where the step computed them (a search); else from the register.
+    """
     plan = ctx.plan
-    spec = getattr(plan.sequence.steps[step.index], "measure", None) if step.phase == "steps" else None
-    stated = None if spec is None or spec.uncertainty is None else str(spec.uncertainty)
-    expanded, budget = runtime.measurement_uncertainty(plan, step, m, value, stated)
+    if uncertainty is None:
+        spec = getattr(plan.sequence.steps[step.index], "measure", None) if step.phase == "steps" else None
+        stated = None if spec is None or spec.uncertainty is None else str(spec.uncertainty)
+        uncertainty = runtime.measurement_uncertainty(plan, step, m, value, stated)
+    expanded, budget = uncertainty
     ok, decision = runtime.judge(value, m.low, m.high, expanded, runtime.decision_rule(plan), m.unit.text, budget)
     outcome = Outcome.PASS if ok else Outcome.FAIL
     # The event holds the fields of the Measurement but its time (the event's own), in the model's
@@ -408,5 +443,12 @@ def _limits(m: MeasurePlan) -> str:
 
 # A failed measurement lets the steps go on, so that every measurement is taken.
 KIND = StepKind(
-    "measure", MeasureStep, compile_measure, describe, run_measure, default_name=default_name, goes_on_after_fail=True
+    "measure",
+    MeasureStep,
+    compile_measure,
+    describe,
+    run_measure,
+    default_name=default_name,
+    goes_on_after_fail=True,
+    judged="measure",
 )

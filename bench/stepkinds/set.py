@@ -36,12 +36,14 @@ class SetStep(StepModel):
     set: dict[str, Scalar] = Field(description="signal -> value, e.g. {psu.output: ON, psu.voltage_set: 850 V}")
     as_: str | None = Field(None, alias="as", description="record the instant the values were applied as @name")
 
-    @field_validator("set", mode="before")
-    @classmethod
-    def _values(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: as_text(x) for k, x in v.items()}
-        return v
+    _values = field_validator("set", mode="before")(lambda v: set_values(v))
+
+
+def set_values(v: Any) -> Any:
+    """The values of a ``set:`` mapping as text (YAML reads ``12`` as a number)."""
+    if isinstance(v, dict):
+        return {k: as_text(x) for k, x in v.items()}
+    return v
 
 
 @dataclass
@@ -106,15 +108,20 @@ def describe(ps: PlanStep[SetPlan]) -> str:
 
 
 async def run_set(ctx: RunContext, step: PlanStep[SetPlan]) -> str:
-    # Every computed value before any command: a value that cannot be had commands nothing of the step.
-    sets = [_evaluate(ctx, v) if isinstance(v, ComputedValue) else v for v in step.plan.values]
     t = ctx.now()
-    text = await ctx.apply(sets)
+    text = await command(ctx, step.plan)
     if step.mark:
         # The instant the command went out: a fault injected here starts with the next frame.
         ctx.bus.marks[step.mark] = ctx.rel(t)
         text += f" (@{step.mark} = {format_value(ctx.rel(t), 's')})"
     return text
+
+
+async def command(ctx: RunContext, plan: SetPlan) -> str:
+    """Command the values of ``plan`` (a step's, or an action of another kind's step); the read-back."""
+    # Every computed value before any command: a value that cannot be had commands nothing of the step.
+    sets = [_evaluate(ctx, v) if isinstance(v, ComputedValue) else v for v in plan.values]
+    return await ctx.apply(sets)
 
 
 def _evaluate(ctx: RunContext, cv: ComputedValue) -> SetValue:
