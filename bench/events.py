@@ -28,6 +28,7 @@ class EventKind(StrEnum):
     CONDITION_MET = "condition_met"
     WAIT_TIMEOUT = "wait_timeout"
     MEASUREMENT = "measurement"
+    SEARCH_PROBE = "search_probe"
     PROMPT_ANSWERED = "prompt_answered"
     STEP_ENDED = "step_ended"
     SNAPSHOT = "snapshot"

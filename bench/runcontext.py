@@ -96,6 +96,9 @@ class RunContext:
         # What ended the steps: the first reason is kept, a more severe verdict replaces its
         # verdict only (bench/stopping.py). None while nothing has ended them.
         self.stop: tuple[Verdict, str] | None = None
+        # Set by an emergency stop: the safe state of every device is commanded, and a step that is
+        # unwound commands nothing more (a search leaves its stimulus to the safe state).
+        self.emergency_stopped = False
         self.connected: list[str] = []
         # What the result is built from (bench/finish.py).
         self.identities: list[DeviceIdentity] = []

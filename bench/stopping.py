@@ -87,6 +87,7 @@ class StopLevels:
         # The safe-state tasks are queued before the steps are cancelled, so that they run first,
         # ahead of the unwinding of the steps and of anything the caller queues next.
         self.estop_task = ctx.loop.create_task(self.safe.command(self.safe.start()), name="emergency-stop")
+        ctx.emergency_stopped = True
         ctx.event(EventKind.EMERGENCY_STOP, reason=reason)
         self.request_stop(verdict, reason)
         for task in (self.steps_task, self.cleanup_task):

@@ -102,7 +102,7 @@ def _sequence(tmp_path: Path, below: str = "200 V") -> Path:
 
 
 def test_an_unregistered_kind_is_refused_with_the_list_of_kinds(tmp_path: Path) -> None:
-    with pytest.raises(LoadError, match=r"a step needs exactly one of: set, wait, .*, clear_dtcs$"):
+    with pytest.raises(LoadError, match=r"a step needs exactly one of: set, wait, .*, clear_dtcs, search$"):
         load_sequence(_sequence(tmp_path))
 
 
@@ -111,7 +111,7 @@ def test_a_registered_kind_is_in_the_schema_and_the_error_message(echo_kind: Non
     assert "EchoStep" in schema
     bad = tmp_path / "bad.yaml"
     bad.write_text(SEQUENCE.format(below="200 V").replace("echo: psu.voltage_set\n", "ech: psu.voltage_set\n", 1))
-    with pytest.raises(LoadError, match=r"a step needs exactly one of: .*, clear_dtcs, echo"):
+    with pytest.raises(LoadError, match=r"a step needs exactly one of: .*, clear_dtcs, search, echo"):
         load_sequence(bad)
 
 

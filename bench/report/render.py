@@ -256,6 +256,15 @@ def _plots(
     return out
 
 
+def _search_probes(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The probe points of each search step (bench/stepkinds/search.py), by step, in the order probed."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        if e.get("kind") == EventKind.SEARCH_PROBE:
+            out.setdefault(str(e["step"]), []).append(e)
+    return out
+
+
 def _measurement_names(names: list[str]) -> str:
     """The measurements that share a limit line: up to three by name, more as first … last (count)."""
     return ", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]} ({len(names)} measurements)"
@@ -598,6 +607,28 @@ def build_html(
         for m in budgets:
             a(f"<li>{_e(m.name)}: " + "; ".join(_e(b) for b in m.uncertainty_budget) + "</li>")
         a("</ul>")
+    for step, probes in _search_probes(events).items():
+        first = probes[0]
+        a(
+            f"<p><b>Probe points of search &quot;{_e(step)}&quot;</b> ({_e(first['name'])}), in the order probed; "
+            "the condition was watched for the dwell at each:</p>"
+        )
+        a(
+            _table(
+                ["probe", f"{_e(first['signal'])} [{_e(first['unit'])}]", "condition", "set at [s]", "true at [s]"],
+                (
+                    [
+                        str(p["probe"]),
+                        _num(p["value"]),
+                        "<b>true</b>" if p["met"] else "false",
+                        _num(p["commanded_t"]),
+                        _num(p["sample_t"]),
+                    ]
+                    for p in probes
+                ),
+                "",
+            )
+        )
 
     a("<h2>7. Statement of conformity (7.8.6)</h2>")
     rule = result.decision_rule

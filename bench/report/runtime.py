@@ -19,6 +19,7 @@ from bench.report.equipment import (
     Instrument,
     Uncertainty,
     calibration_status,
+    combine,
     decide,
     devices_used,
     diff_base,
@@ -137,6 +138,34 @@ def measurement_uncertainty(
         return None, [f"{NOT_EVALUATED}: " + "; ".join(why)]
     expanded, combined = _expanded(unc.u_base, unit)
     return expanded, [*unc.budget, combined]
+
+
+def search_uncertainty(
+    plan: Plan, stimulus: str, value: float, unit: Unit, interval: tuple[float, float]
+) -> tuple[float, list[str]]:
+    """Expanded U (k = 2) of the point a search found, in ``unit``, and its budget.
+
+    The point lies somewhere in the last interval between a probe where the condition was false
+    and one where it was true (``interval``, in ``unit``): rectangular over it, u = half-width/√3.
+    The stimulus' own uncertainty at the point comes from the register, as a measured signal's
+    does (its instrument's accuracy or its signal source); where the register has none, the
+    budget says so and U is the search's alone.
+    """
+    lo, hi = sorted(interval)
+    half = (hi - lo) / 2 * unit.factor  # a difference: the unit's offset does not apply
+    span = f"{format_value(lo, unit.text)} .. {format_value(hi, unit.text)}"
+    what = f"search interval {span}, half-width {format_value(half / unit.factor, unit.text)} (rectangular)"
+    search = combine([(what, half / math.sqrt(3))], unit)
+    station = plan.station.model
+    own = signal_uncertainty(stimulus, unit.to_base(value), station.equipment, station.signal_sources, unit)
+    if own is None:
+        budget = [*search.budget, f"{stimulus} itself: not included ({missing_signal_data(plan, stimulus)})"]
+        u_base = search.u_base
+    else:
+        budget = [*search.budget, *own.budget]
+        u_base = math.hypot(search.u_base, own.u_base)
+    expanded, combined = _expanded(u_base, unit)
+    return expanded, [*budget, combined]
 
 
 # The first words of the one budget line of a measurement whose U is unknown (the reason follows).

@@ -18,7 +18,18 @@ from typing import Any
 
 from bench.stepkinds.base import StepKind, StepModel
 
-BUILT_IN = ("set", "wait", "wait_until", "measure", "check", "prompt", "ramp", "check_dtcs", "clear_dtcs")
+BUILT_IN = (
+    "set",
+    "wait",
+    "wait_until",
+    "measure",
+    "check",
+    "prompt",
+    "ramp",
+    "check_dtcs",
+    "clear_dtcs",
+    "search",
+)
 
 AnyKind = StepKind[Any, Any]
 _kinds: dict[str, AnyKind] = {}
@@ -28,7 +39,8 @@ _on_change: list[Callable[[], None]] = []
 def modules() -> list[str]:
     """The kind modules of the package: the built-in ones in the language's order, then the others by name."""
     found = {m.name for m in pkgutil.iter_modules(__path__)} - {"base"}
-    return [n for n in BUILT_IN if n in found] + sorted(found - set(BUILT_IN))
+    # A set literal, not set(): once bench.stepkinds.set is imported, 'set' here is that module.
+    return [n for n in BUILT_IN if n in found] + sorted(found - {*BUILT_IN})
 
 
 def _loaded() -> dict[str, AnyKind]:
