@@ -516,6 +516,7 @@ steps:
   - wait: 2 s
   - measure: {name: cell_9, signal: emu.m02c1_voltage, min: 4.04 V, max: 4.06 V}
   - measure: {name: cell_1, signal: emu.m01c1_voltage, min: 3.69 V, max: 3.71 V}
+  - measure: {name: cell_2_current, signal: emu.m01c2_current, max: 0.1 A}
   - check: emu.m01c3_fault == OPEN and emu.r01c2_temperature > 39.99 degC
 cleanup:
   - set: {emu.all_output: OFF, emu.all_fault: NONE}
@@ -534,7 +535,11 @@ def test_a_sequence_sets_and_measures_cells_with_the_register_uncertainty(tmp_pa
             "model": "ABS",
             "serial": f"SIMABS0{k}",
             # One pattern entry covers the eight cells of each unit.
-            "signals": {f"m0{k}c*_voltage": [{"range": "5 V", "reading_pct": 0.05, "absolute": "2 mV"}]},
+            "signals": {
+                f"m0{k}c*_voltage": [{"range": "5 V", "reading_pct": 0.05, "absolute": "2 mV"}],
+                # A pattern entry whose full scale does not read: the budget says which entry.
+                f"m0{k}c*_current": [{"range": "5 furlongs"}],
+            },
         }
         for k in (1, 2)
     ]
@@ -549,6 +554,11 @@ def test_a_sequence_sets_and_measures_cells_with_the_register_uncertainty(tmp_pa
     half = 0.0005 * 4.05 + 0.002
     assert cell["uncertainty"] == pytest.approx(2 * half / math.sqrt(3), rel=0.05)  # U stated to two digits
     assert any("ABS-02 accuracy" in line for line in cell["uncertainty_budget"])
+    current = {m["name"]: m for m in result["measurements"]}["cell_2_current"]
+    assert current["uncertainty"] is None
+    assert current["uncertainty_budget"] == [
+        "not evaluated: emu.m01c2_current: the accuracy of its instrument in the equipment register cannot be read"
+    ]
 
 
 def test_only_the_units_whose_measurements_a_run_reads_are_polled() -> None:

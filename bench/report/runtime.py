@@ -25,6 +25,7 @@ from bench.report.equipment import (
     diff_base,
     identity_mismatches,
     instant_uncertainty,
+    register_ranges,
     signal_uncertainty,
     used_instruments,
 )
@@ -218,7 +219,7 @@ def missing_signal_data(plan: Plan, signal: str) -> str:
     device, _, short = signal.partition(".")
     instruments = [i for i in station.equipment if i.device == device]
     source = station.signal_sources.get(signal)
-    if any(short in i.signals for i in instruments):
+    if any(register_ranges(i, short) is not None for i in instruments):
         return f"{signal}: the accuracy of its instrument in the equipment register cannot be read"
     if source is not None:
         if source.accuracy is None and source.resolution is None:
