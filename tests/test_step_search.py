@@ -128,6 +128,35 @@ def test_the_trip_points_are_found_within_the_resolution(tmp_path: Path) -> None
         ]
 
 
+def test_a_rising_search_restores_to_its_safe_end(tmp_path: Path) -> None:
+    # The warning clears as Ro rises: 'up' from 50 kOhm, where it is active, by a stepped ramp of 5 kOhm.
+    # No 'restore:': after each probe where it had cleared, Ro goes back to the safe end, 50 kOhm.
+    path = _variant(
+        tmp_path,
+        {
+            "  - name: isolation warning threshold\n": "  - set: {fib.iso_ro: 50 kohm}\n"
+            "  - wait_until: bms.warn_isolation == ACTIVE\n    timeout: 3 s\n"
+            "  - name: isolation warning threshold\n",
+            "until: bms.warn_isolation == ACTIVE\n      method: bisection": "until: bms.warn_isolation == OK\n"
+            "      method: ramp",
+            "direction: down": "direction: up",
+            "resolution: $resolution": "resolution: 5 kohm",
+            "      restore: 0 kohm\n      min: 78 kohm": "      min: 78 kohm",
+        },
+    )
+    r = bench("run", path, "--reports", tmp_path / "reports", "-q")
+    assert r.rc == 0, r.out + r.err
+    events = _events(r.run_dir())
+    probes = _probes(events, WARNING_STEP)
+    warning = _ro_threshold_kohm("warning")
+    assert [p["value"] for p in probes] == [50.0 + 5 * i for i in range(len(probes))]
+    assert [p["met"] for p in probes] == [p["value"] > warning for p in probes]
+    assert probes[-1]["met"] and not probes[-2]["met"]
+    m = next(m for m in r.result()["measurements"] if m["name"] == "iso_warning_ro")
+    assert abs(m["value"] - warning) <= 2.5
+    assert _ro_sets_during(events, WARNING_STEP)[-1] == 50.0
+
+
 def test_the_stimulus_uncertainty_from_the_register_is_combined(tmp_path: Path) -> None:
     station = station_copy(tmp_path, append="  fib.iso_ro: {accuracy: 0.3 kOhm, source: fault box resistor decade}\n")
     r = bench("run", SEQUENCE, "--station", station, "--reports", tmp_path / "reports", "-q")
@@ -180,6 +209,25 @@ def test_the_dut_fault_leaves_the_bracket_unverified(tmp_path: Path) -> None:
     assert r.rc == 1, r.out + r.err
     step = next(s for s in r.result()["steps"] if s["name"] == WARNING_STEP)
     assert step["outcome"] == "FAIL" and "does not hold at the far end, fib.iso_ro = 50 kOhm" in step["message"]
+
+
+def test_a_latched_condition_without_reset_is_an_error(tmp_path: Path) -> None:
+    # Without its reset, the isolation fault stays latched after Ro is removed: no next probe can be made.
+    reset = (
+        "      reset:\n        - wait: 1.5 s\n        - set: {bms.cmd_clear_faults: CLEAR}\n"
+        "        - wait: 300 ms\n        - set: {bms.cmd_clear_faults: IDLE}\n"
+    )
+    r = bench("run", _variant(tmp_path, {reset: ""}), "--reports", tmp_path / "reports", "-q")
+    assert r.rc == 3, r.out + r.err
+    step = next(s for s in r.result()["steps"] if s["name"] == FAULT_STEP)
+    assert step["outcome"] == "ERROR"
+    assert step["message"].startswith(
+        "'bms.fault_isolation == ACTIVE' still holds 3 s after fib.iso_ro was restored to 0 kOhm "
+        "(a condition that latches needs 'reset:') (bms.fault_isolation = ACTIVE)"
+    )
+    events = _events(r.run_dir())
+    assert [p["met"] for p in _probes(events, FAULT_STEP)][-1] is True
+    assert _ro_sets_during(events, FAULT_STEP)[-1] == 0.0
 
 
 def _run_stopped(tmp_path: Path, stop: str) -> tuple[list[dict[str, Any]], Any]:
@@ -244,7 +292,11 @@ def test_an_emergency_stop_leaves_the_stimulus_to_the_safe_state(tmp_path: Path)
             "search.resolution: the resolution (151 kOhm) is larger than the bracket (150 kOhm)",
         ),
         ("resolution: $resolution", "resolution: 0.5 s", "search.resolution: the resolution of fib.iso_ro (kOhm)"),
-        ("signal: fib.iso_ro\n      until: bms.warn", "signal: fib.iso_rx\n      until: bms.warn", "search.signal:"),
+        (
+            "signal: fib.iso_ro\n      until: bms.warn",
+            "signal: fib.iso_rx\n      until: bms.warn",
+            "search.signal: unknown signal 'fib.iso_rx'; did you mean 'fib.iso_ro'?",
+        ),
         (
             "signal: fib.iso_ro\n      until: bms.warn",
             "signal: bms.iso_resistance\n      until: bms.warn",
@@ -252,9 +304,13 @@ def test_an_emergency_stop_leaves_the_stimulus_to_the_safe_state(tmp_path: Path)
         ),
         ("dwell: $dwell", "dwell: 0 s", "search.dwell: the dwell must be longer than zero"),
         ("restore: 0 kohm", "restore: 0 V", "search.restore: the value of fib.iso_ro (kOhm) must be"),
-        ("min: 78 kohm", "min: 78 V", "search.min:"),
-        ("direction: down", "direction: sideways", "search.direction:"),
-        ("until: bms.warn_isolation == ACTIVE", "until: bms.warn_isolation", "search.until:"),
+        ("min: 78 kohm", "min: 78 V", "search.min: the 'min' limit must be a resistance, got a voltage"),
+        ("direction: down", "direction: sideways", "search.direction: Input should be 'up' or 'down'"),
+        (
+            "until: bms.warn_isolation == ACTIVE",
+            "until: bms.warn_isolation",
+            "search.until: 'bms.warn_isolation' is not a condition",
+        ),
     ],
 )
 def test_a_bad_search_is_one_line_at_validate(tmp_path: Path, old: str, new: str, message: str) -> None:

@@ -181,8 +181,6 @@ class SearchPlan(KindPlan):
     until_text: str
     cleared: Compiled  # not (until): what the condition must read again after a probe where it held
     method: str
-    low: float
-    high: float
     safe: float  # the bracket's end where the condition must not hold
     far: float
     resolution: float
@@ -283,8 +281,6 @@ def compile_search(c: Compiler, step: SearchStep, site: StepSite) -> SearchPlan:
         s.until,
         cleared,
         s.method,
-        low,
-        high,
         safe,
         far,
         resolution,
@@ -393,7 +389,7 @@ class _Search:
             raise StepFailed(
                 Outcome.ERROR,
                 f"'{p.until_text}' still holds {format_duration(p.clear_within)} after {p.signal} was restored to "
-                f"{p.restore.text} {after} ({ctx.shown(ctx.values(p.until.signals))})",
+                f"{format_value(p.restore.value, p.unit.text)} {after} ({ctx.shown(ctx.values(p.until.signals))})",
             ) from None
 
     async def restore(self) -> None:
