@@ -117,8 +117,10 @@ def test_the_trip_points_are_found_within_the_resolution(tmp_path: Path) -> None
     assert _sets_during(events, FAULT_STEP, "bms") == [{"cmd_clear_faults": 1.0}, {"cmd_clear_faults": 0.0}]
     assert _ro_sets_during(events, FAULT_STEP)[-1] == 0.0
 
-    # The report shows both probe tables, a row per probe, in the order probed.
+    # The report shows both probe tables, a row per probe, in the order probed; the search's limits
+    # are stated against the origin the search declares.
     text = plain_text((r.run_dir() / "report.html").read_text(encoding="utf-8"))
+    assert "conforms to the item specification (the isolation monitor's warning threshold" in text
     for step in (WARNING_STEP, FAULT_STEP):
         assert f'Probe points of search "{step}"' in text
         table = text.split(f'Probe points of search "{step}"', 1)[1]
