@@ -293,7 +293,11 @@ def test_an_emergency_stop_leaves_the_stimulus_to_the_safe_state(tmp_path: Path)
             "resolution: 151 kohm",
             "search.resolution: the resolution (151 kOhm) is larger than the bracket (150 kOhm)",
         ),
-        ("resolution: $resolution", "resolution: 0.5 s", "search.resolution: the resolution of fib.iso_ro (kOhm)"),
+        (
+            "resolution: $resolution",
+            "resolution: 0.5 s",
+            "search.resolution: the resolution must be a resistance, got a time",
+        ),
         (
             "signal: fib.iso_ro\n      until: bms.warn",
             "signal: fib.iso_rx\n      until: bms.warn",

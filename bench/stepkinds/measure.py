@@ -30,7 +30,7 @@ from bench.stepkinds.base import (
     as_text,
 )
 from bench.suggest import did_you_mean
-from bench.units import TIME, Unit, format_duration, format_value, mixing_error, parse_unit
+from bench.units import TIME, Quantity, Unit, format_duration, format_value, mixing_error, parse_unit
 
 # The fields of a value judged against limits, the same in every kind that judges one (measure, search).
 LowLimit = Annotated[Scalar | None, Field(description="lower limit, in a unit of the measured quantity")]
@@ -192,13 +192,7 @@ def compile_measure(c: Compiler, step: MeasureStep, site: StepSite) -> MeasurePl
         site.history.update({m.signal} if m.signal is not None else set(compiled.signals if compiled else ()))
     low, high = compile_limits(c, loc, m.min, m.max, unit)
     if m.uncertainty is not None:
-        try:
-            u = constant(str(m.uncertainty), c.scope())
-            refuse_mixing(u.unit, unit, f"the uncertainty is in {u.unit.text or 'no unit'}, the value in {unit.text}")
-            expect_dim(u, dim, "the uncertainty")
-            refuse_bare(u, unit, m.name, str(m.uncertainty))
-        except ExpressionError as exc:
-            raise c.fail([*loc, "uncertainty"], exc) from None
+        u = compile_difference(c, [*loc, "uncertainty"], m.uncertainty, unit, "the uncertainty", m.name)
         # The run reads the stated U from the sequence: store it resolved, so that a parameter
         # (`uncertainty: $u_dmm`) counts like a number written there.
         m.uncertainty = str(u)
@@ -232,6 +226,18 @@ def report_unit(c: Compiler, loc: list[str | int], text: str, unit: Unit) -> Uni
     if wanted.dim != unit.dim or mixing_error(wanted, unit) is not None:
         raise c.fail(loc, f"unit mismatch: '{text}' is not a unit of the measured quantity")
     return wanted
+
+
+def compile_difference(c: Compiler, loc: list[str | int], text: Scalar, unit: Unit, what: str, of: str) -> Quantity:
+    """``what`` (an uncertainty, a resolution) of ``of``, a value in ``unit``: a quantity of its dimension."""
+    try:
+        q = constant(str(text), c.scope())
+        refuse_mixing(q.unit, unit, f"{what} is in {q.unit.text or 'no unit'}, {of} in {unit.text}")
+        expect_dim(q, unit.dim, what)
+        refuse_bare(q, unit, of, str(text))
+    except ExpressionError as exc:
+        raise c.fail(loc, exc) from None
+    return q
 
 
 def compile_limits(

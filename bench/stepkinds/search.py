@@ -22,10 +22,10 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from bench.compiler import Compiler, SetValue, refuse_bare, refuse_mixing
-from bench.errors import BenchError, ExpressionError
+from bench.compiler import Compiler, SetValue
+from bench.errors import BenchError
 from bench.events import EventKind
-from bench.expr import Compiled, constant, expect_dim
+from bench.expr import Compiled
 from bench.report import runtime
 from bench.result import Outcome
 from bench.runcontext import RunContext, rounded
@@ -49,6 +49,7 @@ from bench.stepkinds.measure import (
     LowLimit,
     MeasurePlan,
     ReportUnit,
+    compile_difference,
     compile_limits,
     record_measurement,
     report_unit,
@@ -233,7 +234,9 @@ def compile_search(c: Compiler, step: SearchStep, site: StepSite) -> SearchPlan:
             f"the bracket is reversed or empty: low {format_value(low, unit.text)} is not below high "
             f"{format_value(high, unit.text)} (the safe end is chosen by 'direction')",
         )
-    resolution = _difference(c, s.resolution, unit, info.name, [*loc, "resolution"])
+    # A difference: the magnitude in its own unit's factor, without a temperature's offset.
+    q = compile_difference(c, [*loc, "resolution"], s.resolution, unit, "the resolution", info.name)
+    resolution = q.magnitude * q.unit.factor / unit.factor
     if resolution <= 0:
         raise c.fail([*loc, "resolution"], "the resolution must be above zero")
     if resolution > high - low + 1e-12 * max(abs(low), abs(high)):
@@ -290,18 +293,6 @@ def compile_search(c: Compiler, step: SearchStep, site: StepSite) -> SearchPlan:
         clear_within,
         measured,
     )
-
-
-def _difference(c: Compiler, text: Scalar, unit: Unit, signal: str, loc: list[str | int]) -> float:
-    """A difference of the stimulus (its resolution), in its unit: a temperature's offset does not apply."""
-    try:
-        q = constant(str(text), c.scope())
-        refuse_mixing(q.unit, unit, f"the resolution is in {q.unit.text or 'no unit'}, {signal} in {unit.text}")
-        expect_dim(q, unit.dim, f"the resolution of {signal} ({unit.text or 'no unit'})")
-        refuse_bare(q, unit, signal, str(text))
-    except ExpressionError as exc:
-        raise c.fail(loc, exc) from None
-    return q.magnitude * q.unit.factor / unit.factor
 
 
 def default_name(step: SearchStep, index: int) -> str:
