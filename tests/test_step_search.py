@@ -27,6 +27,7 @@ from simulators.bms_firmware import BmsParams
 from simulators.pack import CHEMISTRIES
 from tests.conftest import ROOT, SIM_STATION, bench
 from tests.report_support import plain_text, station_copy
+from tests.served import dump_yaml, load_yaml, sim_serve, write_stations
 from tests.test_bad_inputs import assert_one_line
 
 SEQUENCE = ROOT / "tests" / "sequences" / "search_isolation.yaml"
@@ -346,3 +347,26 @@ def _line_of(path: Path, text: str) -> int:
     """The number of the first line of ``path`` that holds ``text``."""
     lines = path.read_text(encoding="utf-8").splitlines()
     return next(i for i, line in enumerate(lines, 1) if text.strip() in line)
+
+
+def test_a_search_over_the_served_transports(tmp_path: Path) -> None:
+    # The fault box on TCP SCPI and the BMS through socketcand, on the wall clock: the dwell is real time.
+    stations = write_stations(tmp_path / "stations")
+    served = load_yaml(stations.served)
+    fib = load_yaml(SIM_STATION)["devices"]["fib"]
+    fib["config"]["transport"] = {"visa": stations.visa("fib"), "timeout": "2 s"}
+    served["devices"]["fib"] = fib
+    dump_yaml(served, stations.served)
+    text = SEQUENCE.read_text(encoding="utf-8")
+    text = text[: text.index("  - name: isolation fault threshold")] + text[text.index("cleanup:") :]
+    text = text.replace("{low: 50 kohm, high: 200 kohm}", "{low: 70 kohm, high: 100 kohm}")
+    path = tmp_path / "served_search.yaml"
+    path.write_text(text.replace("resolution: $resolution", "resolution: 4 kohm"), encoding="utf-8")
+    with sim_serve(stations.served):
+        r = bench("run", path, "--station", stations.served, "--reports", tmp_path / "reports", timeout=90)
+    assert r.rc == 0, r.out + r.err
+    m = next(m for m in r.result()["measurements"] if m["name"] == "iso_warning_ro")
+    assert abs(m["value"] - _ro_threshold_kohm("warning")) <= 2.0
+    probes = _probes(_events(r.run_dir()), WARNING_STEP)
+    assert len(probes) == 2 + math.ceil(math.log2(30 / 4))
+    assert [p["met"] for p in probes] == [p["value"] < _ro_threshold_kohm("warning") for p in probes]
