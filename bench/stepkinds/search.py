@@ -309,20 +309,14 @@ def describe(ps: PlanStep[SearchPlan]) -> str:
     )
 
 
-@dataclass
-class Probe:
-    value: float  # in the stimulus' unit
-    met: bool
-
-
 class _Search:
-    """One search as it runs: its probes, and whether the stimulus is away from its restore value."""
+    """One search as it runs: how many probes it made, and whether the stimulus is away from its restore value."""
 
     def __init__(self, ctx: RunContext, step: PlanStep[SearchPlan]) -> None:
         self.ctx = ctx
         self.step = step
         self.p = step.plan
-        self.probes: list[Probe] = []
+        self.probes = 0
         self.moved = False  # the stimulus was commanded away from its restore value
 
     def shown(self, value: float) -> str:
@@ -346,12 +340,12 @@ class _Search:
                     Outcome.ERROR, f"cannot evaluate '{p.until_text}' at {self.shown(value)}: {why} ({values})"
                 ) from None
         met = sample_t is not None
-        self.probes.append(Probe(value, met))
+        self.probes += 1
         ctx.event(
             EventKind.SEARCH_PROBE,
             step=self.step.name,
             name=p.measured.name,
-            probe=len(self.probes),
+            probe=self.probes,
             signal=p.signal,
             value=rounded(value),
             unit=p.unit.text,
@@ -459,9 +453,9 @@ async def run_search(ctx: RunContext, step: PlanStep[SearchPlan]) -> str:
     uncertainty = runtime.search_uncertainty(ctx.plan, p.signal, value, m.unit, interval)
     how = (
         f"{m.expr_text}: false at {format_value(interval[0], m.unit.text)}, "
-        f"true at {format_value(interval[1], m.unit.text)} ({len(s.probes)} probes)"
+        f"true at {format_value(interval[1], m.unit.text)} ({s.probes} probes)"
     )
-    return record_measurement(ctx, step, m, value, how, uncertainty) + f"; {len(s.probes)} probes"
+    return record_measurement(ctx, step, m, value, how, uncertainty) + f"; {s.probes} probes"
 
 
 # A found value outside its limits lets the steps go on, as a measure's does.
