@@ -11,12 +11,15 @@ reported, it does not judge it (that is what a ``check_dtcs`` step is for).
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from bench.dtccodes import RECORD_MASK
 from bench.errors import BenchError
 from bench.events import EventKind
-from bench.result import DtcEntry, DtcRead
-from bench.runcontext import RunContext, rounded
+from bench.result import DtcEntry, DtcRead, rounded
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 # A read is one UDS request (P2 / P2* bound it in the client); this only bounds a DUT that keeps
 # answering "response pending".

@@ -157,3 +157,11 @@ class RunResult(_Model):
     deviations: list[str] = Field([], description="deviations from the method: overrides, skipped steps, out-of-cal")
     environment: dict[str, str] = Field({}, description="ambient conditions during the test, with their source")
     equipment: list[dict[str, Any]] = Field([], description="instruments used, identity and calibration status")
+
+
+def rounded(v: float) -> float:
+    """``v`` to 9 significant digits for the record (None, booleans, NaN and infinities as they are)."""
+    if v is None or isinstance(v, bool):
+        return v
+    r = float(f"{v:.9g}")
+    return r if r - r == 0.0 else v  # NaN and the infinities (r - r is NaN) as they are

@@ -32,6 +32,7 @@ from bench.result import (
     SafeStateReadback,
     StepResult,
     Verdict,
+    rounded,
 )
 from bench.runrecord import RunRecorder
 from bench.signals import SignalBus
@@ -194,14 +195,6 @@ class RunContext:
                 return await hit
         finally:
             sub.cancel()
-
-
-def rounded(v: float) -> float:
-    """``v`` to 9 significant digits for the record (None, booleans, NaN and infinities as they are)."""
-    if v is None or isinstance(v, bool):
-        return v
-    r = float(f"{v:.9g}")
-    return r if r - r == 0.0 else v  # NaN and the infinities (r - r is NaN) as they are
 
 
 def format_signal(plan: Plan, name: str, v: Any) -> str:

@@ -8,12 +8,15 @@ commanded is recorded as not safe, and the others are still commanded (docs/safe
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
 from bench.events import EventKind
-from bench.result import SafeStateReadback
-from bench.runcontext import RunContext, rounded
+from bench.result import SafeStateReadback, rounded
 from bench.units import format_duration
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 
 class SafeState:

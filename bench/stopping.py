@@ -19,12 +19,14 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.events import EventKind
 from bench.result import Verdict
-from bench.runcontext import RunContext
 from bench.safestate import SafeState
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 # Which verdict outranks which when a second reason to stop comes in.
 SEVERITY = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ABORTED: 2, Verdict.ERROR: 3}

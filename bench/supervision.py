@@ -14,13 +14,15 @@ Both subscribe to the signal bus: nothing polls.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.events import EventKind
 from bench.plan import PlanMonitor
-from bench.result import Verdict
-from bench.runcontext import RunContext, rounded
+from bench.result import Verdict, rounded
 from bench.stopping import StopLevels
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 SampleCallback = Callable[[str, float, float], None]
 

@@ -65,7 +65,7 @@ import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import can
 import cantools
@@ -82,7 +82,10 @@ from drivers.can_fd import bit_rate_switch, fd_bus_config
 from drivers.can_j1939_rx import J1939Device, is_j1939_dbc
 from drivers.cyclic_tx import CyclicSender
 from drivers.e2e import crc8_j1850
-from drivers.uds import IDENTITY_DIDS, UdsClient, UdsError
+from drivers.uds_names import IDENTITY_DIDS, UdsError
+
+if TYPE_CHECKING:
+    from drivers.uds import UdsClient
 
 E2E_STATES = {"OK": 0, "ALIVE_ERROR": 1, "CRC_ERROR": 2}
 INJECTIONS = {"NONE": 0, "LOST": 1, "ALIVE_FROZEN": 2, "CRC_CORRUPTED": 3, "STUCK": 4, "IMPLAUSIBLE": 5}
@@ -483,6 +486,8 @@ class CanDbcDriver(Driver):
 
     async def _identify_uds(self, cfg: Mapping[str, Any]) -> None:
         assert self._ctx is not None
+        from drivers.uds import UdsClient  # the UDS stack, only once a DUT is identified
+
         self._uds = UdsClient(self._send_raw, cfg["tx_id"], cfg["rx_id"], p2=cfg["timeout"])
         try:
             self._identity = await self._uds.identify()

@@ -33,22 +33,14 @@ import udsoncan
 from udsoncan.services import ClearDiagnosticInformation, ReadDataByIdentifier, ReadDTCInformation
 
 from bench.dtccodes import ALL_DTC_GROUPS, Dtc
+from drivers.uds_names import DID_ECU_SERIAL, DID_SOFTWARE_VERSION, DID_VIN, IDENTITY_DIDS, UdsError
 
-# ISO 14229-1 Annex C identifiers read for identification.
-DID_VIN = 0xF190
-DID_ECU_SERIAL = 0xF18C
-DID_SOFTWARE_VERSION = 0xF195
-IDENTITY_DIDS = {"vin": DID_VIN, "ecu_serial": DID_ECU_SERIAL, "software_version": DID_SOFTWARE_VERSION}
 _NRC_RESPONSE_PENDING = 0x78
 # Default P2 / P2* server timings (ISO 14229-2): a first answer within 50 ms on the bus, longer
 # after "response pending". We allow more than P2 for the first reply: a loaded tester PC must
 # not turn into a failed identification.
 P2_S = 1.0
 P2_STAR_S = 5.0
-
-
-class UdsError(Exception):
-    """The DUT refused or did not answer; the message says which DID and why."""
 
 
 class TextCodec(udsoncan.DidCodec):

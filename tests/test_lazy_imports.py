@@ -91,6 +91,19 @@ def test_bench_validate_loads_no_heavy_library_and_no_unused_can_backend() -> No
     assert {m for m in modules if m.startswith("can.interfaces")} <= USED_CAN_INTERFACES
     # python-can's MF4 module ran, without its back-end.
     assert "can.io.mf4" in modules and "asammdf" not in modules
+    # What only a run needs: the run's context and record, and the UDS stack a DUT is identified with.
+    assert sorted(RUN_ONLY & modules) == []
+
+
+RUN_ONLY = {
+    "bench.runcontext",
+    "bench.runrecord",
+    "bench.interlock",
+    "bench.record",
+    "drivers.uds",
+    "isotp",
+    "udsoncan",
+}
 
 
 def test_python_can_comes_without_its_mf4_backend_and_asammdf_still_imports() -> None:

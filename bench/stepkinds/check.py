@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import ConfigDict, Field
 
 from bench.compiler import Compiler
 from bench.expr import Compiled
 from bench.result import Outcome
-from bench.runcontext import RunContext
 from bench.stepkinds.base import KindPlan, PlanStep, StepFailed, StepKind, StepModel, StepSite
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 
 class CheckStep(StepModel):

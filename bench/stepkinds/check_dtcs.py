@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -15,7 +15,6 @@ from bench.dtccodes import DTC_STATUS_BITS, STORED_MASK, dtc_problems, format_dt
 from bench.dtcs import DTC_READ_TIMEOUT
 from bench.errors import BenchError
 from bench.result import Outcome
-from bench.runcontext import RunContext
 from bench.stepkinds.base import (
     KindPlan,
     PlanStep,
@@ -29,6 +28,9 @@ from bench.stepkinds.base import (
 )
 from bench.units import format_duration
 from bench.yamlsource import Loc
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 
 class CheckDtcsSpec(StrictModel):

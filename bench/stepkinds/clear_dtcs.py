@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import ConfigDict, Field
 
 from bench.compiler import Compiler
-from bench.runcontext import RunContext
 from bench.stepkinds.base import KindPlan, PlanStep, StepKind, StepModel, StepSite
 from bench.stepkinds.check_dtcs import dtc_request
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 
 class ClearDtcsStep(StepModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -14,8 +14,7 @@ from bench.events import EventKind
 from bench.expr import NUM, Compiled, Env, compile_expr, constant, expect_dim
 from bench.provenance import Origin, require_cited
 from bench.report import runtime
-from bench.result import Measurement, Outcome
-from bench.runcontext import RunContext, rounded
+from bench.result import Measurement, Outcome, rounded
 from bench.schema import cited
 from bench.stats import expression_samples, statistic
 from bench.stepkinds.base import (
@@ -31,6 +30,9 @@ from bench.stepkinds.base import (
 )
 from bench.suggest import did_you_mean
 from bench.units import TIME, Quantity, Unit, format_duration, format_value, mixing_error, parse_unit
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 # The fields of a value judged against limits, the same in every kind that judges one (measure, search).
 LowLimit = Annotated[Scalar | None, Field(description="lower limit, in a unit of the measured quantity")]

@@ -16,8 +16,7 @@ from bench.errors import BenchError, ExpressionError
 from bench.events import EventKind
 from bench.expr import Compiled, constant, expect_dim
 from bench.prompts import NO, YES, AnswerCheck, Answers
-from bench.result import OperatorEntry, Outcome
-from bench.runcontext import RunContext, rounded
+from bench.result import OperatorEntry, Outcome, rounded
 from bench.stepkinds.base import (
     KindPlan,
     PlanStep,
@@ -34,6 +33,7 @@ from bench.units import DIMENSIONLESS, Quantity, Unit, format_duration, parse_qu
 
 if TYPE_CHECKING:
     from bench.plan import Plan
+    from bench.runcontext import RunContext
 
 
 class PromptSpec(StrictModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -14,7 +14,6 @@ from bench.errors import ExpressionError
 from bench.events import EventKind
 from bench.expr import Compiled, constant, expect_dim
 from bench.result import Outcome
-from bench.runcontext import RunContext
 from bench.stepkinds.base import (
     KindPlan,
     PlanStep,
@@ -28,6 +27,9 @@ from bench.stepkinds.base import (
 )
 from bench.stepkinds.wait_until import condition_met
 from bench.units import TIME, format_value
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 
 class RampSpec(StrictModel):

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -27,8 +27,7 @@ from bench.errors import BenchError
 from bench.events import EventKind
 from bench.expr import Compiled
 from bench.report import runtime
-from bench.result import Outcome
-from bench.runcontext import RunContext, rounded
+from bench.result import Outcome, rounded
 from bench.schema import cited
 from bench.stepkinds.base import (
     KindPlan,
@@ -56,6 +55,9 @@ from bench.stepkinds.measure import (
 )
 from bench.stepkinds.set import SetPlan, SetStep, command, compile_set, set_values
 from bench.units import Unit, format_duration, format_value
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 METHOD_WORDS = {"bisection": "bisection", "ramp": "stepped ramp"}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -18,9 +18,11 @@ from bench.compiler import Compiler, SetValue
 from bench.errors import ExpressionError
 from bench.expr import NUM, Compiled, compile_expr, expect_dim
 from bench.result import Outcome
-from bench.runcontext import RunContext
 from bench.stepkinds.base import KindPlan, PlanStep, Scalar, StepFailed, StepKind, StepModel, StepSite, as_text
 from bench.units import Unit, format_value
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 
 class SetStep(StepModel):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import ConfigDict, Field, field_validator
 
 from bench.compiler import Compiler
-from bench.runcontext import RunContext
 from bench.stepkinds.base import KindPlan, PlanStep, StepKind, StepModel, StepSite, as_text
 from bench.units import format_duration
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 
 class WaitStep(StepModel):

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
 from bench.compiler import Compiler
 from bench.events import EventKind
 from bench.expr import Compiled
-from bench.result import Outcome
-from bench.runcontext import RunContext, rounded
+from bench.result import Outcome, rounded
 from bench.stepkinds.base import KindPlan, PlanStep, StepFailed, StepKind, StepModel, StepSite, as_text
 from bench.units import format_duration, format_value
+
+if TYPE_CHECKING:
+    from bench.runcontext import RunContext
 
 
 class WaitUntilStep(StepModel):
