@@ -17,13 +17,18 @@ parameter, ``@name`` an instant recorded with ``as:``, a bare NAME or a quoted s
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import operator
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import lark
 from lark import Lark, Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
@@ -84,9 +89,49 @@ NAME: /[A-Za-z_][A-Za-z0-9_]*/
 _KEYWORDS = {"and", "or", "not"}
 
 
+def _grammar_cache() -> str | None:
+    """The file that keeps the grammar's LALR tables between processes, or None for no cache.
+
+    Building them costs about 20 ms of every command that reads an expression (`bench validate`
+    among them). The file is in the user's own cache folder, not in the shared temporary folder,
+    since loading it unpickles it.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "hil-bench")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    return os.path.join(folder, "expression-grammar.lark")
+
+
+def _grammar_key() -> bytes:
+    """What the cached tables were built from: the grammar, lark's version and Python's."""
+    return hashlib.sha256(f"{_GRAMMAR}{lark.__version__}{sys.version_info[:2]}".encode()).hexdigest().encode()
+
+
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(_GRAMMAR, parser="lalr", maybe_placeholders=False)
+    path, key = _grammar_cache(), _grammar_key()
+    if path is not None:
+        # A missing, damaged or stale file (other grammar, other lark) is built again.
+        with contextlib.suppress(Exception), open(path, "rb") as f:
+            if f.readline().rstrip(b"\n") == key:
+                return Lark.load(f)
+    parser = Lark(_GRAMMAR, parser="lalr", maybe_placeholders=False)
+    if path is not None:
+        # Written whole under another name and renamed: a reader in another process (a campaign's
+        # workers) sees the old file or the new one, never a mix. A full disk costs the time only.
+        part = f"{path}.{os.getpid()}.part"
+        try:
+            with open(part, "wb") as f:
+                f.write(key + b"\n")
+                parser.save(f)
+            os.replace(part, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+    return parser
 
 
 # A condition is one line of a sequence; these bounds keep a hostile one from exhausting the
