@@ -54,6 +54,7 @@ from simulators.scpi_device import (
     ERR_UNDEFINED,
     ScpiDevice,
     ScpiError,
+    parse_channel_list,
 )
 
 CELLS_PER_UNIT = 8  # Bloomy ABS: kCellCount
@@ -87,24 +88,6 @@ _FIRST = re.compile(r"^([A-Z]+?)(\d*)$")
 _ADDRESS = re.compile(r"^@(\d+)\s+(.*)$")
 
 
-def parse_channel_list(text: str, count: int) -> list[int]:
-    """``(@1:3,7)`` -> [1, 2, 3, 7]; a ScpiError for anything else or a channel outside 1..count."""
-    body = text.strip()
-    if not (body.startswith("(@") and body.endswith(")")):
-        raise ScpiError(ERR_SYNTAX)
-    out: list[int] = []
-    for part in body[2:-1].split(","):
-        first, sep, last = part.strip().partition(":")
-        try:
-            a, b = int(first), int(last) if sep else int(first)
-        except ValueError:
-            raise ScpiError(ERR_SYNTAX) from None
-        if b < a or a < 1 or b > count:
-            raise ScpiError(ERR_RANGE)
-        out.extend(range(a, b + 1))
-    return out
-
-
 def _number(text: str, lo: float, hi: float) -> float:
     try:
         value = float(text)
@@ -127,6 +110,11 @@ def _flag(text: str) -> bool:
     if value is None:
         raise ScpiError(ERR_ILLEGAL)
     return value
+
+
+def _setter(channels: Sequence[Any], attr: str, parse: Callable[[str], Any]) -> Callable[[int, str], None]:
+    """What a command does to channel ``ch`` (1-based): ``attr`` of it set to the parsed text."""
+    return lambda ch, text: setattr(channels[ch - 1], attr, parse(text))
 
 
 @dataclass
@@ -175,7 +163,8 @@ class ChannelUnit(ScpiDevice):
             raise ScpiError(ERR_UNDEFINED)  # a query-only header used as a command
         if not value:
             raise ScpiError(ERR_MISSING)
-        self._apply(setting.put, channels, value)
+        for ch in channels:  # a bad value fails at the first channel: no channel of the list changes
+            setting.put(ch, value)
         return None
 
     def _split(self, arg: str, query: bool) -> tuple[str, list[int] | None]:
@@ -188,14 +177,7 @@ class ChannelUnit(ScpiDevice):
         value = arg[:at].strip().rstrip(",").strip()
         if query and value:
             raise ScpiError(ERR_SYNTAX)
-        return value, parse_channel_list(arg[at:], self.channel_count)
-
-    @staticmethod
-    def _apply(put: Callable[[int, str], None], channels: Sequence[int], value: str) -> None:
-        # The first channel validates the value: a bad value changes no channel of the list.
-        put(channels[0], value)
-        for ch in channels[1:]:
-            put(ch, value)
+        return value, parse_channel_list(arg[at:], lambda ch: 1 <= ch <= self.channel_count)
 
 
 class CellChannel:
@@ -266,9 +248,6 @@ class AbsUnit(ChannelUnit):
         self.cells = [CellChannel(rng, noise_v, noise_a) for _ in range(CELLS_PER_UNIT)]
         c = self.cells
 
-        def setter(attr: str, parse: Callable[[str], Any]) -> Callable[[int, str], None]:
-            return lambda ch, text: setattr(c[ch - 1], attr, parse(text))
-
         def volts(text: str) -> float:
             return _number(text, 0.0, VOLTAGE_MAX)
 
@@ -276,11 +255,13 @@ class AbsUnit(ChannelUnit):
             return _number(text, 0.0, CURRENT_MAX)
 
         self._settings = {
-            ("SOUR", "VOLT"): _Setting(lambda ch: f"{c[ch - 1].voltage_set:.4f}", setter("voltage_set", volts)),
-            ("SOUR", "CURR", "SRC"): _Setting(lambda ch: f"{c[ch - 1].source_limit:.4f}", setter("source_limit", amps)),
-            ("SOUR", "CURR", "SNK"): _Setting(lambda ch: f"{c[ch - 1].sink_limit:.4f}", setter("sink_limit", amps)),
-            ("OUTP",): _Setting(lambda ch: "1" if c[ch - 1].enabled else "0", setter("enabled", _flag)),
-            ("OUTP", "FAUL"): _Setting(lambda ch: _FAULT_OUT[c[ch - 1].fault], setter("fault", _fault)),
+            ("SOUR", "VOLT"): _Setting(lambda ch: f"{c[ch - 1].voltage_set:.4f}", _setter(c, "voltage_set", volts)),
+            ("SOUR", "CURR", "SRC"): _Setting(
+                lambda ch: f"{c[ch - 1].source_limit:.4f}", _setter(c, "source_limit", amps)
+            ),
+            ("SOUR", "CURR", "SNK"): _Setting(lambda ch: f"{c[ch - 1].sink_limit:.4f}", _setter(c, "sink_limit", amps)),
+            ("OUTP",): _Setting(lambda ch: "1" if c[ch - 1].enabled else "0", _setter(c, "enabled", _flag)),
+            ("OUTP", "FAUL"): _Setting(lambda ch: _FAULT_OUT[c[ch - 1].fault], _setter(c, "fault", _fault)),
             ("MEAS", "VOLT"): _Setting(lambda ch: f"{c[ch - 1].measured_voltage():.5f}", None),
             ("MEAS", "CURR"): _Setting(lambda ch: f"{c[ch - 1].measured_current():.5f}", None),
         }
@@ -323,15 +304,12 @@ class ResistorModule(ChannelUnit):
         self.channels = [ResistorChannel() for _ in range(RESISTORS_PER_MODULE)]
         r = self.channels
 
-        def put_resistance(ch: int, text: str) -> None:
-            r[ch - 1].resistance_set = _number(text, RESISTANCE_MIN, RESISTANCE_MAX)
-
-        def put_fault(ch: int, text: str) -> None:
-            r[ch - 1].fault = _fault(text)
+        def ohms(text: str) -> float:
+            return _number(text, RESISTANCE_MIN, RESISTANCE_MAX)
 
         self._settings = {
-            ("SOUR", "RES"): _Setting(lambda ch: f"{r[ch - 1].resistance_set:.6g}", put_resistance),
-            ("OUTP", "FAUL"): _Setting(lambda ch: _FAULT_OUT[r[ch - 1].fault], put_fault),
+            ("SOUR", "RES"): _Setting(lambda ch: f"{r[ch - 1].resistance_set:.6g}", _setter(r, "resistance_set", ohms)),
+            ("OUTP", "FAUL"): _Setting(lambda ch: _FAULT_OUT[r[ch - 1].fault], _setter(r, "fault", _fault)),
         }
 
     def identity(self) -> str:

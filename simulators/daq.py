@@ -46,6 +46,7 @@ from simulators.scpi_device import (
     ERR_UNDEFINED,
     ScpiDevice,
     ScpiError,
+    parse_channel_list,
 )
 
 MAKER = "Keysight Technologies"
@@ -110,27 +111,12 @@ def channel_name(slot: int, channel: int) -> int:
 
 def parse_scan_list(text: str) -> list[int]:
     """``(@101:103,201)`` -> [101, 102, 103, 201]; a ScpiError for anything else."""
-    body = text.strip()
-    if not (body.startswith("(@") and body.endswith(")")):
-        raise ScpiError(ERR_SYNTAX)
-    out: list[int] = []
-    for part in body[2:-1].split(","):
-        part = part.strip()
-        if not part:
-            continue
-        first, sep, last = part.partition(":")
-        try:
-            a, b = int(first), int(last) if sep else int(first)
-        except ValueError:
-            raise ScpiError(ERR_SYNTAX) from None
-        if b < a:
-            raise ScpiError(ERR_RANGE)
-        for ch in range(a, b + 1):
-            slot, number = divmod(ch, 100)
-            if not (1 <= slot <= SLOTS and 1 <= number <= CHANNELS_PER_SLOT):
-                raise ScpiError(ERR_RANGE)
-            out.append(ch)
-    return out
+    return parse_channel_list(text, _is_channel, empty_ok=True)
+
+
+def _is_channel(ch: int) -> bool:
+    slot, number = divmod(ch, 100)
+    return 1 <= slot <= SLOTS and 1 <= number <= CHANNELS_PER_SLOT
 
 
 class Daq970a(ScpiDevice):

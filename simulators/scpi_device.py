@@ -85,6 +85,32 @@ def event_bit(code: int) -> int:
     return _ESR_BIT_OF_CLASS.get(abs(code) // 100, ESR_DDE)
 
 
+def parse_channel_list(text: str, valid: Callable[[int], bool], empty_ok: bool = False) -> list[int]:
+    """``(@101:103,201)`` -> [101, 102, 103, 201]: a SCPI channel list, ranges expanded.
+
+    A ScpiError for anything else: a syntax error for what is no list, a range error for a
+    reversed range or a channel that ``valid`` refuses. ``empty_ok``: an empty element is skipped
+    (a scan list may be ``(@)``, which empties it), else it is a syntax error.
+    """
+    body = text.strip()
+    if not (body.startswith("(@") and body.endswith(")")):
+        raise ScpiError(ERR_SYNTAX)
+    out: list[int] = []
+    for part in body[2:-1].split(","):
+        part = part.strip()
+        if not part and empty_ok:
+            continue
+        first, sep, last = part.partition(":")
+        try:
+            a, b = int(first), int(last) if sep else int(first)
+        except ValueError:
+            raise ScpiError(ERR_SYNTAX) from None
+        if b < a or not all(valid(ch) for ch in range(a, b + 1)):
+            raise ScpiError(ERR_RANGE)
+        out.extend(range(a, b + 1))
+    return out
+
+
 class ScpiDevice(abc.ABC):
     # The query that reads this device's error queue (drivers and tests use it).
     error_query = "SYST:ERR?"
