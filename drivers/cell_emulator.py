@@ -55,7 +55,7 @@ from bench.device import ConfigError, DeviceContext, SignalInfo
 from bench.errors import DeviceError
 from bench.units import parse_unit
 from drivers.ntc import NtcModel, ntc_model
-from drivers.scpi import ScpiInstrument, ScpiTransport, channel_list, parse_number
+from drivers.scpi import ScpiInstrument, ScpiTransport, channel_list, no_error, parse_number
 from drivers.scpi_driver import ScpiDriver
 
 CELLS_PER_UNIT = 8
@@ -140,13 +140,9 @@ class CellEmulatorDriver(ScpiDriver):
             raise ConfigError(f"voltage_max: must be > 0 V and <= {ABS_VOLTAGE_MAX:g} V (the ABS range)")
         if not 0 < self.current_max <= ABS_CURRENT_MAX:
             raise ConfigError(f"current_max: must be > 0 A and <= {ABS_CURRENT_MAX:g} A (the ABS range)")
-        self.ntc: NtcModel | None = None
-        if resistors:
-            if "ntc" not in self.config:
-                raise ConfigError("ntc: resistor modules need the NTC model (ntc: {model: beta, ...})", "ntc")
-            self.ntc = ntc_model(self.config["ntc"])
-        elif "ntc" in self.config:
-            self.ntc = ntc_model(self.config["ntc"])
+        if resistors and "ntc" not in self.config:
+            raise ConfigError("ntc: resistor modules need the NTC model (ntc: {model: beta, ...})", "ntc")
+        self.ntc: NtcModel | None = ntc_model(self.config["ntc"]) if "ntc" in self.config else None
         self.modules = [_Module(f"m{k:02d}", a, True) for k, a in enumerate(units, start=1)]
         self.modules += [_Module(f"r{k:02d}", a, False) for k, a in enumerate(resistors, start=1)]
         self.cell_modules = [m for m in self.modules if m.cells]
@@ -264,9 +260,7 @@ class CellEmulatorDriver(ScpiDriver):
             values |= await self.poll_once(instr)
         except ValueError as exc:
             raise DeviceError(self.name, f"reading the state at connect: {exc}") from None
-        values["all_output"] = float(
-            any(values[f"{m.label}c{c}_output"] for m in self.cell_modules for c in range(1, CELLS_PER_UNIT + 1))
-        )
+        values["all_output"] = self._any_output(values)
         self.publish(values)
 
     async def poll_once(self, instr: ScpiInstrument) -> dict[str, float]:
@@ -287,9 +281,9 @@ class CellEmulatorDriver(ScpiDriver):
         table = _CELL_QUERY if m.cells else _NTC_QUERY
         chans = channel_list(channels)
         text = ";:".join(f"{table[q]} {chans}" for q in quantities)
-        reply = await m.instr.query(f"{text};:SYST:ERR?")
+        reply = await m.instr.query(f"{text};:{m.instr.error_query}")
         body, _, error = reply.rpartition(";")
-        if error.split(",", 1)[0].strip() not in ("0", "+0"):
+        if not no_error(error):
             with contextlib.suppress(DeviceError):
                 await m.instr.check_errors("the first error")  # drain what follows it
             raise DeviceError(self.name, f"instrument error on {m.label} (id {m.address}): {error.strip()}")
@@ -345,7 +339,7 @@ class CellEmulatorDriver(ScpiDriver):
 
     def _command_value(self, short: str, quantity: str, value: float) -> tuple[str, float]:
         """(the text the instrument gets, the value its read-back must show) for one signal's value."""
-        if quantity in ("output",):
+        if quantity == "output":
             if value not in (0.0, 1.0):
                 raise DeviceError(self.name, f"{short}: expected OFF or ON, got {value:g}")
             return str(int(value)), value
@@ -402,10 +396,14 @@ class CellEmulatorDriver(ScpiDriver):
             temps = [v for k, v in readback.items() if k.endswith("_temperature")]
             return max(temps, key=lambda t: abs(t - value))  # the channel furthest from the request
         if quantity == "output":
-            return float(
-                any(readback[f"{m.label}c{c}_output"] for m in self.cell_modules for c in range(1, CELLS_PER_UNIT + 1))
-            )
+            return self._any_output(readback)
         return readback[f"{self.cell_modules[0].label}c1_{quantity}"]
+
+    def _any_output(self, values: Mapping[str, float]) -> float:
+        """``all_output``: ON (1) when any cell's output is on, so that OFF means every cell is off."""
+        return float(
+            any(values[f"{m.label}c{c}_output"] for m in self.cell_modules for c in range(1, CELLS_PER_UNIT + 1))
+        )
 
     async def close(self) -> None:
         await super().close()  # closes the bus through the first unit's transport

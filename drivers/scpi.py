@@ -514,8 +514,7 @@ class ScpiInstrument:
         first: str | None = None
         for _ in range(32):
             reply = await self.query(self.error_query)
-            code = reply.split(",", 1)[0].strip()
-            if code in ("0", "+0"):
+            if no_error(reply):
                 break
             first = first or reply
         if first is not None:
@@ -533,6 +532,11 @@ class ScpiInstrument:
         parts = [p.strip() for p in idn.split(",")]
         parts += [""] * (4 - len(parts))
         return {"maker": parts[0], "model": parts[1], "serial": parts[2], "firmware": ",".join(parts[3:]).strip(",")}
+
+
+def no_error(reply: str) -> bool:
+    """Whether an error query's reply (``0,"No error"``, ``+0,...``) says the queue is empty."""
+    return reply.split(",", 1)[0].strip() in ("0", "+0")
 
 
 def channel_list(channels: Iterable[int]) -> str:
