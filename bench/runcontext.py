@@ -148,6 +148,16 @@ class RunContext:
             raise StepFailed(Outcome.ERROR, f"cannot evaluate {text}: {why}")
         return float(base)
 
+    def truth(self, cond: Compiled, text: str, where: str = "") -> tuple[bool, str]:
+        """Whether ``cond`` holds now, and the values it reads as shown; ERROR when it has no value."""
+        self.bus.env.why_unknown = None
+        result = cond.fn(self.bus.env)
+        shown = self.shown(self.values(cond.signals))
+        if result is None:
+            why = self.bus.env.why_unknown or "no sample yet"
+            raise StepFailed(Outcome.ERROR, f"cannot evaluate '{text}'{where}: {why} ({shown})")
+        return bool(result), shown
+
     def shown(self, values: Mapping[str, Any]) -> str:
         return ", ".join(f"{k} = {format_signal(self.plan, k, v)}" for k, v in values.items())
 

@@ -53,12 +53,7 @@ def describe(ps: PlanStep[CheckPlan]) -> str:
 
 async def run_check(ctx: RunContext, step: PlanStep[CheckPlan]) -> str:
     p = step.plan
-    ctx.bus.env.why_unknown = None
-    result = p.cond.fn(ctx.bus.env)
-    shown = ctx.shown(ctx.values(p.cond.signals))
-    if result is None:
-        why = ctx.bus.env.why_unknown or "no sample yet"
-        raise StepFailed(Outcome.ERROR, f"cannot evaluate '{p.cond_text}': {why} ({shown})")
+    result, shown = ctx.truth(p.cond, p.cond_text)
     if not result:
         text = p.message or f"check failed: {p.cond_text}"
         raise StepFailed(Outcome.FAIL, f"{text} ({shown})" if shown else text)

@@ -78,7 +78,7 @@ class ResetAction(StrictModel):
     set: dict[str, Scalar] | None = Field(None, description="signal -> value, commanded as a 'set' step does")
     wait: Scalar | None = Field(None, description="a duration to let pass, as a 'wait' step does")
 
-    _values = field_validator("set", mode="before")(lambda v: set_values(v))
+    _values = field_validator("set", mode="before")(set_values)
     _text = field_validator("wait", mode="before")(as_text)
 
     @model_validator(mode="after")
@@ -334,13 +334,7 @@ class _Search:
         try:
             sample_t = rounded(ctx.rel(await ctx.wait_for(p.until, p.dwell)))
         except TimeoutError:
-            ctx.bus.env.why_unknown = None
-            if p.until.fn(ctx.bus.env) is None:
-                why = ctx.bus.env.why_unknown or "no sample yet"
-                values = ctx.shown(ctx.values(p.until.signals))
-                raise StepFailed(
-                    Outcome.ERROR, f"cannot evaluate '{p.until_text}' at {self.shown(value)}: {why} ({values})"
-                ) from None
+            ctx.truth(p.until, p.until_text, f" at {self.shown(value)}")  # ERROR if still unknown
         met = sample_t is not None
         self.probes += 1
         ctx.event(

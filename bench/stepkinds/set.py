@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from bench.runcontext import RunContext
 
 
+def set_values(v: Any) -> Any:
+    """The values of a ``set:`` mapping as text (YAML reads ``12`` as a number)."""
+    if isinstance(v, dict):
+        return {k: as_text(x) for k, x in v.items()}
+    return v
+
+
 class SetStep(StepModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -38,14 +45,7 @@ class SetStep(StepModel):
     set: dict[str, Scalar] = Field(description="signal -> value, e.g. {psu.output: ON, psu.voltage_set: 850 V}")
     as_: str | None = Field(None, alias="as", description="record the instant the values were applied as @name")
 
-    _values = field_validator("set", mode="before")(lambda v: set_values(v))
-
-
-def set_values(v: Any) -> Any:
-    """The values of a ``set:`` mapping as text (YAML reads ``12`` as a number)."""
-    if isinstance(v, dict):
-        return {k: as_text(x) for k, x in v.items()}
-    return v
+    _values = field_validator("set", mode="before")(set_values)
 
 
 @dataclass
