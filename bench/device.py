@@ -39,6 +39,25 @@ class ConfigError(ValueError):
         super().__init__(message)
 
 
+def config_quantity(text: str, unit: str, name: str, key: str | None = None) -> float:
+    """``text``, a station value with a unit, in ``unit``; a duration must be above zero.
+
+    ``name`` is what the message calls it (``poll_interval``, ``ntc.r25``), ``key`` the station
+    key the error points at (default: ``name``).
+    """
+    key = name if key is None else key
+    try:
+        q = parse_quantity(text)
+    except ExpressionError as exc:
+        raise ConfigError(f"{name}: {exc}", key) from None
+    want = parse_unit(unit)
+    if want.dim == TIME and (q.dim != TIME or q.base <= 0):
+        raise ConfigError(f"{name}: expected a duration > 0, got '{text}'", key)
+    if q.dim != want.dim:
+        raise ConfigError(f"{name}: expected a value in {unit}, got '{text}'", key)
+    return want.from_base(q.base)
+
+
 @dataclass
 class DeviceContext:
     """Handed to every driver at connect time."""
@@ -83,17 +102,7 @@ class Driver(abc.ABC):
 
     def config_quantity(self, key: str, default: str, unit: str) -> float:
         """A configuration value with a unit, in ``unit``; a duration must be above zero."""
-        text = str(self.config.get(key, default))
-        try:
-            q = parse_quantity(text)
-        except ExpressionError as exc:
-            raise ConfigError(f"{key}: {exc}", key) from None
-        want = parse_unit(unit)
-        if want.dim == TIME and (q.dim != TIME or q.base <= 0):
-            raise ConfigError(f"{key}: expected a duration > 0, got '{text}'", key)
-        if q.dim != want.dim:
-            raise ConfigError(f"{key}: expected a value in {unit}, got '{text}'", key)
-        return want.from_base(q.base)
+        return config_quantity(str(self.config.get(key, default)), unit, key)
 
     @abc.abstractmethod
     def signals(self) -> list[SignalInfo]:

@@ -21,9 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bench.device import ConfigError
-from bench.errors import ExpressionError
-from bench.units import parse_quantity, parse_unit
+from bench.device import ConfigError, config_quantity
 
 KELVIN_AT_0C = 273.15
 _KEYS = {"beta": {"model", "r25", "beta", "t25"}, "steinhart_hart": {"model", "a", "b", "c"}}
@@ -118,14 +116,7 @@ def _quantity(config: Mapping[str, Any], name: str, unit: str, key: str, default
         raise ConfigError(f"{key}.{name}: missing", key)
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         raw = f"{raw} {unit}"  # a bare number is in the key's own unit
-    want = parse_unit(unit)
-    try:
-        q = parse_quantity(str(raw))
-    except ExpressionError as exc:
-        raise ConfigError(f"{key}.{name}: {exc}", key) from None
-    if q.dim != want.dim:
-        raise ConfigError(f"{key}.{name}: expected a value in {unit}, got {raw!r}", key)
-    value = want.from_base(q.base)
+    value = config_quantity(str(raw), unit, f"{key}.{name}", key)
     if not math.isfinite(value):
         raise ConfigError(f"{key}.{name}: must be finite, got {raw!r}", key)
     return value
