@@ -94,14 +94,17 @@ def _grammar_cache() -> str | None:
 
     Building them costs about 20 ms of every command that reads an expression (`bench validate`
     among them). The file is in the user's own cache folder, not in the shared temporary folder,
-    since loading it unpickles it.
+    since loading it unpickles it; a folder that others may write to is not used.
     """
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(base, "hil-bench")
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.stat(folder)
     except OSError:
         return None
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return None  # a folder another user owns or may write to: it could hold a planted file
     return os.path.join(folder, "expression-grammar.lark")
 
 

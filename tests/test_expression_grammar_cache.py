@@ -59,3 +59,14 @@ def test_a_cache_folder_that_cannot_be_made_costs_only_time(tmp_path: Path) -> N
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     assert _run(blocked) == _run(tmp_path)
+
+
+def test_a_cache_folder_others_may_write_to_is_not_used(tmp_path: Path) -> None:
+    folder = tmp_path / "hil-bench"
+    folder.mkdir()
+    folder.chmod(0o777)  # made by someone else's tool: any local user could plant a file there
+    first = _run(tmp_path)
+    assert not (tmp_path / CACHE).exists()
+    (tmp_path / CACHE).write_bytes(b"planted")
+    assert _run(tmp_path) == first
+    assert (tmp_path / CACHE).read_bytes() == b"planted"  # neither read nor replaced
