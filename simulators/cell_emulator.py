@@ -379,9 +379,14 @@ _TOP: dict[str, Spec] = {
 }
 
 
-def build_bus(config: Mapping[str, Any], rng: random.Random) -> CellEmulatorBus:
-    """The units of a ``cell_emulator`` config: ABS units ``first_id``.., then the resistor modules."""
-    cfg = check_section("cell_emulator", config, _TOP, "")
+def build_bus(
+    config: Mapping[str, Any], rng: random.Random, *, plant: str = "cell_emulator", where: str = ""
+) -> CellEmulatorBus:
+    """The units of a ``cell_emulator`` config: ABS units ``first_id``.., then the resistor modules.
+
+    ``plant`` and ``where`` name the config in an error: a plant that owns the bus checks it as a
+    section of its own config (``bms_cells config: emulator.units ...``)."""
+    cfg = check_section(plant, config, _TOP, where)
     units: dict[int, ChannelUnit] = {}
     next_id = cfg["first_id"]
     for k in range(cfg["units"]):

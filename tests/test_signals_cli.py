@@ -72,7 +72,7 @@ def test_pattern_and_device_filter() -> None:
     assert r.rc == 0, r.err
     names = [line.split()[0] for line in r.out.splitlines()[1:]]
     assert names and all(n.startswith("h2.") for n in names)
-    r = bench("signals", "*current_limit")
+    r = bench("signals", "*charge_current_limit")
     assert [line.split()[0] for line in r.out.splitlines()[1:]] == [
         "bms.charge_current_limit",
         "bms.discharge_current_limit",
