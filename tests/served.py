@@ -32,8 +32,9 @@ DBC = ROOT / "dbc" / "bms.dbc"
 HIGH_SOC = 99.4
 # The served DAQ's mainframes, in the order of its config (transport, then mainframes).
 DAQ_SCPI = ("daq", "daq2", "daq3", "daq4")
-# SCPI endpoints of the simulated station besides psu and pa (the DAQ's get their ports below).
-OTHER_SCPI = ("fib", "emu", "chamber", "fcio", *DAQ_SCPI)
+# SCPI endpoints of the simulated station besides psu and pa (the DAQ's get their ports below;
+# `cells` is the cell emulator's bus, which the bms_cells plant registers).
+OTHER_SCPI = ("fib", "emu", "chamber", "fcio", "cells", *DAQ_SCPI)
 SHORT_OVERCHARGE = ["-p", "soc_max=100 %", "-p", "observation=5 s"]
 
 
@@ -106,6 +107,46 @@ def write_stations(tmp: Path, initial_soc: float = HIGH_SOC, psu: dict[str, Any]
         {"psu": psu_port, "pa": pa_port, **dict(zip(OTHER_SCPI, others, strict=True))},
         serial_dir,
     )
+
+
+def served_on_free_ports(served: Path, tmp: Path) -> tuple[Path, dict[int, int]]:
+    """A copy of the served station ``served`` in ``tmp`` whose every port is a free one.
+
+    Each port of its ``serve:`` section (CAN and SCPI) is replaced by a free port, in the section
+    and in the devices that reach it; relative paths (DBCs, ``simulators_from``) become absolute.
+    A device port the section does not serve is a KeyError: the file reaches nothing it serves.
+    Returns the copy and the map from each port of the file to the port of the copy.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    station = load_yaml(served)
+    serve = station["serve"]
+    old = [serve["can"]["port"], *serve.get("scpi", {}).values()]
+    moved = dict(zip(old, free_ports(len(old)), strict=True))
+    serve["can"]["port"] = moved[serve["can"]["port"]]
+    serve["scpi"] = {name: moved[port] for name, port in serve.get("scpi", {}).items()}
+    serve["simulators_from"] = str((served.parent / serve["simulators_from"]).resolve())
+
+    def repoint(node: Any) -> None:
+        # Every CAN port and TCPIP resource of a device, nested ones (a DAQ's mainframes) too.
+        if isinstance(node, list):
+            for item in node:
+                repoint(item)
+        if not isinstance(node, dict):
+            return
+        if isinstance(node.get("can"), dict) and "port" in node["can"]:
+            node["can"]["port"] = moved[node["can"]["port"]]
+        if str(node.get("visa", "")).startswith("TCPIP::"):
+            prefix, port, suffix = node["visa"].rsplit("::", 2)
+            node["visa"] = f"{prefix}::{moved[int(port)]}::{suffix}"
+        for value in node.values():
+            repoint(value)
+
+    for device in station["devices"].values():
+        config = device["config"]
+        if "dbc" in config:
+            config["dbc"] = str((served.parent / config["dbc"]).resolve())
+        repoint(config)
+    return dump_yaml(station, tmp / served.name), moved
 
 
 @dataclass

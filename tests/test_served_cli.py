@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import can
 import pytest
@@ -18,7 +19,7 @@ import serial
 from can.interfaces.socketcand.socketcand import SocketCanDaemonBus
 
 from tests.conftest import OVERCHARGE, ROOT, bench
-from tests.served import OTHER_SCPI, Served, Stations, scpi_query, sim_serve, write_stations
+from tests.served import OTHER_SCPI, Served, Stations, load_yaml, scpi_query, sim_serve, write_stations
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +163,46 @@ def test_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
     assert message in r.err and len(r.err.strip().splitlines()) == 1, r.err
 
 
+# Each served station and the in-process station whose plants it serves.
+SERVED_PAIRS = {"sim-served.yaml": "sim.yaml", "sim-cells-served.yaml": "sim-cells.yaml"}
+
+
 def test_station_templates_validate() -> None:
-    r = bench("validate", ROOT / "stations" / "lab-example.yaml", ROOT / "stations" / "sim-served.yaml")
+    r = bench("validate", ROOT / "stations" / "lab-example.yaml", *(ROOT / "stations" / s for s in SERVED_PAIRS))
     assert r.rc == 0, r.err
+
+
+def _without_pipes(device: dict[str, Any]) -> dict[str, Any]:
+    """A device section without what only says where the device is: its doc, transports, CAN endpoint."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, list):
+            return [strip(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: strip(v) for k, v in node.items() if k not in ("doc", "transport")}
+        if isinstance(out.get("can"), dict):
+            out["can"] = {k: v for k, v in out["can"].items() if k not in ("interface", "host", "port")}
+        return out
+
+    return dict(strip(device))
+
+
+@pytest.mark.parametrize(("served", "inproc"), SERVED_PAIRS.items())
+def test_a_served_station_has_the_in_process_devices_with_other_pipes(served: str, inproc: str) -> None:
+    """Same drivers, configs and safe states as the station it serves; only the pipes differ."""
+    served_st = load_yaml(ROOT / "stations" / served)
+    inproc_st = load_yaml(ROOT / "stations" / inproc)
+    assert served_st["serve"]["simulators_from"] == inproc
+    assert served_st["virtual_time"] is False and inproc_st["virtual_time"] is True
+    for name, device in served_st["devices"].items():
+        assert name in inproc_st["devices"], f"{served}: {name} is not a device of {inproc}"
+        assert _without_pipes(device) == _without_pipes(inproc_st["devices"][name]), name
+    # Every port a device reaches is one the server opens.
+    serve = served_st["serve"]
+    text = (ROOT / "stations" / served).read_text()
+    for port in [serve["can"]["port"], *serve["scpi"].values()]:
+        assert f"port: {port}," in text or f"::{port}::SOCKET" in text, port
 
 
 def test_fault_on_a_served_station_points_to_the_server() -> None:
