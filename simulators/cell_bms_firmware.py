@@ -103,21 +103,21 @@ class CellBmsDefects:
     balancing_never_stops: bool = False
 
 
-def ntc_celsius(ohms: float, r25_ohm: float, beta: float) -> float:
-    """The BMS's own beta conversion of an NTC input, clamped to its conversion range.
+def ntc_celsius(ohms: float, r25_ohm: float, beta: float, error_k: float = 0.0) -> float:
+    """The BMS's own beta conversion of an NTC input plus its channel's error, clamped to its
+    conversion range (an open input reads the lowest, a shorted one the highest).
 
     Written here and not taken from the bench's NTC model (drivers/ntc.py): the item's firmware
     and the bench's stimulus are two independent conversions, so an error in one shows in a test.
     """
-    lo, hi = TEMP_LOW_C, TEMP_HIGH_C
     if ohms <= 0.0:
-        return hi
+        return TEMP_HIGH_C
     if math.isinf(ohms):
-        return lo
+        return TEMP_LOW_C
     inv_t = 1.0 / T25_K + math.log(ohms / r25_ohm) / beta
     if inv_t <= 0.0:
-        return hi
-    return min(hi, max(lo, 1.0 / inv_t - KELVIN_AT_0C))
+        return TEMP_HIGH_C
+    return min(TEMP_HIGH_C, max(TEMP_LOW_C, 1.0 / inv_t - KELVIN_AT_0C + error_k))
 
 
 class _Debounce:
@@ -163,6 +163,7 @@ class CellBms:
         self.bleeding = [False] * n
         self.balancing_allowed = False
         self._last_clear = False
+        self._clear_requested = False
         # Latched faults and the channel that latched them (0 = none).
         self.fault_ov = self.fault_uv = self.fault_open_wire = self.fault_temp_sensor = False
         self.open_wire_cell = 0
@@ -182,6 +183,9 @@ class CellBms:
             TEMPERATURES_FRAME: math.ceil(params.temp_sensors / TEMPS_PER_GROUP),
             BALANCING_FRAME: math.ceil(n / BALANCING_PER_GROUP),
         }
+        self._cell_names = [f"cell_v_{k:03d}" for k in range(1, n + 1)]
+        self._temp_names = [f"temp_{i:02d}" for i in range(1, params.temp_sensors + 1)]
+        self._bal_names = [f"bal_{k:03d}" for k in range(1, n + 1)]
         self.schedule: list[tuple[float, str]] = []
         for m in db.messages:
             if "CBMS" in (m.senders or []) and m.cycle_time:
@@ -205,7 +209,8 @@ class CellBms:
         cmd = self._command.decode(frame.data)
         clear = cmd["cmd_clear_faults"] == 1
         if clear and not self._last_clear:
-            self.clear_faults()
+            # Taken by the next measurement cycle, on the inputs of that cycle.
+            self._clear_requested = True
         self._last_clear = clear
         allowed = cmd["cmd_balancing"] == 1
         if self.balancing_allowed and not allowed:
@@ -232,6 +237,9 @@ class CellBms:
     def step(self, now: float) -> None:
         self._measure()
         self._diagnose(now)
+        if self._clear_requested:
+            self._clear_requested = False
+            self.clear_faults()
         self._balance()
 
     def _measure(self) -> None:
@@ -248,8 +256,7 @@ class CellBms:
             if dead is not None and dead[0] == i + 1:
                 self.temperatures[i] = dead[1]
                 continue
-            t = ntc_celsius(bus.ntc(i + 1).resistance, p.r25_ohm, p.beta) + self.temp_error[i]
-            self.temperatures[i] = min(TEMP_HIGH_C, max(TEMP_LOW_C, t))
+            self.temperatures[i] = ntc_celsius(bus.ntc(i + 1).resistance, p.r25_ohm, p.beta, self.temp_error[i])
 
     def _diagnose(self, now: float) -> None:
         p, readings = self.p, self.readings
@@ -344,37 +351,28 @@ class CellBms:
         return self._codecs[STATUS_FRAME].encode({k: float(v) for k, v in values.items()})
 
     def _voltages(self) -> list[bytearray]:
-        codec, readings = self._codecs[VOLTAGES_FRAME], self.readings
-        frames = []
-        for g in range(self._groups[VOLTAGES_FRAME]):
-            if g == self.d.stuck_group and self._stuck_payload is not None:
-                frames.append(bytearray(self._stuck_payload))
-                continue
-            values = {"cell_group": float(g)}
-            for k in range(g * CELLS_PER_GROUP, min((g + 1) * CELLS_PER_GROUP, len(readings))):
-                values[f"cell_v_{k + 1:03d}"] = readings[k]
-            data = codec.encode(values)
-            if g == self.d.stuck_group:
-                self._stuck_payload = bytearray(data)
-            frames.append(data)
+        frames = self._grouped(VOLTAGES_FRAME, "cell_group", self._cell_names, self.readings, CELLS_PER_GROUP)
+        g = self.d.stuck_group
+        if g is not None and g < len(frames):
+            if self._stuck_payload is None:
+                self._stuck_payload = bytearray(frames[g])
+            frames[g] = bytearray(self._stuck_payload)
         return frames
 
     def _temperatures(self) -> list[bytearray]:
-        codec, temps = self._codecs[TEMPERATURES_FRAME], self.temperatures
-        frames = []
-        for g in range(self._groups[TEMPERATURES_FRAME]):
-            values = {"temp_group": float(g)}
-            for i in range(g * TEMPS_PER_GROUP, min((g + 1) * TEMPS_PER_GROUP, len(temps))):
-                values[f"temp_{i + 1:02d}"] = temps[i]
-            frames.append(codec.encode(values))
-        return frames
+        return self._grouped(TEMPERATURES_FRAME, "temp_group", self._temp_names, self.temperatures, TEMPS_PER_GROUP)
 
     def _balancing(self) -> list[bytearray]:
-        codec, bleeding = self._codecs[BALANCING_FRAME], self.bleeding
+        switches = [1.0 if on else 0.0 for on in self.bleeding]
+        return self._grouped(BALANCING_FRAME, "bal_group", self._bal_names, switches, BALANCING_PER_GROUP)
+
+    def _grouped(
+        self, frame: str, mux: str, signals: Sequence[str], values: Sequence[float], per_group: int
+    ) -> list[bytearray]:
+        """Every group of a multiplexed frame: group g carries channels g * per_group + 1 .. on."""
+        codec = self._codecs[frame]
         frames = []
-        for g in range(self._groups[BALANCING_FRAME]):
-            values = {"bal_group": float(g)}
-            for k in range(g * BALANCING_PER_GROUP, min((g + 1) * BALANCING_PER_GROUP, len(bleeding))):
-                values[f"bal_{k + 1:03d}"] = 1.0 if bleeding[k] else 0.0
-            frames.append(codec.encode(values))
+        for g in range(self._groups[frame]):
+            lo, hi = g * per_group, (g + 1) * per_group
+            frames.append(codec.encode({mux: float(g), **dict(zip(signals[lo:hi], values[lo:hi], strict=False))}))
         return frames
