@@ -1,8 +1,9 @@
 """IEEE 488.2 common commands and status registers: one test that every simulated SCPI instrument passes.
 
 The instruments are whatever the simulators of stations/sim.yaml register with a ``scpi(line)``
-handler, so a new one is covered (and must say what its ``*RST`` restores, in ``RESETS``). The
-same test runs in-process (the drivers' ``inproc`` transport) and against ``bench sim serve``
+handler, so a new one is covered (and must say what its ``*RST`` restores, in ``RESETS``); each
+unit on an addressed bus (the cell emulator's RS-485 bus, lines ``@<id> ...``) is an instrument
+of its own, ``<endpoint>@<id>``. The same test runs in-process (the drivers' ``inproc`` transport) and against ``bench sim serve``
 over real TCP sockets (pyvisa-py ``TCPIP::...::SOCKET``, the drivers' ``visa`` transport). And
 each station driver leaves its instrument's status clear after connecting (``*CLS`` clears PON).
 """
@@ -19,6 +20,7 @@ import pytest
 from bench.device import load_plant_builder
 from bench.plan import build_drivers
 from bench.station import load_station
+from drivers.cell_emulator import AddressedTransport
 from drivers.scpi import InProcTransport, ScpiTransport, VisaTransport
 from simulators.scpi_device import (
     ESR_CME,
@@ -60,6 +62,12 @@ RESETS: dict[str, Reset | None] = {
         daq: Reset("CONF:VOLT:DC 10,(@101:105);FORM:READ:CHAN ON", "ROUT:SCAN:SIZE?;FORM:READ:CHAN?", "0;0")
         for daq in ("daq", "daq2", "daq3", "daq4")  # the four mainframes of the station's DAQ
     },
+    # The cell emulator's bus: two ABS units (*RST: every cell off, setpoints zero) and a resistor module.
+    **{
+        abs_unit: Reset("SOUR1:VOLT 3.3;:OUTP1 1", "SOUR1:VOLT?;:OUTP1?", "0.0000;0")
+        for abs_unit in ("cells@1", "cells@2")
+    },
+    "cells@3": Reset("SOUR1:RES 4700;:OUTP1:FAUL OPEN", "SOUR1:RES?;:OUTP1:FAUL?", "10000;NONE"),
 }
 
 
@@ -77,7 +85,7 @@ class Instrument:
         return f'{code},"{text}"'
 
 
-def simulated_instruments() -> dict[str, ScpiDevice]:
+def registered_endpoints() -> dict[str, Any]:
     """Every SCPI endpoint the simulators of sim.yaml register, freshly powered on."""
     station = load_station(SIM_STATION)
     registered: dict[str, Any] = {}
@@ -86,10 +94,28 @@ def simulated_instruments() -> dict[str, ScpiDevice]:
         if "dbc" in config:
             config["dbc"] = str((station.base_dir / str(config["dbc"])).resolve())
         load_plant_builder(sim.kind)(config, faults=[], seed=i, register=registered.__setitem__)
-    scpi = {name: obj for name, obj in registered.items() if is_scpi(obj)}
+    return {name: obj for name, obj in registered.items() if is_scpi(obj)}
+
+
+def instruments_of(endpoints: dict[str, Any]) -> dict[str, ScpiDevice]:
+    """The instruments behind ``endpoints``: each unit of an addressed bus as ``<endpoint>@<id>``."""
+    scpi: dict[str, Any] = {}
+    for name, obj in endpoints.items():
+        units = getattr(obj, "units", None)
+        scpi.update({f"{name}@{uid}": unit for uid, unit in units.items()} if isinstance(units, dict) else {name: obj})
     for name, obj in scpi.items():
         assert isinstance(obj, ScpiDevice), f"{name}: a simulated SCPI instrument must build on ScpiDevice"
     return scpi
+
+
+def simulated_instruments() -> dict[str, ScpiDevice]:
+    return instruments_of(registered_endpoints())
+
+
+def split(endpoint: str) -> tuple[str, int | None]:
+    """The endpoint an instrument is reached at, and its address on that bus (None: it is alone there)."""
+    name, _, address = endpoint.partition("@")
+    return name, int(address) if address else None
 
 
 ENDPOINTS = sorted(RESETS)
@@ -213,7 +239,10 @@ def test_common_commands_served_over_tcp(endpoint: str, stations: Stations, serv
     assert served.proc.poll() is None
 
     async def main() -> None:
-        transport = VisaTransport(endpoint, stations.visa(endpoint), timeout=5.0)
+        name, address = split(endpoint)
+        transport: ScpiTransport = VisaTransport(name, stations.visa(name), timeout=5.0)
+        if address is not None:
+            transport = AddressedTransport(transport, address)
         try:
             await common_commands(transport, Instrument(endpoint, twin))
         finally:
@@ -230,7 +259,7 @@ def test_error_classes_set_their_event_bits() -> None:
 
 
 def test_served_station_serves_every_simulated_scpi_instrument(stations: Stations) -> None:
-    assert sorted(stations.scpi) == ENDPOINTS
+    assert sorted(stations.scpi) == sorted({split(e)[0] for e in ENDPOINTS})
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -239,19 +268,19 @@ def test_the_driver_clears_the_power_on_status_at_connect(endpoint: str) -> None
     # clears PON, and nothing it sends while connecting and polling raises an event or queues one.
     station = load_station(SIM_STATION)
     # A device may span several instruments (the DAQ's further mainframes are in its `mainframes`).
+    name, _ = split(endpoint)
     device = next(
         n
         for n, d in station.model.devices.items()
-        if {"inproc": endpoint}
-        in [d.config.get("transport"), *(m["transport"] for m in d.config.get("mainframes", []))]
+        if {"inproc": name} in [d.config.get("transport"), *(m["transport"] for m in d.config.get("mainframes", []))]
     )
     driver = build_drivers(station, [device])[device]
-    instruments = simulated_instruments()
-    handler = instruments[endpoint]
+    endpoints = registered_endpoints()
+    handler = instruments_of(endpoints)[endpoint]
     harness = Harness()
 
     async def main() -> None:
-        async with connected(driver, harness, instruments):
+        async with connected(driver, harness, endpoints):
             await settle(2.0)  # a few polls
             assert handler.scpi("*ESR?;*STB?") == f"0;{STB_MAV}"
             assert handler.scpi(handler.error_query) == Instrument(endpoint, handler).error(0, "No error")
