@@ -366,7 +366,7 @@ class CellEmulatorBus:
         return "\n".join(replies) if replies else None
 
 
-# -- the plant: the emulator on its own, for stations that wire it to a BMS model later -------
+# -- the plant: the emulator on its own (bms_cells builds the same bus and wires a BMS to it) ----
 
 _TOP: dict[str, Spec] = {
     "endpoint": ((str,), "cells", None, None, False),
