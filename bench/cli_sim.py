@@ -11,7 +11,8 @@ station's ``serve:`` section says what to run and where (docs/served.md)::
       scpi: {psu: 5025, pa: 5026}        # endpoint -> TCP port
       serial_dir: /tmp/hil-bench-sim     # a pty per serial endpoint, linked as <serial_dir>/<endpoint>
 
-A station without ``serve:`` but with ``simulators:`` is served on the defaults above.
+A station without ``serve:`` but with ``simulators:`` is served on the defaults above, except
+that the CAN channels served are the in-process ones its devices open.
 """
 
 from __future__ import annotations

@@ -42,13 +42,25 @@ def default_served_station() -> Path:
     return local if local.exists() else REPO_ROOT / "stations" / "sim-served.yaml"
 
 
+def inproc_can_channels(st: LoadedStation) -> list[str]:
+    """The in-process CAN channels the station's devices open (``can: {interface: inproc, channel: ...}``)."""
+    channels = []
+    for device in st.model.devices.values():
+        can = device.config.get("can")
+        if isinstance(can, dict) and can.get("interface") == "inproc" and can.get("channel"):
+            channels.append(str(can["channel"]))
+    return list(dict.fromkeys(channels))
+
+
 def serve_section(st: LoadedStation) -> tuple[ServeSection, list[SimulatorEntry], Path]:
     """The serve options, the simulators to run and the folder their relative paths start from."""
     raw = st.model.serve
     if raw is None:
         if not st.model.simulators:
             raise LoadError(f"station '{st.model.id}' has neither 'serve' nor 'simulators': nothing to serve", st.path)
-        return ServeSection(), list(st.model.simulators), st.base_dir
+        # The defaults, but the CAN channels its plants talk on (the cell BMS's bench2, not bench0).
+        can = CanServe(channels=inproc_can_channels(st) or CanServe().channels)
+        return ServeSection(can=can), list(st.model.simulators), st.base_dir
     try:
         section = ServeSection.model_validate(raw)
     except ValidationError as exc:

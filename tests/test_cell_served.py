@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, bench
+from tests.ports import free_port_offset
 from tests.served import served_on_free_ports, sim_serve
 
 SERVED = ROOT / "stations" / "sim-cells-served.yaml"
+INPROC = ROOT / "stations" / "sim-cells.yaml"
 DOC = ROOT / "docs" / "cell-hil.md"
 EXCERPT = re.compile(r"^<!-- excerpt: (\S+) -->\n```yaml\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
@@ -56,6 +58,17 @@ def test_a_cell_sequence_against_the_served_plant(tmp_path: Path, reports: Path,
     else:
         assert measured["ov_trip_point"]["value"] == pytest.approx(4.200, abs=0.002), measured["ov_trip_point"]
     assert all(s["safe"] for s in result["safe_state"]), result["safe_state"]
+
+
+def test_the_in_process_station_itself_is_served_with_its_own_can_channel() -> None:
+    """sim-cells.yaml has no serve: section: its plant is served on the default ports, and on the
+    CAN channel its BMS talks on (bench2), not the default bench0."""
+    offset = free_port_offset(29536, 5025)
+    with sim_serve(INPROC, "--port-offset", str(offset)) as server:
+        text = "\n".join(server.banner)
+    assert sorted(line.split()[:2] for line in server.banner[1:-1]) == [["can", "bench2"], ["scpi", "cells"]], text
+    assert f"socketcand 127.0.0.1:{29536 + offset} channel bench2" in text
+    assert f"TCPIP::127.0.0.1::{5025 + offset}::SOCKET" in text
 
 
 def test_the_excerpts_of_the_station_file_in_the_doc_are_its_text() -> None:
