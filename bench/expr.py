@@ -381,7 +381,11 @@ def _compile(node: Tree[Token] | Token, scope: Scope) -> Compiled:
     if data == "neg":
         c = _num(_compile(kids[0], scope), "-")
         f = c.fn
-        return _derive(c, lambda env: None if (v := f(env)) is None else -v, c.dim, [c])
+        # A temperature on the Celsius scale is negated on that scale: -20 degC is 253.15 K,
+        # not the -293.15 K that negating its kelvin value would give. Off the base value, the
+        # reading is (v - off) / factor; its negation in base units is 2 * off - v.
+        off = c.display_unit.offset if c.display_unit is not None else 0.0
+        return _derive(c, lambda env: None if (v := f(env)) is None else 2.0 * off - v, c.dim, [c])
     if data == "call":
         func = _tok(kids[0])
         c = _num(_compile(kids[1], scope), func)

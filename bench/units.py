@@ -11,7 +11,8 @@ number or with a value in the same unit string, and with nothing else.
 
 Temperature is the one unit with an offset. A lone temperature (a limit, a setpoint, a signal)
 is absolute; a temperature inside a compound unit (``degC/h``) or on the right of ``+``/``-``
-is a difference. General-purpose unit libraries apply the offset inside compound units, which
+is a difference; a minus sign negates a Celsius temperature on its own scale (``-20 degC`` is
+253.15 K, bench/expr.py). General-purpose unit libraries apply the offset inside compound units, which
 turns a gradient of ``4 degC/h`` into ``277 K/h``; that is the wrong answer for a
 temperature-stability criterion, so the rule is spelled out here instead.
 """
