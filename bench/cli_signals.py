@@ -46,6 +46,7 @@ def signal_rows(station: LoadedStation, device: str | None = None, pattern: str 
     """The station's signals (of ``device``, matching the glob ``pattern``), in the drivers' order."""
     from bench.expr import state_list
     from bench.plan import build_catalog, build_drivers
+    from bench.report.equipment import signal_source
 
     devices = list(station.model.devices)
     if device is not None and device not in devices:
@@ -67,7 +68,7 @@ def signal_rows(station: LoadedStation, device: str | None = None, pattern: str 
         info = catalog[name]
         driver = drivers[name.split(".", 1)[0]]
         period = driver.update_period(name)
-        source = sources.get(name)
+        source = signal_source(name, sources)
         if period is not None:
             period_text = f"{period * 1000:g} ms" if period < 1 else f"{period:g} s"
         elif source is not None and source.period:

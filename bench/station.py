@@ -64,7 +64,10 @@ class Station(_Model):
     # ISO/IEC 17025 reporting (bench/report/equipment.py, docs/reports.md).
     laboratory: Laboratory | None = None
     equipment: list[Instrument] = Field([], description="equipment register: instruments with calibration")
-    signal_sources: dict[str, SignalSource] = Field({}, description="resolution/accuracy/period of DUT signals")
+    signal_sources: dict[str, SignalSource] = Field(
+        {},
+        description="resolution/accuracy/period of DUT signals; a key may be an fnmatch pattern (a signal's own key first)",
+    )
     decision_rule: DecisionRule = Field("simple", description="statement of conformity: simple or guard_band")
     limits: list[Limit] = Field([], description="hard limits held by the supervisor for every sequence; a trip latches")
     estop: str | None = Field(None, description="condition of an emergency-stop input (e.g. a digital input signal)")

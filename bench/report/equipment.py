@@ -25,7 +25,7 @@ import functools
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -340,23 +340,35 @@ def signal_uncertainty(
         if rng.resolution is not None:
             parts.append(rng.resolution)
         return combine(parts, shown_in)
-    src = sources.get(signal)
+    src = signal_source(signal, sources)
     if src is None:
         return None
     known = _source_uncertainty(signal, src.accuracy, src.resolution, shown_in)
     return None if known is None else Uncertainty(known[0], list(known[1]))
 
 
+_Entry = TypeVar("_Entry")
+
+
 def register_ranges(ins: Instrument, short: str) -> list[Range] | None:
-    """The register's ranges of signal ``short`` of an instrument: its own entry, else the first
-    entry whose key is a pattern that matches it (``m*c*_voltage`` for every cell channel of an
-    emulator, fnmatch rules); None when the register states nothing for it."""
-    ranges = ins.signals.get(short)
-    if ranges is not None:
-        return ranges
-    for key, pattern_ranges in ins.signals.items():
-        if any(ch in key for ch in "*?[") and fnmatch.fnmatchcase(short, key):
-            return pattern_ranges
+    """The register's ranges of signal ``short`` of an instrument (``entry_for`` its signals)."""
+    return entry_for(ins.signals, short)
+
+
+def signal_source(signal: str, sources: Mapping[str, SignalSource]) -> SignalSource | None:
+    """The ``signal_sources`` entry of ``signal`` (``entry_for``: ``cbms.cell_v_*`` for every cell)."""
+    return entry_for(sources, signal)
+
+
+def entry_for(entries: Mapping[str, _Entry], name: str) -> _Entry | None:
+    """The entry of ``name``: its own, else the first whose key is a pattern that matches it
+    (``m*c*_voltage`` for every cell channel of an emulator, fnmatch rules); None when none does."""
+    own = entries.get(name)
+    if own is not None:
+        return own
+    for key, entry in entries.items():
+        if any(ch in key for ch in "*?[") and fnmatch.fnmatchcase(name, key):
+            return entry
     return None
 
 
@@ -370,7 +382,7 @@ def instant_uncertainty(signals: Iterable[str], sources: Mapping[str, SignalSour
     """
     periods = []
     for s in sorted(signals):  # a set: sort, so ties name the same signal in every run
-        src = sources.get(s)
+        src = signal_source(s, sources)
         if src is None or src.period is None:
             return None
         periods.append((s, diff_base(src.period)))

@@ -26,6 +26,7 @@ from bench.report.equipment import (
     identity_mismatches,
     instant_uncertainty,
     register_ranges,
+    signal_source,
     signal_uncertainty,
     used_instruments,
 )
@@ -198,12 +199,12 @@ def _instants_uncertainty(plan: Plan, marks: frozenset[str]) -> tuple[Uncertaint
 
 
 def _period(plan: Plan, signal: str) -> str | None:
-    src = plan.station.model.signal_sources.get(signal)
+    src = signal_source(signal, plan.station.model.signal_sources)
     return None if src is None else src.period
 
 
 def _missing_period(plan: Plan, signal: str) -> str:
-    if signal in plan.station.model.signal_sources:
+    if signal_source(signal, plan.station.model.signal_sources) is not None:
         return f"the update period of {signal} is unknown (its signal_sources entry has no 'period')"
     return f"the update period of {signal} is unknown (no signal_sources entry)"
 
@@ -218,7 +219,7 @@ def missing_signal_data(plan: Plan, signal: str) -> str:
     station = plan.station.model
     device, _, short = signal.partition(".")
     instruments = [i for i in station.equipment if i.device == device]
-    source = station.signal_sources.get(signal)
+    source = signal_source(signal, station.signal_sources)
     if any(register_ranges(i, short) is not None for i in instruments):
         return f"{signal}: the accuracy of its instrument in the equipment register cannot be read"
     if source is not None:
