@@ -1,0 +1,198 @@
+"""The questions on a generated history, the same bodies on SQLite and PostgreSQL.
+
+Every expected figure is computed here from the generated rows themselves (tests/results_history.py),
+never read back from the database: which runs used an instrument in a window, each group's
+first-pass and final yield, a capability index by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import statistics
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from bench.results import queries as q
+from bench.results.rows import RunRow
+from bench.results.store import Store, open_store
+from tests.results_history import MOVING_ASSET, SPACING, T0, generate
+
+N_RUNS = 1200
+SHIFT_AT = T0 + SPACING * 1000  # ov_trip_v moves up by 5 sd from the 1000th run on
+SHIFT = ("ov_trip_v", SHIFT_AT, 5 * 0.004)
+
+
+@dataclass
+class History:
+    store: Store
+    rows: list[RunRow]
+
+
+@pytest.fixture(scope="module")
+def history(results_url: str) -> Iterator[History]:
+    rows = list(generate(N_RUNS, shift=SHIFT))
+    with open_store(results_url) as store:
+        store.index_many(rows)
+        yield History(store, rows)
+
+
+def _assets(row: RunRow) -> set[str]:
+    return {e.asset_id for e in row.equipment}
+
+
+def test_affected_finds_exactly_the_runs_that_used_the_instrument_in_the_window(history: History) -> None:
+    moved = T0 + SPACING * (N_RUNS // 2)  # where the analyzer moves from bench-a to bench-b
+    since, until = moved - dt.timedelta(hours=6), moved + dt.timedelta(hours=6)
+    expected = {
+        r.run_id for r in history.rows if MOVING_ASSET in _assets(r) and r.ended_utc >= since and r.started_utc < until
+    }
+    answer = q.affected(history.store.engine, MOVING_ASSET, since, until)
+    found = [row["run_id"] for row in answer.dicts()]
+    assert len(found) == len(set(found))  # one row per run
+    assert set(found) == expected
+    # The window holds runs of both stations the analyzer served, and runs of others it never touched.
+    by_id = {r.run_id: r for r in history.rows}
+    assert {by_id[i].station_id for i in found} == {"bench-a", "bench-b"}
+    in_window = {r.run_id for r in history.rows if r.ended_utc >= since and r.started_utc < until}
+    assert in_window - expected and {by_id[i].station_id for i in in_window - expected} >= {"bench-c", "sim"}
+    # A run that started before the window and ended inside it used the instrument in the window.
+    straddling = [i for i in found if by_id[i].started_utc < since]
+    assert straddling and straddling == [i for i in sorted(expected) if by_id[i].started_utc < since]
+    assert all(row["report"] == by_id[row["run_id"]].folder for row in answer.dicts())  # no report file: the folder
+
+
+def test_affected_of_an_unknown_instrument_is_one_line_with_a_suggestion(history: History) -> None:
+    with pytest.raises(q.QueryError, match=r"no run used equipment 'PA7'; did you mean 'PA-7'\?"):
+        q.affected(history.store.engine, "PA7", T0)
+
+
+def _yield_by(rows: list[RunRow], key: str, since: dt.datetime | None = None) -> dict[str, tuple[int, int, int]]:
+    """Units (DUT, sequence) grouped by their first run's key: (units, first-pass passes, final passes)."""
+    units: dict[tuple[str, str], list[RunRow]] = {}
+    for r in sorted(rows, key=lambda r: (r.started_utc, r.run_id)):
+        if r.campaign_id is None:
+            units.setdefault((r.dut_serial or r.run_id, r.sequence_id), []).append(r)
+    out: dict[str, list[int]] = {}
+    for runs in units.values():
+        first, last = runs[0], runs[-1]
+        if since is not None and first.started_utc < since:
+            continue
+        if key == "week":
+            year, week, _ = first.started_utc.isocalendar()
+            group = f"{year}-W{week:02d}"
+        else:
+            group = {
+                "sequence": first.sequence_id,
+                "station": first.station_id,
+                "dut_type": first.dut_part_number or "",
+            }[key]
+        acc = out.setdefault(group, [0, 0, 0])
+        acc[0] += 1
+        acc[1] += first.verdict == "PASS"
+        acc[2] += last.verdict == "PASS"
+    return {k: (a, b, c) for k, (a, b, c) in out.items()}
+
+
+@pytest.mark.parametrize("by", q.YIELD_BY)
+def test_yield_matches_counts_computed_from_the_runs(history: History, by: str) -> None:
+    answer = q.yield_(history.store.engine, by=by)
+    got = {row["group"]: (row["units"], row["first_pass"], row["final_pass"]) for row in answer.dicts()}
+    expected = _yield_by(history.rows, by)
+    assert got == expected
+    retested = sum(n for n, _, _ in expected.values()) < sum(1 for r in history.rows if r.campaign_id is None)
+    assert retested  # the history has retests, so first-pass and final yield differ
+    for row in answer.dicts():
+        assert row["first_pass_yield"] == round(row["first_pass"] / row["units"], 4)
+        assert row["final_pass"] >= row["first_pass"]
+
+
+def test_yield_since_counts_the_units_first_tested_since(history: History) -> None:
+    since = T0 + SPACING * 600
+    got = {
+        row["group"]: (row["units"], row["first_pass"], row["final_pass"])
+        for row in q.yield_(history.store.engine, "sequence", since).dicts()
+    }
+    assert got == _yield_by(history.rows, "sequence", since)
+
+
+def test_runs_filters_and_campaign_cells_left_out_unless_asked(history: History) -> None:
+    engine = history.store.engine
+    production = [r for r in history.rows if r.campaign_id is None]
+    assert len(q.runs(engine, station="bench-b").rows) == sum(r.station_id == "bench-b" for r in production)
+    assert len(q.runs(engine, verdict="fail").rows) == sum(r.verdict == "FAIL" for r in production)
+    cells = len(history.rows) - len(production)
+    assert cells > 0
+    assert len(q.runs(engine, include_campaigns=True).rows) == len(production) + cells
+    since, until = T0 + SPACING * 100, T0 + SPACING * 200
+    window = q.runs(engine, sequence="R100-OVERCHARGE", since=since, until=until)
+    assert [row["run_id"] for row in window.dicts()] == [
+        r.run_id
+        for r in sorted(production, key=lambda r: (r.started_utc, r.run_id), reverse=True)
+        if r.sequence_id == "R100-OVERCHARGE" and since <= r.started_utc < until
+    ]
+
+
+def test_dut_history_lists_every_run_of_the_serial_with_its_report(history: History) -> None:
+    retested = next(r.dut_serial for r in history.rows if r.verdict == "FAIL" and r.campaign_id is None)
+    assert retested is not None
+    answer = q.dut_history(history.store.engine, retested)
+    assert [row["run_id"] for row in answer.dicts()] == [r.run_id for r in history.rows if r.dut_serial == retested]
+    assert len(answer.rows) >= 2 and answer.dicts()[0]["verdict"] == "FAIL"
+    with pytest.raises(q.QueryError, match="no run of DUT 'nobody' is indexed"):
+        q.dut_history(history.store.engine, "nobody")
+
+
+def test_trend_flags_the_planted_shift(history: History) -> None:
+    points = sorted(
+        (r.started_utc, r.run_id) for r in history.rows if r.sequence_id == "R100-OVERCHARGE" and r.campaign_id is None
+    )
+    before = sum(1 for started, _ in points if started < SHIFT_AT)
+    trend = q.trend(history.store.engine, "ov_trip_v", last=None, baseline=before)
+    assert [row[0] for row in trend.points.rows] == [run_id for _, run_id in points]
+    beyond = next(v.points for v in trend.chart.violations if v.rule.number == 1)
+    after = range(before, len(points))
+    assert len(set(beyond) & set(after)) >= 0.9 * len(after)  # a 5 sigma shift: nearly every point beyond 3 sigma
+    assert len([i for i in beyond if i < before]) <= 0.01 * before
+    assert set(after) <= set(trend.chart.flagged)
+    flagged_runs = {row[3] for row in trend.violations().rows}
+    assert {points[i][1] for i in after} <= flagged_runs
+
+
+def test_trend_grouped_by_software_version_shows_the_shifted_version(history: History) -> None:
+    trend = q.trend(history.store.engine, "ov_trip_v", group_by_sw_version=True)
+    means = {row[0]: row[2] for row in trend.summary().rows[1:]}
+    assert list(means) == ["1.0.0", "1.1.0", "1.2.0"]
+    assert trend.versions is not None and trend.versions == sorted(v or "" for v in trend.versions)
+    assert means["1.2.0"] - means["1.1.0"] > 2 * 0.004  # the shift lands in the last version's runs
+
+
+def test_cpk_against_a_hand_computation(history: History) -> None:
+    values = [
+        m.value
+        for r in sorted(history.rows, key=lambda r: (r.started_utc, r.run_id))
+        if r.campaign_id is None and r.started_utc < SHIFT_AT
+        for m in r.measurements
+        if m.name == "ot_trip_c" and m.value is not None
+    ]
+    mean = sum(values) / len(values)
+    mr_bar = sum(abs(b - a) for a, b in itertools.pairwise(values)) / (len(values) - 1)
+    sigma = mr_bar / 1.128
+    high = 65.0  # R100-THERMAL records an upper limit only: Cpk is its one side, Cp undefined
+    answer = q.cpk(history.store.engine, "ot_trip_c", until=SHIFT_AT)
+    assert answer.capability.n == len(values)
+    assert answer.capability.cpk == pytest.approx((high - mean) / (3 * sigma), rel=1e-9)
+    assert answer.capability.cp is None
+    assert answer.capability.ppk == pytest.approx((high - mean) / (3 * statistics.stdev(values)), rel=1e-9)
+
+
+def test_unknown_measurement_is_one_line_with_a_suggestion(history: History) -> None:
+    with pytest.raises(q.QueryError, match=r"no measurement named 'ov_trip' is indexed; did you mean 'ov_trip_v'\?"):
+        q.trend(history.store.engine, "ov_trip")
+
+
+@pytest.fixture(scope="module")
+def results_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('results')}/r.db"
