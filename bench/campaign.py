@@ -65,9 +65,19 @@ def station_fault_names(station: Path, wanted: str) -> list[str]:
     return names
 
 
-def run_cell(sequence: str, station: str, fault: str, params: Mapping[str, str], out_dir: str, seed: int) -> Cell:
-    """One cell, in a worker process. Never raises: a load error is the cell's ERROR."""
+def run_cell(
+    sequence: str,
+    station: str,
+    fault: str,
+    params: Mapping[str, str],
+    out_dir: str,
+    seed: int,
+    campaign_id: str | None = None,
+) -> Cell:
+    """One cell, in a worker process. Never raises: a load error is the cell's ERROR. Its run is
+    indexed with the campaign's id and its fault column, kept apart from production runs."""
     from bench.plan import build_plan, load_sequence
+    from bench.results.rows import RunTags
     from bench.runner import run_plan
 
     _, model = load_sequence(Path(sequence))
@@ -76,7 +86,8 @@ def run_cell(sequence: str, station: str, fault: str, params: Mapping[str, str],
         overrides = {k: v for k, v in params.items() if k in model.parameters}
         plan = build_plan(Path(sequence), Path(station), overrides, [] if fault == NOMINAL else [fault])
         t0 = time.perf_counter()
-        result = run_plan(plan, Path(out_dir) / "runs", seed=seed, full_report=False)
+        tags = RunTags(campaign_id=campaign_id, fault=fault) if campaign_id else None
+        result = run_plan(plan, Path(out_dir) / "runs", seed=seed, full_report=False, tags=tags)
     except BenchError as exc:
         return Cell(model.id, fault, "ERROR", str(exc))
     meas = [{"name": m.name, "value": m.value, "unit": m.unit, "outcome": m.outcome.value} for m in result.measurements]
@@ -129,7 +140,9 @@ def run_campaign(
         ctx = get_context("spawn")  # a fresh interpreter per worker: no threads or loops inherited
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = {
-                pool.submit(run_cell, str(sequences[sid]), str(station), f, dict(params), str(out_dir), seed): (sid, f)
+                pool.submit(
+                    run_cell, str(sequences[sid]), str(station), f, dict(params), str(out_dir), seed, campaign_id
+                ): (sid, f)
                 for sid, f in todo
                 if (sid, f) not in idle
             }

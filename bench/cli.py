@@ -79,6 +79,7 @@ def run(
     plan = build_plan(sequence, station or default_station(), parse_pairs(param, "-p"), fault or [])
     run_id = new_run_id()
     console = Console(highlight=False, soft_wrap=True, emoji=False)
+    indexed: list[str] = []
 
     def view(engine: Run) -> AbstractContextManager[Any]:
         # Entered once every guard has passed, right before the first device moves.
@@ -105,10 +106,13 @@ def run(
         allow_identity_mismatch=allow_identity_mismatch,
         view=view,
         signals=True,
+        on_indexed=indexed.append,
     )
     # The run is over and recorded: a late Ctrl-C has nothing left to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     print_summary(console, result, str(reports / run_id))
+    for line in indexed:  # where the results database has it (docs/results.md)
+        console.print(line, markup=False)
     raise typer.Exit(run_exit_code(result))
 
 
@@ -312,6 +316,9 @@ def _register_subcommands() -> None:
     from bench.cli_signals import signals  # what a sequence may name (docs/signals/)
 
     app.command()(signals)
+    from bench.cli_db import register as register_db  # the results database (docs/results.md)
+
+    register_db(app)
 
 
 _register_subcommands()

@@ -9,7 +9,9 @@ so that none can skip a guard. Before any device moves, in this order:
 4. the reports folder takes a file (refused, exit 2);
 5. the calibration gate: no instrument past its due date on a physical station (refused, exit 2).
 
-The lock is held until the record is sealed. What differs between entry points comes in as
+The lock is held until the record is sealed. Then, with the station released, the sealed folder is
+indexed in the results database (bench/results/after_run.py), or queued when the database cannot
+take it; neither changes the run's verdict or exit code. What differs between entry points comes in as
 options: the terminal view and the signal handlers of ``bench run``, the listeners and the
 ``on_started`` hook of the lab agent (which runs plans in a worker thread, so that its network
 client never shares the virtual-time loop, whose clock jumps whenever nothing is ready).
@@ -39,6 +41,7 @@ from bench.interlock import Interlock, check_writable
 from bench.plan import Plan
 from bench.prompts import Answers
 from bench.result import RunResult
+from bench.results.rows import RunTags
 from bench.runcontext import Listener
 from bench.stationlock import hold_station
 from bench.stepkinds.prompt import answer_checks
@@ -132,13 +135,17 @@ def run_plan(
     allow_identity_mismatch: str | None = None,
     view: View | None = None,
     signals: bool = False,
+    tags: RunTags | None = None,
+    on_indexed: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run ``plan`` to its end (blocking) and return its result; the record lands in reports_dir/<run id>.
 
     Refusals by the guards raise a BenchError (one line, its own exit code) before anything
     moves. Prompts are asked on the terminal only if ``interactive`` and on the wall clock;
     otherwise they take their answer from the ``answers`` file, or fail. ``signals`` installs
-    SIGINT/SIGTERM handlers that stop the run (main thread only).
+    SIGINT/SIGTERM handlers that stop the run (main thread only). ``tags`` are what the entry point
+    knows of the run for the results database (bench name, operator, campaign cell);
+    ``on_indexed`` is told where the run was indexed.
     """
     virtual = is_virtual_run(plan, realtime)
     rid = run_id or new_run_id()
@@ -179,4 +186,18 @@ def run_plan(
                 return await engine.execute()
 
         with asyncio.Runner(loop_factory=lambda: new_loop(virtual)) as runner:
-            return runner.run(main())
+            result = runner.run(main())
+    index_run(plan, reports_dir / rid, rid, tags or RunTags(), on_indexed)
+    return result
+
+
+def index_run(plan: Plan, folder: Path, run_id: str, tags: RunTags, on_indexed: Callable[[str], None] | None) -> None:
+    """Index the sealed run (or queue it); a database problem is one warning line on stderr."""
+    from bench.console import stderr_console
+    from bench.results.after_run import index_after_run
+
+    said, warning = index_after_run(folder, run_id, plan.station.model.results, tags)
+    if warning is not None:
+        stderr_console().print(f"warning: {warning}", markup=False)
+    if said is not None and on_indexed is not None:
+        on_indexed(said)

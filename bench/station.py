@@ -71,6 +71,12 @@ class Station(_Model):
     decision_rule: DecisionRule = Field("simple", description="statement of conformity: simple or guard_band")
     limits: list[Limit] = Field([], description="hard limits held by the supervisor for every sequence; a trip latches")
     estop: str | None = Field(None, description="condition of an emergency-stop input (e.g. a digital input signal)")
+    # Where this bench's runs are indexed (bench/results/store.py); BENCH_RESULTS overrides it.
+    results: str | None = Field(
+        None,
+        description="results database URL: sqlite:///PATH or postgresql://USER@HOST/DB (docs/results.md); "
+        "BENCH_RESULTS overrides it; default: a SQLite file in the user's data folder",
+    )
     # Bench-agent settings (library, DUT type, capabilities); validated by bench/lab/agent.py, docs/lab.md.
     lab: dict[str, Any] = Field({}, description="settings of this bench in a lab of benches over MQTT (docs/lab.md)")
 

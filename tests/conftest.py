@@ -41,6 +41,11 @@ class Completed:
 # Interlock latches of the tests live in their own folder, never in the user's.
 STATE_DIR = Path(tempfile.mkdtemp(prefix="bench-state-"))
 os.environ["BENCH_STATE_DIR"] = str(STATE_DIR)
+# So do the results database every run writes at its end and the outbox of runs it could not take
+# (docs/results.md): set here, at import, so the subprocesses the tests start inherit them too.
+DATA_DIR = Path(tempfile.mkdtemp(prefix="bench-data-"))
+os.environ["XDG_DATA_HOME"] = str(DATA_DIR)
+os.environ["BENCH_RESULTS"] = f"sqlite:///{DATA_DIR / 'results.db'}"
 
 
 def bench(*args: str | Path, cwd: Path = ROOT, timeout: float = 120, env: dict[str, str] | None = None) -> Completed:

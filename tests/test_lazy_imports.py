@@ -32,6 +32,9 @@ NOT_FOR_HELP = [
     "markdown_it",
     "rich.traceback",
     "pygments",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
 ]
 # python-can's interfaces a simulated run's station uses: the in-process link only. Every other
 # back-end (socketcan, pcan, vector, kvaser, ...) is a module python-can imports on demand.

@@ -85,6 +85,7 @@ from bench.lab.trust import LabKeys, sign_result
 from bench.plan import build_plan, load_sequence
 from bench.record.signing import load_key
 from bench.result import Verdict
+from bench.results.rows import RunTags
 from bench.runner import Started, new_run_id, run_plan
 from bench.station import load_station
 
@@ -869,7 +870,15 @@ class Agent:
 
         try:
             result = await asyncio.to_thread(
-                run_plan, plan, self.reports, run_id=run_id, seed=job.seed, listeners=[listener], on_started=on_started
+                run_plan,
+                plan,
+                self.reports,
+                run_id=run_id,
+                seed=job.seed,
+                listeners=[listener],
+                on_started=on_started,
+                # Indexed under this bench's name, with who submitted the job (docs/results.md).
+                tags=RunTags(bench_id=self.bench, operator=job.submitter or None),
             )
         except BenchError as exc:
             await self._finish_failed(name, attempt, "ERROR", exc, run_id)
