@@ -39,20 +39,14 @@ BATCH = 200
 PROGRESS_EVERY = 500
 
 
-class DatabaseError(BenchError):
-    """The results database cannot be reached or used."""
-
-    exit_code = 3
-
-
 def open_db(db: str | None) -> Store:
     """The store for a ``bench db`` command; a database that cannot be reached is one line, exit 3."""
     from bench.results.after_run import DATABASE_ERRORS, one_line
-    from bench.results.store import open_store, results_url, shown_url
+    from bench.results.store import DatabaseError, open_store, results_url, shown_url
 
     try:
         return open_store(db)
-    except LoadError:
+    except BenchError:
         raise
     except DATABASE_ERRORS as exc:
         raise DatabaseError(f"results database {shown_url(results_url(db))}: {one_line(exc)}") from None

@@ -43,3 +43,11 @@ def read_only_folder(path: Path) -> Iterator[Path]:
     with writable_mount(path) as folder:
         make_read_only(folder)
         yield folder
+
+
+def make_writable(path: Path) -> None:
+    """Undo ``make_read_only``: the folder takes writes again (a disk that came back)."""
+    if ROOT_USER:
+        subprocess.run(["mount", "-o", "remount,rw", str(path)], check=True)
+    else:
+        path.chmod(0o755)

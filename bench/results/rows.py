@@ -66,6 +66,7 @@ class MeasurementRow:
 
 @dataclass
 class StepRow:
+    phase: str
     index: int
     name: str
     kind: str
@@ -262,7 +263,10 @@ def from_run_folder(path: Path, tags: RunTags | None = None) -> RunRow:
             )
             for m in result.measurements
         ],
-        steps=[StepRow(s.index, s.name, s.kind, s.outcome.value, s.started, s.ended, s.message) for s in result.steps],
+        steps=[
+            StepRow(s.phase, s.index, s.name, s.kind, s.outcome.value, s.started, s.ended, s.message)
+            for s in result.steps
+        ],
         equipment=[_equipment(e) for e in data.get("equipment") or [] if isinstance(e, dict)],
         dtcs=[
             DtcRow(read.device, read.at, d.code, d.status, ", ".join(d.flags))

@@ -119,6 +119,7 @@ class StepTable(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = _run_fk()
+    phase: Mapped[str] = mapped_column(String(16))  # "steps" or "cleanup": each counts from 0
     index: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(String(64))

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, insert, s
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
-from bench.errors import LoadError
+from bench.errors import BenchError, LoadError
 from bench.results.rows import RunRow
 from bench.results.schema import DtcTable, EquipmentTable, MeasurementTable, RunTable, StepTable
 
@@ -33,6 +33,12 @@ ENV_URL = "BENCH_RESULTS"
 CHUNK = 500
 # Any constant: the key of the PostgreSQL advisory lock that serialises migrations between benches.
 MIGRATION_LOCK = 0x68696C62
+
+
+class DatabaseError(BenchError):
+    """The results database cannot be reached or used (exit code 3, as a run's ERROR)."""
+
+    exit_code = 3
 
 
 class RunConflict(LoadError):
@@ -223,7 +229,7 @@ def migrate(store: Store) -> None:
         known = {rev.revision for rev in script.walk_revisions()}
         unknown = sorted(current - known)
         if unknown:
-            raise LoadError(
+            raise DatabaseError(
                 f"results database {store.shown_url} is at revision {', '.join(unknown)}, which this version of"
                 f" hil-bench does not know (a newer one wrote it): upgrade hil-bench to use it"
             )

@@ -85,6 +85,7 @@ def upgrade() -> None:
         "steps",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
         _run_fk(),
+        sa.Column("phase", OUTCOME, nullable=False),
         sa.Column("index", sa.Integer(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("kind", sa.String(64), nullable=False),
