@@ -12,8 +12,9 @@ Exit codes: 0 done; 1 a folder or queued run was refused (the others were indexe
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,7 +23,11 @@ import typer
 from bench.errors import BenchError, LoadError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from bench.results.outbox import Queued
+    from bench.results.output import Format
+    from bench.results.queries import Table
     from bench.results.rows import RunRow
     from bench.results.store import Outcome, Store
 
@@ -201,3 +206,189 @@ def sync(db: DbOpt = None) -> None:
 
 def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
+
+
+# ---- The questions across runs (bench/results/queries.py): one formatter for every answer. ----
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the answer as JSON")]
+CsvOpt = Annotated[bool, typer.Option("--csv", help="print the answer as CSV")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="from this date or instant (UTC), e.g. 2026-11-01")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="before this date or instant (UTC)")]
+CampaignsOpt = Annotated[bool, typer.Option("--campaigns", help="include fault-matrix cells (left out by default)")]
+SequenceOpt = Annotated[str | None, typer.Option("--sequence", help="sequence id")]
+
+
+def when(text: str | None, option: str) -> dt.datetime | None:
+    """``--since``/``--until``: a date (its 00:00 UTC) or an ISO 8601 instant (UTC when no zone is given)."""
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise LoadError(f"{option} {text!r}: not a date (2026-11-01) or an instant (2026-11-01T08:00Z)") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _format(as_json: bool, as_csv: bool) -> Format:
+    if as_json and as_csv:
+        raise LoadError("--json and --csv: choose one")
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
+def _answer(db: str | None, question: Callable[[Engine], Table], as_json: bool, as_csv: bool) -> None:
+    from bench.results.output import render
+
+    fmt = _format(as_json, as_csv)
+    with open_db(db) as store:
+        typer.echo(render(question(store.engine), fmt))
+
+
+@db_app.command()
+def runs(
+    dut: Annotated[str | None, typer.Option("--dut", help="DUT serial")] = None,
+    sequence: SequenceOpt = None,
+    station: Annotated[str | None, typer.Option("--station", help="station id")] = None,
+    verdict: Annotated[str | None, typer.Option("--verdict", help="PASS, FAIL, ERROR or ABORTED")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    campaigns: CampaignsOpt = False,
+    limit: Annotated[int, typer.Option("--limit", help="the newest so many runs; 0: all")] = 100,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """Runs filtered by DUT, sequence, station, verdict and date, newest first."""
+    from bench.results import queries
+
+    start, end = when(since, "--since"), when(until, "--until")
+    _answer(
+        db,
+        lambda e: queries.runs(
+            e,
+            dut=dut,
+            sequence=sequence,
+            station=station,
+            verdict=verdict,
+            since=start,
+            until=end,
+            include_campaigns=campaigns,
+            limit=limit or None,
+        ),
+        as_json,
+        as_csv,
+    )
+
+
+@db_app.command()
+def dut(
+    serial: Annotated[str, typer.Argument(help="the DUT's serial number")],
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """A DUT's history: every run of it, oldest first, with its verdict and report."""
+    from bench.results import queries
+
+    _answer(db, lambda e: queries.dut_history(e, serial), as_json, as_csv)
+
+
+@db_app.command("yield")
+def yield_(
+    by: Annotated[str, typer.Option("--by", help="sequence, dut_type, station or week")] = "sequence",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    campaigns: CampaignsOpt = False,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """First-pass and final yield of the DUTs first tested in the window, by group."""
+    from bench.results import queries
+
+    start, end = when(since, "--since"), when(until, "--until")
+    _answer(db, lambda e: queries.yield_(e, by, start, end, campaigns), as_json, as_csv)
+
+
+@db_app.command()
+def trend(
+    measurement: Annotated[str, typer.Argument(help="measurement name")],
+    sequence: SequenceOpt = None,
+    by_sw_version: Annotated[
+        bool, typer.Option("--by-sw-version", help="group the points by DUT software version")
+    ] = False,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    last: Annotated[int, typer.Option("--last", help="chart the latest so many values; 0: all")] = 500,
+    baseline: Annotated[
+        int | None, typer.Option("--baseline", help="control limits from the first N points (default: all)")
+    ] = None,
+    campaigns: CampaignsOpt = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write the X/MR chart as PNG")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """The X/MR control chart of a measurement across runs, and the Nelson rules it violates."""
+    from bench.results import queries
+    from bench.results.output import render, render_sections
+
+    fmt = _format(as_json, as_csv)
+    start, end = when(since, "--since"), when(until, "--until")
+    with open_db(db) as store:
+        found = queries.trend(
+            store.engine, measurement, sequence, by_sw_version, start, end, campaigns, last or None, baseline
+        )
+    if output is not None:
+        from bench.results.chart import trend_figure, write_png
+
+        title = f"{measurement} [{found.unit}]" + (f" in {sequence}" if sequence else "")
+        write_png(trend_figure(found.chart, found.starts, title, found.unit, found.versions), output)
+        _say(f"chart written to {output}")
+    if fmt == "csv":
+        typer.echo(render(found.points_flagged(), fmt))
+        return
+    sections = {"limits": found.summary(), "violations": found.violations()}
+    if fmt == "json":
+        sections["points"] = found.points_flagged()
+    typer.echo(render_sections(sections, fmt))
+
+
+@db_app.command()
+def cpk(
+    measurement: Annotated[str, typer.Argument(help="measurement name")],
+    sequence: SequenceOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    last: Annotated[int, typer.Option("--last", help="the latest so many values; 0: all")] = 0,
+    campaigns: CampaignsOpt = False,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """Process capability (Cp, Cpk; Pp, Ppk) of a measurement against the limits recorded with it."""
+    from bench.results import queries
+
+    start, end = when(since, "--since"), when(until, "--until")
+    _answer(
+        db,
+        lambda e: queries.cpk(e, measurement, sequence, start, end, campaigns, last or None).table(),
+        as_json,
+        as_csv,
+    )
+
+
+@db_app.command()
+def affected(
+    equipment: Annotated[str, typer.Option("--equipment", help="the instrument's asset id")],
+    since: Annotated[str, typer.Option("--since", help="from this date or instant (UTC)")],
+    until: UntilOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """Every run, and its report, that used the instrument in the window (ISO/IEC 17025 7.10)."""
+    from bench.results import queries
+
+    start, end = when(since, "--since"), when(until, "--until")
+    assert start is not None
+    _answer(db, lambda e: queries.affected(e, equipment, start, end), as_json, as_csv)

@@ -101,7 +101,7 @@ def generate(
     rnd = random.Random(seed)
     assets = _assets(T0.date())
     moved = T0 + SPACING * (n_runs // 2)
-    retests: list[tuple[int, str, SequenceKind, int]] = []  # (due run index, serial, sequence, attempt)
+    retests: list[tuple[int, str | None, SequenceKind, int]] = []  # (due run index, serial, sequence, attempt)
     duts = 0
     for i in range(n_runs):
         started = T0 + SPACING * i + dt.timedelta(seconds=rnd.randint(0, 60))
@@ -117,9 +117,11 @@ def generate(
             station = "sim"
         else:
             duts += 1
-            seq, serial, attempt = SEQUENCES[rnd.randrange(len(SEQUENCES))], f"SN{duts:06d}", 1
+            seq, attempt = SEQUENCES[rnd.randrange(len(SEQUENCES))], 1
+            # Now and then the operator gives no serial: the run is a unit of its own.
+            serial = None if rnd.random() < 0.02 else f"SN{duts:06d}"
         passed = rnd.random() < (0.9 if attempt == 1 else 0.8)
-        if campaign_id is None and not passed and attempt < 3:
+        if campaign_id is None and serial is not None and not passed and attempt < 3:
             retests.append((i + rnd.randint(3, 40), serial, seq, attempt + 1))
             retests.sort(key=lambda r: r[0])
         measurements = []

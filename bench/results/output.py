@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import io
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from bench.results.queries import Table
@@ -25,6 +26,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dt.date):
         return value.isoformat()
     return value
+
+
+def _rows(table: Table) -> list[dict[str, Any]]:
+    return [{k: _plain(v) for k, v in row.items()} for row in table.dicts()]
 
 
 def _cell(value: Any) -> str:
@@ -43,7 +48,7 @@ def _cell(value: Any) -> str:
 def render(table: Table, fmt: Format = "table") -> str:
     """``table`` as text: columns aligned under their names, JSON (a list of objects) or CSV."""
     if fmt == "json":
-        return json.dumps([{k: _plain(v) for k, v in row.items()} for row in table.dicts()], indent=1)
+        return json.dumps(_rows(table), indent=1)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -62,3 +67,13 @@ def render(table: Table, fmt: Format = "table") -> str:
         lines.append("  ".join(parts).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def render_sections(sections: Mapping[str, Table], fmt: Format = "table") -> str:
+    """Several tables of one answer: titled text tables, or one JSON object of row lists (CSV
+    holds one table only: the caller picks it)."""
+    if fmt == "csv":
+        raise ValueError("CSV holds one table: render it alone")
+    if fmt == "json":
+        return json.dumps({name: _rows(t) for name, t in sections.items()}, indent=1)
+    return "\n\n".join(f"{name}:\n" + (render(t) if t.rows else "(none)") for name, t in sections.items())

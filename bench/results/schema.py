@@ -81,7 +81,9 @@ class RunTable(Base):
 
     __table_args__ = (
         Index("ix_runs_sequence_started", "sequence_id", "started_utc"),
-        Index("ix_runs_dut_serial", "dut_serial"),
+        # A DUT's runs of one sequence in time order, with their verdicts: first-pass and final
+        # yield answered from the index alone (migration 0002; it serves a DUT's history too).
+        Index("ix_runs_unit", "dut_serial", "sequence_id", "started_utc", "run_id", "campaign_id", "verdict"),
         Index("ix_runs_started", "started_utc"),
         Index("ix_runs_campaign", "campaign_id"),
     )
