@@ -1,8 +1,9 @@
 """``bench db ...``: the results database (docs/results.md).
 
 ``import`` indexes existing run folders (each verified first), ``sync`` indexes the runs queued
-while the database could not be reached; the questions across runs are further commands of the
-same group. Every command takes ``--db URL`` (else ``BENCH_RESULTS``, else the SQLite file in the
+while the database could not be reached, ``upgrade`` creates or migrates the tables (any command
+does, but on a lab's PostgreSQL only the tables' owner may); the questions across runs are
+further commands of the same group. Every command takes ``--db URL`` (else ``BENCH_RESULTS``, else the SQLite file in the
 user's data folder). Registered on the main app by ``bench/cli.py``; SQLAlchemy is imported inside
 the commands, so ``bench --help`` and ``bench run``'s start never load it.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -44,17 +46,26 @@ BATCH = 200
 PROGRESS_EVERY = 500
 
 
-def open_db(db: str | None) -> Store:
-    """The store for a ``bench db`` command; a database that cannot be reached is one line, exit 3."""
+@contextmanager
+def database_errors(db: str | None) -> Iterator[None]:
+    """What the database or its driver raises, as one line naming the database (exit 3)."""
     from bench.results.after_run import DATABASE_ERRORS, one_line
-    from bench.results.store import DatabaseError, open_store, results_url, shown_url
+    from bench.results.store import DatabaseError, results_url, shown_url
 
     try:
-        return open_store(db)
+        yield
     except BenchError:
         raise
     except DATABASE_ERRORS as exc:
         raise DatabaseError(f"results database {shown_url(results_url(db))}: {one_line(exc)}") from None
+
+
+def open_db(db: str | None) -> Store:
+    """The store for a ``bench db`` command; a database that cannot be reached is one line, exit 3."""
+    from bench.results.store import open_store
+
+    with database_errors(db):
+        return open_store(db)
 
 
 def run_folders(paths: Iterable[Path]) -> Iterator[Path]:
@@ -147,20 +158,21 @@ def import_(
         batch.clear()
 
     try:
-        for folder in folders:
-            problems = verify_run(folder, trust)
-            if problems:
-                refused.append(f"{folder}: refused, the record does not verify: {problems[0]}")
-            else:
-                try:
-                    batch.append(from_run_folder(folder))
-                except LoadError as exc:
-                    refused.append(str(exc))
-                if len(batch) >= BATCH:
-                    flush()
-            progress.step()
-        if batch:
-            flush()
+        with database_errors(db):
+            for folder in folders:
+                problems = verify_run(folder, trust)
+                if problems:
+                    refused.append(f"{folder}: refused, the record does not verify: {problems[0]}")
+                else:
+                    try:
+                        batch.append(from_run_folder(folder))
+                    except LoadError as exc:
+                        refused.append(str(exc))
+                    if len(batch) >= BATCH:
+                        flush()
+                progress.step()
+            if batch:
+                flush()
     finally:
         progress.close()
         store.close()
@@ -175,8 +187,7 @@ def import_(
 
 @db_app.command()
 def sync(db: DbOpt = None) -> None:
-    """Index the runs queued while the database could not be reached (each to the database it was
-    meant for, or all to --db)."""
+    """Index the runs queued while the database was unreachable (into the database each was meant for, or --db)."""
     from bench.results.outbox import queued, sync
     from bench.results.store import shown_url
 
@@ -191,7 +202,8 @@ def sync(db: DbOpt = None) -> None:
     for url, group in groups.items():
         store = open_db(url)
         try:
-            report = sync(store, group)
+            with database_errors(url):
+                report = sync(store, group)
         finally:
             store.close()
         for line in report.problems:
@@ -202,6 +214,18 @@ def sync(db: DbOpt = None) -> None:
             f" {report.same} already indexed" + (f", {len(report.problems)} not indexed" if report.problems else "")
         )
     raise typer.Exit(1 if problems else 0)
+
+
+@db_app.command()
+def upgrade(db: DbOpt = None) -> None:
+    """Create the tables or bring them to this version (on a lab's PostgreSQL: as the tables' owner)."""
+    from bench.results.store import current_revision
+
+    store = open_db(db)
+    try:
+        typer.echo(f"results database {store.shown_url} at revision {current_revision(store)}")
+    finally:
+        store.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -295,3 +296,53 @@ def test_the_migrations_build_exactly_the_models(results_url: str) -> None:
     with open_store(results_url) as store, store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def sql_blocks(doc: Path) -> list[str]:
+    return re.findall(r"```sql\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_the_lab_roles_of_the_docs_give_least_privilege(pg_cluster: pg.Cluster, tmp_path: Path) -> None:
+    """docs/results.md's statements, run as written: benches insert and read, operators only read."""
+    import psycopg
+
+    roles_sql, grants_sql = sql_blocks(ROOT / "docs" / "results.md")
+
+    def connect(user: str, database: str = "hil_results") -> psycopg.Connection[Any]:
+        return psycopg.connect(host="127.0.0.1", port=pg_cluster.port, user=user, dbname=database, autocommit=True)
+
+    with connect(pg.SUPERUSER, "postgres") as c:  # createuser / createdb of the docs
+        c.execute("CREATE ROLE results_owner LOGIN")
+        c.execute("CREATE DATABASE hil_results OWNER results_owner")
+    with connect(pg.SUPERUSER) as c:
+        c.execute(roles_sql)
+    url = pg_cluster.url("hil_results")
+    r = bench("db", "upgrade", "--db", url.replace(pg.SUPERUSER + "@", "results_owner@"))
+    assert r.rc == 0, r.out + r.err
+    with connect(pg.SUPERUSER) as c:
+        c.execute(grants_sql)
+
+    bench_a = url.replace(pg.SUPERUSER + "@", "bench_a@")
+    r = bench(
+        "run", OPEN_WIRE, "--station", CELL_STATION, "--reports", tmp_path / "a", "-q", env={"BENCH_RESULTS": bench_a}
+    )
+    assert r.rc == 0 and f"indexed in {bench_a}" in r.out, r.out + r.err
+    with connect("bench_a") as c:
+        for statement in (
+            "UPDATE runs SET verdict = 'PASS'",
+            "DELETE FROM measurements",
+            "UPDATE alembic_version SET version_num = '0001'",
+            "CREATE TABLE mine (x int)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(statement)
+
+    alice = url.replace(pg.SUPERUSER + "@", "alice@")
+    with connect("alice") as c:
+        assert c.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+    other = cell_run(tmp_path / "b")  # indexed in the suite's database: new to the lab's
+    r = bench("db", "import", tmp_path / "b" / other.run_id, "--db", alice)
+    assert r.rc == 3, r.out + r.err
+    assert r.err.strip().splitlines() == [f"error: results database {alice}: permission denied for table runs"]
+    with connect("alice") as c:
+        assert c.execute("SELECT count(*) FROM runs").fetchone() == (1,)

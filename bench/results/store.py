@@ -236,6 +236,13 @@ def migrate(store: Store) -> None:
         command.upgrade(cfg, "head")
 
 
+def current_revision(store: Store) -> str:
+    from alembic.runtime.migration import MigrationContext
+
+    with store.engine.connect() as conn:
+        return ", ".join(MigrationContext.configure(conn).get_current_heads())
+
+
 def open_store(url: str | None = None, *, station: str | None = None) -> Store:
     """Open (and migrate) the results database; ``station`` is the station file's ``results:``.
 
