@@ -7,11 +7,15 @@ first-pass and final yield, a capability index by hand.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import itertools
+import json
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +23,7 @@ from bench.results import queries as q
 from bench.results.rows import RunRow
 from bench.results.store import Store, open_store
 from tests import pg
+from tests.conftest import bench
 from tests.results_history import MOVING_ASSET, SPACING, T0, generate
 
 N_RUNS = 1200
@@ -208,3 +213,57 @@ def test_cpk_against_a_hand_computation(history: History) -> None:
 def test_unknown_measurement_is_one_line_with_a_suggestion(history: History) -> None:
     with pytest.raises(q.QueryError, match=r"no measurement named 'ov_trip' is indexed; did you mean 'ov_trip_v'\?"):
         q.trend(history.store.engine, "ov_trip")
+
+
+def test_cli_trend_writes_the_chart_and_lists_the_violations(
+    history: History, history_url: str, tmp_path: Path
+) -> None:
+    png = tmp_path / "trend.png"
+    out = bench("db", "trend", "ov_trip_v", "--by-sw-version", "--last", "0", "-o", png, "--db", history_url, "--json")
+    assert out.rc == 0, out.err
+    answer = json.loads(out.out)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    flagged_after = {v["run_id"] for v in answer["violations"]}
+    shifted = {r.run_id for r in history.rows if r.sequence_id == "R100-OVERCHARGE" and r.started_utc >= SHIFT_AT}
+    assert shifted & flagged_after  # the planted shift is listed
+    assert len(answer["points"]) == sum(
+        1 for r in history.rows if r.sequence_id == "R100-OVERCHARGE" and r.campaign_id is None
+    )
+    assert [row["sw_version"] for row in answer["limits"]] == ["all", "1.0.0", "1.1.0", "1.2.0"]
+
+
+def test_cli_answers_in_one_formatter_table_json_csv(history: History, history_url: str) -> None:
+    table = bench("db", "yield", "--by", "station", "--db", history_url)
+    as_json = bench("db", "yield", "--by", "station", "--db", history_url, "--json")
+    as_csv = bench("db", "yield", "--by", "station", "--db", history_url, "--csv")
+    assert table.rc == as_json.rc == as_csv.rc == 0, table.err + as_json.err + as_csv.err
+    rows = json.loads(as_json.out)
+    parsed = list(csv.DictReader(io.StringIO(as_csv.out)))
+    assert [r["group"] for r in rows] == [r["group"] for r in parsed] == ["bench-a", "bench-b", "bench-c", "sim"]
+    assert [str(r["first_pass"]) for r in rows] == [r["first_pass"] for r in parsed]
+    lines = table.out.splitlines()
+    assert lines[0].split() == list(rows[0]) and len(lines) == 2 + len(rows)
+    assert lines[2].split()[:3] == ["bench-a", str(rows[0]["units"]), str(rows[0]["first_pass"])]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("trend", "ov_trip"), "error: no measurement named 'ov_trip' is indexed; did you mean 'ov_trip_v'?"),
+        (("runs", "--since", "2026-13-01"), "error: --since '2026-13-01': not a date (2026-11-01) or an instant"),
+        (
+            ("yield", "--by", "stations"),
+            "error: yield by 'stations': expected one of sequence, dut_type, station, week",
+        ),
+        (("affected", "--equipment", "PA-77", "--since", "2026-01-01"), "error: no run used equipment 'PA-77'"),
+        (("cpk", "ov_trip_v", "--json", "--csv"), "error: --json and --csv: choose one"),
+    ],
+    ids=["measurement", "date", "yield-by", "equipment", "formats"],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(
+    history: History, history_url: str, args: tuple[str, ...], message: str
+) -> None:
+    out = bench("db", *args, "--db", history_url)
+    assert out.rc == 2
+    assert out.err.strip().startswith(message) and len(out.err.strip().splitlines()) == 1
+    assert out.out == ""
