@@ -80,6 +80,13 @@ RUN_COLUMNS = (
 )
 
 
+def _refuse_unknown(conn: sa.Connection, column: Any, value: str, message: str) -> None:
+    """QueryError(``message``, with the closest known value as a suggestion) when no row has ``value``."""
+    if conn.execute(sa.select(column).where(column == value).limit(1)).first() is None:
+        known = conn.execute(sa.select(column).where(column.is_not(None)).distinct()).scalars()
+        raise QueryError(f"{message}{did_you_mean(value, known)}")
+
+
 def _production(columns: Any = R) -> sa.ColumnElement[bool]:
     """Not a fault-matrix cell. Written so that no index on campaign_id is used for it: nearly
     every run matches, and SQLite, without statistics, would otherwise read the runs through that
@@ -132,8 +139,7 @@ def dut_history(engine: sa.Engine, serial: str) -> Table:
     with engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(stmt)]
         if not rows:
-            known = conn.execute(sa.select(R.dut_serial).where(R.dut_serial.is_not(None)).distinct()).scalars()
-            raise QueryError(f"no run of DUT '{serial}' is indexed{did_you_mean(serial, known)}")
+            _refuse_unknown(conn, R.dut_serial, serial, f"no run of DUT '{serial}' is indexed")
     return Table((*cols[:-1], "report"), [(*r[:-1], report_path(r[-1])) for r in rows])
 
 
@@ -302,10 +308,7 @@ def _measurement_points(
     with engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(stmt)]
         if not rows:
-            exists = conn.execute(sa.select(M.name).where(M.name == measurement).limit(1)).first()
-            if exists is None:
-                names = conn.execute(sa.select(M.name).distinct()).scalars()
-                raise QueryError(f"no measurement named '{measurement}' is indexed{did_you_mean(measurement, names)}")
+            _refuse_unknown(conn, M.name, measurement, f"no measurement named '{measurement}' is indexed")
             raise QueryError(f"measurement '{measurement}' has no value in the runs asked for")
     rows.reverse()
     units = {r[-1] for r in rows}
@@ -428,10 +431,7 @@ def affected(
     with engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(stmt)]
         if not rows:
-            found = conn.execute(sa.select(E.asset_id).where(E.asset_id == equipment_id).limit(1)).first()
-            if found is None:
-                assets = conn.execute(sa.select(E.asset_id).distinct()).scalars()
-                raise QueryError(f"no run used equipment '{equipment_id}'{did_you_mean(equipment_id, assets)}")
+            _refuse_unknown(conn, E.asset_id, equipment_id, f"no run used equipment '{equipment_id}'")
     # One row per run, even when the run lists the instrument twice (two roles of one asset).
     seen: set[str] = set()
     out = []
