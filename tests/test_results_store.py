@@ -346,3 +346,33 @@ def test_the_lab_roles_of_the_docs_give_least_privilege(pg_cluster: pg.Cluster, 
     assert r.err.strip().splitlines() == [f"error: results database {alice}: permission denied for table runs"]
     with connect("alice") as c:
         assert c.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+
+
+def test_the_station_names_its_database_and_bench_results_overrides_it(
+    results_url: str, outbox_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = CELL_STATION.read_text(encoding="utf-8").replace("../dbc/", f"{ROOT / 'dbc'}/")
+    station = tmp_path / "bench-a.yaml"
+    station.write_text(text + f"\nresults: {results_url}\n", encoding="utf-8")
+    monkeypatch.delenv("BENCH_RESULTS")
+    first = run_plan(build_plan(OPEN_WIRE, station), tmp_path / "reports", full_report=False)
+    other = f"sqlite:///{tmp_path / 'override.db'}"
+    monkeypatch.setenv("BENCH_RESULTS", other)
+    second = run_plan(build_plan(OPEN_WIRE, station), tmp_path / "reports", full_report=False)
+    assert [r.run_id for r in rows(results_url, RunTable, first.run_id)] == [first.run_id]
+    assert count(results_url) == 1
+    assert [r.run_id for r in rows(other, RunTable, second.run_id)] == [second.run_id]
+    assert count(other) == 1
+
+
+def test_by_default_runs_go_to_a_sqlite_file_in_the_data_folder(
+    outbox_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BENCH_RESULTS")
+    said: list[str] = []
+    result = run_plan(
+        build_plan(OPEN_WIRE, CELL_STATION), tmp_path / "reports", full_report=False, on_indexed=said.append
+    )
+    default = outbox_home.parent / "results.db"  # $XDG_DATA_HOME/hil-bench/results.db
+    assert said == [f"indexed in sqlite:///{default}"]
+    assert [r.run_id for r in rows(f"sqlite:///{default}", RunTable, result.run_id)] == [result.run_id]
