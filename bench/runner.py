@@ -187,7 +187,14 @@ def run_plan(
 
         with asyncio.Runner(loop_factory=lambda: new_loop(virtual)) as runner:
             result = runner.run(main())
-    index_run(plan, reports_dir / rid, rid, tags or RunTags(), on_indexed)
+    # The run is over and recorded: a Ctrl-C while it is indexed has nothing left to stop, and
+    # must not turn the run's exit code into an interruption's.
+    held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if signals else {}
+    try:
+        index_run(plan, reports_dir / rid, rid, tags or RunTags(), on_indexed)
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
     return result
 
 

@@ -23,6 +23,12 @@ from bench.results.store import open_store, results_url, shown_url
 # the OS's (a SQLite file in a folder that cannot be written), ours (a URL without a driver, a
 # revision this version does not know).
 DATABASE_ERRORS = (SQLAlchemyError, OSError, BenchError)
+# Queued runs a run's end takes along: after a long outage the first run back does not spend
+# minutes verifying the whole queue (``bench db sync`` takes all of it).
+BACKLOG_PER_RUN = 25
+# The longest one statement may take at a run's end (a lock another client holds, a stuck server);
+# the run is then queued. SQLite waits as long for its write lock (bench/results/store.py).
+STATEMENT_TIMEOUT_S = 30
 
 
 def one_line(exc: BaseException) -> str:
@@ -36,22 +42,24 @@ def index_after_run(folder: Path, run_id: str, station_url: str | None, tags: Ru
     """Index the run in ``folder``: (the line saying where, or None; a warning line, or None).
 
     An unsealed folder (the record could not be completed, its run says why) is not indexed: the
-    database holds verified records only. After the run, the runs queued for the same database are
-    indexed too; whatever of them fails stays queued, silently (``bench db sync`` reports it).
+    database holds verified records only. After the run, up to BACKLOG_PER_RUN of the runs queued
+    for the same database are indexed too; whatever of them fails stays queued, silently (``bench db
+    sync`` reports it). Any other failure queues the run as well: nothing here may end the run's
+    process with another exit code.
     """
     if not (folder / MANIFEST_NAME).is_file():
         return None, None
     url = results_url(None, station_url)
     try:
-        with open_store(url) as store:
+        with open_store(url, timeout_s=STATEMENT_TIMEOUT_S) as store:
             store.index(from_run_folder(folder, tags))
-            backlog = queued(url)
+            backlog = queued(url)[:BACKLOG_PER_RUN]
             caught_up = 0
             with contextlib.suppress(*DATABASE_ERRORS):
                 caught_up = sync(store, backlog).done if backlog else 0
         return f"indexed in {shown_url(url)}" + (f" (and {caught_up} queued run(s))" if caught_up else ""), None
-    except DATABASE_ERRORS as exc:
-        why = one_line(exc)
+    except Exception as exc:
+        why = one_line(exc) if isinstance(exc, DATABASE_ERRORS) else f"{type(exc).__name__}: {one_line(exc)}"
         try:
             enqueue(folder, run_id, url, tags, why)
         except OSError as oexc:

@@ -33,6 +33,8 @@ ENV_URL = "BENCH_RESULTS"
 CHUNK = 500
 # Any constant: the key of the PostgreSQL advisory lock that serialises migrations between benches.
 MIGRATION_LOCK = 0x68696C62
+# How long a PostgreSQL server may take to answer a connection (a lab's host that is down).
+CONNECT_TIMEOUT_S = 5
 
 
 class DatabaseError(BenchError):
@@ -191,12 +193,17 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, timeout_s: float | None = None) -> Engine:
+    """The engine for ``url``. ``timeout_s`` bounds each statement on PostgreSQL (SQLite waits at
+    most its busy timeout for a lock), so that a writer never hangs on a stuck database."""
     try:
         full = driver_url(url)
         if make_url(full).get_backend_name() == "sqlite":
             return _sqlite_engine(full)
-        return create_engine(full, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        if timeout_s is not None:
+            args["options"] = f"-c statement_timeout={int(timeout_s * 1000)}"
+        return create_engine(full, pool_pre_ping=True, connect_args=args)
     except ArgumentError as exc:
         raise LoadError(f"results database URL {shown_url(url)!r} is not valid ({exc})") from None
     except ModuleNotFoundError as exc:
@@ -243,14 +250,15 @@ def current_revision(store: Store) -> str:
         return ", ".join(MigrationContext.configure(conn).get_current_heads())
 
 
-def open_store(url: str | None = None, *, station: str | None = None) -> Store:
-    """Open (and migrate) the results database; ``station`` is the station file's ``results:``.
+def open_store(url: str | None = None, *, station: str | None = None, timeout_s: float | None = None) -> Store:
+    """Open (and migrate) the results database; ``station`` is the station file's ``results:``;
+    ``timeout_s`` bounds each statement (the end of a run, which nothing may stop meanwhile).
 
     Raises LoadError for a URL that cannot name a database, and SQLAlchemy's or the OS's errors
     when the database cannot be reached (the caller decides: a run queues, a command reports).
     """
     chosen = results_url(url, station)
-    store = Store(chosen, make_engine(chosen))
+    store = Store(chosen, make_engine(chosen, timeout_s))
     try:
         migrate(store)
     except BaseException:
