@@ -376,3 +376,18 @@ def test_by_default_runs_go_to_a_sqlite_file_in_the_data_folder(
     default = outbox_home.parent / "results.db"  # $XDG_DATA_HOME/hil-bench/results.db
     assert said == [f"indexed in sqlite:///{default}"]
     assert [r.run_id for r in rows(f"sqlite:///{default}", RunTable, result.run_id)] == [result.run_id]
+
+
+def test_no_password_is_printed(pg_cluster: pg.Cluster, outbox_home: Path, tmp_path: Path) -> None:
+    url = pg_cluster.create_database().replace(f"{pg.SUPERUSER}@", f"{pg.SUPERUSER}:s3cret@")  # trust: not checked
+    r = bench("run", OPEN_WIRE, "--station", CELL_STATION, "--reports", tmp_path, "-q", env={"BENCH_RESULTS": url})
+    assert r.rc == 0, r.out + r.err
+    assert f"indexed in {url.replace(':s3cret', '')}" in r.out.splitlines()
+    assert "s3cret" not in r.out + r.err
+    down = f"postgresql://{pg.SUPERUSER}:s3cret@127.0.0.1:{pg_cluster.port + 1}/nowhere"
+    r = bench("run", OPEN_WIRE, "--station", CELL_STATION, "--reports", tmp_path, "-q", env={"BENCH_RESULTS": down})
+    assert r.rc == 0 and "run queued" in r.err, r.out + r.err
+    assert "s3cret" not in r.out + r.err
+    r = bench("db", "sync")
+    assert r.rc == 3 and down.replace(":s3cret", "") in r.err, r.out + r.err
+    assert "s3cret" not in r.out + r.err

@@ -73,7 +73,8 @@ def driver_url(url: str) -> str:
 def shown_url(url: str) -> str:
     """The URL as it may be printed or logged: without its password."""
     try:
-        return make_url(url).set(password=None).render_as_string(hide_password=False)
+        # URL.set() takes None as "unchanged": the tuple's own replace drops the password.
+        return make_url(url)._replace(password=None).render_as_string(hide_password=False)
     except ArgumentError:
         return url.split("@")[-1]
 
