@@ -391,3 +391,22 @@ def test_no_password_is_printed(pg_cluster: pg.Cluster, outbox_home: Path, tmp_p
     r = bench("db", "sync")
     assert r.rc == 3 and down.replace(":s3cret", "") in r.err, r.out + r.err
     assert "s3cret" not in r.out + r.err
+
+
+def test_a_run_takes_along_a_bounded_part_of_the_queue(
+    results_db: ResultsDb, db_env: str, outbox_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.results.after_run import BACKLOG_PER_RUN
+
+    reports = tmp_path / "reports"
+    results_db.down()
+    for _ in range(BACKLOG_PER_RUN + 2):
+        cell_run(reports)
+    results_db.up()
+    assert len(list(outbox_home.iterdir())) == BACKLOG_PER_RUN + 2
+    said: list[str] = []
+    run_plan(build_plan(OPEN_WIRE, CELL_STATION), reports, full_report=False, on_indexed=said.append)
+    assert said == [f"indexed in {shown_url(db_env)} (and {BACKLOG_PER_RUN} queued run(s))"]
+    assert len(list(outbox_home.iterdir())) == 2
+    assert "2 added" in bench("db", "sync").out
+    assert count(db_env) == len(folders(reports)) == BACKLOG_PER_RUN + 3
