@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,14 @@ class Station(_Model):
         for name in v:
             if not name.isidentifier() or not name.islower():
                 raise ValueError(f"device name '{name}' must be a lower-case identifier")
+        return v
+
+    @field_validator("results")
+    @classmethod
+    def _results_url(cls, v: str | None) -> str | None:
+        # Found at load, not after the first run: the engines the results database runs on.
+        if v is not None and not re.match(r"^(sqlite|postgres|postgresql)(\+\w+)?://", v):
+            raise ValueError(f"'{v}' is not a database URL (sqlite:///PATH or postgresql://USER@HOST/DB)")
         return v
 
     @model_validator(mode="after")
