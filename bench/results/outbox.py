@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import LoadError
+from bench.record.manifest import _fsync_dir as fsync_dir
 from bench.results.rows import RunTags, from_run_folder
 from bench.results.store import Store, data_folder
 
@@ -51,6 +52,7 @@ def enqueue(folder: Path, run_id: str, url: str, tags: RunTags | None = None, wh
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(box)  # the rename outlives a power cut only once the folder's entry does
     return entry
 
 
