@@ -69,8 +69,10 @@ def open_db(db: str | None) -> Store:
 
 
 def run_folders(paths: Iterable[Path]) -> Iterator[Path]:
-    """Every sealed run folder at or under ``paths`` (a folder with a manifest), in name order."""
+    """Every sealed run folder at or under ``paths`` (a folder with a manifest that is not an
+    amended report's), in name order; a folder named itself is taken as it is (and judged)."""
     from bench.record.manifest import MANIFEST_NAME
+    from bench.results.rows import is_run_folder
 
     for path in paths:
         if not path.is_dir():
@@ -78,7 +80,8 @@ def run_folders(paths: Iterable[Path]) -> Iterator[Path]:
         if (path / MANIFEST_NAME).is_file():
             yield path
             continue
-        yield from sorted(m.parent for m in path.rglob(MANIFEST_NAME) if ".lab" not in m.parts)
+        found = (m.parent for m in path.rglob(MANIFEST_NAME) if ".lab" not in m.parts)
+        yield from sorted(p for p in found if is_run_folder(p))
 
 
 def _say(text: str) -> None:

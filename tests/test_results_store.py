@@ -179,6 +179,8 @@ def test_import_verifies_and_a_second_import_changes_nothing(results_url: str, t
     ]
     assert "0 added" in r.out and count(results_url) == 0
 
+    # An amended report's folder beside the runs is sealed too, but it is no run: not imported.
+    assert bench("report", "amend", good[0], "--reason", "item description", "--by", "QM").rc == 0
     r = bench("db", "import", reports, "--db", results_url)
     assert r.rc == 0, r.out + r.err
     assert r.out.strip() == f"2 run folder(s) into {shown_url(results_url)}: 2 added, 0 already indexed"

@@ -22,6 +22,7 @@ from bench.record.manifest import MANIFEST_NAME
 from bench.result import RunResult
 
 RESULT_NAME = "result.json"
+AMENDMENT_NAME = "amendment.json"  # bench/report/amend.py: an amended report's folder, not a run
 MATRIX_NAME = "fault-matrix.json"  # bench/campaign.py write_matrix
 
 # Where a DUT's identity is found in a device's identity (read over UDS at connect), by column.
@@ -218,6 +219,11 @@ def campaign_tags(folder: Path, run_id: str) -> RunTags:
         return RunTags()
 
 
+def is_run_folder(path: Path) -> bool:
+    """A sealed run's folder: a manifest, and not an amended report's (which has one too)."""
+    return (path / MANIFEST_NAME).is_file() and not (path / AMENDMENT_NAME).is_file()
+
+
 def from_run_folder(path: Path, tags: RunTags | None = None) -> RunRow:
     """The row of the sealed run in ``path``; a folder that is not one is refused with one line."""
     from bench.console import run_exit_code
@@ -225,6 +231,10 @@ def from_run_folder(path: Path, tags: RunTags | None = None) -> RunRow:
     folder = path.resolve()
     if not (folder / MANIFEST_NAME).is_file():
         raise LoadError(f"{path}: not a sealed run folder (no {MANIFEST_NAME})")
+    if (folder / AMENDMENT_NAME).is_file():
+        raise LoadError(
+            f"{path}: an amended report ({AMENDMENT_NAME}), not a run: its run is indexed from its own folder"
+        )
     manifest_bytes = (folder / MANIFEST_NAME).read_bytes()
     manifest = _read_json(folder / MANIFEST_NAME)
     data = _read_json(folder / RESULT_NAME)
