@@ -106,3 +106,33 @@ def test_capability_refuses_with_one_line(
 def test_a_chart_of_two_points_is_refused() -> None:
     with pytest.raises(SpcError, match="at least 3 values, got 2"):
         chart([1.0, 2.0])
+
+
+def test_the_trend_chart_rings_each_flagged_point_and_names_each_version() -> None:
+    import datetime as dt
+
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    from bench.results.chart import FLAG, trend_figure
+
+    values = [0.3, -0.2, 0.1, -0.4, 0.2, 0.0, -0.1, 0.3, -0.3, 0.1] * 2 + [5.0, 5.2, 4.9]
+    c = chart(values, baseline=20)
+    starts = [dt.datetime(2026, 11, 1, tzinfo=dt.UTC) + dt.timedelta(hours=i) for i in range(len(values))]
+    versions = ["1.0"] * 10 + ["1.1"] * 10 + ["1.2"] * 3
+    fig = trend_figure(c, starts, "ov trip", "V", versions)
+    x_chart, mr_chart = fig.axes
+    ringed = [col for col in x_chart.collections if tuple(col.get_edgecolor()[0][:3]) == _rgb(FLAG)]
+    assert len(ringed) == 1 and len(ringed[0].get_offsets()) == len(c.flagged) == 3
+    assert [mdates.num2date(x).hour for x, _ in ringed[0].get_offsets()] == [s.hour for s in starts[20:]]
+    assert [t.get_text() for t in x_chart.texts if t.get_text() in {"1.0", "1.1", "1.2"}] == ["1.0", "1.1", "1.2"]
+    assert any(f"UCL {c.ucl:.4g}" == t.get_text() for t in x_chart.texts)
+    assert any(f"UCL {c.mr_ucl:.4g}" == t.get_text() for t in mr_chart.texts)
+    assert mr_chart.get_ylabel() == "moving range" and x_chart.get_ylabel() == "value [V]"
+    plt.close(fig)
+
+
+def _rgb(colour: str) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(colour)
