@@ -26,10 +26,10 @@ from bench.vtime import VirtualTimeLoop
 from drivers.scpi_driver import MAX_POLL_FAILURES, ScpiDriver
 from tests.conftest import SIM_STATION
 from tests.expected_protocol import Harness, connected, run_virtual, settle
-from tests.test_scpi_common import simulated_instruments
+from tests.test_scpi_common import registered_endpoints
 
 # Every device of sim.yaml that polls its instrument; the test below keeps this list complete.
-POLLED = ["chamber", "daq", "fcio", "pa", "psu"]
+POLLED = ["cells", "chamber", "daq", "fcio", "pa", "psu"]
 
 
 class Unanswered:
@@ -62,7 +62,7 @@ def _endpoint(device: str) -> str:
 def _fail_first_polls(device: str, drop: int) -> tuple[Any, Harness, Unanswered]:
     station = load_station(SIM_STATION)
     driver: Any = build_drivers(station, [device])[device]
-    instruments: dict[str, Any] = dict(simulated_instruments())
+    instruments: dict[str, Any] = dict(registered_endpoints())
     endpoint = _endpoint(device)
     deaf = instruments[endpoint] = Unanswered(instruments[endpoint], drop)
     harness = Harness()
@@ -79,7 +79,7 @@ def _fail_first_polls(device: str, drop: int) -> tuple[Any, Harness, Unanswered]
 def test_the_polled_devices_are_every_scpi_driver_that_polls() -> None:
     station = load_station(SIM_STATION)
     drivers = build_drivers(station)
-    scpi = set(simulated_instruments())
+    scpi = set(registered_endpoints())
     on_scpi = {n for n, d in station.model.devices.items() if d.config.get("transport", {}).get("inproc") in scpi}
     # One base for every SCPI driver: the policy below is written once, there.
     scpi_drivers = {n: d for n, d in drivers.items() if isinstance(d, ScpiDriver)}
@@ -109,9 +109,12 @@ def test_the_third_failed_poll_in_a_row_is_a_device_fault(device: str) -> None:
     assert len(harness.faults) == 1, harness.faults
     name, reason = harness.faults[0]
     query = deaf.dropped[0][1]
+    # On an addressed bus (the cell emulator's) the line on the wire carries the unit's address.
+    command = re.sub(r"^@\d+ ", "", query)
     assert name == device
     assert re.fullmatch(
-        rf"3 (measurements|readings) in a row failed, last: {device}: timeout waiting for the reply to '{re.escape(query)}'.*",
+        rf"3 (cell )?(measurements|readings) in a row failed, last: {device}: timeout waiting for the reply to"
+        rf" '{re.escape(command)}'.*",
         reason,
     ), reason
     # Three polls at the poll interval, then the driver stops polling the lost instrument.
