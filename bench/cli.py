@@ -70,10 +70,14 @@ def run(
     allow_identity_mismatch: Annotated[
         str | None, typer.Option(help="run although an identity differs from the register; REASON is reported")
     ] = None,
+    operator: Annotated[
+        str | None, typer.Option(help="who runs the test, for the record and the report [default: the login name]")
+    ] = None,
 ) -> None:
     """Run a sequence on a station and write its record under reports/<run-id>/."""
     from bench.console import Console, RunView, print_parameters, print_summary, run_exit_code
     from bench.plan import build_plan
+    from bench.results.rows import RunTags
     from bench.runner import new_run_id, run_plan
 
     plan = build_plan(sequence, station or default_station(), parse_pairs(param, "-p"), fault or [])
@@ -107,6 +111,7 @@ def run(
         view=view,
         signals=True,
         on_indexed=indexed.append,
+        tags=RunTags(operator=operator.strip() or None) if operator is not None else None,
     )
     # The run is over and recorded: a late Ctrl-C has nothing left to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

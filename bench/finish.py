@@ -94,6 +94,7 @@ async def finish_record(ctx: RunContext) -> RunResult:
         unsafe_end=bool(unsafe),
         record_error=ctx.rec.write_error,
         code_version=__version__,
+        operator=ctx.opt.operator,
         decision_rule=runtime.decision_rule(plan),
         deviations=ctx.deviations + _skipped(ctx),
         environment=runtime.environment(plan, ctx.bus),

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # 1.2: record_error and report_degraded (additive).
 # 1.3: dtcs, the DUTs' DTCs read at the start and the end of the run (additive).
 # 1.4: operator_entries, the text answers of prompts (identification, remarks) (additive).
-RESULT_SCHEMA_VERSION = "1.4"
+RESULT_SCHEMA_VERSION = "1.5"
 
 
 class Verdict(StrEnum):
@@ -153,6 +153,10 @@ class RunResult(_Model):
         description="the report could not be completely rendered: what failed; the record itself is complete",
     )
     code_version: str
+    operator: str | None = Field(
+        None,
+        description="who ran the test: bench run --operator, the submitter of a lab job, else the login name",
+    )
     decision_rule: str = Field("simple", description="'simple' or 'guard_band' (ILAC-G8:09/2019)")
     deviations: list[str] = Field([], description="deviations from the method: overrides, skipped steps, out-of-cal")
     environment: dict[str, str] = Field({}, description="ambient conditions during the test, with their source")

@@ -65,6 +65,8 @@ class RunOptions:
     interlock: Interlock | None = None
     # Full report (17025 HTML with plots, PDF, MF4); a campaign cell keeps the plain record only.
     full_report: bool = True
+    # Who runs the test (the report's and the results database's operator).
+    operator: str | None = None
 
 
 @dataclass

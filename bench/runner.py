@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import getpass
 import signal
 import tempfile
 import threading
@@ -171,6 +172,7 @@ def run_plan(
             deviations=accepted,
             allow_identity_mismatch=allow_identity_mismatch,
             full_report=full_report,
+            operator=(tags.operator if tags is not None else None) or login_name(),
         )
         engine = Run(plan, options)
         engine.listeners.extend(listeners or [])
@@ -196,6 +198,14 @@ def run_plan(
         for sig, handler in held.items():
             signal.signal(sig, handler)
     return result
+
+
+def login_name() -> str | None:
+    """The user the run goes under, when the entry point names no operator; None if unknown."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no user entry (some containers)
+        return None
 
 
 def index_run(plan: Plan, folder: Path, run_id: str, tags: RunTags, on_indexed: Callable[[str], None] | None) -> None:

@@ -10,6 +10,7 @@ exactly the number of run folders. Databases come from tests/pg.py.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import re
 import shutil
@@ -122,6 +123,24 @@ def test_bench_run_is_indexed_at_its_end(db_env: str, tmp_path: Path) -> None:
     equipment = rows(db_env, EquipmentTable, run_id)
     assert sorted(e.asset_id for e in equipment) == sorted(e["asset_id"] for e in result["equipment"])
     assert all(e.due is not None and e.in_calibration for e in equipment)
+
+
+def test_the_operator_is_in_the_record_the_report_and_the_database(db_env: str, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    r = bench("run", OPEN_WIRE, "--station", CELL_STATION, "--reports", reports, "-q", "--operator", "Jane Doe")
+    assert r.rc == 0, r.out + r.err
+    result = r.result()
+    assert result["operator"] == "Jane Doe"
+    assert "Jane Doe" in (reports / result["run_id"] / "report.html").read_text()
+    (run,) = rows(db_env, RunTable, result["run_id"])
+    assert run.operator == "Jane Doe"
+    # Imported again from its folder (the record is the truth), the operator is the same.
+    assert from_run_folder(reports / result["run_id"]).operator == "Jane Doe"
+    # Without --operator: the login name the run went under.
+    unnamed = cell_run(tmp_path / "reports2")
+    assert unnamed.operator == getpass.getuser()
+    (run,) = rows(db_env, RunTable, unnamed.run_id)
+    assert run.operator == getpass.getuser()
 
 
 def test_the_item_and_what_was_entered_are_indexed(db_env: str, tmp_path: Path) -> None:

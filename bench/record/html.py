@@ -125,6 +125,7 @@ def render_report_html(result: RunResult) -> str:
                 ("Duration (run clock)", _secs(result.sim_duration_s) + " s"),
                 ("Duration (wall clock)", _secs(result.wall_duration_s) + " s"),
                 ("Seed", _e(result.seed)),
+                ("Operator", _e(result.operator or "")),
                 ("Result schema", _e(result.schema_version)),
             ]
         ),

@@ -441,6 +441,7 @@ def build_html(
                 ("7.8.2.1 f)", "Sequence SHA-256", f'<span class="hash">{_e(seq.get("sha256"))}</span>'),
                 ("", "Station", _e(f"{result.station.get('id')}: {result.station.get('title', '')}")),
                 ("", "Controller software", _e(f"hil-bench {result.code_version}")),
+                ("", "Operator", _e(result.operator) if result.operator else _na("not recorded")),
                 (
                     "7.8.2.1 k)",
                     "Sampling plan and method",

@@ -254,7 +254,7 @@ def from_run_folder(path: Path, tags: RunTags | None = None) -> RunRow:
         station_id=str(station.get("id", "")),
         station_sha256=str(station.get("sha256", "")),
         bench_id=str(station.get("id", "")),
-        operator=None,
+        operator=result.operator,
         **dut_identity(folder, result),
         started_utc=parse_utc(result.started_utc),
         ended_utc=parse_utc(result.ended_utc),
