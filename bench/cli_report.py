@@ -83,11 +83,15 @@ def amend(
 def campaign(
     runs: Annotated[list[Path], typer.Argument(help="run folders")],
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path("campaign.html"),
+    trend: Annotated[
+        list[str] | None,
+        typer.Option("--trend", help="add the X/MR control chart of this measurement across the runs (repeatable)"),
+    ] = None,
 ) -> None:
     """One summary report over many runs (each run keeps its own full report)."""
     from bench.report.render import render_campaign
 
-    render_campaign(runs, output)
+    render_campaign(runs, output, trend or [])
     typer.echo(f"wrote {output}")
 
 

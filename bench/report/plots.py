@@ -154,7 +154,8 @@ def reduce(t: np.ndarray, v: np.ndarray, n: int = _MAX_POINTS) -> tuple[np.ndarr
     return np.repeat(tt, 2), np.column_stack([lo, hi]).ravel()
 
 
-def _png(fig: Any) -> str:
+def png_base64(fig: Any) -> str:
+    """The figure as a base64 PNG for an <img> in a report (closed once drawn)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     import matplotlib.pyplot as plt
@@ -172,7 +173,7 @@ def figure(
 ) -> str | None:
     """One PNG (base64) with a panel per trace; None when there is nothing to draw."""
     fig = build_figure(title, traces, window, markers, limits)
-    return None if fig is None else _png(fig)
+    return None if fig is None else png_base64(fig)
 
 
 def build_figure(

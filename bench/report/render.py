@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.errors import LoadError
 from bench.events import EventKind
 from bench.report.conformity import basis_html, deviations_html, record_sequence, statements_html
 from bench.report.htmltext import e as _e
@@ -27,6 +28,7 @@ from bench.report.htmltext import num as _num
 from bench.report.operator_entries import operator_rows
 from bench.result import RunResult
 from bench.sequence import Sequence as SequenceModel
+from bench.suggest import did_you_mean
 
 REPORT_PREFIX = "TR-"
 NA = "not applicable"
@@ -755,13 +757,15 @@ def render_report(
     return written
 
 
-def render_campaign(runs: Sequence[Path], output: Path) -> Path:
-    """A summary over many runs: one row per run with its report id, verdict and measurements."""
+def render_campaign(runs: Sequence[Path], output: Path, trends: Sequence[str] = ()) -> Path:
+    """A summary over many runs: one row per run with its report id, verdict and measurements,
+    and for each name in ``trends`` that measurement's X/MR control chart across the runs."""
     # Amendment folders (<run>.A1) and anything else without a result are not runs.
     runs = [r for r in runs if (r / "result.json").is_file()]
+    results = [RunResult.model_validate_json((run / "result.json").read_text(encoding="utf-8")) for run in runs]
+    trend_html = "".join(_campaign_trend(name, results) for name in trends)
     rows = []
-    for run in runs:
-        r = RunResult.model_validate_json((run / "result.json").read_text(encoding="utf-8"))
+    for r in results:
         meas = "; ".join(
             f"{m.name} = {m.value:.6g}"
             + (f" ± {m.uncertainty:.2g}" if m.uncertainty is not None else "")
@@ -781,16 +785,54 @@ def render_campaign(runs: Sequence[Path], output: Path) -> Path:
         )
     body = _table(["report", "sequence", "performed (UTC)", "verdict", "faults", "measurements"], rows, "no runs")
     counts: dict[str, int] = {}
-    for run in runs:
-        v = json.loads((run / "result.json").read_text(encoding="utf-8"))["verdict"]
-        counts[v] = counts.get(v, 0) + 1
+    for r in results:
+        counts[r.verdict.value] = counts.get(r.verdict.value, 0) + 1
     summary = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))
     text = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Campaign report</title><style>{_CSS}</style>'
         f"</head><body><h1>Campaign report</h1><p>{len(runs)} runs ({_e(summary)}), generated "
         f"{_e(dt.datetime.now(dt.UTC).date().isoformat())}. Each run's full report is in its own folder; this "
         "summary is not a test report in the sense of ISO/IEC 17025 7.8.</p>"
-        f'{body}<p class="end">End of campaign report</p></body></html>\n'
+        f'{body}{trend_html}<p class="end">End of campaign report</p></body></html>\n'
     )
     output.write_text(text, encoding="utf-8")
     return output
+
+
+def _campaign_trend(name: str, results: Sequence[RunResult]) -> str:
+    """The X/MR chart of measurement ``name`` over the runs that recorded it, oldest first, with the
+    Nelson tests' findings (the same chart as `bench db trend`, from the run folders themselves)."""
+    from bench.report.plots import png_base64
+    from bench.results.chart import trend_figure
+    from bench.results.rows import parse_utc
+    from bench.results.spc import SpcError, chart
+
+    points = sorted(
+        (r.started_utc, r.run_id, m.value, m.unit)
+        for r in results
+        for m in r.measurements
+        if m.name == name and m.value is not None
+    )
+    if not points:
+        recorded = sorted({m.name for r in results for m in r.measurements})
+        raise LoadError(
+            f"--trend {name}: no run of the summary recorded a measurement '{name}'" + did_you_mean(name, recorded)
+        )
+    units = sorted({p[3] for p in points})
+    if len(units) > 1:
+        raise LoadError(f"--trend {name}: the runs recorded it in different units ({', '.join(units)})")
+    head = f"<h2>Trend of {_e(name)} [{_e(units[0])}]</h2>"
+    try:
+        c = chart([p[2] for p in points])
+    except SpcError as exc:
+        return f"{head}<p>{_e(exc)}</p>"
+    png = png_base64(trend_figure(c, [parse_utc(p[0]) for p in points], f"{name} [{units[0]}]", units[0]))
+    found = "".join(
+        f"<li>{_e(v.line())}: {_e(', '.join(report_id(points[i][1]) for i in v.points))}</li>" for v in c.violations
+    )
+    return (
+        f"{head}<p>{len(points)} runs, mean {c.centre:.6g}, control limits {c.lcl:.6g} .. {c.ucl:.6g}"
+        f" (individuals chart, sigma from the mean moving range).</p>"
+        f'<figure><img alt="X/MR chart of {_e(name)}" src="data:image/png;base64,{png}"></figure>'
+        + (f"<ul>{found}</ul>" if found else "<p>No Nelson test flags a point.</p>")
+    )
