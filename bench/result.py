@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # 1.2: record_error and report_degraded (additive).
 # 1.3: dtcs, the DUTs' DTCs read at the start and the end of the run (additive).
 # 1.4: operator_entries, the text answers of prompts (identification, remarks) (additive).
+# 1.5: operator, who ran the test (additive).
 RESULT_SCHEMA_VERSION = "1.5"
 
 
