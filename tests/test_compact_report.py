@@ -131,7 +131,7 @@ def test_instrument_trace_states_its_resolution_and_unit(example: Completed, mon
         figures.append(fig)
         return "png"
 
-    monkeypatch.setattr(plots, "_png", keep)
+    monkeypatch.setattr(plots, "png_base64", keep)
     d = example.run_dir()
     result = RunResult.model_validate_json((d / "result.json").read_text(encoding="utf-8"))
     # Rendered later from the record (the sequence read from its copy), and by the run itself (the

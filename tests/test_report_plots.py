@@ -1,7 +1,7 @@
 """The report's plots: sampled signals drawn as held values, a colour per recorded instant, units on every axis.
 
 The figures are inspected as matplotlib objects (lines, colours, labels), never as pixels:
-``plots._png`` is replaced by a function that keeps the figure.
+``plots.png_base64`` is replaced by a function that keeps the figure.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         figures.append(fig)
         return "png"
 
-    monkeypatch.setattr(plots, "_png", keep)
+    monkeypatch.setattr(plots, "png_base64", keep)
     return figures
 
 
