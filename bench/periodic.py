@@ -55,6 +55,13 @@ class Periodic:
             # Where a new task's first step would run.
             self._handle = loop.call_soon(self._wait)
 
+    @property
+    def deadline(self) -> float:
+        """The instant the running (or next) call is scheduled for, in the loop's time. On the wall
+        clock a call runs a little after it; a schedule that counts in its own instants (a firmware's
+        tick) reads this rather than ``loop.time()``, so that the loop's latency does not enter it."""
+        return self._deadline
+
     def cancel(self) -> None:
         self.running = False
         if self._handle is not None:

@@ -71,9 +71,13 @@ class CanPlant(abc.ABC):
             bus.add_listener(self.uds.on_frame)
         loop = asyncio.get_running_loop()
         now, dt = loop.time(), self.tick_s
-        self._timers.append(
-            Periodic(loop, dt, lambda: self.step(dt, loop.time()), now + dt, name=f"{type(self).__name__}-physics")
+        # The firmware's clock is its own tick count, as an MCU's scheduler's is: on the wall clock
+        # a tick served late by the loop still steps to its own instant, so a debounce of N ticks
+        # takes N ticks (a tick stamped late followed by one on time would otherwise cost one more).
+        physics = Periodic(
+            loop, dt, lambda: self.step(dt, physics.deadline), now + dt, name=f"{type(self).__name__}-physics"
         )
+        self._timers.append(physics)
         for cyclic in self.transmitters(bus):
             self._timers.append(Periodic(loop, cyclic.period, cyclic.send, now + cyclic.phase, name=cyclic.name))
 
