@@ -13,23 +13,29 @@ not a number with the prompt's unit, text that does not match the prompt's patte
 ``error:`` line naming the file's line. At the bench, an answer the prompt cannot take is asked
 again.
 
-In virtual time nobody can be asked (the clock would jump past them), so a prompt without an
-answer in the file fails with a line saying which key to add.
+At the terminal, nobody can be asked in virtual time (the clock would jump past them), so a
+prompt without an answer in the file fails with a line saying which key to add. An entry point
+that asks a person by other means (the browser station, bench/ui/) passes an ``asker``: it gets a
+:class:`PromptRequest` (what to ask and what the answer must be) and returns the answer; in
+virtual time the clock follows the wall clock while the person is asked (bench/vtime.py, "paced").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
 from bench.errors import LoadError
+from bench.vtime import paced_if_virtual
 from bench.yamlsource import load_yaml
 
 YES = {"yes", "y", "ok", "confirm", "confirmed", "true", "done"}
@@ -39,12 +45,37 @@ NO = {"no", "n", "false", "refuse", "refused", "abort"}
 AnswerCheck = Callable[[str], str | None]
 
 
+@dataclass(frozen=True)
+class PromptRequest:
+    """What a prompt step asks, and what its answer must be (for an asker that shows a form)."""
+
+    step: str
+    text: str
+    answer: str  # 'confirm', 'value' or 'text' (bench/stepkinds/prompt.py)
+    unit: str = ""  # answer: value: the unit a bare number is in
+    low: float | None = None  # answer: value: the passing range, in ``unit`` (the answer is judged, not refused)
+    high: float | None = None
+    pattern: str | None = None  # answer: text: the regular expression the whole answer must match
+    picture: Path | None = None  # a picture from the sequence's folder to show with the question
+    problem: str | None = None  # why the previous answer was not taken (None: first time asked)
+
+
+# Asks a person (on the run's loop) and returns the answer and who gave it, e.g.
+# ("4.2 V", "operator alice at the browser station").
+Asker = Callable[[PromptRequest], Awaitable[tuple[str, str]]]
+
+
 class Answers:
     def __init__(
-        self, path: Path | None = None, interactive: bool = False, checks: Mapping[str, AnswerCheck] | None = None
+        self,
+        path: Path | None = None,
+        interactive: bool = False,
+        checks: Mapping[str, AnswerCheck] | None = None,
+        asker: Asker | None = None,
     ) -> None:
         self.path = path
         self.interactive = interactive
+        self.asker = asker
         self.given: dict[str, str] = {}
         # Set by the operator's view: it steps aside (no live panel, no single keys) while asked.
         self.hold: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
@@ -61,10 +92,20 @@ class Answers:
                     if problem is not None:
                         raise src.error([key], problem)
 
-    async def ask(self, step: str, text: str, check: AnswerCheck | None = None) -> tuple[str, str]:
-        """The answer to the prompt of ``step`` and where it came from; at the bench, asked until ``check`` takes it."""
+    async def ask(self, request: PromptRequest, check: AnswerCheck | None = None) -> tuple[str, str]:
+        """The answer to ``request`` and where it came from; a person is asked until ``check`` takes it."""
+        step, text = request.step, request.text
         if step in self.given:
             return self.given[step], f"answers file {self.path}"
+        if self.asker is not None:
+            with paced_if_virtual(asyncio.get_running_loop()):
+                while True:
+                    reply, source = await self.asker(request)
+                    reply = reply.strip()
+                    problem = check(reply) if check is not None else None
+                    if problem is None:
+                        return reply, source
+                    request = dataclasses.replace(request, problem=problem)
         if not self.interactive:
             where = (
                 f"add '{step}: ...' to {self.path}"

@@ -40,7 +40,7 @@ from bench.engine import Run, RunOptions
 from bench.errors import LoadError
 from bench.interlock import Interlock, check_writable
 from bench.plan import Plan
-from bench.prompts import Answers
+from bench.prompts import Answers, Asker
 from bench.result import RunResult
 from bench.results.rows import RunTags
 from bench.runcontext import Listener
@@ -138,12 +138,14 @@ def run_plan(
     signals: bool = False,
     tags: RunTags | None = None,
     on_indexed: Callable[[str], None] | None = None,
+    asker: Asker | None = None,
 ) -> RunResult:
     """Run ``plan`` to its end (blocking) and return its result; the record lands in reports_dir/<run id>.
 
     Refusals by the guards raise a BenchError (one line, its own exit code) before anything
     moves. Prompts are asked on the terminal only if ``interactive`` and on the wall clock;
-    otherwise they take their answer from the ``answers`` file, or fail. ``signals`` installs
+    otherwise they take their answer from the ``answers`` file, or fail, unless an ``asker`` (the
+    browser station) asks a person, in virtual time too (bench/prompts.py). ``signals`` installs
     SIGINT/SIGTERM handlers that stop the run (main thread only). ``tags`` are what the entry point
     knows of the run for the results database (bench name, operator, campaign cell);
     ``on_indexed`` is told where the run was indexed.
@@ -165,9 +167,9 @@ def run_plan(
             start_epoch=start_epoch,
             started_utc=utc(start_epoch),
             wall_clock=lambda: time.monotonic() - wall0,
-            # Nobody can be asked in virtual time: prompts need an answers file there. The file is
-            # checked against the sequence's prompts here, before anything moves.
-            answers=Answers(answers, interactive=interactive and not virtual, checks=answer_checks(plan)),
+            # Nobody can be asked at the terminal in virtual time: prompts need an answers file or an
+            # asker there. The file is checked against the sequence's prompts here, before anything moves.
+            answers=Answers(answers, interactive=interactive and not virtual, checks=answer_checks(plan), asker=asker),
             interlock=interlock,
             deviations=accepted,
             allow_identity_mismatch=allow_identity_mismatch,

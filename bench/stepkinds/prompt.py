@@ -5,8 +5,10 @@ to enter a text (a serial number, a remark) that is recorded as it is written an
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import ConfigDict, Field, field_validator
@@ -15,7 +17,7 @@ from bench.compiler import Compiler
 from bench.errors import BenchError, ExpressionError
 from bench.events import EventKind
 from bench.expr import Compiled, constant, expect_dim
-from bench.prompts import NO, YES, AnswerCheck, Answers
+from bench.prompts import NO, YES, AnswerCheck, Answers, PromptRequest
 from bench.result import OperatorEntry, Outcome, rounded
 from bench.stepkinds.base import (
     KindPlan,
@@ -75,6 +77,11 @@ class PromptSpec(StrictModel):
         description="answer: text (required): where the report states the answer: 'identification' (of the "
         "item tested) or 'remark'",
     )
+    picture: str | None = Field(
+        None,
+        description="a picture shown with the question where a screen asks it (the browser station): a PNG, "
+        "JPEG or SVG file in the sequence's folder, relative to the sequence file",
+    )
 
     _text = field_validator("min", "max", "timeout", mode="before")(as_text)
 
@@ -97,6 +104,8 @@ class PromptPlan(KindPlan):
     timeout: float
     pattern: re.Pattern[str] | None = None
     record: str | None = None
+    picture: Path | None = None
+    picture_sha256: str | None = None  # recorded with the answer: which picture the operator saw
 
     def signals(self) -> set[str]:
         return set(self.gate.signals) if self.gate else set()
@@ -125,6 +134,27 @@ class PromptPlan(KindPlan):
         if q.dim != self.unit.dim:
             raise ExpressionError(f"not in {self.unit.text or 'plain numbers'}")
         return q
+
+
+PICTURE_TYPES = (".png", ".jpg", ".jpeg", ".svg")
+MAX_PICTURE_BYTES = 5 * 1024 * 1024  # a photo of a connector, not an archive
+
+
+def _picture(c: Compiler, text: str, loc: list[str | int]) -> tuple[Path, str]:
+    """The picture file, inside the sequence's folder, and its SHA-256; else one line naming the field."""
+    folder = c.src.path.resolve().parent
+    path = (folder / text).resolve()
+    if not path.is_relative_to(folder):
+        raise c.fail(loc, f"'{text}' is outside the sequence's folder {folder}")
+    if path.suffix.lower() not in PICTURE_TYPES:
+        raise c.fail(loc, f"'{text}' is not a picture ({', '.join(PICTURE_TYPES)})")
+    try:
+        data = path.read_bytes() if path.stat().st_size <= MAX_PICTURE_BYTES else None
+    except OSError as exc:
+        raise c.fail(loc, f"'{text}' cannot be read: {exc.strerror or exc}") from None
+    if data is None:
+        raise c.fail(loc, f"'{text}' is larger than {MAX_PICTURE_BYTES // (1024 * 1024)} MiB")
+    return path, hashlib.sha256(data).hexdigest()
 
 
 # The fields that belong to one kind of answer only.
@@ -168,7 +198,21 @@ def compile_prompt(c: Compiler, step: PromptStep, site: StepSite) -> PromptPlan:
             raise c.fail([*loc, bound], exc) from None
         limits.append(unit.from_base(q.base))
     timeout = c.duration(p.timeout, [*loc, "timeout"])
-    return PromptPlan(p.text, gate, p.when or "", p.answer, unit, limits[0], limits[1], timeout, pattern, p.record)
+    picture, picture_sha256 = _picture(c, p.picture, [*loc, "picture"]) if p.picture else (None, None)
+    return PromptPlan(
+        p.text,
+        gate,
+        p.when or "",
+        p.answer,
+        unit,
+        limits[0],
+        limits[1],
+        timeout,
+        pattern,
+        p.record,
+        picture,
+        picture_sha256,
+    )
 
 
 def answer_checks(plan: Plan) -> dict[str, AnswerCheck]:
@@ -193,15 +237,27 @@ async def run_prompt(ctx: RunContext, step: PlanStep[PromptPlan]) -> str | None:
                 f"'{p.gate_text}' did not hold within {format_duration(p.timeout)}; not asked ({shown})",
             ) from None
     answers = ctx.opt.answers or Answers()
+    request = PromptRequest(
+        step.name,
+        p.text,
+        p.answer,
+        p.unit.text,
+        p.low,
+        p.high,
+        p.pattern.pattern if p.pattern is not None else None,
+        p.picture,
+    )
     try:
         async with asyncio.timeout(p.timeout):
-            answer, source = await answers.ask(step.name, p.text, p.refusal)
+            answer, source = await answers.ask(request, p.refusal)
     except TimeoutError:
         # Nobody answered: the test was not performed as specified, which says nothing of the item.
         raise StepFailed(Outcome.ERROR, f"no answer within {format_duration(p.timeout)}") from None
     except BenchError as exc:
         raise StepFailed(Outcome.ERROR, str(exc)) from None
-    recorded = {"record": p.record} if p.record else {}
+    recorded: dict[str, str] = {"record": p.record} if p.record else {}
+    if p.picture is not None and p.picture_sha256 is not None:
+        recorded |= {"picture": p.picture.name, "picture_sha256": p.picture_sha256}
     ctx.event(EventKind.PROMPT_ANSWERED, step=step.name, prompt=p.text, answer=answer, source=source, **recorded)
     problem = p.refusal(answer)
     if problem is not None:  # an answers file that was not checked against the sequence
