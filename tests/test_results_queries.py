@@ -267,3 +267,18 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert out.rc == 2
     assert out.err.strip().startswith(message) and len(out.err.strip().splitlines()) == 1
     assert out.out == ""
+
+
+def test_sqlite_keeps_its_planner_statistics_as_the_runs_grow(tmp_path: Path) -> None:
+    """Without ANALYZE's statistics SQLite plans blind; the store gathers them again whenever the
+    runs have doubled, so that they never lag the table by more than half."""
+    rows = list(generate(300))
+    with open_store(f"sqlite:///{tmp_path / 'results.db'}") as store:
+        analysed: list[tuple[int, int]] = []
+        for start in range(0, len(rows), 25):
+            store.index_many(rows[start : start + 25])
+            with store.engine.connect() as conn:
+                stat = conn.exec_driver_sql("SELECT stat FROM sqlite_stat1 WHERE tbl = 'runs' LIMIT 1").scalar_one()
+            analysed.append((start + 25, int(stat.split()[0])))
+    assert all(2 * seen > runs for runs, seen in analysed), analysed
+    assert len({seen for _, seen in analysed}) < len(analysed)  # gathered again only as the table doubles
