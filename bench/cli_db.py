@@ -192,15 +192,18 @@ def import_(
 def sync(db: DbOpt = None) -> None:
     """Index the runs queued while the database was unreachable (into the database each was meant for, or --db)."""
     from bench.results.outbox import queued, sync
-    from bench.results.store import shown_url
+    from bench.results.store import results_url, shown_url
 
     entries = queued()
     if not entries:
         typer.echo("nothing queued")
         return
+    # An entry names its database without the password: the configured URL that names the same
+    # database gives it back (else PostgreSQL's password file or PGPASSWORD does).
+    configured = results_url()
     groups: dict[str, list[Queued]] = {}
     for q in entries:
-        groups.setdefault(db or q.url, []).append(q)
+        groups.setdefault(db or (configured if shown_url(configured) == q.url else q.url), []).append(q)
     problems = 0
     for url, group in groups.items():
         store = open_db(url)

@@ -437,3 +437,14 @@ def test_a_run_takes_along_a_bounded_part_of_the_queue(
     assert len(list(outbox_home.iterdir())) == 2
     assert "2 added" in bench("db", "sync").out
     assert count(db_env) == len(folders(reports)) == BACKLOG_PER_RUN + 3
+
+
+def test_a_queued_run_keeps_no_database_password(outbox_home: Path, tmp_path: Path) -> None:
+    from bench.results.outbox import enqueue, queued
+
+    url = "postgresql://bench:s3cret-Pa55@127.0.0.1:1/results"
+    entry = enqueue(tmp_path, "0190a000-0000-7000-8000-000000000001", url, why="connection refused")
+    assert "s3cret-Pa55" not in entry.read_text()
+    # The run is still found for the database it was meant for, given with or without the password.
+    assert [q.entry for q in queued(url)] == [entry] == [q.entry for q in queued(shown_url(url))]
+    assert queued("postgresql://bench:s3cret-Pa55@127.0.0.1:1/other") == []

@@ -2,7 +2,9 @@
 
 A run whose database cannot be reached leaves an entry ``<data folder>/results-outbox/<run id>``
 (written atomically: a temporary file renamed) naming its folder and the database it was meant
-for. ``bench db sync`` and the next run's end index every queued folder and remove its entry only
+for, without the database's password (an outbox is a plain file in the user's data folder; the
+password comes again from where it came at the run's end, ``BENCH_RESULTS`` or ``--db``, or from
+PostgreSQL's own password file). ``bench db sync`` and the next run's end index every queued folder and remove its entry only
 after the database committed it, so a run is never lost; the write being idempotent on run id and
 manifest hash, a run queued twice or indexed before its entry went is never indexed twice.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 from bench.errors import LoadError
 from bench.record.manifest import _fsync_dir as fsync_dir
 from bench.results.rows import RunTags, from_run_folder
-from bench.results.store import Store, data_folder
+from bench.results.store import Store, data_folder, shown_url
 
 OUTBOX_NAME = "results-outbox"
 
@@ -41,7 +43,7 @@ def enqueue(folder: Path, run_id: str, url: str, tags: RunTags | None = None, wh
     box = outbox_folder()
     box.mkdir(parents=True, exist_ok=True)
     entry = box / run_id
-    body = {"folder": str(folder.resolve()), "url": url, "why": why, "tags": (tags or RunTags()).__dict__}
+    body = {"folder": str(folder.resolve()), "url": shown_url(url), "why": why, "tags": (tags or RunTags()).__dict__}
     fd, tmp = tempfile.mkstemp(dir=box, prefix=f".{run_id}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -58,7 +60,8 @@ def enqueue(folder: Path, run_id: str, url: str, tags: RunTags | None = None, wh
 
 def queued(url: str | None = None) -> list[Queued]:
     """The queued runs, oldest run id first (run ids are UUIDv7: time-ordered); only those meant for
-    ``url`` when given. An entry that cannot be read is left for the user to see."""
+    ``url`` when given (compared without its password). An entry that cannot be read is left for
+    the user to see."""
     box = outbox_folder()
     if not box.is_dir():
         return []
@@ -71,7 +74,7 @@ def queued(url: str | None = None) -> list[Queued]:
             q = Queued(entry, Path(body["folder"]), str(body["url"]), RunTags(**body.get("tags") or {}))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if url is None or q.url == url:
+        if url is None or q.url == shown_url(url):
             found.append(q)
     return found
 
