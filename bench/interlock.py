@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.clock import utc
-from bench.errors import BenchError
+from bench.errors import BenchError, LoadError
 from bench.events import EventKind
 from bench.record.chain import GENESIS, encode_line, line_hash
 
@@ -124,3 +124,17 @@ class Interlock:
             self.latch.unlink()
         self._append("reset", reason=reason, by=by, was=st)
         return st
+
+
+def reset_station(station_id: str, reason: str, by: str, asked_as: str = "--reason") -> str:
+    """Reset the station's latch with a recorded reason (refused without one); the outcome in one line.
+
+    ``asked_as`` names where the reason was asked for, in the refusal (the option, a form field).
+    """
+    if not reason.strip():
+        raise LoadError(f"{asked_as} must say why it is safe to run again")
+    lock = Interlock(station_id)
+    was = lock.reset(reason, by)
+    if was is None:
+        return f"station '{station_id}' was not tripped; reset recorded in {lock.log}"
+    return f"station '{station_id}' reset (was tripped: {was.get('reason')}); recorded in {lock.log}"

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from bench import stepkinds
 from bench.compiler import MIN_RECORD_INTERVAL_S, Compiler, SetValue, refuse_bare
 from bench.device import ConfigError, Driver, fault_catalogue, load_driver, load_plant_builder
@@ -39,7 +37,7 @@ from bench.units import (
     mixing_error,
     parse_quantity,
 )
-from bench.yamlsource import YamlSource, load_yaml, plain
+from bench.yamlsource import YamlSource, load_model
 
 
 @dataclass
@@ -133,12 +131,7 @@ class Plan:
 
 
 def load_sequence(path: Path) -> tuple[YamlSource, SequenceModel]:
-    src = load_yaml(path, "sequence")
-    try:
-        model = SequenceModel.model_validate(plain(src.root))
-    except ValidationError as exc:
-        raise src.validation_error(exc) from None
-    return src, model
+    return load_model(path, "sequence", SequenceModel)
 
 
 def build_drivers(station: LoadedStation, names: Sequence[str] | None = None) -> dict[str, Driver]:
@@ -263,6 +256,23 @@ def _param_values(
                 raise src.error(["parameters", name, "default"], msg)
         out[name] = ParamValue(name, value, default, name in overrides and value != default, p.doc, p.source, p.origin)
     return out
+
+
+def override_errors(plan: Plan, overrides: Mapping[str, str]) -> dict[str, str]:
+    """What ``bench run -p name=value`` says of each override taken alone, by name; {} if all are taken.
+
+    The same parser and checks as :func:`build_plan` (unit, kind of unit, min/max, unknown
+    name), each override judged on its own so that a form can show every error next to its field.
+    """
+    requires = set(plan.sequence.requires)
+    opaque = opaque_units({k: v for k, v in plan.catalog.items() if k.split(".", 1)[0] in requires})
+    errors: dict[str, str] = {}
+    for name, value in overrides.items():
+        try:
+            _param_values(plan.sequence_source, plan.sequence, {name: value}, opaque)
+        except LoadError as exc:
+            errors[name] = str(exc)
+    return errors
 
 
 def _compile_steps(
@@ -421,4 +431,4 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-__all__ = ["BOOL", "DIMENSIONLESS", "Plan", "PlanStep", "build_plan", "load_sequence"]
+__all__ = ["BOOL", "DIMENSIONLESS", "Plan", "PlanStep", "build_plan", "load_sequence", "override_errors"]

@@ -6,11 +6,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bench.report.equipment import DecisionRule, Instrument, Laboratory, SignalSource
 from bench.sequence import ID_PATTERN
-from bench.yamlsource import YamlSource, load_yaml, plain
+from bench.yamlsource import YamlSource, load_model
+
+LISTEN_DEFAULT = "127.0.0.1:8080"
 
 
 class _Model(BaseModel):
@@ -50,6 +52,47 @@ class SimulatorEntry(_Model):
     )
 
 
+class UiSettings(_Model):
+    """The ``ui:`` section: how ``bench ui`` serves this station to the browsers at the bench."""
+
+    serial_pattern: str | None = Field(
+        default=None,
+        description="regular expression a DUT serial typed or scanned at the browser station must match "
+        "(whole text); none: any non-empty serial",
+    )
+    accounts: str | None = Field(
+        default=None, description="accounts file of the browser station (relative paths: to the station file)"
+    )
+    listen: str = Field(
+        default=LISTEN_DEFAULT, description="HOST:PORT the browser station listens on (`bench ui --listen`)"
+    )
+
+    @field_validator("serial_pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"'{v}' is not a regular expression ({exc})") from None
+        return v
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for an IPv6 host) -> (host, port); ValueError naming the text."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{text}' is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    return host, int(port)
+
+
 class Station(_Model):
     id: str = Field(pattern=ID_PATTERN, description="names the station's interlock latch and lock files")
     title: str = ""
@@ -80,6 +123,9 @@ class Station(_Model):
     )
     # Bench-agent settings (library, DUT type, capabilities); validated by bench/lab/agent.py, docs/lab.md.
     lab: dict[str, Any] = Field({}, description="settings of this bench in a lab of benches over MQTT (docs/lab.md)")
+    ui: UiSettings = Field(
+        UiSettings(), description="the browser operator station of this bench (`bench ui`, docs/ui.md)"
+    )
 
     @field_validator("devices")
     @classmethod
@@ -121,9 +167,4 @@ class LoadedStation:
 
 
 def load_station(path: Path) -> LoadedStation:
-    src = load_yaml(path, "station")
-    try:
-        model = Station.model_validate(plain(src.root))
-    except ValidationError as exc:
-        raise src.validation_error(exc) from None
-    return LoadedStation(src, model)
+    return LoadedStation(*load_model(path, "station", Station))

@@ -12,9 +12,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import MaxDepthExceededError
@@ -131,6 +131,18 @@ def load_yaml(path: Path, what: str) -> YamlSource:
         raise LoadError(f"a {what} file must be a YAML mapping", path, 1)
     _check_alias_expansion(root, path)
     return YamlSource(path, text, root)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_model(path: Path, what: str, model: type[M]) -> tuple[YamlSource, M]:
+    """A ``what`` file (sequence, station ...) read and validated by ``model``; errors name the file, line and field."""
+    src = load_yaml(path, what)
+    try:
+        return src, model.model_validate(plain(src.root))
+    except ValidationError as exc:
+        raise src.validation_error(exc) from None
 
 
 @functools.lru_cache(maxsize=64)

@@ -87,7 +87,7 @@ from bench.record.signing import load_key
 from bench.result import Verdict
 from bench.results.rows import RunTags
 from bench.runner import Started, new_run_id, run_plan
-from bench.station import load_station
+from bench.station import LoadedStation, load_station
 
 log = logging.getLogger("bench.lab.agent")
 
@@ -146,6 +146,22 @@ M = TypeVar("M", bound=BaseModel)
 HISTORY = "history"
 
 
+def lab_settings(station: LoadedStation) -> LabSettings:
+    """The station's ``lab:`` section, checked; a bad one is one line naming the station file and field."""
+    try:
+        return LabSettings.model_validate(station.model.lab)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise LoadError(
+            err["msg"], station.path, station.source.line(["lab"]), "lab." + ".".join(map(str, err["loc"]))
+        ) from None
+
+
+def library_paths(station: LoadedStation, settings: LabSettings) -> list[Path]:
+    """The folders and files of the station's library (``lab.library``, relative to the station file)."""
+    return [station.base_dir / p for p in settings.library]
+
+
 def scan_library(paths: list[Path]) -> dict[tuple[str, str], Path]:
     """(sequence id, SHA-256 of the file) -> file, for every sequence file that loads."""
     out: dict[tuple[str, str], Path] = {}
@@ -175,13 +191,7 @@ class Agent:
     ) -> None:
         self.station_path = station_path
         station = load_station(station_path)
-        try:
-            self.settings = LabSettings.model_validate(station.model.lab)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise LoadError(
-                err["msg"], station_path, station.source.line(["lab"]), "lab." + ".".join(map(str, err["loc"]))
-            ) from None
+        self.settings = lab_settings(station)
         self.station = station
         self.bench = bench_id or station.model.id
         # The station key signs this bench's results as it signs its records; a lab that lists
@@ -205,7 +215,7 @@ class Agent:
         self.reports = reports
         self.requeue_grace = requeue_grace
         self.claim_grace = claim_grace
-        paths = [(station.base_dir / p) for p in self.settings.library] + list(library or [])
+        paths = library_paths(station, self.settings) + list(library or [])
         self.library = scan_library(paths)
         self._caps = self._build_caps()
         self.interlock = Interlock(station.model.id)

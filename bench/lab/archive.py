@@ -95,16 +95,19 @@ def to_line(job: Job, rec: JobRecord, counted: Result, archived_utc: str) -> Arc
     )
 
 
-def append_durably(path: Path, data: bytes) -> None:
+def append_durably(
+    path: Path, data: bytes, *, what: str = "archive", unless: str = "nothing was cleared", mode: int = 0o644
+) -> None:
     """Append ``data`` and fsync it (and the folder, for a new file); on any error undo the append.
 
-    Raises ``ArchiveWriteError`` (one line): a full disk, a read-only file system, no permission.
+    Raises ``ArchiveWriteError`` (one line, "``what`` ``path``: cannot ...; ``unless``"): a full
+    disk, a read-only file system, no permission. ``mode``: of a new file.
     """
     created = not path.exists()
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
     except OSError as exc:
-        raise ArchiveWriteError(f"archive {path}: cannot open ({exc.strerror}); nothing was cleared") from None
+        raise ArchiveWriteError(f"{what} {path}: cannot open ({exc.strerror}); {unless}") from None
     start = 0
     try:
         start = os.fstat(fd).st_size
@@ -117,7 +120,7 @@ def append_durably(path: Path, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, start)  # no half line left for the next append to continue
-        raise ArchiveWriteError(f"archive {path}: cannot write ({exc.strerror}); nothing was cleared") from None
+        raise ArchiveWriteError(f"{what} {path}: cannot write ({exc.strerror}); {unless}") from None
     finally:
         os.close(fd)
     if created:
@@ -129,9 +132,7 @@ def append_durably(path: Path, data: bytes) -> None:
             finally:
                 os.close(dfd)
         except OSError as exc:
-            raise ArchiveWriteError(
-                f"archive {path}: cannot sync its folder ({exc.strerror}); nothing was cleared"
-            ) from None
+            raise ArchiveWriteError(f"{what} {path}: cannot sync its folder ({exc.strerror}); {unless}") from None
 
 
 @dataclass

@@ -131,10 +131,11 @@ def runs(
     until: dt.datetime | None = None,
     include_campaigns: bool = False,
     limit: int | None = None,
+    run_id: str | None = None,
 ) -> Table:
     """Runs matching every filter given, newest first (``limit``: the newest so many)."""
     stmt = sa.select(*(R[c] for c in RUN_COLUMNS))
-    for column, value in ((R.dut_serial, dut), (R.sequence_id, sequence), (R.station_id, station)):
+    for column, value in ((R.run_id, run_id), (R.dut_serial, dut), (R.sequence_id, sequence), (R.station_id, station)):
         if value is not None:
             stmt = stmt.where(column == value)
     if verdict is not None:
