@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -171,6 +172,8 @@ def station_file(
     """stations/sim.yaml as bench <bench>: its own id (its own interlock), a lab section."""
     text = SIM_STATION.read_text(encoding="utf-8")
     text = text.replace("\nid: sim\n", f"\nid: {bench}\n").replace("../dbc/", f"{ROOT / 'dbc'}/")
+    # The bench's own lab section (below) replaces sim.yaml's: a key given twice is refused.
+    text = re.sub(r"^lab:\n(?:[ #].*\n|\n)*?(?=^\S)", "", text, count=1, flags=re.M)
     if realtime:
         text = text.replace("virtual_time: true", "virtual_time: false")
     text += (
