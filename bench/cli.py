@@ -324,6 +324,9 @@ def _register_subcommands() -> None:
     from bench.cli_db import register as register_db  # the results database (docs/results.md)
 
     register_db(app)
+    from bench.cli_ui import ui_app  # the operator station in the browser (docs/ui.md)
+
+    app.add_typer(ui_app, name="ui")
 
 
 _register_subcommands()
