@@ -192,6 +192,18 @@ def test_an_operator_cannot_reset_the_interlock_and_an_engineer_can(browser: Any
     assert log[-1]["reason"] == "supply cable replaced and checked"
     assert audit_lines("reset_interlock")[-1]["user"] == "erin"
     assert any(a["user"] == "alice" and a["what"] == "reset_interlock" for a in audit_lines("refused"))
+    # The last run's verdict is on both pages; only the engineer may amend its report.
+    run_id = erin.evaluate("window.station.run.run_id")
+    assert alice.is_hidden("#amend-form")
+    status, body = post(alice, "/api/amend", {"run_id": run_id, "reason": "typo"})
+    assert status == 403 and body["error"] == "refused.role"
+    erin.fill("#amend-reason", "DUT serial corrected")
+    erin.click("#amend")
+    erin.wait_for_selector("#amended:not([hidden])", timeout=60_000)
+    amended = served.reports / f"{run_id}.A1"
+    assert json.loads((amended / "amendment.json").read_text())["by"] == "erin"
+    assert erin.get_attribute("#amended", "href") == f"/runs/{run_id}.A1/report.html"
+    assert audit_lines("amend_report")[-1]["run_id"] == run_id
     alice.context.close()
     erin.context.close()
 

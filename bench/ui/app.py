@@ -395,6 +395,30 @@ def create_app(station_path: Path, reports: Path, accounts_path: Path | None = N
         return JSONResponse({"outcome": outcome})
 
     @guarded
+    async def amend(request: Request) -> Response:
+        """An amended report of a sealed run (ISO/IEC 17025 7.8.8), as ``bench report amend`` issues it."""
+        from bench.record.verify import is_sealed
+        from bench.report.amend import amend_report
+
+        user = need(request, "amend_report")
+        data = await body(request)
+        run_id, reason = text_of(data, "run_id", 200), text_of(data, "reason", 1000)
+        folder = (st.reports / run_id).resolve()
+        if (
+            not RUN_ID.fullmatch(run_id)
+            or not folder.is_relative_to(st.reports)
+            or not (folder / "result.json").is_file()
+        ):
+            raise Refused("refused.not_found", status=404)
+        if not reason:
+            return field_errors({"amend_reason": "amend.reason_required"})
+        if not is_sealed(folder):
+            raise Refused("refused.unsealed", run_id=run_id)
+        out, report_id = await asyncio.to_thread(amend_report, folder, reason=reason, by=user.name)
+        st.record(user, "amend_report", run_id=run_id, report_id=report_id, reason=reason, folder=out.name)
+        return JSONResponse({"report_id": report_id, "folder": out.name})
+
+    @guarded
     async def history(request: Request) -> Response:
         from bench.ui.history import run_history
 
@@ -469,6 +493,7 @@ def create_app(station_path: Path, reports: Path, accounts_path: Path | None = N
         Route("/api/prompt", answer, methods=["POST"]),
         Route("/api/prompt/{prompt}/picture", picture),
         Route("/api/interlock/reset", reset_interlock, methods=["POST"]),
+        Route("/api/amend", amend, methods=["POST"]),
         Route("/api/history", history),
         Route("/api/audit", audit),
         Route("/api/lab", lab),

@@ -486,8 +486,10 @@ function renderResult(run) {
   $("link-pdf").href = base + "report.pdf";
   $("link-folder").href = base;
   $("result-run-id").textContent = run.run_id;
+  $("amend-form").hidden = !can("amend_report");
   if (S.historyFor !== run.run_id) {
     S.historyFor = run.run_id;
+    $("amended").hidden = true;
     loadHistory(run.run_id);
   }
 }
@@ -681,6 +683,23 @@ async function answer(text) {
   if (!r.ok) err.textContent = problemText(r.data);
 }
 
+// -- amending the report of the run shown (engineers) -------------------------------------------
+async function amendReport(ev) {
+  ev.preventDefault();
+  clearErrors($("amend-form"));
+  const r = await post("/api/amend", { run_id: S.run.run_id, reason: $("amend-reason").value });
+  if (!r.ok) {
+    if (r.data.fields) showFieldErrors($("amend-form"), r.data.fields);
+    else say(problemText(r.data), "error");
+    return;
+  }
+  const a = $("amended");
+  a.href = "/runs/" + encodeURIComponent(r.data.folder) + "/report.html";
+  a.textContent = t("amend.done", { id: r.data.report_id });
+  a.hidden = false;
+  $("amend-reason").value = "";
+}
+
 // -- the stream ----------------------------------------------------------------------------
 let source = null;
 function connect() {
@@ -735,6 +754,7 @@ function wire() {
   $("serial").addEventListener("change", checkForm);
   $("lab-submit").addEventListener("click", submitToLab);
   $("reset-form").addEventListener("submit", resetInterlock);
+  $("amend-form").addEventListener("submit", amendReport);
   $("dismiss").addEventListener("click", () => { S.dismissed = S.run && S.run.run_id; renderRun(); });
   $("prompt-form").addEventListener("submit", (ev) => { ev.preventDefault(); answer($("prompt-answer").value); });
   $("prompt-yes").addEventListener("click", () => answer("yes"));
