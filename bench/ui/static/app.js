@@ -524,7 +524,7 @@ function renderHistory(data) {
   table.createTHead().appendChild(head);
   const body = table.createTBody();
   for (const r of runs) {
-    const tr = row([r.started_utc || "", r.sequence_id || r.sequence || "", r.dut_serial || "", word("verdict", r.verdict)]);
+    const tr = row([(r.started_utc || "").replace("T", " ").slice(0, 19), r.sequence_id || r.sequence || "", r.dut_serial || "", word("verdict", r.verdict)]);
     if (r.run_id === S.historyFor) tr.className = "this-run";
     body.appendChild(tr);
   }
@@ -752,6 +752,11 @@ function wire() {
   $("confirm-no").addEventListener("click", () => $("confirm-dialog").close());
   $("start-form").addEventListener("submit", startRun);
   $("serial").addEventListener("change", checkForm);
+  // A barcode scanner types the serial and Enter: that checks the serial and moves to START; it
+  // never starts a run by itself.
+  $("serial").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") { ev.preventDefault(); checkForm(); $("start").focus(); }
+  });
   $("lab-submit").addEventListener("click", submitToLab);
   $("reset-form").addEventListener("submit", resetInterlock);
   $("amend-form").addEventListener("submit", amendReport);
