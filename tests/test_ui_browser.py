@@ -78,6 +78,14 @@ def test_a_prompt_is_answered_in_a_dialog_and_a_wrong_unit_is_refused_next_to_th
     page.wait_for_selector("#prompt-dialog[open]")
     assert page.text_content("#prompt-text") == "Read the voltage at the sense terminals"
     page.wait_for_function("document.getElementById('prompt-picture').naturalWidth === 240")
+    # Modal for the one who answers, with the emergency stop in it; a watcher's page stays usable.
+    assert page.evaluate("document.getElementById('prompt-dialog').matches(':modal')")
+    assert page.is_visible("#prompt-estop")
+    bob = open_page(browser, served, "bob")
+    bob.wait_for_selector("#prompt-dialog[open]")
+    assert not bob.evaluate("document.getElementById('prompt-dialog').matches(':modal')")
+    assert bob.is_disabled("#prompt-ok") and bob.is_visible("#prompt-watch")
+    bob.context.close()
     error = "#prompt-form [data-error='answer']"
     page.click("#prompt-ok")  # nothing typed: refused by the page
     wait_text(page, error, "An answer is required.")

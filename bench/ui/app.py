@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import html
 import logging
+import os
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -152,9 +153,12 @@ def guarded(handler: Handler) -> Handler:
             return refused(r.key, r.status, **r.args_)
         except BenchError as exc:
             return refused("refused.bench", 400, detail=str(exc))
-        except Exception as exc:  # never a traceback in the page: one line, and the details in the log
-            log.exception("internal error in %s", request.url.path)
-            return refused("refused.internal", 500, detail=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # never a traceback in the page or the terminal: one line in each
+            line = f"{type(exc).__name__}: {exc}"
+            log.error("internal error in %s: %s (set BENCH_DEBUG=1 for details)", request.url.path, line)
+            if os.environ.get("BENCH_DEBUG"):
+                log.exception("details")
+            return refused("refused.internal", 500, detail=line)
 
     return wrapped
 

@@ -657,7 +657,12 @@ function onPrompt(p) {
   if (!before || before.id !== p.id) {
     if (!p.problem) $("prompt-answer").value = "";
   }
-  if (!d.open) d.showModal();
+  // Modal for the one who answers; the others keep their page (and its emergency stop) usable.
+  if (d.open && d.dataset.modal !== String(mine)) d.close();
+  if (!d.open) {
+    d.dataset.modal = String(mine);
+    if (mine) d.showModal(); else d.show();
+  }
   if (mine) (confirm ? $("prompt-yes") : $("prompt-answer")).focus();
 }
 
@@ -746,6 +751,7 @@ function wire() {
   $("login-form").addEventListener("submit", submitLogin);
   $("login-cancel").addEventListener("click", () => $("login-dialog").close());
   $("estop").addEventListener("click", estop);
+  $("prompt-estop").addEventListener("click", estop);
   $("terminate").addEventListener("click", () => stop("terminate"));
   $("abort").addEventListener("click", askAbort);
   $("confirm-yes").addEventListener("click", () => { $("confirm-dialog").close(); stop("abort"); });
