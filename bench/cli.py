@@ -16,7 +16,7 @@ import signal
 import sys
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 from bench.heldback import hold_back, placeholder
 
@@ -256,18 +256,11 @@ def reset_interlock(
     by: Annotated[str, typer.Option(help="who resets it (recorded)")] = os.environ.get("USER", "unknown"),
 ) -> None:
     """Clear a latched supervisor trip of a station, with a recorded reason."""
-    from bench.interlock import Interlock
+    from bench.interlock import reset_station
     from bench.station import load_station
 
-    if not reason.strip():
-        raise LoadError("--reason must say why it is safe to run again")
     st = load_station(station or default_station())
-    lock = Interlock(st.model.id)
-    was = lock.reset(reason, by)
-    if was is None:
-        typer.echo(f"station '{st.model.id}' was not tripped; reset recorded in {lock.log}")
-    else:
-        typer.echo(f"station '{st.model.id}' reset (was tripped: {was.get('reason')}); recorded in {lock.log}")
+    typer.echo(reset_station(st.model.id, reason, by))
 
 
 @app.command()
@@ -351,6 +344,14 @@ def _is_record_stage_interrupted(exc: BaseException) -> bool:
     return stopping is not None and isinstance(exc, stopping.RecordStageInterrupted)
 
 
+def _internal_error(exc: Exception) -> NoReturn:
+    """A fault of the bench itself: one line and exit 3 (the traceback with BENCH_DEBUG=1)."""
+    if os.environ.get("BENCH_DEBUG"):
+        raise exc
+    _stderr().print(f"internal error: {type(exc).__name__}: {exc} (set BENCH_DEBUG=1 for details)", markup=False)
+    sys.exit(3)
+
+
 def main() -> None:
     try:
         rc = app(standalone_mode=False)
@@ -363,6 +364,14 @@ def main() -> None:
     except KeyboardInterrupt:
         _stderr().print("interrupted", markup=False)
         sys.exit(_aborted_exit_code())
+    except OSError as exc:
+        if exc.filename is None or os.environ.get("BENCH_DEBUG"):
+            _internal_error(exc)
+        # A file a command was told to write or read (an -o path, an input) that the system
+        # refuses: bad input, like a path that does not exist, not a fault of the bench.
+        path = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        _stderr().print(f"error: {path}: {exc.strerror or exc}", markup=False, highlight=False)
+        sys.exit(2)
     except Exception as exc:  # click's usage errors and anything unexpected: one line, never a traceback
         err = _stderr()
         # typer vendors click; its usage errors carry format_message() and exit code 2.
@@ -372,10 +381,7 @@ def main() -> None:
             sys.exit(2)
         if type(exc).__name__ == "Abort":
             sys.exit(_aborted_exit_code())
-        if os.environ.get("BENCH_DEBUG"):
-            raise
-        err.print(f"internal error: {type(exc).__name__}: {exc} (set BENCH_DEBUG=1 for details)", markup=False)
-        sys.exit(3)
+        _internal_error(exc)
     except BaseException as exc:  # a BaseException, so that no `except Exception` of a run swallows it
         if not _is_record_stage_interrupted(exc):
             raise  # SystemExit
