@@ -180,40 +180,44 @@ def test_estop_from_the_keyboard_ends_the_run_as_an_emergency_stop_with_the_safe
 
 def test_an_operator_cannot_reset_the_interlock_and_an_engineer_can(browser: Any, served: Served) -> None:
     Interlock("sim").trip("supply current above the supply's rating (test)", "test-run")
-    alice = open_page(browser, served, "alice")
-    alice.wait_for_function("document.getElementById('interlock-state').textContent === 'TRIPPED'")
-    assert alice.is_hidden("#reset-form")
-    status, body = post(alice, "/api/interlock/reset", {"reason": "checked the wiring"})
-    assert status == 403 and body["error"] == "refused.role"
-    assert Interlock("sim").state() is not None
-    erin = open_page(browser, served, "erin")
-    erin.wait_for_selector("#reset-form:not([hidden])")
-    erin.click("#reset-interlock")  # no reason: refused next to the field
-    wait_text(erin, "#reset-form [data-error='reason']", "A reason is required.")
-    screenshot(erin, "interlock")
-    erin.fill("#reset-reason", "supply cable replaced and checked")
-    erin.click("#reset-interlock")
-    erin.wait_for_function("document.getElementById('interlock-state').textContent === 'armed'")
-    assert Interlock("sim").state() is None
-    log = [json.loads(line) for line in Interlock("sim").log.read_text().splitlines() if line.strip()]
-    assert log[-1]["kind"] == "reset" and log[-1]["by"] == "erin"
-    assert log[-1]["reason"] == "supply cable replaced and checked"
-    assert audit_lines("reset_interlock")[-1]["user"] == "erin"
-    assert any(a["user"] == "alice" and a["what"] == "reset_interlock" for a in audit_lines("refused"))
-    # The last run's verdict is on both pages; only the engineer may amend its report.
-    run_id = erin.evaluate("window.station.run.run_id")
-    assert alice.is_hidden("#amend-form")
-    status, body = post(alice, "/api/amend", {"run_id": run_id, "reason": "typo"})
-    assert status == 403 and body["error"] == "refused.role"
-    erin.fill("#amend-reason", "DUT serial corrected")
-    erin.click("#amend")
-    erin.wait_for_selector("#amended:not([hidden])", timeout=60_000)
-    amended = served.reports / f"{run_id}.A1"
-    assert json.loads((amended / "amendment.json").read_text())["by"] == "erin"
-    assert erin.get_attribute("#amended", "href") == f"/runs/{run_id}.A1/report.html"
-    assert audit_lines("amend_report")[-1]["run_id"] == run_id
-    alice.context.close()
-    erin.context.close()
+    try:
+        alice = open_page(browser, served, "alice")
+        alice.wait_for_function("document.getElementById('interlock-state').textContent === 'TRIPPED'")
+        assert alice.is_hidden("#reset-form")
+        status, body = post(alice, "/api/interlock/reset", {"reason": "checked the wiring"})
+        assert status == 403 and body["error"] == "refused.role"
+        assert Interlock("sim").state() is not None
+        erin = open_page(browser, served, "erin")
+        erin.wait_for_selector("#reset-form:not([hidden])")
+        erin.click("#reset-interlock")  # no reason: refused next to the field
+        wait_text(erin, "#reset-form [data-error='reason']", "A reason is required.")
+        screenshot(erin, "interlock")
+        erin.fill("#reset-reason", "supply cable replaced and checked")
+        erin.click("#reset-interlock")
+        erin.wait_for_function("document.getElementById('interlock-state').textContent === 'armed'")
+        assert Interlock("sim").state() is None
+        log = [json.loads(line) for line in Interlock("sim").log.read_text().splitlines() if line.strip()]
+        assert log[-1]["kind"] == "reset" and log[-1]["by"] == "erin"
+        assert log[-1]["reason"] == "supply cable replaced and checked"
+        assert audit_lines("reset_interlock")[-1]["user"] == "erin"
+        assert any(a["user"] == "alice" and a["what"] == "reset_interlock" for a in audit_lines("refused"))
+        # The last run's verdict is on both pages; only the engineer may amend its report.
+        run_id = erin.evaluate("window.station.run.run_id")
+        assert alice.is_hidden("#amend-form")
+        status, body = post(alice, "/api/amend", {"run_id": run_id, "reason": "typo"})
+        assert status == 403 and body["error"] == "refused.role"
+        erin.fill("#amend-reason", "DUT serial corrected")
+        erin.click("#amend")
+        erin.wait_for_selector("#amended:not([hidden])", timeout=60_000)
+        amended = served.reports / f"{run_id}.A1"
+        assert json.loads((amended / "amendment.json").read_text())["by"] == "erin"
+        assert erin.get_attribute("#amended", "href") == f"/runs/{run_id}.A1/report.html"
+        assert audit_lines("amend_report")[-1]["run_id"] == run_id
+        alice.context.close()
+        erin.context.close()
+    finally:  # a failure above must not leave the tests' station latched for the tests after it
+        if Interlock("sim").state() is not None:
+            Interlock("sim").reset("test cleanup", "tests")
 
 
 def test_the_chinese_page_has_every_string_in_its_catalogue(browser: Any, served: Served) -> None:

@@ -136,3 +136,15 @@ def test_ctrl_c_aborts_the_run_going_on_and_the_record_is_sealed(tmp_path: Path)
     cleanup = [e["step"] for e in events if e["kind"] == "step_started" and e["phase"] == "cleanup"]
     assert cleanup == ["charger output off", "open main contactors"]
     assert (served.reports / run_id / "manifest.json").is_file()
+
+
+def test_the_language_follows_the_browser() -> None:
+    from bench.ui.i18n import negotiate
+
+    assert negotiate("zh-CN,zh;q=0.9,en;q=0.8") == "zh-Hans"
+    assert negotiate("zh-TW") == "zh-Hans"  # the Chinese catalogue reads better than English there
+    assert negotiate("de-DE,de;q=0.9,en-GB;q=0.5,zh;q=0.4") == "en"
+    assert negotiate("fr-FR,zh-Hans;q=0.7,en;q=0.3") == "zh-Hans"
+    assert negotiate("zh;q=0,en") == "en"
+    assert negotiate("") == negotiate(None) == negotiate("fr") == "en"
+    assert negotiate("en;q=garbage,zh") == "zh-Hans"
