@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,21 +112,24 @@ def make_accounts(path: Path) -> Path:
     return path
 
 
-def ui_station(tmp: Path) -> Path:
-    """A copy of sim.yaml whose library is the reference sequence's folder and the tests' sequences."""
+def ui_station(tmp: Path, extra_library: Sequence[Path] = ()) -> Path:
+    """A copy of sim.yaml whose library is the reference sequence and the tests' sequences (and more)."""
     seqs = tmp / "ui-sequences"
     seqs.mkdir()
     (seqs / "prompt.yaml").write_text(PROMPT_SEQUENCE, encoding="utf-8")
     (seqs / "terminals.svg").write_text(PICTURE, encoding="utf-8")
     (seqs / "long.yaml").write_text(LONG_SEQUENCE, encoding="utf-8")
-    library = f"library: [{ROOT / 'sequences' / 'r100' / 'overcharge.yaml'}, {seqs}]"
+    paths = [ROOT / "sequences" / "r100" / "overcharge.yaml", seqs, *extra_library]
+    library = f"library: [{', '.join(map(str, paths))}]"
     return station_copy(tmp, replace={"library: [../sequences]": library}, name="ui-station.yaml")
 
 
-def start_served(tmp: Path, timeout: float = 60) -> Served:
+def start_served(
+    tmp: Path, timeout: float = 60, env: dict[str, str] | None = None, extra_library: Sequence[Path] = ()
+) -> Served:
     reports = tmp / "reports"
     accounts = make_accounts(tmp / "accounts.yaml")
-    station = ui_station(tmp)
+    station = ui_station(tmp, extra_library)
     argv = [sys.executable, "-m", "bench.cli", "ui", "--station", str(station), "--listen", "127.0.0.1:0"]
     argv += ["--accounts", str(accounts), "--reports", str(reports)]
     proc = subprocess.Popen(
@@ -135,7 +138,7 @@ def start_served(tmp: Path, timeout: float = 60) -> Served:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout

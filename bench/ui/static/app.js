@@ -306,7 +306,7 @@ function renderForm() {
   const startable = !!e && !e.runnable && can("start") && !S.busy;
   $("start").disabled = !startable;
   $("start").title = !can("start") ? t("start.sign_in_first") : S.busy ? t("start.busy") : "";
-  $("lab-submit").hidden = !(S.labBenches && S.labBenches.length && can("start"));
+  $("lab-send").hidden = !(S.labBenches && S.labBenches.length && can("start") && e && !e.runnable);
 }
 
 function formData() {
@@ -339,8 +339,7 @@ async function startRun(ev) {
 }
 
 async function submitToLab() {
-  const bench = S.labBenches && S.labBenches.length ? S.labBenches[0].bench : "";
-  const r = await post("/api/lab/submit", Object.assign(formData(), { bench }));
+  const r = await post("/api/lab/submit", Object.assign(formData(), { bench: $("lab-bench").value }));
   if (!r.ok) {
     if (r.data.fields) showFieldErrors($("start-form"), r.data.fields);
     else $("start-error").textContent = problemText(r.data);
@@ -354,7 +353,24 @@ async function loadLab() {
   try { data = await get("/api/lab"); } catch (e) { return; }
   S.labBenches = data.benches || [];
   $("lab").hidden = !S.labBenches.length;
-  $("lab-benches").tBodies[0].replaceChildren(...S.labBenches.map((b) => row([b.bench, word("lab.state", b.state)])));
+  $("lab-benches").tBodies[0].replaceChildren(...S.labBenches.map((b) => {
+    const tr = row([b.name, word("lab.state", b.state), b.station, b.step ? b.step + " (" + b.steps_done + "/" + b.steps_total + ")" : ""]);
+    tr.dataset.bench = b.name;
+    return tr;
+  }));
+  const select = $("lab-bench");
+  const chosen = select.value;
+  const any = document.createElement("option");
+  any.value = "";
+  any.textContent = t("lab.any");
+  select.replaceChildren(any, ...S.labBenches.filter((b) => b.online).map((b) => {
+    const o = document.createElement("option");
+    o.value = b.name;
+    o.textContent = b.name;
+    return o;
+  }));
+  select.value = chosen;
+  if (select.selectedIndex < 0) select.value = "";
   renderForm();
 }
 
@@ -784,6 +800,8 @@ async function main() {
   await loadSession();
   connect();
   await Promise.all([loadStatus(), loadLibrary(), loadLab()]);
+  // The lab's benches change on their own (jobs of other stations): read again every 5 s.
+  setInterval(() => { if (S.labBenches && S.labBenches.length) loadLab(); }, 5000);
   document.body.dataset.ready = "1";
 }
 
