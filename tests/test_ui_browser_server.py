@@ -117,7 +117,8 @@ def test_ctrl_c_aborts_the_run_going_on_and_the_record_is_sealed(tmp_path: Path)
         run_id = body["run_id"]
 
         def charging(kind: str, data: dict[str, Any]) -> bool:
-            steps = ((data.get("run") or {}).get("steps")) or []
+            # The whole run at the start, then each step as it changes.
+            steps = [data["step"]] if kind == "step" else ((data.get("run") or {}).get("steps")) or []
             return any(s["name"] == "charge for a long time" and s["state"] == "running" for s in steps)
 
         seen = events_until(served.url, charging)

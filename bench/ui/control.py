@@ -123,8 +123,8 @@ def display_of(plan: Plan) -> list[dict[str, Any]]:
 
 def steps_of(plan: Plan) -> list[dict[str, Any]]:
     return [
-        {"name": s.name, "phase": s.phase, "kind": s.kind, "state": "pending", "message": ""}
-        for s in [*plan.steps, *plan.cleanup]
+        {"i": i, "name": s.name, "phase": s.phase, "kind": s.kind, "state": "pending", "message": ""}
+        for i, s in enumerate([*plan.steps, *plan.cleanup])
     ]
 
 
@@ -271,18 +271,27 @@ class Controller:
         if view is None or view.run_id != run_id:
             return
         changed = True
+        if kind in (EventKind.STEP_STARTED, EventKind.STEP_ENDED):
+            # One step changed: the browsers get that step, not the whole list again (a sequence of
+            # hundreds of steps would send its list twice per step to every browser).
+            phase = view.phase
+            if kind == EventKind.STEP_STARTED:
+                view.phase = str(fields.get("phase", view.phase))
+                step = self._find_step(str(fields.get("step")), str(fields.get("phase")), ("pending",))
+                if step is not None:
+                    step["state"] = "running"
+            else:
+                step = self._find_step(str(fields.get("step")), None, ("running",))
+                if step is not None:
+                    step["state"] = str(fields.get("outcome", ""))
+                    step["message"] = str(fields.get("message") or "")
+            if view.phase != phase:
+                self._publish_run()
+            elif step is not None:
+                self.hub.publish("step", {"run_id": run_id, "phase": view.phase, "step": dict(step)})
+            return
         if kind == EventKind.RUN_STARTED:
             view.phase = "load"
-        elif kind == EventKind.STEP_STARTED:
-            view.phase = str(fields.get("phase", view.phase))
-            step = self._find_step(str(fields.get("step")), str(fields.get("phase")), ("pending",))
-            if step is not None:
-                step["state"] = "running"
-        elif kind == EventKind.STEP_ENDED:
-            step = self._find_step(str(fields.get("step")), None, ("running",))
-            if step is not None:
-                step["state"] = str(fields.get("outcome", ""))
-                step["message"] = str(fields.get("message") or "")
         elif kind == EventKind.EMERGENCY_STOP:
             view.estop = str(fields.get("reason", ""))
         elif kind == EventKind.TERMINATE_REQUESTED:

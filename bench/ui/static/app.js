@@ -442,26 +442,44 @@ function renderRun() {
   $("terminate").disabled = !(live && can("stop") && mine);
   $("abort").disabled = !(live && can("stop") && mine);
   const ol = $("steps");
-  ol.replaceChildren(...run.steps.map((s) => {
-    const li = document.createElement("li");
-    li.className = "step " + s.state.toLowerCase() + (s.phase === "cleanup" ? " cleanup" : "");
-    li.dataset.state = s.state;
-    const state = document.createElement("span");
-    state.className = "state";
-    state.textContent = word("step", s.state);
-    const name = document.createElement("span");
-    name.textContent = (s.phase === "cleanup" ? t("run.cleanup_prefix") + " " : "") + s.name;
-    li.append(state, name);
-    if (s.message) li.title = s.message;
-    return li;
-  }));
-  const running = ol.querySelector(".running");
-  // The list scrolls to the running step; the page itself stays where the operator put it.
-  if (running && live) ol.scrollTop = Math.max(0, running.offsetTop - ol.offsetTop - ol.clientHeight / 3);
+  ol.replaceChildren(...run.steps.map(stepItem));
+  followRunning(live);
   if (ended) {
     renderResult(run);
     if (S.shownResult !== run.run_id) { S.shownResult = run.run_id; window.scrollTo(0, 0); }
   }
+}
+
+function stepItem(s) {
+  const li = document.createElement("li");
+  li.className = "step " + s.state.toLowerCase() + (s.phase === "cleanup" ? " cleanup" : "");
+  li.dataset.state = s.state;
+  const state = document.createElement("span");
+  state.className = "state";
+  state.textContent = word("step", s.state);
+  const name = document.createElement("span");
+  name.textContent = (s.phase === "cleanup" ? t("run.cleanup_prefix") + " " : "") + s.name;
+  li.append(state, name);
+  if (s.message) li.title = s.message;
+  return li;
+}
+
+// The list scrolls to the running step; the page itself stays where the operator put it.
+function followRunning(live) {
+  const ol = $("steps");
+  const running = ol.querySelector(".running");
+  if (running && live) ol.scrollTop = Math.max(0, running.offsetTop - ol.offsetTop - ol.clientHeight / 3);
+}
+
+// One step changed (the server sends that step only).
+function onStep(d) {
+  if (!S.run || S.run.run_id !== d.run_id) return;
+  S.run.steps[d.step.i] = d.step;
+  S.run.phase = d.phase;
+  $("run-phase").textContent = word("phase", d.phase);
+  const li = $("steps").children[d.step.i];
+  if (li) li.replaceWith(stepItem(d.step));
+  followRunning(S.busy);
 }
 
 function renderResult(run) {
@@ -740,6 +758,7 @@ function connect() {
     onRun(d);
     if (wasBusy && !d.busy) { loadStatus(); }
   });
+  source.addEventListener("step", (ev) => { const d = JSON.parse(ev.data); S.seq = d.seq; onStep(d); });
   source.addEventListener("values", (ev) => onValues(JSON.parse(ev.data)));
   source.addEventListener("clock", (ev) => { const d = JSON.parse(ev.data); S.seq = d.seq; onClock(d); });
   source.addEventListener("prompt", (ev) => { const d = JSON.parse(ev.data); S.seq = d.seq; onPrompt(d.prompt); });
