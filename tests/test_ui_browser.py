@@ -252,3 +252,19 @@ def test_the_chinese_page_has_every_string_in_its_catalogue(browser: Any, served
     other.wait_for_function("document.getElementById('start').textContent === '开始'")
     page.context.close()
     other.context.close()
+
+
+def test_a_run_the_station_lock_refuses_shows_the_lock_s_line(browser: Any, served: Served) -> None:
+    from bench.stationlock import hold_station
+
+    alice = open_page(browser, served, "alice")
+    # Another process (a terminal's bench run) holds the station.
+    with hold_station("sim", "other-run", "run of OTHER-SEQUENCE"):
+        choose(alice, "UI-PROMPT")
+        alice.click("#start")
+        alice.wait_for_selector("#result:not([hidden]) #verdict[data-refused]")
+        reason = alice.text_content("#verdict-reason") or ""
+    assert alice.text_content("#verdict") == "NOT STARTED"
+    assert reason.startswith("station 'sim' is busy: ") and "run of OTHER-SEQUENCE" in reason
+    assert reason.endswith("; nothing was run")
+    alice.context.close()

@@ -110,6 +110,12 @@ def test_ctrl_c_aborts_the_run_going_on_and_the_record_is_sealed(tmp_path: Path)
         assert status == 200 and alice.cookie.startswith("bench_session=")
         status, body = alice.call("/api/start", {"sequence": "UI-LONG", "serial": "not a serial"})
         assert status == 400 and set(body["fields"]) == {"serial"}
+        erin = Client(served.url)
+        assert erin.call("/api/login", {"name": "erin", "password": "erin-engineer-pw"})[0] == 200
+        status, body = erin.call(
+            "/api/start", {"sequence": "R100-9G-OVERCHARGE", "params": {"charge_current": "lots"}, "serial": "x"}
+        )
+        assert status == 400 and set(body["fields"]) == {"charge_current", "serial"}
         status, body = alice.call("/api/start", {"sequence": "UI-LONG", "params": {"x": "1"}, "serial": ""})
         assert status == 403 and body["error"] == "refused.parameters_role"
         status, body = alice.call("/api/start", {"sequence": "UI-LONG", "serial": "BMS-SN-0000012345"})

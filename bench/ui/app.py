@@ -299,13 +299,17 @@ def create_app(station_path: Path, reports: Path, accounts_path: Path | None = N
         if entry.runnable is not None:
             raise Refused("refused.not_runnable", detail=entry.runnable)
         serial = text_of(data, "serial", 200)
+        fields: dict[str, str] = {}
+        params: dict[str, str] = {}
         try:
             params = await checked_parameters(user, entry, data)
         except FieldProblems as fp:
-            return field_errors(fp.fields)
+            fields.update(fp.fields)
         problem = check_serial(st.station_path, serial)
         if problem is not None:
-            return field_errors({"serial": problem})
+            fields["serial"] = problem
+        if fields:  # every field's problem at once, each next to its field
+            return field_errors(fields)
         try:
             plan = await asyncio.to_thread(build_plan, entry.path, st.station_path, params, [])
         except BenchError as exc:

@@ -487,6 +487,8 @@ function renderResult(run) {
   if (run.refused) {
     v.textContent = t("result.refused");
     v.className = "verdict ERROR";
+    delete v.dataset.verdict;
+    v.dataset.refused = "1";
     $("verdict-reason").textContent = run.refused;
     $("verdict-estop").hidden = true;
     $("measurements").tBodies[0].replaceChildren();
@@ -496,6 +498,7 @@ function renderResult(run) {
   const r = run.result;
   v.textContent = word("verdict", r.verdict);
   v.dataset.verdict = r.verdict;
+  delete v.dataset.refused;
   v.className = "verdict " + r.verdict;
   $("verdict-reason").textContent = r.reason;
   $("verdict-estop").hidden = !run.estop;
