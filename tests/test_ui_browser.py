@@ -76,7 +76,10 @@ def test_a_prompt_is_answered_in_a_dialog_and_a_wrong_unit_is_refused_next_to_th
     choose(page, "UI-PROMPT")
     run_id = start(page)
     page.wait_for_selector("#prompt-dialog[open]")
-    assert page.text_content("#prompt-text") == "Read the voltage at the sense terminals"
+    assert page.text_content("#prompt-text") == "Confirm the enclosure is closed"
+    assert page.is_hidden("#prompt-answer") and page.is_visible("#prompt-no")
+    page.click("#prompt-yes")
+    wait_text(page, "#prompt-text", "Read the voltage at the sense terminals")
     page.wait_for_function("document.getElementById('prompt-picture').naturalWidth === 240")
     # Modal for the one who answers, with the emergency stop in it; a watcher's page stays usable.
     assert page.evaluate("document.getElementById('prompt-dialog').matches(':modal')")
@@ -101,9 +104,11 @@ def test_a_prompt_is_answered_in_a_dialog_and_a_wrong_unit_is_refused_next_to_th
     result, events = served.record(run_id)
     (m,) = result["measurements"]
     assert m["name"] == "terminal voltage" and abs(m["value"] - 3.3) < 1e-9 and m["unit"] == "V"
-    (answered,) = [e for e in events if e["kind"] == "prompt_answered"]
+    confirmed, answered = [e for e in events if e["kind"] == "prompt_answered"]
+    assert (confirmed["step"], confirmed["answer"]) == ("enclosure closed", "yes")
     assert answered["answer"] == "3300 mV" and "alice" in answered["source"]
-    assert [a["answer"] for a in audit_lines("answer_prompt") if a["run_id"] == run_id] == ["3.3 A", "3300 mV"]
+    answers = [a["answer"] for a in audit_lines("answer_prompt") if a["run_id"] == run_id]
+    assert answers == ["yes", "3.3 A", "3300 mV"]
     page.context.close()
 
 

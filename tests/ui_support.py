@@ -33,8 +33,8 @@ SCREENSHOTS = ROOT / "docs" / "ui"
 PASSWORDS = {"alice": "alice-operator-pw", "bob": "bob-operator-pw", "erin": "erin-engineer-pw"}
 ROLES = {"alice": "operator", "bob": "operator", "erin": "engineer"}
 
-# A value prompt with a picture, then a measurement of the supply: what the operator answers is
-# judged like a measurement (1 V .. 5 V passes).
+# A confirmation, then a value prompt with a picture: what the operator answers is judged like a
+# measurement (1 V .. 5 V passes).
 PROMPT_SEQUENCE = """\
 id: UI-PROMPT
 title: Terminal voltage read by the operator
@@ -42,6 +42,9 @@ version: 1.0.0
 basis: {standard: browser station test, clause: prompt}
 requires: [psu, bms]
 steps:
+  - name: enclosure closed
+    prompt:
+      text: Confirm the enclosure is closed
   - name: terminal voltage
     prompt:
       text: Read the voltage at the sense terminals
