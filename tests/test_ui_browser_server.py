@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -155,3 +156,25 @@ def test_the_language_follows_the_browser() -> None:
     assert negotiate("zh;q=0,en") == "en"
     assert negotiate("") == negotiate(None) == negotiate("fr") == "en"
     assert negotiate("en;q=garbage,zh") == "zh-Hans"
+
+
+def test_every_string_the_page_names_is_in_both_catalogues() -> None:
+    from bench.ui import i18n
+    from bench.ui.accounts import ACTIONS
+
+    static = ROOT / "bench" / "ui" / "static"
+    script = (static / "app.js").read_text(encoding="utf-8")
+    page = (static / "index.html").read_text(encoding="utf-8")
+    named = set(re.findall(r'\bt\("([^"]+)"', script)) | set(re.findall(r'data-i18n(?:-title)?="([^"]+)"', page))
+    named = {k for k in named if not k.endswith(".")}  # a prefix the page completes (below)
+    named |= set(re.findall(r'"(library\.empty)"', script))
+    # Keys the page builds from a prefix (an action, a role): each value it can take.
+    named |= {f"role.{r}" for r in ("operator", "engineer")}
+    named |= {f"action.{a}" for a in ACTIONS}
+    # The server's refusals are keys too.
+    app = (ROOT / "bench" / "ui" / "app.py").read_text(encoding="utf-8")
+    app += (ROOT / "bench" / "ui" / "control.py").read_text(encoding="utf-8")
+    named |= set(re.findall(r'"((?:refused|interlock|amend|login)\.[a-z_]+)"', app))
+    for lang in i18n.LANGUAGES:
+        assert sorted(named - set(i18n.catalogue(lang))) == [], lang
+    assert len(named) > 100

@@ -237,6 +237,14 @@ async function loadLibrary() {
   const data = await get("/api/library");
   S.library = data.sequences;
   const ul = $("library");
+  if (!S.library.length) {
+    const li = document.createElement("li");
+    li.className = "dim";
+    li.dataset.i18n = "library.empty";
+    li.textContent = t("library.empty");
+    ul.replaceChildren(li);
+    return;
+  }
   ul.replaceChildren(...S.library.map((e) => {
     const li = document.createElement("li");
     const b = document.createElement("button");
@@ -391,6 +399,7 @@ function onRun(data) {
     S.clock = null;
     buildValueRows();
   }
+  if (!S.busy && $("confirm-dialog").open) $("confirm-dialog").close();  // nothing left to abort
   renderRun();
   renderForm();
 }
