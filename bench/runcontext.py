@@ -67,6 +67,9 @@ class RunOptions:
     full_report: bool = True
     # Who runs the test (the report's and the results database's operator).
     operator: str | None = None
+    # What the operator entered before the run (the browser station's scanned DUT serial): recorded
+    # first among the operator's entries, as a prompt's text answer is.
+    entered_before: list[OperatorEntry] = field(default_factory=list)
 
 
 @dataclass
@@ -110,7 +113,7 @@ class RunContext:
         self.measurements: list[Measurement] = []
         self.safe_readbacks: list[SafeStateReadback] = []
         self.dtc_reads: list[DtcRead] = []
-        self.operator_entries: list[OperatorEntry] = []
+        self.operator_entries: list[OperatorEntry] = list(options.entered_before)
         self.first_fail: str | None = None
         self.deviations: list[str] = [*options.deviations, *runtime.parameter_deviations(plan)]
 

@@ -41,7 +41,7 @@ from bench.errors import LoadError
 from bench.interlock import Interlock, check_writable
 from bench.plan import Plan
 from bench.prompts import Answers, Asker
-from bench.result import RunResult
+from bench.result import OperatorEntry, RunResult
 from bench.results.rows import RunTags
 from bench.runcontext import Listener
 from bench.stationlock import hold_station
@@ -139,13 +139,16 @@ def run_plan(
     tags: RunTags | None = None,
     on_indexed: Callable[[str], None] | None = None,
     asker: Asker | None = None,
+    entered_before: list[OperatorEntry] | None = None,
 ) -> RunResult:
     """Run ``plan`` to its end (blocking) and return its result; the record lands in reports_dir/<run id>.
 
     Refusals by the guards raise a BenchError (one line, its own exit code) before anything
     moves. Prompts are asked on the terminal only if ``interactive`` and on the wall clock;
     otherwise they take their answer from the ``answers`` file, or fail, unless an ``asker`` (the
-    browser station) asks a person, in virtual time too (bench/prompts.py). ``signals`` installs
+    browser station) asks a person, in virtual time too (bench/prompts.py). ``entered_before``: what
+    the operator entered before the run (the item's serial), recorded like a prompt's text answer.
+    ``signals`` installs
     SIGINT/SIGTERM handlers that stop the run (main thread only). ``tags`` are what the entry point
     knows of the run for the results database (bench name, operator, campaign cell);
     ``on_indexed`` is told where the run was indexed.
@@ -175,6 +178,7 @@ def run_plan(
             allow_identity_mismatch=allow_identity_mismatch,
             full_report=full_report,
             operator=(tags.operator if tags is not None else None) or login_name(),
+            entered_before=list(entered_before or []),
         )
         engine = Run(plan, options)
         engine.listeners.extend(listeners or [])

@@ -56,12 +56,15 @@ def test_reference_sequence_started_from_the_page_passes_with_its_measurements(b
     assert peak is not None and abs(float(peak.split()[0]) - recorded["value"]) < 1e-4
     assert page.text_content("#verdict-reason") == result["reason"]
     assert result["operator"] == "alice"
+    # The serial typed (or scanned) before START identifies the item in the record and the report.
+    assert [(e["answer"], e["record"]) for e in result["operator_entries"]] == [("BMS-SN-0000012345", "identification")]
+    assert "alice at the browser station" in result["operator_entries"][0]["source"]
     # Every step shown as the record ended it.
     states = page.eval_on_selector_all("#steps li", "li => li.map(l => l.dataset.state)")
     assert states == [s["outcome"] for s in result["steps"]]
     # The record, served read-only beside the verdict.
     report = page.request.get(served.url + f"runs/{run_id}/report.html")
-    assert report.ok and "R100-9G-OVERCHARGE" in report.text()
+    assert report.ok and "R100-9G-OVERCHARGE" in report.text() and "BMS-SN-0000012345" in report.text()
     assert page.request.get(served.url + f"runs/{run_id}/../../accounts.yaml").status == 404
     started = [a for a in audit_lines("start") if a.get("run_id") == run_id]
     assert started and started[0]["user"] == "alice" and started[0]["t"]

@@ -316,7 +316,7 @@ def create_app(station_path: Path, reports: Path, accounts_path: Path | None = N
             st.record(user, "refused", what="start", why=str(exc), sequence=entry.id)
             return refused("refused.bench", 400, detail=str(exc))
         run_id = new_run_id()
-        st.controller.start(plan, user.name, run_id)  # Refused when another Start came first
+        st.controller.start(plan, user.name, run_id, serial)  # Refused when another Start came first
         if st.controller.view is not None:
             st.controller.view.sequence["serial"] = serial
         st.record(user, "start", sequence=entry.id, version=entry.version, run_id=run_id, params=params, serial=serial)

@@ -187,8 +187,12 @@ class Controller:
         self.hub.publish("run", {"busy": self.busy, "run": self.view.as_json() if self.view else None})
 
     # -- start ------------------------------------------------------------------------------
-    def start(self, plan: Plan, user: str, run_id: str) -> None:
-        """Start ``plan`` for ``user`` (on the server's loop); Refused when a run is going on."""
+    def start(self, plan: Plan, user: str, run_id: str, serial: str | None = None) -> None:
+        """Start ``plan`` for ``user`` (on the server's loop); Refused when a run is going on.
+
+        ``serial``: the DUT serial typed or scanned on the page, recorded as the item's
+        identification (result.json, the report's "Item tested", the results database)."""
+        from bench.result import OperatorEntry
         from bench.runner import run_plan
 
         if self.busy:
@@ -234,6 +238,18 @@ class Controller:
                     on_started=on_started,
                     asker=ask,
                     tags=RunTags(operator=user),
+                    entered_before=[
+                        OperatorEntry(
+                            step="before the run",
+                            prompt="DUT serial number (typed or scanned at the browser station)",
+                            answer=serial,
+                            record="identification",
+                            source=f"operator {user} at the browser station",
+                            t=0.0,
+                        )
+                    ]
+                    if serial
+                    else [],
                 )
             except BenchError as exc:  # a guard refused it (lock, interlock, calibration ...)
                 self._ended(run_id, None, str(exc))
