@@ -33,6 +33,7 @@ def test_every_benchmark_is_on_the_table() -> None:
     names = {p.stem for p in BENCHMARKS}
     assert {"cyclic_jitter", "daq_scan", "scpi_roundtrip", "lab_mqtt", "lab_scale", "engine_steps"} <= names
     assert {"report_archive", "safe_state_latency", "ingest", "virtual_time", "startup", "report_render"} <= names
+    assert {"results_db", "ui_latency", "cell_emulator_set"} <= names
     assert not names & {"table", "local_broker", "run_all"}
     # A script of benchmarks/ that does not report through benchmarks/table.py would be left out of
     # `make bench` and of these smoke runs.
