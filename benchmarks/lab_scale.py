@@ -94,12 +94,11 @@ async def history(broker: Broker, n: int, benches: list[str], window: int = 1000
 
 
 def station(folder: Path, bench: str) -> Path:
-    text = (ROOT / "stations" / "sim.yaml").read_text(encoding="utf-8")
-    text = text.replace("\nid: sim\n", f"\nid: {bench}\n").replace("../dbc/", f"{ROOT / 'dbc'}/")
-    text += f"\nlab:\n  library: [{SHORT}]\n  dut: BMS-SIM\n"
-    path = folder / f"{bench}.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    """sim.yaml as bench <bench>, with the lab section the lab tests give their benches (its
+    library holds SHORT); one way to make a bench's station, so the two cannot drift."""
+    from tests.labkit import station_file
+
+    return station_file(folder, bench)
 
 
 def start_agent(folder: Path, port: int, bench: str) -> subprocess.Popen[bytes]:
