@@ -5,18 +5,43 @@ No pytest here: the scripts in benchmarks/ import it too.
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+# Ports the kernel hands out to outgoing connections (a browser's, a client's): a port taken from
+# this range can be taken again by any connect() between the probe and the server's bind.
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST = 10000  # above the usual fixed service ports
+
+
+def _below_ephemeral() -> range:
+    try:
+        first = int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768  # Linux's default
+    return range(_LOWEST, max(first, _LOWEST + 1000))
 
 
 def free_ports(n: int) -> list[int]:
-    """n distinct ports that were free a moment ago (the kernel picks them)."""
-    socks = []
+    """n distinct ports that were free a moment ago, below the kernel's ephemeral range (so no
+    outgoing connection can take one before the server binds it), picked at random so that
+    parallel test workers rarely pick the same."""
+    pick = random.SystemRandom()
+    candidates = _below_ephemeral()
+    socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        for _ in range(1000):
+            if len(socks) == n:
+                return [s.getsockname()[1] for s in socks]
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", pick.choice(candidates)))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        raise RuntimeError(f"no {n} free ports in {candidates.start}-{candidates.stop - 1}")
     finally:
         for s in socks:
             s.close()
