@@ -84,6 +84,9 @@ def test_a_prompt_is_answered_in_a_dialog_and_a_wrong_unit_is_refused_next_to_th
     page.click("#prompt-yes")
     wait_text(page, "#prompt-text", "Read the voltage at the sense terminals")
     page.wait_for_function("document.getElementById('prompt-picture').naturalWidth === 240")
+    # The sequence's picture, opened as a document of its own, runs no script at the station's origin.
+    picture = page.request.get(page.evaluate("document.getElementById('prompt-picture').src"))
+    assert picture.ok and "sandbox" in picture.headers["content-security-policy"]
     # Modal for the one who answers, with the emergency stop in it; a watcher's page stays usable.
     assert page.evaluate("document.getElementById('prompt-dialog').matches(':modal')")
     assert page.is_visible("#prompt-estop")

@@ -45,6 +45,9 @@ COOKIE = "bench_session"
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_BODY = 64 * 1024  # a form of the station is a few hundred bytes
 # The page loads only what this app serves: nothing from the network, no inline script.
+# A prompt's picture shown as a document of its own: a sandbox (an origin of its own) without
+# scripts; an SVG keeps its inline style.
+PICTURE_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox"
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -383,7 +386,9 @@ def create_app(station_path: Path, reports: Path, accounts_path: Path | None = N
         path = st.controller.picture(prompt_id)
         if path is None or not path.is_file():
             raise Refused("refused.no_picture", status=404)
-        return FileResponse(path)
+        # A picture comes with a supplier's sequence: an SVG opened on its own must not run a
+        # script at the station's origin (it could press the station's buttons with the cookie).
+        return FileResponse(path, headers={"Content-Security-Policy": PICTURE_CSP})
 
     # -- the station ------------------------------------------------------------------------
     @guarded
